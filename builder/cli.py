@@ -1,0 +1,80 @@
+"""The command line: click commands, loaded lazily, and the one place a BuildError becomes an exit status."""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Any
+
+import click
+
+__all__ = ["main"]
+
+# name -> "module:attribute"; a command's module is imported only when it runs,
+# so `pybuild --help` stays fast.
+_COMMANDS: dict[str, tuple[str, str]] = {
+    "parse": ("builder.commands.parse", "Print the parse of a Dockerfile."),
+}
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(_COMMANDS) | set(super().list_commands(ctx)))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in _COMMANDS:
+            module = importlib.import_module(_COMMANDS[name][0])
+            cmd: click.Command = getattr(module, "command")
+            return cmd
+        return super().get_command(ctx, name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, help_text) for name, (_, help_text) in sorted(_COMMANDS.items())]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        # `pybuild .` means `pybuild build .`: anything that is not a command name is a build.
+        if args and args[0] not in _COMMANDS and "build" in _COMMANDS and not args[0].startswith("-"):
+            args = ["build", *args]
+        return super().resolve_command(ctx, args)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show Python tracebacks for errors.")
+@click.version_option(package_name="pybuild", prog_name="pybuild")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """pybuild builds OCI images from Dockerfiles, without a daemon."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug or bool(os.environ.get("PYBUILD_DEBUG"))
+
+
+def main(argv: list[str] | None = None) -> Any:
+    from .errors import BuildError
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or bool(os.environ.get("PYBUILD_DEBUG"))
+    try:
+        return cli.main(args=args, prog_name="pybuild", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except BuildError as exc:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        click.echo(exc.render(), err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
