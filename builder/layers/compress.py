@@ -1,0 +1,196 @@
+"""Compression of layer blobs: detection by magic bytes, streaming decompression, and a
+deterministic compressing writer (parallel gzip, multi-threaded zstd, or none).
+
+Owns the mapping between compression names and OCI layer media types.
+"""
+from __future__ import annotations
+
+import bz2
+import gzip
+import io
+import lzma
+from typing import BinaryIO, Literal
+
+import zstandard
+
+from builder.errors import LayerError
+from builder.layers.gzip_parallel import ParallelGzipWriter
+from builder.layers.types import (
+    MEDIA_TYPE_TAR,
+    MEDIA_TYPE_TAR_GZIP,
+    MEDIA_TYPE_TAR_ZSTD,
+    Compression,
+)
+
+__all__ = [
+    "Detected",
+    "detect_compression",
+    "open_decompressed",
+    "CompressingWriter",
+    "media_type_for",
+    "compression_for_media_type",
+    "DEFAULT_LEVELS",
+]
+
+Detected = Literal["gzip", "zstd", "bzip2", "xz", "uncompressed"]
+
+DEFAULT_LEVELS: dict[str, int] = {"gzip": 6, "zstd": 3}
+
+_MAGIC: tuple[tuple[bytes, Detected], ...] = (
+    (b"\x1f\x8b", "gzip"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+    (b"BZh", "bzip2"),
+    (b"\xfd7zXZ\x00", "xz"),
+)
+
+_MEDIA_TYPES: dict[str, str] = {
+    "gzip": MEDIA_TYPE_TAR_GZIP,
+    "zstd": MEDIA_TYPE_TAR_ZSTD,
+    "uncompressed": MEDIA_TYPE_TAR,
+}
+# Docker's schema 2 names for the same blobs, accepted when reading manifests.
+_DOCKER_MEDIA_TYPES: dict[str, Compression] = {
+    "application/vnd.docker.image.rootfs.diff.tar.gzip": "gzip",
+    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip": "gzip",
+    "application/vnd.docker.image.rootfs.diff.tar.zstd": "zstd",
+    "application/vnd.docker.image.rootfs.diff.tar": "uncompressed",
+}
+
+
+def media_type_for(compression: Compression) -> str:
+    """The OCI layer media type of a blob compressed with ``compression``."""
+    try:
+        return _MEDIA_TYPES[compression]
+    except KeyError:
+        raise LayerError(f"unknown layer compression {compression!r}",
+                         hint="use gzip, zstd or uncompressed") from None
+
+
+def compression_for_media_type(media_type: str) -> Compression:
+    """The compression a layer media type (OCI or Docker, incl. non-distributable) implies."""
+    if media_type in _DOCKER_MEDIA_TYPES:
+        return _DOCKER_MEDIA_TYPES[media_type]
+    base = media_type.replace(".nondistributable", "")
+    for name, mt in _MEDIA_TYPES.items():
+        if base == mt:
+            return name  # type: ignore[return-value]
+    raise LayerError(f"not a layer media type: {media_type!r}")
+
+
+def detect_compression(head: bytes) -> Detected:
+    """The compression of a blob from its first bytes (6 are enough)."""
+    for magic, name in _MAGIC:
+        if head.startswith(magic):
+            return name
+    return "uncompressed"
+
+
+class _Prefixed(io.RawIOBase):
+    """A stream that first returns bytes already read (the magic), then the rest."""
+
+    def __init__(self, head: bytes, rest: BinaryIO) -> None:
+        self._head = head
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        if self._head:
+            n = min(len(buffer), len(self._head))
+            buffer[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        data = self._rest.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def _read_head(fileobj: BinaryIO, n: int) -> bytes:
+    head = b""
+    while len(head) < n:
+        chunk = fileobj.read(n - len(head))
+        if not chunk:
+            break
+        head += chunk
+    return head
+
+
+def open_decompressed(fileobj: BinaryIO) -> BinaryIO:
+    """A readable stream of ``fileobj``'s bytes, decompressed according to its magic bytes
+    (gzip, zstd, bzip2, xz; anything else is passed through). Reads ``fileobj`` forward
+    only, so pipes and HTTP bodies work. Closing the result does not close ``fileobj``."""
+    head = _read_head(fileobj, 6)
+    kind = detect_compression(head)
+    raw: BinaryIO = io.BufferedReader(_Prefixed(head, fileobj), 1 << 20)  # type: ignore[arg-type]
+    if kind == "gzip":
+        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+    if kind == "zstd":
+        reader = zstandard.ZstdDecompressor().stream_reader(
+            raw, read_across_frames=True, closefd=False
+        )
+        return io.BufferedReader(reader, 1 << 20)  # type: ignore[arg-type, return-value]
+    if kind == "bzip2":
+        return bz2.BZ2File(raw, "rb")  # type: ignore[return-value]
+    if kind == "xz":
+        return lzma.LZMAFile(raw, "rb")  # type: ignore[return-value]
+    return raw
+
+
+class CompressingWriter:
+    """A write-only stream that compresses into ``out`` (which it never closes).
+
+    gzip: deterministic parallel blocks (see gzip_parallel); zstd: all cores, a frame
+    without a content size but with a checksum (the same bytes for any thread count);
+    uncompressed: a pass-through. Call ``close()`` (or use ``with``) to finish the stream.
+    """
+
+    def __init__(self, out: BinaryIO, compression: Compression = "gzip",
+                 level: int | None = None, *, threads: int | None = None) -> None:
+        self.compression = compression
+        self.media_type = media_type_for(compression)
+        self.level = level if level is not None else DEFAULT_LEVELS.get(compression, 0)
+        self._out = out
+        self._closed = False
+        self._gz: ParallelGzipWriter | None = None
+        self._zst: zstandard.ZstdCompressionWriter | None = None
+        if compression == "gzip":
+            if not 0 <= self.level <= 9:
+                raise LayerError(f"gzip level must be 0-9, not {self.level}")
+            self._gz = ParallelGzipWriter(out, self.level, threads)
+        elif compression == "zstd":
+            if not -7 <= self.level <= 22:
+                raise LayerError(f"zstd level must be -7..22, not {self.level}")
+            # threads=-1 means one worker per core; any threads >= 1 gives identical output.
+            cctx = zstandard.ZstdCompressor(
+                level=self.level,
+                threads=threads if threads is not None else -1,
+                write_checksum=True,
+                write_content_size=False,
+            )
+            self._zst = cctx.stream_writer(out, closefd=False)
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        if self._gz is not None:
+            return self._gz.write(data)
+        if self._zst is not None:
+            self._zst.write(data)
+            return len(data)
+        self._out.write(data)
+        return len(data)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._gz is not None:
+            self._gz.close()
+        elif self._zst is not None:
+            self._zst.flush(zstandard.FLUSH_FRAME)
+            self._zst.close()
+
+    def __enter__(self) -> CompressingWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
