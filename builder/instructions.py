@@ -1,0 +1,202 @@
+"""The typed Dockerfile instructions: frozen values, one class per instruction.
+
+Owns the shapes the rest of pybuild builds from (graph, config, solve). Every instruction
+knows its source range, its keyword (upper case), the logical line as written (``original``,
+continuations joined) and its raw ``--flags``. Word values are NOT expanded: ``$VAR`` and
+quotes stay as written, and ``builder.expand`` handles them at build time, like buildkit.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from .errors import SourceRange
+
+__all__ = [
+    "Heredoc", "Instruction", "From", "Run", "Cmd", "Entrypoint", "Shell", "Copy", "Add",
+    "Env", "Label", "Arg", "Expose", "Volume", "User", "Workdir", "StopSignal", "Healthcheck",
+    "Onbuild", "Maintainer", "Dockerfile", "INSTRUCTION_NAMES",
+]
+
+INSTRUCTION_NAMES = (
+    "ADD", "ARG", "CMD", "COPY", "ENTRYPOINT", "ENV", "EXPOSE", "FROM", "HEALTHCHECK", "LABEL",
+    "MAINTAINER", "ONBUILD", "RUN", "SHELL", "STOPSIGNAL", "USER", "VOLUME", "WORKDIR",
+)
+_LEADING_TABS = re.compile(r"^\t+", re.M)
+
+
+@dataclass(frozen=True, slots=True)
+class Heredoc:
+    """A here-document: ``content`` is the body as written (lines with their newlines)."""
+
+    name: str
+    content: str
+    expand: bool = True  # False when the word was quoted (<<'EOF'): no variable expansion
+    chomp: bool = False  # <<-EOF: leading tabs are stripped from the body
+    fd: int | None = None  # 3<<EOF
+
+    @property
+    def data(self) -> str:
+        """The body as the build uses it (leading tabs removed for ``<<-``)."""
+        return _LEADING_TABS.sub("", self.content) if self.chomp else self.content
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Instruction:
+    range: SourceRange
+    keyword: str
+    original: str
+    flags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class From(Instruction):
+    image: str
+    stage_name: str | None = None  # lower-cased, as buildkit stores it
+    platform: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Run(Instruction):
+    command: tuple[str, ...]
+    prepend_shell: bool  # True for the shell form
+    heredocs: tuple[Heredoc, ...] = ()
+    mounts: tuple[str, ...] = ()  # raw --mount values
+    network: str | None = None
+    security: str | None = None
+    devices: tuple[str, ...] = ()  # raw --device values
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Cmd(Instruction):
+    command: tuple[str, ...]
+    prepend_shell: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Entrypoint(Instruction):
+    command: tuple[str, ...]
+    prepend_shell: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Shell(Instruction):
+    shell: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Copy(Instruction):
+    sources: tuple[str, ...]  # paths; heredoc sources are in ``heredocs``
+    dest: str
+    heredocs: tuple[Heredoc, ...] = ()
+    from_stage: str | None = None
+    chown: str | None = None
+    chmod: str | None = None
+    link: bool = False
+    parents: bool = False
+    excludes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Add(Instruction):
+    sources: tuple[str, ...]
+    dest: str
+    heredocs: tuple[Heredoc, ...] = ()
+    chown: str | None = None
+    chmod: str | None = None
+    link: bool = False
+    checksum: str | None = None
+    keep_git_dir: bool = False
+    unpack: bool | None = None  # None: ADD's default (unpack local archives)
+    excludes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Env(Instruction):
+    pairs: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Label(Instruction):
+    pairs: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Arg(Instruction):
+    args: tuple[tuple[str, str | None], ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Expose(Instruction):
+    ports: tuple[str, ...]  # sorted, as buildkit sorts them
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Volume(Instruction):
+    paths: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class User(Instruction):
+    user: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Workdir(Instruction):
+    path: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StopSignal(Instruction):
+    signal: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Healthcheck(Instruction):
+    # ("NONE",), ("CMD", arg, ...) for the exec form, ("CMD-SHELL", command) for the shell form
+    test: tuple[str, ...] | None
+    interval: float | None = None  # seconds
+    timeout: float | None = None
+    start_period: float | None = None
+    start_interval: float | None = None
+    retries: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Onbuild(Instruction):
+    expression: str  # the trigger text exactly as docker stores it in the image config
+    instruction: Instruction
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Maintainer(Instruction):
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Dockerfile:
+    """A parsed Dockerfile: its instructions in order and what the parse learnt on the way."""
+
+    instructions: tuple[Instruction, ...]
+    directives: tuple[tuple[str, str], ...] = ()  # (name lower-cased, value), file order
+    escape: str = "\\"
+    warnings: tuple[str, ...] = ()
+    lines: tuple[str, ...] = field(default=(), repr=False)  # source lines, without newlines
+    filename: str = "Dockerfile"
+
+    def source_line(self, n: int) -> str:
+        """Line ``n`` (1-based) of the source, "" past the end."""
+        return self.lines[n - 1] if 0 < n <= len(self.lines) else ""
+
+    def directive(self, name: str) -> str | None:
+        for key, value in self.directives:
+            if key == name.lower():
+                return value
+        return None
+
+    def __iter__(self) -> Iterator[Instruction]:
+        return iter(self.instructions)
+
+    def __len__(self) -> int:
+        return len(self.instructions)
