@@ -19,7 +19,7 @@ from builder.oci.types import (
     parse_manifest_or_index,
 )
 
-__all__ = ["ImageSpec", "build_image", "image_from_manifest", "store_blob", "convert_layer_media"]
+__all__ = ["ImageSpec", "ResolvedImage", "build_image", "image_from_manifest", "store_blob", "convert_layer_media"]
 
 _TO_DOCKER = {
     MediaType.OCI_LAYER: MediaType.DOCKER_LAYER,
@@ -66,6 +66,17 @@ class ImageSpec:
         yield self.manifest.config, self.config_bytes
         for layer in self.layers:
             yield layer, self.blob_path(layer.digest)
+
+
+@dataclass(frozen=True)
+class ResolvedImage:
+    """A single-platform image found in a layout, an archive or a registry."""
+
+    manifest_digest: Digest
+    manifest: Manifest
+    manifest_bytes: bytes
+    config: ImageConfig
+    config_bytes: bytes
 
 
 def convert_layer_media(media_type: str, media: Literal["oci", "docker"]) -> str:

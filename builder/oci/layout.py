@@ -10,12 +10,11 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 from builder.digest import Digest, sha256_bytes
-from builder.oci.image import ImageSpec, image_from_manifest
+from builder.oci.image import ImageSpec, ResolvedImage, image_from_manifest
 from builder.oci.types import (
     Descriptor, ImageConfig, ImageFormatError, Index, Manifest, MediaType, Platform, decode,
     encode, host_platform, parse_manifest_or_index,
@@ -27,17 +26,6 @@ __all__ = ["OCI_LAYOUT", "REF_NAME", "IMAGE_NAME", "ResolvedImage", "OciLayout",
 OCI_LAYOUT = encode({"imageLayoutVersion": "1.0.0"})
 REF_NAME = "org.opencontainers.image.ref.name"
 IMAGE_NAME = "io.containerd.image.name"
-
-
-@dataclass(frozen=True)
-class ResolvedImage:
-    """A single-platform image found in a layout, an archive or a registry."""
-
-    manifest_digest: Digest
-    manifest: Manifest
-    manifest_bytes: bytes
-    config: ImageConfig
-    config_bytes: bytes
 
 
 def names_for(tag: str) -> tuple[str, str]:
