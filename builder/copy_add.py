@@ -1,0 +1,351 @@
+"""ADD's extras: local tar archives (extracted), URLs (downloaded) and git repositories.
+
+* Archives are recognised by content, as BuildKit (moby's DecompressStream then one tar
+  header): gzip, bzip2, xz, zstd or plain tar; a symlink or anything else is copied. They
+  are extracted into the destination directory as moby's ``Untar``: existing files are
+  replaced, existing directories kept (their metadata taken from the archive), owners
+  from the archive unless --chown, no whiteout processing, and the destination acts as
+  ``/``: symlinks inside it resolve inside it and a ``..`` that would leave it is refused.
+* URLs are streamed to a scratch file (mode 0600, mtime from Last-Modified), checked
+  against ``--checksum``, named after the URL's last path component; never extracted
+  unless ``--unpack``.
+* Git sources (BuildKit's ParseGitRef forms) are cloned with ``git``, checked out at the
+  ``#ref[:subdir]``, and their ``.git`` removed unless ``--keep-git-dir``.
+"""
+from __future__ import annotations
+
+import bz2
+import email.utils
+import gzip
+import hashlib
+import lzma
+import os
+import re
+import shutil
+import stat
+import subprocess
+import tarfile
+from contextlib import contextmanager
+from typing import IO, TYPE_CHECKING, Iterator
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from builder.context import clean_source, resolve_in_root
+from builder.digest import CHUNK, Digest
+from builder.errors import ContextError
+
+if TYPE_CHECKING:
+    from builder.copy import _Copier
+
+__all__ = ["classify_source", "is_archive", "extract_if_archive", "fetch_url", "git_checkout", "GitRef", "parse_git_ref"]
+
+_SCP = re.compile(r"^[A-Za-z0-9_.+-]+@[A-Za-z0-9_.-]+:")
+_PROTO = re.compile(r"^([A-Za-z0-9]+)://")
+
+
+# ---------------------------------------------------------------- classification
+
+
+def classify_source(src: str) -> str:
+    """``"git"``, ``"url"`` or ``"path"`` for an ADD source, as BuildKit decides."""
+    if src.startswith(("./", "../")):
+        return "path"
+    m = _PROTO.match(src)
+    if m:
+        proto = m.group(1).lower()
+        if proto in ("git", "ssh"):
+            return "git"
+        if proto in ("http", "https"):
+            return "git" if urlsplit(src).path.endswith(".git") else "url"
+        return "path"
+    if _SCP.match(src):
+        return "git"
+    return "path"
+
+
+# ---------------------------------------------------------------- archives
+
+
+@contextmanager
+def _decompressed(path: str) -> Iterator[IO[bytes]]:
+    with open(path, "rb") as raw:
+        magic = raw.read(6)
+        raw.seek(0)
+        if magic[:3] == b"\x1f\x8b\x08":
+            stream: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="rb")
+        elif magic[:3] == b"BZh":
+            stream = bz2.BZ2File(raw, "rb")
+        elif magic == b"\xfd7zXZ\x00":
+            stream = lzma.LZMAFile(raw, "rb")
+        elif magic[:4] == b"\x28\xb5\x2f\xfd":
+            import zstandard
+
+            stream = zstandard.ZstdDecompressor().stream_reader(raw)  # type: ignore[assignment]
+        else:
+            stream = raw
+        try:
+            yield stream
+        finally:
+            if stream is not raw:
+                stream.close()
+
+
+def is_archive(path: str) -> bool:
+    """Whether ``path`` is a regular file holding a (possibly compressed) tar archive."""
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return False
+        with _decompressed(path) as stream:
+            head = stream.read(512)
+        tarfile.TarInfo.frombuf(head, "utf-8", "surrogateescape")
+        return True
+    except Exception:  # any failure to read a tar header means "not an archive"
+        return False
+
+
+def extract_if_archive(path: str, copier: _Copier, drel: str) -> bool:
+    """Extract ``path`` into directory ``drel`` of the copier's root if it is an archive."""
+    if not is_archive(path):
+        return False
+    dest = copier.host(copier.ensure_dir(drel))
+    _extract(path, dest, chown=copier.chown, strict_owner=copier.is_root)
+    return True
+
+
+def _extract(path: str, dest: str, *, chown: tuple[int, int] | None, strict_owner: bool) -> None:
+    dirs: list[tuple[str, tarfile.TarInfo]] = []
+    with _decompressed(path) as stream, tarfile.open(fileobj=stream, mode="r|") as tf:
+        for member in tf:
+            name = _safe_name(member.name, path)
+            if not name:
+                continue  # the archive's "./": the destination keeps its own metadata
+            parent, _, base = name.rpartition("/")
+            parent = resolve_in_root(dest, parent)
+            _mkdir_parents(dest, parent)
+            host = os.path.join(dest, parent, base) if parent else os.path.join(dest, base)
+            try:
+                existing: os.stat_result | None = os.lstat(host)
+            except FileNotFoundError:
+                existing = None
+            if existing is not None and not (stat.S_ISDIR(existing.st_mode) and member.isdir()):
+                if stat.S_ISDIR(existing.st_mode):
+                    shutil.rmtree(host)
+                else:
+                    os.unlink(host)
+            if member.isdir():
+                if existing is None or not stat.S_ISDIR(existing.st_mode):
+                    os.mkdir(host, 0o700)
+                dirs.append((host, member))
+                _set_owner(host, member, chown, strict_owner)
+                continue
+            if member.isreg():
+                src = tf.extractfile(member)
+                assert src is not None
+                with open(host, "xb") as out:
+                    shutil.copyfileobj(src, out, CHUNK)
+            elif member.issym():
+                os.symlink(member.linkname, host)
+            elif member.islnk():
+                target = _safe_name(member.linkname, path)
+                tparent, _, tbase = target.rpartition("/")
+                thost = os.path.join(dest, resolve_in_root(dest, tparent), tbase)
+                os.link(thost, host, follow_symlinks=False)
+                continue
+            elif member.ischr() or member.isblk() or member.isfifo():
+                kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK if member.isblk() else stat.S_IFIFO
+                try:
+                    os.mknod(host, kind | (member.mode & 0o7777), os.makedev(member.devmajor, member.devminor))
+                except PermissionError:
+                    if strict_owner:
+                        raise
+                    continue
+            else:
+                continue
+            _set_owner(host, member, chown, strict_owner)
+            _set_meta(host, member)
+    for host, member in reversed(dirs):
+        _set_meta(host, member)
+
+
+def _safe_name(name: str, archive: str) -> str:
+    parts: list[str] = []
+    for comp in name.split("/"):
+        if comp in ("", "."):
+            continue
+        if comp == "..":
+            if not parts:
+                raise ContextError(f"ADD failed: archive {os.path.basename(archive)!r} holds {name!r}, a path outside its root")
+            parts.pop()
+            continue
+        parts.append(comp)
+    return "/".join(parts)
+
+
+def _mkdir_parents(dest: str, parent: str) -> None:
+    if not parent:
+        return
+    host = os.path.join(dest, parent)
+    if not os.path.isdir(host):
+        # Missing parents of an entry are created as moby does: 0755, root.
+        done = ""
+        for comp in parent.split("/"):
+            done = resolve_in_root(dest, f"{done}/{comp}" if done else comp)
+            h = os.path.join(dest, done)
+            if not os.path.lexists(h):
+                os.mkdir(h, 0o755)
+            elif not os.path.isdir(h):
+                raise ContextError(f"ADD failed: /{done} in the archive's destination is not a directory")
+
+
+def _set_owner(host: str, member: tarfile.TarInfo, chown: tuple[int, int] | None, strict: bool) -> None:
+    uid, gid = chown if chown is not None else (member.uid, member.gid)
+    try:
+        os.lchown(host, uid, gid)
+    except PermissionError:
+        if strict:
+            raise
+
+
+def _set_meta(host: str, member: tarfile.TarInfo) -> None:
+    if not member.issym():
+        os.chmod(host, member.mode & 0o7777)
+    for key, value in (member.pax_headers or {}).items():
+        if key.startswith("SCHILY.xattr."):
+            try:
+                os.setxattr(host, key[13:], value.encode("utf-8", "surrogateescape"), follow_symlinks=False)
+            except OSError:
+                pass  # best effort, as BuildKit's BestEffortXattrs
+    mtime_ns = int(member.mtime * 1_000_000_000)
+    os.utime(host, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
+
+
+# ---------------------------------------------------------------- URLs
+
+
+def fetch_url(url: str, scratch: os.PathLike[str] | str, *, checksum: str | None = None, timeout: float = 60.0) -> str:
+    """Download ``url`` into ``scratch``; returns the file's name there."""
+    import requests
+
+    want: Digest | None = None
+    if checksum:
+        try:
+            want = Digest.parse(checksum)
+        except ValueError:
+            raise ContextError(f"invalid checksum {checksum!r} for {url}: expected sha256:<64 hex digits>") from None
+        if want.algorithm != "sha256":
+            raise ContextError(f"unsupported checksum algorithm {want.algorithm!r} for {url}")
+    base = unquote(urlsplit(url).path).rstrip("/").rpartition("/")[2]
+    name = base if base not in ("", ".", "..") else "__unnamed__"
+    dest = os.path.join(os.fspath(scratch), name)
+    h = hashlib.sha256()
+    try:
+        with requests.get(url, stream=True, timeout=timeout) as resp:
+            if resp.status_code != 200:
+                raise ContextError(f"failed to load {url}: invalid response status {resp.status_code}")
+            last_modified = resp.headers.get("Last-Modified")
+            tmp = dest + ".part"
+            with open(tmp, "wb") as out:
+                for chunk in resp.iter_content(CHUNK):
+                    h.update(chunk)
+                    out.write(chunk)
+    except requests.RequestException as err:
+        raise ContextError(f"failed to load {url}: {err}") from None
+    got = Digest.sha256(h.hexdigest())
+    if want is not None and got != want:
+        os.unlink(tmp)
+        raise ContextError(f"ADD failed: checksum mismatch for {url}: expected {want}, got {got}")
+    os.replace(tmp, dest)
+    os.chmod(dest, 0o600)
+    if last_modified:
+        try:
+            ts = email.utils.parsedate_to_datetime(last_modified).timestamp()
+            os.utime(dest, (ts, ts))
+        except (TypeError, ValueError):
+            pass  # an unparsable header leaves the download time, as BuildKit
+    return name
+
+
+# ---------------------------------------------------------------- git
+
+
+class GitRef:
+    """A git source: remote, ref (branch, tag or commit), subdir, options."""
+
+    def __init__(self, remote: str, ref: str = "", subdir: str = "", keep_git_dir: bool | None = None, checksum: str = "") -> None:
+        self.remote, self.ref, self.subdir = remote, ref, subdir
+        self.keep_git_dir, self.checksum = keep_git_dir, checksum
+
+
+def parse_git_ref(src: str) -> GitRef:
+    """Split ``remote#ref:subdir`` and the ``?ref=&tag=&branch=&subdir=&keep-git-dir=&checksum=`` query."""
+    base, _, fragment = src.partition("#")
+    remote, _, query = base.partition("?")
+    ref, _, subdir = fragment.partition(":")
+    gr = GitRef(remote, ref, clean_source(subdir))
+    for key, values in parse_qs(query, keep_blank_values=True).items():
+        if len(values) > 1:
+            raise ContextError(f"git source {src!r}: query {key!r} has multiple values")
+        v = values[0]
+        if key == "ref":
+            gr.ref = v
+        elif key == "tag":
+            gr.ref = v if v.startswith("refs/tags/") else f"refs/tags/{v}"
+        elif key == "branch":
+            gr.ref = v if v.startswith("refs/heads/") else f"refs/heads/{v}"
+        elif key == "subdir":
+            gr.subdir = clean_source(v)
+        elif key in ("checksum", "commit"):
+            gr.checksum = v
+        elif key == "keep-git-dir":
+            gr.keep_git_dir = v.lower() in ("", "1", "true", "t")
+        else:
+            raise ContextError(f"git source {src!r}: unexpected query {key!r}")
+    return gr
+
+
+def _git(args: list[str], cwd: str | None = None) -> str:
+    env = dict(os.environ, GIT_TERMINAL_PROMPT="0", GIT_ASKPASS="true", LC_ALL="C")
+    proc = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise ContextError(f"git {' '.join(args[:2])} failed: {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc.stdout.strip()
+
+
+def git_checkout(
+    src: str, scratch: os.PathLike[str] | str, *, keep_git_dir: bool = False, checksum: str | None = None
+) -> str:
+    """Clone and check out a git source under ``scratch``; returns the path (relative to
+    scratch) whose contents ADD copies."""
+    gr = parse_git_ref(src)
+    keep = gr.keep_git_dir if gr.keep_git_dir is not None else keep_git_dir
+    want = checksum or gr.checksum
+    if checksum and gr.checksum and checksum != gr.checksum:
+        raise ContextError(f"checksum mismatch {checksum!r} != {gr.checksum!r}")
+    repo = os.path.join(os.fspath(scratch), "repo")
+    _git(["clone", "--quiet", "--no-checkout", "--", gr.remote, repo])
+    commit = ""
+    candidates = [gr.ref] if gr.ref else ["HEAD"]
+    if gr.ref and not gr.ref.startswith("refs/"):
+        candidates = [f"refs/remotes/origin/{gr.ref}", f"refs/tags/{gr.ref}", gr.ref]
+    elif gr.ref.startswith("refs/heads/"):
+        candidates = [f"refs/remotes/origin/{gr.ref[len('refs/heads/'):]}"]
+    for cand in candidates:
+        try:
+            commit = _git(["rev-parse", "--verify", "--quiet", f"{cand}^{{commit}}"], cwd=repo)
+            break
+        except ContextError:
+            continue
+    if not commit:
+        raise ContextError(f"git source {gr.remote}: ref {gr.ref or 'HEAD'!r} not found")
+    if want and not commit.startswith(want.lower()):
+        raise ContextError(f"ADD failed: checksum mismatch for {gr.remote}: expected commit {want}, got {commit}")
+    _git(["checkout", "--quiet", "--detach", commit], cwd=repo)
+    if os.path.exists(os.path.join(repo, ".gitmodules")):
+        _git(["submodule", "update", "--init", "--recursive", "--quiet"], cwd=repo)
+    if not keep:
+        shutil.rmtree(os.path.join(repo, ".git"))
+    if gr.subdir:
+        sub = os.path.join(repo, resolve_in_root(repo, gr.subdir))
+        if not os.path.isdir(sub):
+            raise ContextError(f"git source {gr.remote}: subdirectory {gr.subdir!r} not found at {commit[:12]}")
+        return os.path.relpath(sub, os.fspath(scratch))
+    return "repo"
