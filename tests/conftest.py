@@ -7,6 +7,7 @@ import pytest
 
 pytest_plugins: list[str] = [
     "tests.fixtures.registry",
+    "tests.fixtures.rootfs",
 ]
 
 

@@ -1,0 +1,243 @@
+"""``run_step``: the builder's side of running one RUN step in namespaces.
+
+Owns preparing a step (the resolv.conf/hosts/hostname files, the overlay options, the
+cgroup), forking the sandbox (see ``sandbox``), writing a rootless child's id maps,
+streaming its output, turning its reports into an exit code or an ``ExecError``, ending it
+on SIGINT/SIGTERM, and cleaning up: stubs out of the upper dir, cgroup and temp dir gone.
+Mounts all live in the step's own mount namespace, so they die with its processes.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import selectors
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+from typing import Callable
+
+from builder.errors import ExecError
+
+from . import libc
+from .cgroups import create_cgroup
+from .rootfs import Stub, overlay_options, remove_stubs
+from .sandbox import Plan, outer_child
+from .spec import DEFAULT_PATH, RootFS, RunSpec, StepInterrupted
+
+__all__ = ["run_step", "interrupt_steps"]
+
+_running: set["_Step"] = set()
+_running_lock = threading.Lock()
+
+
+class _Step:
+    """One running step as the builder sees it: the two child pids and any signal."""
+
+    def __init__(self, outer: int) -> None:
+        self.outer = outer
+        self.inner: int | None = None
+        self.signum: int | None = None
+
+    def kill(self, signum: int) -> None:
+        self.signum = self.signum or signum
+        # SIGKILL to PID 1 of the namespace: the kernel then kills every process in it.
+        for pid in (self.inner, self.outer):
+            if pid is not None:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+def interrupt_steps(signum: int) -> None:
+    """End every running step as if ``signum`` had arrived; each ``run_step`` then raises
+    ``StepInterrupted``. For callers that run steps outside the main thread."""
+    with _running_lock:
+        steps = list(_running)
+    for step in steps:
+        step.kill(signum)
+
+
+def _hosts_file(spec: RunSpec) -> str:
+    lines = [f"127.0.0.1\tlocalhost {spec.hostname}", "::1\tlocalhost ip6-localhost ip6-loopback"]
+    lines += [f"{ip}\t{host}" for host, ip in spec.extra_hosts]
+    return "\n".join(lines) + "\n"
+
+
+def _resolv_conf() -> str:
+    try:
+        return Path("/etc/resolv.conf").read_text()
+    except OSError:
+        return "nameserver 8.8.8.8\nnameserver 8.8.4.4\n"
+
+
+def _env(spec: RunSpec) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for item in spec.env:
+        key, _, value = item.partition("=")
+        env[key] = value
+    env.setdefault("PATH", DEFAULT_PATH)
+    return env
+
+
+def _subids(path: str, name: str, uid: int) -> tuple[int, int] | None:
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.strip().split(":")
+        if len(fields) == 3 and fields[0] in (name, str(uid)) and fields[2].isdigit():
+            return int(fields[1]), int(fields[2])
+    return None
+
+
+def _write_id_maps(pid: int) -> None:
+    """Map the building user to root in ``pid``'s user namespace, plus its subordinate
+    ranges through newuidmap/newgidmap when /etc/subuid and /etc/subgid have them."""
+    uid, gid = os.getuid(), os.getgid()
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        name = str(uid)
+    sub_u, sub_g = _subids("/etc/subuid", name, uid), _subids("/etc/subgid", name, uid)
+    if sub_u and sub_g and shutil.which("newuidmap") and shutil.which("newgidmap"):
+        for tool, own, (start, count) in (("newuidmap", uid, sub_u), ("newgidmap", gid, sub_g)):
+            done = subprocess.run([tool, str(pid), "0", str(own), "1", "1", str(start), str(count)],
+                                  capture_output=True, text=True)
+            if done.returncode != 0:
+                raise ExecError(f"{tool} failed: {done.stderr.strip() or done.returncode}",
+                                hint=f"check the ranges of {name} in /etc/subuid and /etc/subgid")
+        return
+    try:
+        Path(f"/proc/{pid}/uid_map").write_text(f"0 {uid} 1\n")
+        Path(f"/proc/{pid}/setgroups").write_text("deny\n")
+        Path(f"/proc/{pid}/gid_map").write_text(f"0 {gid} 1\n")
+    except OSError as e:
+        raise ExecError(f"cannot map user {name} into a user namespace: {e.strerror}") from e
+
+
+def run_step(spec: RunSpec, rootfs: RootFS, *, output: Callable[[bytes], None]) -> int:
+    """Run ``spec`` on ``rootfs``; stream its merged stdout/stderr to ``output``; return its
+    exit code (128+N when killed by signal N). The step's changes land in ``rootfs.upper``."""
+    if rootfs.upper is None or rootfs.work is None:
+        raise ExecError("a RUN step needs an upper directory for its changes")
+    for path in (*rootfs.lowers, rootfs.upper, rootfs.work):
+        if not path.is_dir():
+            raise ExecError(f"layer directory {path} does not exist")
+    rootless = os.geteuid() != 0
+    tmp = Path(tempfile.mkdtemp(prefix="pbr"))
+    cgroup = None
+    try:
+        files = []
+        for target, content in (("/etc/resolv.conf", _resolv_conf()),
+                                ("/etc/hosts", _hosts_file(spec)),
+                                ("/etc/hostname", spec.hostname + "\n")):
+            host_file = tmp / target.rsplit("/", 1)[1]
+            host_file.write_text(content)
+            host_file.chmod(0o644)
+            files.append((target, str(host_file)))
+        linkdir = tmp / "l"
+        linkdir.mkdir()
+        options = overlay_options(rootfs, linkdir, relative=True, userxattr=rootless)
+        merged = tmp / "m"
+        merged.mkdir()
+        cgroup = create_cgroup(spec.memory, spec.cpus)
+        plan = Plan(argv=spec.argv, env=_env(spec), cwd=spec.cwd, user=spec.user,
+                    hostname=spec.hostname, network=spec.network, mounts=spec.mounts,
+                    files=tuple(files), linkdir=str(linkdir), overlay=options,
+                    merged=str(merged), upper=str(rootfs.upper), userns=rootless,
+                    cgroup=cgroup, last_cap=libc.last_cap(), parent_pid=os.getpid())
+        return _supervise(plan, rootfs, output)
+    finally:
+        if cgroup is not None:
+            cgroup.remove()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _supervise(plan: Plan, rootfs: RootFS, output: Callable[[bytes], None]) -> int:
+    assert rootfs.upper is not None and rootfs.work is not None
+    out_r, out_w = os.pipe()
+    status_r, status_w = os.pipe()
+    sync_r, sync_w = os.pipe() if plan.userns else (None, None)
+    devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        outer_child(plan, out_w, status_w, sync_r, devnull)
+    for fd in (out_w, status_w, sync_r, devnull):
+        if fd is not None:
+            os.close(fd)
+    step = _Step(pid)
+    with _running_lock:
+        _running.add(step)
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, lambda signum, _frame: step.kill(signum))
+    stubs: list[Stub] = []
+    errors: list[str] = []
+    wait_status: int | None = None
+    try:
+        with selectors.DefaultSelector() as sel:
+            sel.register(out_r, selectors.EVENT_READ, "out")
+            sel.register(status_r, selectors.EVENT_READ, "status")
+            pending = b""
+            while sel.get_map():
+                for key, _ in sel.select():
+                    chunk = os.read(key.fd, 65536)
+                    if not chunk:
+                        sel.unregister(key.fd)
+                    elif key.data == "out":
+                        output(chunk)
+                    else:
+                        *lines, pending = (pending + chunk).split(b"\n")
+                        for line in lines:
+                            kind, _, text = line.decode("utf-8", "surrogateescape").partition(" ")
+                            if kind == "P":
+                                step.inner = int(text)
+                                if step.signum is not None:
+                                    step.kill(step.signum)
+                            elif kind == "C":
+                                stubs.append(Stub(**json.loads(text)))
+                            elif kind == "E":
+                                errors.append(text)
+                            elif kind == "W":
+                                wait_status = int(text)
+                            elif kind == "U":
+                                assert sync_w is not None
+                                try:
+                                    _write_id_maps(pid)
+                                except ExecError as e:
+                                    errors.append(e.message)
+                                    step.kill(signal.SIGKILL)
+                                else:
+                                    os.write(sync_w, b"G")
+    except BaseException:
+        step.kill(signal.SIGKILL)
+        raise
+    finally:
+        for fd in (out_r, status_r, sync_w):
+            if fd is not None:
+                os.close(fd)
+        os.waitpid(pid, 0)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        with _running_lock:
+            _running.discard(step)
+        if step.signum is None or step.signum == signal.SIGKILL:
+            remove_stubs(rootfs.upper, stubs)
+    if step.signum is not None and step.signum != signal.SIGKILL:
+        # The step is half done: its upper directory is worth nothing, drop it.
+        shutil.rmtree(rootfs.upper, ignore_errors=True)
+        shutil.rmtree(rootfs.work, ignore_errors=True)
+        raise StepInterrupted(step.signum)
+    if errors:
+        raise ExecError(errors[0])
+    if wait_status is None:
+        raise ExecError("the step's sandbox process ended without reporting a status")
+    code = os.waitstatus_to_exitcode(wait_status)
+    return code if code >= 0 else 128 - code

@@ -1,0 +1,351 @@
+"""The forked side of a step: namespaces, the root's mounts, pivot_root, user, exec.
+
+Two processes run this code. The *outer* child (forked from the builder) leaves the
+builder's session, joins the step's cgroup, optionally enters a user namespace (and waits
+for the builder to write its id maps), unshares mount/UTS/IPC/PID (and network) namespaces
+and forks the *inner* child, which is PID 1 of the new PID namespace. The inner child
+mounts the overlay, /proc, /dev, /sys and the step's files and mounts, pivots into the
+root, sets hostname, user, umask and capabilities, and execs the step. The outer child
+waits and reports the inner one's wait status.
+
+Both talk to the builder through one pipe, one line per message:
+``P pid`` (the inner child's host pid), ``C json`` (a stub made), ``U`` (id maps wanted),
+``E text`` (setup failed), ``W status`` (the step's wait status). Nothing here returns:
+every path ends in exec or ``os._exit``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import json
+import os
+import signal
+import socket
+import stat
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn
+
+from builder.errors import BuildError
+
+from . import libc
+from .cgroups import StepCgroup
+from .rootfs import make_stub
+from .spec import DEFAULT_CAPABILITIES, Mount
+from .users import lookup_user
+
+__all__ = ["Plan", "outer_child"]
+
+_DEVICES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8),
+            "urandom": (1, 9), "tty": (5, 0)}
+_DEV_LINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1",
+              "stderr": "/proc/self/fd/2", "ptmx": "pts/ptmx"}
+# Docker's masked and read-only paths: kernel interfaces a build step has no business with.
+_MASKED = ("/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+           "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+           "/sys/firmware", "/sys/devices/virtual/powercap")
+_READONLY = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+_FLAG_WORDS = {"ro": libc.MS_RDONLY, "nosuid": libc.MS_NOSUID, "nodev": libc.MS_NODEV,
+               "noexec": libc.MS_NOEXEC}
+# statvfs f_flag bits -> mount flags that a remount inside a user namespace must keep.
+_ST_TO_MS = ((1, libc.MS_RDONLY), (2, libc.MS_NOSUID), (4, libc.MS_NODEV), (8, libc.MS_NOEXEC),
+             (1024, 1024), (2048, 2048), (4096, 1 << 21))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything the children need, computed by the builder before it forks."""
+
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    cwd: str
+    user: str
+    hostname: str
+    network: str
+    mounts: tuple[Mount, ...]
+    files: tuple[tuple[str, str], ...]      # (target in the root, host file) bound read-only
+    linkdir: str                            # cwd for the relative overlay options
+    overlay: str
+    merged: str
+    upper: str
+    userns: bool
+    cgroup: StepCgroup | None
+    last_cap: int
+    parent_pid: int
+
+
+def _send(fd: int, kind: str, text: str = "") -> None:
+    os.write(fd, f"{kind} {text}".rstrip().encode("utf-8", "surrogateescape") + b"\n")
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, BuildError):
+        return e.message
+    if isinstance(e, OSError):
+        if e.filename is not None:
+            return f"{e.strerror}: {e.filename}"
+        return e.strerror or str(e)
+    return f"{type(e).__name__}: {e}"
+
+
+def _reset_signals() -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD,
+                signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+
+def outer_child(plan: Plan, out_fd: int, status_fd: int, sync_fd: int | None,
+                devnull_fd: int) -> NoReturn:
+    """Runs in the builder's forked child; never returns."""
+    try:
+        try:
+            signal.set_wakeup_fd(-1)
+        except ValueError:
+            pass
+        _reset_signals()
+        os.setsid()  # the terminal's Ctrl-C reaches the builder only; it ends the step itself
+        libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != plan.parent_pid:
+            os._exit(1)
+        os.dup2(devnull_fd, 0)
+        os.dup2(out_fd, 1)
+        os.dup2(out_fd, 2)
+        if plan.cgroup is not None:
+            plan.cgroup.join()
+        if plan.userns:
+            libc.unshare(libc.CLONE_NEWUSER)
+            _send(status_fd, "U")
+            assert sync_fd is not None
+            if os.read(sync_fd, 1) != b"G":
+                os._exit(1)
+        flags = libc.CLONE_NEWNS | libc.CLONE_NEWUTS | libc.CLONE_NEWIPC | libc.CLONE_NEWPID
+        if plan.network == "none":
+            flags |= libc.CLONE_NEWNET
+        libc.unshare(flags)
+        # Before any other mount: nothing we mount may propagate to the host.
+        libc.mount(None, "/", None, libc.MS_REC | libc.MS_PRIVATE)
+        pid = os.fork()
+        if pid == 0:
+            _inner_child(plan, status_fd)
+        _send(status_fd, "P", str(pid))
+        _, status = os.waitpid(pid, 0)
+        _send(status_fd, "W", str(status))
+        os._exit(0)
+    except BaseException as e:  # noqa: BLE001 - any failure must reach the builder as text
+        try:
+            _send(status_fd, "E", _describe(e))
+        finally:
+            os._exit(1)
+
+
+def _statvfs_flags(path: str) -> int:
+    flags = 0
+    got = os.statvfs(path).f_flag
+    for st_bit, ms_bit in _ST_TO_MS:
+        if got & st_bit:
+            flags |= ms_bit
+    return flags
+
+
+def _bind(source: str, target: str | Path, *, readonly: bool, extra: int = 0) -> None:
+    libc.mount(source, target, None, libc.MS_BIND | libc.MS_REC)
+    if readonly or extra:
+        flags = _statvfs_flags(str(target)) | extra | (libc.MS_RDONLY if readonly else 0)
+        libc.mount(None, target, None, libc.MS_REMOUNT | libc.MS_BIND | flags)
+
+
+def _split_options(options: tuple[str, ...]) -> tuple[int, str]:
+    flags = 0
+    data = []
+    for word in options:
+        if word in _FLAG_WORDS:
+            flags |= _FLAG_WORDS[word]
+        elif word not in ("rw", "bind", "rbind"):
+            data.append(word)
+    return flags, ",".join(data)
+
+
+class _Root:
+    """The merged root before pivot_root: makes stubs and reports each one."""
+
+    def __init__(self, plan: Plan, status_fd: int) -> None:
+        self.path = Path(plan.merged)
+        self.upper = Path(plan.upper)
+        self.status_fd = status_fd
+
+    def target(self, target: str, *, is_dir: bool) -> Path:
+        real, made = make_stub(self.path, self.upper, target, is_dir)
+        for stub in made:
+            _send(self.status_fd, "C", json.dumps(dataclasses.asdict(stub)))
+        return real
+
+
+def _setup_dev(root: _Root, rootless: bool) -> None:
+    dev = root.target("/dev", is_dir=True)
+    libc.mount("tmpfs", dev, "tmpfs", libc.MS_NOSUID | libc.MS_STRICTATIME,
+               "mode=755,size=65536k")
+    for name, (major, minor) in _DEVICES.items():
+        node = dev / name
+        try:
+            if rootless:
+                raise PermissionError
+            os.mknod(node, stat.S_IFCHR | 0o666, os.makedev(major, minor))
+            os.chmod(node, 0o666)
+        except PermissionError:
+            # No mknod in a user namespace: bind the host's node, as runc does.
+            node.touch(mode=0o666)
+            _bind(f"/dev/{name}", node, readonly=False)
+    for sub in ("pts", "shm", "mqueue"):
+        (dev / sub).mkdir(mode=0o755)
+    try:
+        libc.mount("devpts", dev / "pts", "devpts", libc.MS_NOSUID | libc.MS_NOEXEC,
+                   "newinstance,ptmxmode=0666,mode=0620,gid=5")
+    except OSError:
+        # gid 5 (tty) may not exist in a user namespace's map.
+        libc.mount("devpts", dev / "pts", "devpts", libc.MS_NOSUID | libc.MS_NOEXEC,
+                   "newinstance,ptmxmode=0666,mode=0620")
+    libc.mount("shm", dev / "shm", "tmpfs", libc.MS_NOSUID | libc.MS_NOEXEC | libc.MS_NODEV,
+               "mode=1777,size=65536k")
+    try:
+        libc.mount("mqueue", dev / "mqueue", "mqueue",
+                   libc.MS_NOSUID | libc.MS_NOEXEC | libc.MS_NODEV)
+    except OSError:
+        os.rmdir(dev / "mqueue")
+    for name, link in _DEV_LINKS.items():
+        os.symlink(link, dev / name)
+
+
+def _setup_sys(root: _Root) -> None:
+    sysdir = root.target("/sys", is_dir=True)
+    try:
+        libc.mount("sysfs", sysdir, "sysfs",
+                   libc.MS_RDONLY | libc.MS_NOSUID | libc.MS_NOEXEC | libc.MS_NODEV)
+    except PermissionError:
+        # A user namespace sharing the host's network namespace may not mount sysfs.
+        _bind("/sys", sysdir, readonly=True, extra=libc.MS_NOSUID | libc.MS_NOEXEC | libc.MS_NODEV)
+
+
+def _mask(root: Path) -> None:
+    for path in _MASKED:
+        where = root / path.lstrip("/")
+        try:
+            if where.is_dir():
+                libc.mount("tmpfs", where, "tmpfs", libc.MS_RDONLY)
+            elif where.exists():
+                _bind("/dev/null", where, readonly=False)
+        except OSError:
+            continue  # absent on this kernel, or not ours to hide
+    for path in _READONLY:
+        where = root / path.lstrip("/")
+        if where.exists():
+            try:
+                _bind(str(where), where, readonly=True)
+            except OSError:
+                continue
+
+
+def _user_mount(root: _Root, mount: Mount) -> None:
+    flags, data = _split_options(mount.options)
+    if mount.type == "tmpfs":
+        target = root.target(mount.target, is_dir=True)
+        libc.mount("tmpfs", target, "tmpfs",
+                   flags | (libc.MS_RDONLY if mount.readonly else 0), data or None)
+        return
+    assert mount.source is not None
+    source = str(mount.source)
+    if not os.path.exists(source):
+        raise FileNotFoundError(2, f"source of the {mount.type} mount on {mount.target} "
+                                   f"does not exist", source)
+    target = root.target(mount.target, is_dir=os.path.isdir(source))
+    _bind(source, target, readonly=mount.readonly, extra=flags & ~libc.MS_RDONLY)
+
+
+def _loopback_up() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        req = struct.pack("16sh14x", b"lo", 0)
+        flags = struct.unpack("16sh14x", fcntl.ioctl(s.fileno(), 0x8913, req))[1]  # SIOCGIFFLAGS
+        fcntl.ioctl(s.fileno(), 0x8914, struct.pack("16sh14x", b"lo", flags | 0x1 | 0x40))
+
+
+def _mapped(kind: str, ids: list[int]) -> bool:
+    ranges = []
+    with open(f"/proc/self/{kind}_map") as f:
+        for line in f:
+            inside, _outside, count = (int(x) for x in line.split())
+            ranges.append((inside, inside + count))
+    return all(any(lo <= i < hi for lo, hi in ranges) for i in ids)
+
+
+def _find_executable(name: str, env: dict[str, str]) -> str:
+    if "/" in name:
+        return name
+    for directory in env.get("PATH", "").split(":"):
+        candidate = os.path.join(directory or ".", name)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    raise FileNotFoundError(2, f'exec: "{name}": executable file not found in $PATH')
+
+
+def _inner_child(plan: Plan, status_fd: int) -> NoReturn:
+    """PID 1 of the step's PID namespace; never returns."""
+    try:
+        libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
+        os.chdir(plan.linkdir)  # the overlay options name the layers relative to it
+        libc.mount("overlay", plan.merged, "overlay", 0, plan.overlay)
+        root = _Root(plan, status_fd)
+        libc.mount("proc", root.target("/proc", is_dir=True), "proc",
+                   libc.MS_NOSUID | libc.MS_NOEXEC | libc.MS_NODEV)
+        _setup_dev(root, plan.userns)
+        _setup_sys(root)
+        _mask(root.path)
+        for target, host_file in plan.files:
+            _bind(host_file, root.target(target, is_dir=False), readonly=True,
+                  extra=libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC)
+        for mount in sorted(plan.mounts, key=lambda m: len(Path(m.target).parts)):
+            _user_mount(root, mount)
+        # pivot_root(".", "."): the old root ends stacked on the new one; detach it.
+        os.chdir(root.path)
+        libc.pivot_root(".", ".")
+        libc.umount(".", libc.MNT_DETACH)
+        os.chdir("/")
+        libc.sethostname(plan.hostname)
+        if plan.network == "none":
+            _loopback_up()
+        uid, gid, groups, home = lookup_user(Path("/"), plan.user)
+        if plan.userns and not (_mapped("uid", [uid]) and _mapped("gid", [gid, *groups])):
+            raise PermissionError(1, f"user {plan.user!r} (uid {uid}, gid {gid}) is not mapped "
+                                     "in the rootless user namespace, which maps only the "
+                                     "building user to root; add subordinate id ranges for "
+                                     "the building user to /etc/subuid and /etc/subgid "
+                                     "(newuidmap/newgidmap) or build as root")
+        os.makedirs(plan.cwd, mode=0o755, exist_ok=True)
+        os.chdir(plan.cwd)
+        os.umask(0o022)
+        env = dict(plan.env)
+        env.setdefault("HOME", home)
+        keep = set(DEFAULT_CAPABILITIES.values())
+        for cap in range(plan.last_cap + 1):
+            if cap not in keep:
+                libc.prctl(libc.PR_CAPBSET_DROP, cap)
+        with open("/proc/self/setgroups") as f:
+            may_setgroups = f.read().strip() != "deny"
+        if may_setgroups:
+            os.setgroups(list(groups))
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)  # to non-root: the kernel clears permitted and effective
+        if uid == 0:
+            mask = sum(1 << c for c in keep)
+            libc.capset(mask, mask, 0)
+        libc.prctl(libc.PR_CAP_AMBIENT, libc.PR_CAP_AMBIENT_CLEAR_ALL)
+        path = _find_executable(plan.argv[0], env)
+        try:
+            os.execve(path, list(plan.argv), env)
+        except OSError as e:
+            raise OSError(e.errno, f'exec: "{path}": {e.strerror}') from None
+    except BaseException as e:  # noqa: BLE001 - reported to the builder, which raises it
+        try:
+            _send(status_fd, "E", _describe(e))
+        finally:
+            os._exit(127)
