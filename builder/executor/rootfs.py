@@ -159,6 +159,9 @@ class Stub:
     parent_atime_ns: int
     parent_mtime_ns: int
     parent_mtime_after_ns: int
+    # A directory of the lower layers that overlayfs copied up only because a stub was made
+    # in it: removed again when it is still empty and as it was (mode, owner, mtime).
+    copied_up: tuple[int, int, int, int] | None = None
 
 
 def _is_whiteout(path: Path) -> bool:
@@ -182,6 +185,15 @@ def make_stub(root: Path, upper: Path | None, target: str, is_dir: bool) -> tupl
         if os.path.lexists(current):
             continue
         rel = "/".join(rel_parts[:depth])
+        # Directories above that only the lower layers have get copied up by what we make.
+        lower_only = []
+        if upper is not None:
+            for up in range(depth - 1, 0, -1):
+                if os.path.lexists(upper.joinpath(*rel_parts[:up])):
+                    break
+                lower_only.append(up)
+        befores = {up: os.stat(root.joinpath(*rel_parts[:up - 1])) for up in lower_only}
+        selves = {up: os.stat(root.joinpath(*rel_parts[:up])) for up in lower_only}
         parent_st = os.stat(current.parent)
         whiteout = upper is not None and _is_whiteout(upper / rel)
         if is_dir or not last:
@@ -189,6 +201,12 @@ def make_stub(root: Path, upper: Path | None, target: str, is_dir: bool) -> tupl
         else:
             fd = os.open(current, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
             os.close(fd)
+        for up in reversed(lower_only):  # outermost first, as removal goes newest first
+            before, own = befores[up], selves[up]
+            after_mtime = os.stat(root.joinpath(*rel_parts[:up - 1])).st_mtime_ns
+            made.append(Stub("/".join(rel_parts[:up]), True, False, before.st_atime_ns,
+                             before.st_mtime_ns, after_mtime,
+                             (own.st_mode, own.st_uid, own.st_gid, own.st_mtime_ns)))
         after = os.stat(current.parent)
         made.append(Stub(rel, is_dir or not last, whiteout, parent_st.st_atime_ns,
                          parent_st.st_mtime_ns, after.st_mtime_ns))
@@ -209,6 +227,9 @@ def remove_stubs(upper: Path, stubs: Sequence[Stub]) -> None:
             parent_mtime = os.stat(parent).st_mtime_ns
         except OSError:
             continue
+        if stub.copied_up is not None and stub.copied_up != (
+                st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns):
+            continue  # the step changed the directory itself: that is part of the layer
         try:
             if stub.is_dir and stat.S_ISDIR(st.st_mode):
                 os.rmdir(path)

@@ -202,7 +202,10 @@ def _supervise(plan: Plan, rootfs: RootFS, output: Callable[[bytes], None]) -> i
                                 if step.signum is not None:
                                     step.kill(step.signum)
                             elif kind == "C":
-                                stubs.append(Stub(**json.loads(text)))
+                                fields = json.loads(text)
+                                if fields["copied_up"] is not None:
+                                    fields["copied_up"] = tuple(fields["copied_up"])
+                                stubs.append(Stub(**fields))
                             elif kind == "E":
                                 errors.append(text)
                             elif kind == "W":
