@@ -261,7 +261,7 @@ _SHELLISH = st.lists(_ALPHABET, max_size=30).map("".join)
 _ENV = st.dictionaries(st.sampled_from(["a", "b", "_1", "1", "é"]), _SHELLISH, max_size=4)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(word=st.one_of(_SHELLISH, st.text(max_size=30)), env=_ENV,
        escape=st.sampled_from(["\\", "`"]))
 def test_only_expand_errors_escape(word: str, env: dict[str, str], escape: str) -> None:
