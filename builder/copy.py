@@ -144,11 +144,17 @@ def _copy_path(
 
         for match, sub in select_parents(tree, pattern):
             target = f"{drel}/{sub}" if drel else sub
-            copier.ensure_dir(drel, created_owner=True)
+            copier.ensure_dir(drel)
             copier.copy_parents_chain(tree, match, sub, drel)
             copier.copy_match(tree, match, target, dir_hint=match.is_dir, excludes=excludes)
         return
-    for match in tree.select(pattern, excludes=excludes):
+    try:
+        matches = tree.select(pattern, excludes=excludes)
+    except ContextError as err:
+        if copier.verb != "COPY" and err.message.startswith("COPY failed:"):
+            raise ContextError("ADD" + err.message[4:], hint=err.hint) from None
+        raise
+    for match in matches:
         if unpack and not match.is_dir:
             from builder.copy_add import extract_if_archive
 
@@ -225,7 +231,7 @@ class _Copier:
     def fail(self, message: str) -> ContextError:
         return ContextError(f"{self.verb} failed: {message}")
 
-    def ensure_dir(self, rel: str, *, created_owner: bool = True) -> str:
+    def ensure_dir(self, rel: str) -> str:
         """MkdirAll inside the root: missing directories get the default mode (or the
         octal --chmod) and the --chown owner; returns the resolved path."""
         parts = [c for c in rel.split("/") if c]
