@@ -13,6 +13,7 @@ __all__ = ["main"]
 # name -> "module:attribute"; a command's module is imported only when it runs,
 # so `pybuild --help` stays fast.
 _COMMANDS: dict[str, tuple[str, str]] = {
+    "build": ("builder.commands.build", "Build an image from a Dockerfile (`pybuild .` is `pybuild build .`)."),
     "parse": ("builder.commands.parse", "Print the parse of a Dockerfile."),
 }
 

@@ -1,0 +1,202 @@
+"""Base images: where a FROM (or COPY --from an image) gets its layers and config.
+
+In order: a named build context (`--build-context NAME=oci-layout://DIR[:TAG]`,
+`docker-image://REF` or a folder), an image already in the local store (built or pulled
+before; no network request unless `--pull`), or the registry the reference names. Every
+blob is verified against its digest before it enters the store.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .cache.keys import CacheKey, base_key
+from .cache.store import LayerBlob, Store
+from .digest import Digest
+from .errors import BuildError, RegistryError, UsageError
+from .progress import Progress
+
+__all__ = ["BaseImage", "BaseResolver", "NamedContext", "load_stored_image", "parse_named_contexts"]
+
+
+@dataclass(frozen=True)
+class NamedContext:
+    name: str
+    kind: str  # "oci-layout" | "docker-image" | "dir"
+    value: str  # the folder, or the image reference
+    tag: str | None = None
+
+
+def parse_named_contexts(values: Mapping[str, str]) -> dict[str, NamedContext]:
+    out: dict[str, NamedContext] = {}
+    for name, value in values.items():
+        key = name.lower()
+        if value.startswith("oci-layout://"):
+            rest = value[len("oci-layout://"):]
+            tag = None
+            if "@" in rest:
+                rest, tag = rest.split("@", 1)
+            elif ":" in Path(rest).name:
+                rest, tag = rest.rsplit(":", 1)
+            path = Path(rest).resolve()
+            if not (path / "index.json").is_file():
+                raise UsageError(f"--build-context {name}: {path} is not an OCI layout (no index.json)")
+            out[key] = NamedContext(key, "oci-layout", str(path), tag)
+        elif value.startswith("docker-image://"):
+            out[key] = NamedContext(key, "docker-image", value[len("docker-image://"):])
+        elif "://" in value:
+            raise UsageError(f"--build-context {name}={value}: only oci-layout://, docker-image:// "
+                             "and local folders are supported")
+        else:
+            path = Path(value).resolve()
+            if not path.is_dir():
+                raise UsageError(f"--build-context {name}: folder {value} not found")
+            out[key] = NamedContext(key, "dir", str(path))
+    return out
+
+
+@dataclass(frozen=True)
+class BaseImage:
+    name: str
+    key: CacheKey
+    config: Mapping[str, Any]
+    layers: tuple[LayerBlob, ...]
+    manifest_digest: Digest | None = None
+
+
+def load_stored_image(store: Store, manifest_digest: Digest) -> tuple[dict[str, Any], list[LayerBlob]] | None:
+    """Config and layers of an image whose manifest is in the store, if every blob is there."""
+    if not store.has_blob(manifest_digest):
+        return None
+    manifest = json.loads(store.read_blob(manifest_digest))
+    config_digest = Digest.parse(manifest["config"]["digest"])
+    if not store.has_blob(config_digest):
+        return None
+    config = json.loads(store.read_blob(config_digest))
+    diff_ids = [Digest.parse(d) for d in config.get("rootfs", {}).get("diff_ids", [])]
+    layers = []
+    for desc, diff_id in zip(manifest.get("layers", []), diff_ids):
+        digest = Digest.parse(desc["digest"])
+        if not store.has_blob(digest) and not store.has_snapshot(diff_id):
+            return None
+        layers.append(LayerBlob(diff_id, digest, int(desc["size"]), desc["mediaType"]))
+    return config, layers
+
+
+class BaseResolver:
+    def __init__(self, store: Store, *, progress: Progress, insecure: tuple[str, ...] = (),
+                 contexts: Mapping[str, NamedContext] | None = None,
+                 context_root: Path | None = None) -> None:
+        self.store = store
+        self.progress = progress
+        self.insecure = insecure
+        self.contexts = dict(contexts or {})
+        self.context_root = context_root
+        self._lock = threading.Lock()
+        self._resolved: dict[tuple[str, bool], BaseImage] = {}
+
+    def resolve(self, name: str, *, kind: str = "image", platform: str | None = None,
+                pull: bool = False) -> BaseImage:
+        with self._lock:
+            cache_key = (name.lower() if kind == "context" else name, pull)
+            if cache_key not in self._resolved:
+                if kind == "context":
+                    image = self._from_context(self.contexts[name.lower()], pull)
+                else:
+                    image = self._from_reference(name, pull)
+                self._resolved[cache_key] = image
+            return self._resolved[cache_key]
+
+    # -- named contexts ---------------------------------------------------------------
+    def _from_context(self, nc: NamedContext, pull: bool) -> BaseImage:
+        if nc.kind == "docker-image":
+            return self._from_reference(nc.value, pull)
+        if nc.kind == "oci-layout":
+            from .oci.layout import OciLayout
+
+            layout = OciLayout(nc.value)
+            resolved = layout.resolve(nc.tag)
+            return self._adopt(f"oci-layout://{nc.value}", resolved, layout.blob_path)
+        return self._from_folder(nc)
+
+    def _from_folder(self, nc: NamedContext) -> BaseImage:
+        """A folder as a base: one layer holding its files (owned by root, as COPY would)."""
+        from .layers.tar import write_layer
+
+        tmp = self.store.tempfile("layer-")
+        rec = write_layer(Path(nc.value), tmp, compression="gzip")
+        self.store.put_blob_file(tmp, rec.digest)
+        blob = LayerBlob(rec.diff_id, rec.digest, rec.size, rec.media_type)
+        self.store.add_layer_blob(blob)
+        config: dict[str, Any] = {"rootfs": {"type": "layers", "diff_ids": [str(rec.diff_id)]}}
+        return BaseImage(nc.name, base_key(manifest_digest=None, layers=[str(rec.diff_id)]),
+                         config, (blob,))
+
+    # -- references: the local store, then the registry --------------------------------
+    def _from_reference(self, name: str, pull: bool) -> BaseImage:
+        from .reference import ImageRef, InvalidReference
+
+        try:
+            ref = ImageRef.parse(name)
+        except (InvalidReference, ValueError) as exc:
+            raise BuildError(f"invalid base image name {name!r}: {exc}") from None
+        if not pull:
+            doc = self.store.get_ref(str(ref))
+            if doc and doc.get("manifest"):
+                digest = Digest.parse(doc["manifest"])
+                loaded = load_stored_image(self.store, digest)
+                if loaded is not None:
+                    config, layers = loaded
+                    return BaseImage(str(ref), base_key(manifest_digest=str(digest)), config,
+                                     tuple(layers), digest)
+        return self._pull(ref)
+
+    def _pull(self, ref: Any) -> BaseImage:
+        from .oci.registry import Registry
+        from .oci.types import Descriptor
+
+        sid = self.progress.start(f"[internal] load metadata for {ref}")
+        registry = Registry(ref.api_host, insecure_registries=self.insecure)
+        try:
+            resolved = registry.resolve(ref)
+        except RegistryError as exc:
+            self.progress.error(sid, str(exc))
+            raise
+        self.progress.internal_done(sid)
+
+        def fetch(digest: Digest) -> Path:
+            path = self.store.blob_path(digest)
+            if not path.exists():
+                desc = next(d for d in resolved.manifest.layers if d.digest == digest)
+                registry.fetch_blob(ref, Descriptor(desc.media_type, desc.digest, desc.size), path)
+            return path
+
+        image = self._adopt(str(ref), resolved, fetch)
+        self.store.put_ref(str(ref), {"manifest": str(resolved.manifest_digest)})
+        return image
+
+    def _adopt(self, name: str, resolved: Any, blob_source: Any) -> BaseImage:
+        """Bring a resolved image's blobs into the store (verified) and describe it."""
+        self.store.put_blob_bytes(resolved.manifest_bytes)
+        self.store.put_blob_bytes(resolved.config_bytes)
+        config = json.loads(resolved.config_bytes)
+        diff_ids = config.get("rootfs", {}).get("diff_ids", [])
+        layers = []
+        for desc, diff_id in zip(resolved.manifest.layers, diff_ids):
+            if not self.store.has_blob(desc.digest):
+                src = Path(blob_source(desc.digest))
+                if src != self.store.blob_path(desc.digest):
+                    tmp = self.store.tempfile("blob-")
+                    import shutil
+
+                    shutil.copyfile(src, tmp)
+                    self.store.put_blob_file(tmp, desc.digest)
+            blob = LayerBlob(Digest.parse(diff_id), desc.digest, desc.size, desc.media_type)
+            self.store.add_layer_blob(blob)
+            layers.append(blob)
+        return BaseImage(name, base_key(manifest_digest=str(resolved.manifest_digest)), config,
+                         tuple(layers), resolved.manifest_digest)

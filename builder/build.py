@@ -1,0 +1,199 @@
+"""One build, end to end: read the Dockerfile, make the graph, solve it, write the outputs.
+
+This is the public entry point behind `pybuild build` (``run_build``); every step it
+takes is a call into the module that owns it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tarfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .digest import Digest
+from .errors import BuildError, ContextError, UsageError
+from .progress import Progress
+
+__all__ = ["BuildRequest", "BuildResult", "run_build"]
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    context: str = "."
+    dockerfile: str | None = None
+    tags: tuple[str, ...] = ()
+    build_args: Mapping[str, str] = field(default_factory=dict)
+    target: str | None = None
+    no_cache: bool = False
+    no_cache_filter: tuple[str, ...] = ()
+    pull: bool = False
+    labels: Mapping[str, str] = field(default_factory=dict)
+    network: str = "default"
+    secrets: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    outputs: tuple[Mapping[str, str], ...] = ()
+    iidfile: str | None = None
+    metadata_file: str | None = None
+    progress: str = "auto"
+    build_contexts: Mapping[str, str] = field(default_factory=dict)
+    root: str | None = None
+    compression: str = "gzip"
+    compression_level: int | None = None
+    source_date_epoch: int | None = None
+    insecure_registries: tuple[str, ...] = ()
+    memory: int | None = None
+    cpus: float | None = None
+    jobs: int = 0
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    image_id: Digest
+    manifest_digest: Digest
+    summary: str
+    steps: tuple[Any, ...] = ()
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _read_dockerfile(req: BuildRequest, context_dir: Path | None) -> tuple[str | bytes, str, Path | None]:
+    """The Dockerfile's text, the name errors use, and its path (None for stdin)."""
+    if req.dockerfile == "-":
+        return sys.stdin.buffer.read(), "Dockerfile", None
+    if req.dockerfile:
+        path = Path(req.dockerfile)
+        if not path.is_absolute() and not path.exists() and context_dir is not None:
+            path = context_dir / req.dockerfile
+    else:
+        if context_dir is None:
+            raise UsageError("with the context read from stdin, name the Dockerfile with -f")
+        path = context_dir / "Dockerfile"
+        if not path.exists() and (context_dir / "dockerfile").exists():
+            path = context_dir / "dockerfile"
+    try:
+        return path.read_bytes(), path.name, path
+    except FileNotFoundError:
+        raise UsageError(f"failed to read the Dockerfile: {path} not found",
+                         hint="name another one with -f") from None
+    except IsADirectoryError:
+        raise UsageError(f"failed to read the Dockerfile: {path} is a folder") from None
+
+
+def _context_from_stdin(store_tmp: Path) -> Path:
+    """`pybuild build -`: the context is a tar on stdin, unpacked safely into a temp folder."""
+    import tempfile
+
+    dest = Path(tempfile.mkdtemp(prefix="stdin-context-", dir=store_tmp))
+    try:
+        with tarfile.open(fileobj=sys.stdin.buffer, mode="r|*") as tar:
+            tar.extractall(dest, filter="data")
+    except (tarfile.TarError, OSError) as exc:
+        raise ContextError(f"the context on stdin is not a tar archive: {exc}") from None
+    return dest
+
+
+def run_build(req: BuildRequest) -> BuildResult:
+    from .base import parse_named_contexts
+    from .cache.store import Store, default_root
+    from .context import BuildContext
+    from .graph import build_graph
+    from .parse import parse_dockerfile
+
+    started = time.monotonic()
+    progress = Progress(req.progress)
+    store = Store(Path(req.root) if req.root else default_root())
+
+    if req.context == "-":
+        context_dir = _context_from_stdin(store.root / "tmp")
+    else:
+        context_dir = Path(req.context).resolve()
+        if not context_dir.is_dir():
+            raise ContextError(f"the build context {req.context} is not a folder",
+                               hint="give the folder holding the Dockerfile, e.g. `pybuild .`")
+    text, name, df_path = _read_dockerfile(req, context_dir)
+    dockerfile = parse_dockerfile(text, filename=name)
+    for warning in dockerfile.warnings:
+        progress.warn(warning)
+    contexts = parse_named_contexts(req.build_contexts)
+    graph = build_graph(dockerfile, build_args=req.build_args, target=req.target,
+                        named_contexts=list(contexts))
+    for warning in graph.warnings:
+        progress.warn(warning)
+
+    _isolate_mounts()
+    context = BuildContext.open(context_dir, df_path)
+    from .base import BaseResolver
+    from .solve import BuildOptions, Solver
+    from .steps import StepRunner
+
+    opts = BuildOptions(
+        context_dir=context_dir, dockerfile_name=name, tags=req.tags, build_args=dict(req.build_args),
+        target=req.target, no_cache=req.no_cache, no_cache_filter=req.no_cache_filter, pull=req.pull,
+        labels=dict(req.labels), network=req.network, build_contexts=dict(req.build_contexts),
+        insecure_registries=req.insecure_registries, compression=req.compression,
+        compression_level=req.compression_level, source_date_epoch=req.source_date_epoch,
+        memory=req.memory, cpus=req.cpus, secrets=dict(req.secrets), jobs=req.jobs)
+    bases = BaseResolver(store, progress=progress, insecure=req.insecure_registries,
+                         contexts=contexts, context_root=context_dir)
+    runner = StepRunner(store.root, secrets=dict(req.secrets))
+    solver = Solver(graph, dockerfile, opts, store=store, context=context, progress=progress,
+                    bases=bases, runner=runner)
+    result = solver.solve()
+
+    from .export import make_image, write_outputs
+
+    media = "docker" if any(o.get("type") == "docker" for o in req.outputs) else "oci"
+    image = make_image(store, result, compression=req.compression, level=req.compression_level,
+                       source_date_epoch=req.source_date_epoch, media=media)
+    write_outputs(store, image, result, req.outputs, tags=req.tags,
+                  source_date_epoch=req.source_date_epoch, lowers_of=solver.lowers_of)
+    from .images import ImageStore
+
+    if not req.outputs or any(o.get("type") == "image" for o in req.outputs):
+        ImageStore(store).tag_many(req.tags, image)
+
+    image_id = image.config_digest
+    if req.iidfile:
+        _write_text(Path(req.iidfile), str(image_id))
+    steps = tuple(solver.steps)
+    metadata = {
+        "containerimage.digest": str(image.manifest_digest),
+        "containerimage.config.digest": str(image_id),
+        "containerimage.descriptor": {
+            "mediaType": image.manifest.media_type, "digest": str(image.manifest_digest),
+            "size": len(image.manifest_bytes)},
+        "image.name": ",".join(req.tags),
+        "pybuild.steps": [
+            {"stage": s.stage, "instruction": s.instruction, "line": s.line, "key": s.key,
+             "cached": s.cached, "duration": s.seconds, "layer": s.layer, "size": s.size}
+            for s in steps],
+    }
+    if req.metadata_file:
+        _write_text(Path(req.metadata_file), json.dumps(metadata, indent=2) + "\n")
+    elapsed = time.monotonic() - started
+    cached = sum(1 for s in steps if s.cached)
+    shown = req.tags[0] if req.tags else "image"
+    summary = f"built {shown} {image_id} in {elapsed:.1f}s ({cached}/{len(steps)} steps cached)"
+    return BuildResult(image_id, image.manifest_digest, summary, steps, metadata)
+
+
+def _write_text(path: Path, text: str) -> None:
+    part = path.with_name(f".{path.name}.part")
+    part.write_text(text)
+    os.replace(part, path)
+
+
+def _isolate_mounts() -> None:
+    """Mounts made for COPY and RUN live in a mount namespace of their own, so they vanish
+    with the process whatever happens to it."""
+    if os.geteuid() != 0:
+        return
+    try:
+        from .executor import enter_private_mount_namespace
+
+        enter_private_mount_namespace()
+    except (ImportError, BuildError, OSError):
+        pass

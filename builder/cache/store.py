@@ -1,0 +1,214 @@
+"""The content-addressed store: blobs, unpacked snapshots, the cache index, image names.
+
+Layout under the root (``--root``, ``PYBUILD_ROOT``, or ``$XDG_DATA_HOME/pybuild``)::
+
+    blobs/sha256/<hex>          compressed layers, configs, manifests (by digest)
+    snapshots/<diff_id hex>/    a layer unpacked in overlay upper-dir form, usable as a lowerdir
+    layers/<diff_id hex>.json   the blobs known for a diff_id: {compression: descriptor}
+    index/<key hex>.json        cache key -> the step's result (written last)
+    refs/<sha256 of name>.json  a base image reference -> its resolved manifest digest
+    tmp/                        work directories and files being written
+
+Every write goes to tmp/ first and is renamed into place, so a crash at any moment
+leaves either the old state or the new one; the index entry that points at a
+snapshot or blob is written only after they are complete.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..digest import Digest, canonical_json, sha256_bytes, sha256_stream
+from ..errors import CacheError
+
+__all__ = ["LayerBlob", "Store", "default_root"]
+
+
+def default_root() -> Path:
+    env = os.environ.get("PYBUILD_ROOT")
+    if env:
+        return Path(env)
+    data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(data) / "pybuild"
+
+
+@dataclass(frozen=True, slots=True)
+class LayerBlob:
+    """One compressed (or not) form of a layer: what a manifest's layer descriptor needs."""
+
+    diff_id: Digest
+    digest: Digest
+    size: int
+    media_type: str
+
+
+class Store:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        try:
+            for sub in ("blobs/sha256", "snapshots", "layers", "index", "refs", "tmp", "locks"):
+                (self.root / sub).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CacheError(f"cannot use store {self.root}: {exc.strerror}",
+                             hint="set --root or PYBUILD_ROOT to a writable folder") from exc
+
+    # -- temporary space ---------------------------------------------------------
+    def tempdir(self, prefix: str = "work-") -> Path:
+        return Path(tempfile.mkdtemp(prefix=prefix, dir=self.root / "tmp"))
+
+    def tempfile(self, prefix: str = "file-") -> Path:
+        fd, name = tempfile.mkstemp(prefix=prefix, dir=self.root / "tmp")
+        os.close(fd)
+        return Path(name)
+
+    # -- blobs -------------------------------------------------------------------
+    def blob_path(self, digest: Digest) -> Path:
+        return self.root / "blobs" / digest.algorithm / digest.hex
+
+    def has_blob(self, digest: Digest) -> bool:
+        return self.blob_path(digest).is_file()
+
+    def put_blob_file(self, path: Path, digest: Digest | None = None) -> tuple[Digest, int]:
+        """Move a finished file into the blob store (verifying it when a digest is given)."""
+        with open(path, "rb") as f:
+            actual, size = sha256_stream(f)
+        if digest is not None and actual != digest:
+            path.unlink(missing_ok=True)
+            raise CacheError(f"blob {digest} has the wrong content (got {actual})")
+        dest = self.blob_path(actual)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, dest)
+        return actual, size
+
+    def put_blob_bytes(self, data: bytes) -> tuple[Digest, int]:
+        digest = sha256_bytes(data)
+        dest = self.blob_path(digest)
+        if not dest.exists():
+            self._write_atomic(dest, data)
+        return digest, len(data)
+
+    def read_blob(self, digest: Digest) -> bytes:
+        try:
+            return self.blob_path(digest).read_bytes()
+        except FileNotFoundError as exc:
+            raise CacheError(f"blob {digest} is missing from the store {self.root}",
+                             hint="run `pybuild cache verify --repair` and build again") from exc
+
+    # -- snapshots ----------------------------------------------------------------
+    def snapshot_path(self, diff_id: Digest) -> Path:
+        return self.root / "snapshots" / diff_id.hex
+
+    def has_snapshot(self, diff_id: Digest) -> bool:
+        return self.snapshot_path(diff_id).is_dir()
+
+    def put_snapshot_dir(self, directory: Path, diff_id: Digest) -> Path:
+        """Adopt a finished directory as the snapshot of diff_id (one already there wins)."""
+        dest = self.snapshot_path(diff_id)
+        if dest.is_dir():
+            remove_tree(directory)
+            return dest
+        try:
+            os.rename(directory, dest)
+        except OSError:
+            if not dest.is_dir():
+                raise
+            remove_tree(directory)
+        return dest
+
+    # -- layers: diff_id -> its blobs ------------------------------------------------
+    def layer_blobs(self, diff_id: Digest) -> dict[str, LayerBlob]:
+        doc = self._read_json(self.root / "layers" / f"{diff_id.hex}.json") or {}
+        return {
+            media: LayerBlob(diff_id, Digest.parse(d["digest"]), int(d["size"]), media)
+            for media, d in doc.items()
+        }
+
+    def add_layer_blob(self, blob: LayerBlob) -> None:
+        path = self.root / "layers" / f"{blob.diff_id.hex}.json"
+        with self.lock(f"layer-{blob.diff_id.hex}"):
+            doc = self._read_json(path) or {}
+            doc[blob.media_type] = {"digest": str(blob.digest), "size": blob.size}
+            self._write_atomic(path, canonical_json(doc))
+
+    # -- the cache index -------------------------------------------------------------
+    def get_record(self, key: Digest) -> dict[str, Any] | None:
+        return self._read_json(self.root / "index" / f"{key.hex}.json")
+
+    def put_record(self, key: Digest, record: dict[str, Any]) -> None:
+        record = {**record, "created": record.get("created", time.time())}
+        self._write_atomic(self.root / "index" / f"{key.hex}.json", canonical_json(record))
+
+    def touch_record(self, key: Digest) -> None:
+        path = self.root / "index" / f"{key.hex}.json"
+        with contextlib.suppress(OSError):
+            os.utime(path)
+
+    # -- references (base images, local names) --------------------------------------
+    def _ref_path(self, name: str) -> Path:
+        return self.root / "refs" / f"{sha256_bytes(name.encode()).hex}.json"
+
+    def get_ref(self, name: str) -> dict[str, Any] | None:
+        return self._read_json(self._ref_path(name))
+
+    def put_ref(self, name: str, doc: dict[str, Any]) -> None:
+        self._write_atomic(self._ref_path(name), canonical_json({"name": name, **doc}))
+
+    # -- locks ------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        """An exclusive lock between processes sharing the store (flock: released on death)."""
+        path = self.root / "locks" / f"{name}.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    # -- helpers ----------------------------------------------------------------------
+    def _write_atomic(self, dest: Path, data: bytes) -> None:
+        tmp = self.tempfile(prefix=".w-")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    @staticmethod
+    def _read_json(path: Path) -> Any:
+        try:
+            with open(path, "rb") as f:
+                return json.load(f)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            # A damaged entry is treated as absent; `cache verify` reports it.
+            return None
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a directory tree, including read-only folders a step may have left."""
+    def onerror(func: Any, p: str, _exc: Any) -> None:
+        with contextlib.suppress(OSError):
+            os.chmod(os.path.dirname(p), 0o755)
+            os.chmod(p, 0o755)
+        with contextlib.suppress(OSError):
+            func(p)
+
+    if path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)
+    elif path.exists():
+        shutil.rmtree(path, onerror=onerror)

@@ -1,0 +1,159 @@
+"""`pybuild build [PATH | -]`: the flags of `docker buildx build` that make sense without a daemon."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from ..errors import UsageError
+
+__all__ = ["command"]
+
+
+def _parse_kv_list(values: tuple[str, ...], what: str, *, env_fallback: bool = False) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not key:
+            raise UsageError(f"invalid {what} {item!r}: expected NAME=VALUE")
+        if not sep:
+            if env_fallback:
+                env = os.environ.get(key)
+                if env is None:
+                    continue  # as docker: `--build-arg NAME` with NAME unset is ignored
+                value = env
+            else:
+                raise UsageError(f"invalid {what} {item!r}: expected NAME=VALUE")
+        out[key] = value
+    return out
+
+
+def _parse_csv_opts(text: str) -> dict[str, str]:
+    import csv
+
+    out: dict[str, str] = {}
+    for field in next(csv.reader([text]), []):
+        k, sep, v = field.partition("=")
+        out[k.strip().lower()] = v if sep else ""
+    return out
+
+
+def _parse_secret(text: str) -> tuple[str, tuple[str, str]]:
+    opts = _parse_csv_opts(text)
+    sid = opts.get("id")
+    if not sid:
+        raise UsageError(f"invalid --secret {text!r}: id= is required")
+    if "env" in opts:
+        return sid, ("env", opts["env"])
+    src = opts.get("src") or opts.get("source")
+    if src:
+        if not Path(src).is_file():
+            raise UsageError(f"--secret {sid}: file {src} not found")
+        return sid, ("file", str(Path(src).resolve()))
+    if sid in os.environ:
+        return sid, ("env", sid)
+    raise UsageError(f"invalid --secret {text!r}: give src=FILE or env=VAR")
+
+
+@click.command("build", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("context", default=".", required=False)
+@click.option("-f", "--file", "dockerfile", metavar="PATH", help="Name of the Dockerfile (default: PATH/Dockerfile; - for stdin).")
+@click.option("-t", "--tag", "tags", multiple=True, metavar="NAME[:TAG]", help="Name and optionally a tag for the image.")
+@click.option("--build-arg", "build_args", multiple=True, metavar="NAME[=VALUE]", help="Set a build-time variable.")
+@click.option("--target", metavar="STAGE", help="Build only this stage and what it needs.")
+@click.option("--no-cache", is_flag=True, help="Do not use the cache.")
+@click.option("--no-cache-filter", "no_cache_filter", multiple=True, metavar="STAGE", help="Do not use the cache for these stages.")
+@click.option("--pull", is_flag=True, help="Resolve base images again from their registry.")
+@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="Set a label on the image.")
+@click.option("--network", default="default", type=click.Choice(["default", "none", "host"]), help="Network for RUN steps.")
+@click.option("--secret", "secrets", multiple=True, metavar="id=ID,src=FILE|env=VAR", help="Secret to expose to RUN --mount=type=secret.")
+@click.option("-o", "--output", "outputs", multiple=True, metavar="type=TYPE,dest=PATH", help="Output: oci, docker, local, tar (or a folder).")
+@click.option("--iidfile", type=click.Path(dir_okay=False), help="Write the image ID to this file.")
+@click.option("--metadata-file", type=click.Path(dir_okay=False), help="Write build results as JSON to this file.")
+@click.option("--progress", default="auto", type=click.Choice(["auto", "tty", "plain", "quiet", "rawjson"]), help="How to show progress.")
+@click.option("--build-context", "build_contexts", multiple=True, metavar="NAME=VALUE", help="Extra named context (oci-layout://DIR[:TAG], docker-image://REF, or a folder).")
+@click.option("--platform", metavar="PLATFORM", help="Target platform (only the host's is supported).")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the image ID.")
+@click.option("--root", type=click.Path(file_okay=False), envvar="PYBUILD_ROOT", help="Store folder (default: $PYBUILD_ROOT or ~/.local/share/pybuild).")
+@click.option("--compression", default="gzip", type=click.Choice(["gzip", "zstd", "uncompressed"]), help="Layer compression.")
+@click.option("--compression-level", type=int, help="Compression level.")
+@click.option("--source-date-epoch", type=int, envvar="SOURCE_DATE_EPOCH", help="Clamp times to this Unix time (reproducible builds).")
+@click.option("--insecure-registry", "insecure", multiple=True, metavar="HOST", help="Use plain HTTP or unverified TLS for this registry.")
+@click.option("--memory", metavar="BYTES", help="Memory limit for RUN steps (e.g. 512m).")
+@click.option("--cpus", type=float, help="CPU limit for RUN steps.")
+@click.option("--jobs", type=int, default=0, help="Stages to build at once (default: CPUs).")
+def command(**kw: object) -> None:
+    """Build an image from a Dockerfile."""
+    from ..build import BuildRequest, run_build
+
+    build_args = _parse_kv_list(kw["build_args"], "--build-arg", env_fallback=True)  # type: ignore[arg-type]
+    labels = _parse_kv_list(kw["labels"], "--label")  # type: ignore[arg-type]
+    contexts = _parse_kv_list(kw["build_contexts"], "--build-context")  # type: ignore[arg-type]
+    secrets = dict(_parse_secret(s) for s in kw["secrets"])  # type: ignore[union-attr]
+    outputs = [_parse_output(o) for o in kw["outputs"]]  # type: ignore[union-attr]
+    memory = _parse_bytes(str(kw["memory"])) if kw["memory"] else None
+    platform = kw["platform"]
+    if platform:
+        from ..graph import platform_args
+
+        host = platform_args()["BUILDPLATFORM"]
+        wanted = str(platform)
+        if wanted not in (host, host.split("/v")[0]) and wanted.lower() != "local":
+            raise UsageError(f"--platform {wanted}: pybuild builds for the host platform only ({host})",
+                             hint="cross-platform builds are not supported yet")
+    request = BuildRequest(
+        context=str(kw["context"]),
+        dockerfile=kw["dockerfile"],  # type: ignore[arg-type]
+        tags=tuple(kw["tags"]),  # type: ignore[arg-type]
+        build_args=build_args,
+        target=kw["target"],  # type: ignore[arg-type]
+        no_cache=bool(kw["no_cache"]),
+        no_cache_filter=tuple(x for v in kw["no_cache_filter"] for x in str(v).split(",") if x),  # type: ignore[union-attr]
+        pull=bool(kw["pull"]),
+        labels=labels,
+        network=str(kw["network"]),
+        secrets=secrets,
+        outputs=tuple(outputs),
+        iidfile=kw["iidfile"],  # type: ignore[arg-type]
+        metadata_file=kw["metadata_file"],  # type: ignore[arg-type]
+        progress="quiet" if kw["quiet"] else str(kw["progress"]),
+        build_contexts=contexts,
+        root=kw["root"],  # type: ignore[arg-type]
+        compression=str(kw["compression"]),
+        compression_level=kw["compression_level"],  # type: ignore[arg-type]
+        source_date_epoch=kw["source_date_epoch"],  # type: ignore[arg-type]
+        insecure_registries=tuple(kw["insecure"]),  # type: ignore[arg-type]
+        memory=memory,
+        cpus=kw["cpus"],  # type: ignore[arg-type]
+        jobs=int(kw["jobs"] or 0),  # type: ignore[arg-type]
+    )
+    result = run_build(request)
+    if kw["quiet"]:
+        click.echo(str(result.image_id))
+    else:
+        sys.stderr.write(result.summary + "\n")
+
+
+def _parse_output(text: str) -> dict[str, str]:
+    if "=" not in text and "," not in text:
+        # `-o DIR` is `type=local,dest=DIR`; `-o -` is a tar on stdout.
+        return {"type": "tar", "dest": "-"} if text == "-" else {"type": "local", "dest": text}
+    opts = _parse_csv_opts(text)
+    kind = opts.get("type")
+    if kind not in ("oci", "docker", "local", "tar", "image", "registry"):
+        raise UsageError(f"invalid --output {text!r}: type must be oci, docker, local, tar, image or registry")
+    if kind in ("oci", "docker", "local", "tar") and not opts.get("dest"):
+        raise UsageError(f"invalid --output {text!r}: dest= is required for type={kind}")
+    return opts
+
+
+def _parse_bytes(text: str) -> int:
+    import re
+
+    m = re.match(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)b?$", text.strip().lower())
+    if not m:
+        raise UsageError(f"invalid size {text!r}: use a number with an optional k, m or g suffix")
+    mult = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[m.group(2)]
+    return int(float(m.group(1)) * mult)

@@ -1,0 +1,224 @@
+"""The image configuration a stage accumulates, and how metadata instructions change it.
+
+ImageState mirrors the ``config`` object of the OCI/docker image config (field names as
+docker writes them) plus the history. It is immutable: every instruction returns a new
+state. Values arrive already expanded; this module decides only what they mean.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from .errors import BuildError
+
+__all__ = [
+    "DEFAULT_PATH",
+    "DEFAULT_SHELL",
+    "HistoryEntry",
+    "ImageState",
+    "expand_ports",
+]
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+DEFAULT_SHELL = ("/bin/sh", "-c")
+HISTORY_COMMENT = "buildkit.dockerfile.v0"
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    created_by: str
+    empty_layer: bool
+    comment: str = HISTORY_COMMENT
+    created: str | None = None
+    author: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {}
+        if self.created:
+            doc["created"] = self.created
+        if self.author:
+            doc["author"] = self.author
+        doc["created_by"] = self.created_by
+        if self.comment:
+            doc["comment"] = self.comment
+        if self.empty_layer:
+            doc["empty_layer"] = True
+        return doc
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> HistoryEntry:
+        return cls(
+            created_by=str(doc.get("created_by", "")),
+            empty_layer=bool(doc.get("empty_layer", False)),
+            comment=str(doc.get("comment", "")),
+            created=doc.get("created"),
+            author=doc.get("author"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ImageState:
+    """What a stage's image config holds at one point of the build."""
+
+    env: tuple[tuple[str, str], ...] = ()
+    user: str = ""
+    workdir: str = ""
+    entrypoint: tuple[str, ...] | None = None
+    cmd: tuple[str, ...] | None = None
+    shell: tuple[str, ...] | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+    exposed_ports: tuple[str, ...] = ()
+    volumes: tuple[str, ...] = ()
+    stop_signal: str = ""
+    healthcheck: Mapping[str, Any] | None = None
+    onbuild: tuple[str, ...] = ()
+    args_escaped: bool | None = None
+    author: str = ""
+    history: tuple[HistoryEntry, ...] = ()
+    extra: Mapping[str, Any] = field(default_factory=dict)  # base config fields we keep as they are
+
+    # -- reading --------------------------------------------------------------------
+    def env_dict(self) -> dict[str, str]:
+        return dict(self.env)
+
+    def env_list(self) -> list[str]:
+        return [f"{k}={v}" for k, v in self.env]
+
+    def get_env(self, name: str) -> str | None:
+        for k, v in self.env:
+            if k == name:
+                return v
+        return None
+
+    def effective_shell(self) -> tuple[str, ...]:
+        return self.shell or DEFAULT_SHELL
+
+    # -- changing -------------------------------------------------------------------
+    def with_env(self, pairs: Sequence[tuple[str, str]]) -> ImageState:
+        env = list(self.env)
+        for key, value in pairs:
+            for i, (k, _) in enumerate(env):
+                if k == key:
+                    env[i] = (key, value)
+                    break
+            else:
+                env.append((key, value))
+        return replace(self, env=tuple(env))
+
+    def with_labels(self, pairs: Sequence[tuple[str, str]]) -> ImageState:
+        labels = dict(self.labels)
+        for key, value in pairs:
+            labels[key] = value
+        return replace(self, labels=tuple(labels.items()))
+
+    def with_ports(self, ports: Sequence[str]) -> ImageState:
+        have = list(self.exposed_ports)
+        for p in ports:
+            if p not in have:
+                have.append(p)
+        return replace(self, exposed_ports=tuple(have))
+
+    def with_volumes(self, paths: Sequence[str]) -> ImageState:
+        have = list(self.volumes)
+        for p in paths:
+            if p not in have:
+                have.append(p)
+        return replace(self, volumes=tuple(have))
+
+    def with_history(self, entry: HistoryEntry) -> ImageState:
+        return replace(self, history=self.history + (entry,))
+
+    def changed(self, **changes: Any) -> ImageState:
+        return replace(self, **changes)
+
+    # -- to and from docker's JSON ------------------------------------------------------
+    @classmethod
+    def from_config(cls, doc: Mapping[str, Any] | None) -> ImageState:
+        """The state of a base image, from its config JSON (``None`` for scratch)."""
+        if not doc:
+            return cls()
+        cfg = doc.get("config") or {}
+        env: list[tuple[str, str]] = []
+        for item in cfg.get("Env") or []:
+            k, _, v = str(item).partition("=")
+            env.append((k, v))
+        known = {"User", "Env", "WorkingDir", "Entrypoint", "Cmd", "Shell", "Labels", "ExposedPorts",
+                 "Volumes", "StopSignal", "Healthcheck", "OnBuild", "ArgsEscaped"}
+        extra = {k: v for k, v in cfg.items() if k not in known and v not in (None, "", [], {})}
+        return cls(
+            env=tuple(env),
+            user=cfg.get("User") or "",
+            workdir=cfg.get("WorkingDir") or "",
+            entrypoint=tuple(cfg["Entrypoint"]) if cfg.get("Entrypoint") is not None else None,
+            cmd=tuple(cfg["Cmd"]) if cfg.get("Cmd") is not None else None,
+            shell=tuple(cfg["Shell"]) if cfg.get("Shell") else None,
+            labels=tuple((cfg.get("Labels") or {}).items()),
+            exposed_ports=tuple((cfg.get("ExposedPorts") or {}).keys()),
+            volumes=tuple((cfg.get("Volumes") or {}).keys()),
+            stop_signal=cfg.get("StopSignal") or "",
+            healthcheck=cfg.get("Healthcheck"),
+            # ONBUILD triggers of the base run in this build and are not inherited.
+            onbuild=(),
+            args_escaped=cfg.get("ArgsEscaped"),
+            author=doc.get("author") or "",
+            history=tuple(HistoryEntry.from_json(h) for h in doc.get("history") or []),
+            extra=extra,
+        )
+
+    def config_json(self) -> dict[str, Any]:
+        """The ``config`` object, keys in the order docker writes them, empty ones left out."""
+        cfg: dict[str, Any] = {}
+        if self.user:
+            cfg["User"] = self.user
+        if self.exposed_ports:
+            cfg["ExposedPorts"] = {p: {} for p in self.exposed_ports}
+        env = self.env_list()
+        if env:
+            cfg["Env"] = env
+        if self.entrypoint is not None:
+            cfg["Entrypoint"] = list(self.entrypoint)
+        if self.cmd is not None:
+            cfg["Cmd"] = list(self.cmd)
+        if self.volumes:
+            cfg["Volumes"] = {v: {} for v in self.volumes}
+        if self.workdir:
+            cfg["WorkingDir"] = self.workdir
+        if self.labels:
+            cfg["Labels"] = dict(self.labels)
+        if self.stop_signal:
+            cfg["StopSignal"] = self.stop_signal
+        if self.args_escaped:
+            cfg["ArgsEscaped"] = True
+        for k, v in self.extra.items():
+            cfg[k] = v
+        if self.healthcheck is not None:
+            cfg["Healthcheck"] = dict(self.healthcheck)
+        if self.onbuild:
+            cfg["OnBuild"] = list(self.onbuild)
+        if self.shell:
+            cfg["Shell"] = list(self.shell)
+        return cfg
+
+
+_PORT = re.compile(r"^(\d+)(?:-(\d+))?(?:/(\w+))?$")
+
+
+def expand_ports(words: Sequence[str]) -> list[str]:
+    """EXPOSE arguments as docker records them: `80` -> `80/tcp`, `7000-7002/udp` -> three ports."""
+    out: list[str] = []
+    for word in words:
+        m = _PORT.match(word.strip())
+        if not m:
+            raise BuildError(f"invalid containerPort: {word}")
+        lo = int(m.group(1))
+        hi = int(m.group(2)) if m.group(2) else lo
+        proto = (m.group(3) or "tcp").lower()
+        if hi < lo or hi > 65535:
+            raise BuildError(f"invalid range of ports: {word}")
+        for port in range(lo, hi + 1):
+            name = f"{port}/{proto}"
+            if name not in out:
+                out.append(name)
+    return out

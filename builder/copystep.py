@@ -1,0 +1,292 @@
+"""COPY and ADD as build steps: expand the words, pick the source tree, key the step by
+the content it selects, and the action that copies onto the overlay.
+
+The file semantics themselves are builder.copy's; this module only wires a step to them.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import instructions as ins
+from .errors import BuildError, ContextError
+
+if TYPE_CHECKING:
+    from .config import ImageState
+    from .dispatch import StageEnv
+    from .graph import Stage
+    from .solve import Solver
+
+__all__ = ["CopyPlan", "plan_copy", "resolve_chown"]
+
+
+@dataclass(frozen=True)
+class CopyPlan:
+    op: dict[str, Any]
+    action: Callable[[list[Path], Path, int], None]
+    title: str
+    history: str
+    link: bool
+
+
+def _is_url(src: str) -> bool:
+    return src.startswith(("http://", "https://"))
+
+
+def _is_git(src: str) -> bool:
+    if src.startswith(("git@", "git://")):
+        return True
+    if _is_url(src):
+        path = src.split("#", 1)[0].split("?", 1)[0]
+        return path.endswith(".git") or "#" in src and path.endswith(".git")
+    return False
+
+
+def resolve_chown(root: Path | None, spec: str) -> tuple[int, int]:
+    """`--chown=user[:group]` as BuildKit reads it: names through the image's /etc/passwd
+    and /etc/group (a name not found stays 0), a bare number is both uid and gid."""
+    user, _, group = spec.partition(":")
+    uid = gid = 0
+    if user.isdigit():
+        uid = gid = int(user)
+    elif user:
+        for fields in _read_db(root, "etc/passwd"):
+            if len(fields) >= 4 and fields[0] == user:
+                uid, gid = _int(fields[2]), _int(fields[3])
+                break
+    if group:
+        if group.isdigit():
+            gid = int(group)
+        else:
+            for fields in _read_db(root, "etc/group"):
+                if len(fields) >= 3 and fields[0] == group:
+                    gid = _int(fields[2])
+                    break
+    return uid, gid
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        return 0
+
+
+def _read_db(root: Path | None, rel: str) -> list[list[str]]:
+    if root is None:
+        return []
+    from .fsutil import secure_join
+
+    try:
+        text = secure_join(root, rel).read_text(errors="replace")
+    except OSError:
+        return []
+    return [line.split(":") for line in text.splitlines() if line and not line.startswith("#")]
+
+
+def plan_copy(solver: Solver, stage: Stage, node: ins.Copy | ins.Add, image: ImageState,
+              env: StageEnv) -> CopyPlan:
+    from .copy import SourceSpec, copy_into
+    from .expand import expand_heredoc
+
+    is_add = isinstance(node, ins.Add)
+    verb = "ADD" if is_add else "COPY"
+    sources = [env.expand(s, image, node) for s in node.sources]
+    dest = env.expand(node.dest, image, node)
+    chown = env.expand(node.chown, image, node) if node.chown else None
+    chmod = env.expand(node.chmod, image, node) if node.chmod else None
+    excludes = [env.expand(e, image, node) for e in node.excludes]
+    parents = bool(getattr(node, "parents", False))
+    from_value = env.expand(node.from_stage, image, node) if isinstance(node, ins.Copy) and node.from_stage else None
+    checksum_flag = env.expand(node.checksum, image, node) if is_add and node.checksum else None  # type: ignore[union-attr]
+    if chmod is not None:
+        from .copy import parse_chmod
+
+        try:
+            parse_chmod(chmod)
+        except (ValueError, ContextError) as exc:
+            raise BuildError(f"invalid chmod parameter: {chmod!r} ({exc})") from None
+
+    heredocs = []
+    for doc in node.heredocs:
+        text = doc.content
+        if doc.expand:
+            text = expand_heredoc(text, env.lookup(image), used=env.used)
+        heredocs.append((doc.name, text))
+
+    source_label, tree_factory, content_key = _source_tree(solver, node, from_value, image)
+    store = solver.store
+    stat_cache = store.root / "statcache.json"
+    checksums: list[str] = []
+    remote: list[dict[str, Any]] = []
+    for src in sources:
+        if is_add and _is_git(src):
+            remote.append({"git": src, "commit": _git_commit(src), "keep": bool(node.keep_git_dir)})  # type: ignore[union-attr]
+        elif _is_url(src):
+            if not is_add:
+                raise BuildError(f"source can't be a URL for COPY: {src}")
+            remote.append({"url": src, "checksum": checksum_flag or _url_identity(src)})
+    if checksum_flag and not remote:
+        raise BuildError("checksum requires HTTP(S) or Git sources")
+    local = [s for s in sources if not (_is_url(s) or (is_add and _is_git(s)))]
+    if local:
+        with tree_factory() as tree:
+            for src in local:
+                pattern = src.replace("/./", "/") if parents else src
+                try:
+                    matches = tree.select(pattern, excludes=excludes)
+                except ContextError as exc:
+                    raise ContextError(f"{verb} failed: {exc.message}" if not exc.message.startswith(verb)
+                                       else exc.message, hint=exc.hint) from None
+                checksums.append(str(tree.checksum(matches, excludes=excludes,
+                                                   stat_cache=stat_cache if source_label == "context" else None)))
+
+    op: dict[str, Any] = {
+        "kind": verb.lower(), "sources": sources, "dest": dest, "workdir": image.workdir or "/",
+        "chown": chown, "chmod": chmod, "parents": parents, "excludes": excludes,
+        "link": bool(node.link), "from": content_key, "content": checksums, "remote": remote,
+        "heredocs": [[n, t] for n, t in heredocs], "unpack": getattr(node, "unpack", None),
+        "epoch": solver.opts.source_date_epoch,
+    }
+
+    words = [verb]
+    if parents:
+        words.append("--parents")
+    if chown:
+        words.append(f"--chown={chown}")
+    if chmod:
+        words.append(f"--chmod={chmod}")
+    words.extend(sources)
+    words.extend(f"<<{n}" for n, _ in heredocs)
+    words.append(dest)
+    history = " ".join(words) + " # buildkit"
+    title = node.original.split("\n", 1)[0].strip()
+    workdir = image.workdir or "/"
+    link = bool(node.link)
+
+    def action(lowers: list[Path], upper: Path, _sid: int) -> None:
+        with contextlib.ExitStack() as stack:
+            specs = []
+            if local:
+                tree = stack.enter_context(tree_factory())
+                specs.extend(SourceSpec.path(tree, s) for s in local)
+            for src in sources:
+                if is_add and _is_git(src):
+                    specs.append(SourceSpec.git(src, keep_git_dir=bool(node.keep_git_dir),  # type: ignore[union-attr]
+                                                checksum=checksum_flag))
+                elif _is_url(src):
+                    specs.append(SourceSpec.url(src, checksum=checksum_flag))
+            specs.extend(SourceSpec.inline(n, t.encode()) for n, t in heredocs)
+            if link:
+                owner_root = stack.enter_context(solver.runner.merged(lowers, None)) if lowers and chown else None
+                root = upper
+            else:
+                root = stack.enter_context(solver.runner.merged(lowers, upper))
+                owner_root = root
+            ids = resolve_chown(owner_root, chown) if chown else None
+            copy_into(root, specs, dest, workdir=workdir, chown=ids, chmod=chmod, parents=parents,
+                      excludes=excludes, is_add=is_add, unpack_archives=getattr(node, "unpack", None),
+                      mtime=solver.opts.source_date_epoch, scratch_dir=store.root / "tmp")
+
+    return CopyPlan(op, action, title, history, link)
+
+
+def _source_tree(solver: Solver, node: ins.Instruction, from_value: str | None,
+                 image: ImageState) -> tuple[str, Callable[[], Any], str | None]:
+    """(label, a context manager giving the SourceTree, the key of the source's identity)."""
+    from .context import DirTree
+
+    if from_value is None:
+        ctx = solver.context
+
+        @contextlib.contextmanager
+        def context_tree() -> Iterator[Any]:
+            yield ctx
+
+        return "context", context_tree, None
+
+    result = solver.stage_result(from_value)
+    if result is not None:
+        lowers_fs = result.fs
+
+        @contextlib.contextmanager
+        def stage_tree() -> Iterator[Any]:
+            lowers = solver.lowers_of(lowers_fs)
+            with solver.runner.merged(lowers, None) as root:
+                yield DirTree(root, label=f"stage {from_value}")
+
+        return "stage", stage_tree, str(result.fs.key.digest)
+
+    contexts = getattr(solver.bases, "contexts", {})
+    nc = contexts.get(from_value.lower())
+    if nc is not None and nc.kind == "dir":
+        folder = Path(nc.value)
+
+        @contextlib.contextmanager
+        def folder_tree() -> Iterator[Any]:
+            yield DirTree(folder, label=f"context {from_value}", owner=(0, 0))
+
+        return "folder", folder_tree, f"context:{from_value}"
+
+    kind = "context" if nc is not None else "image"
+    base = solver.bases.resolve(from_value, kind=kind, pull=solver.opts.pull)
+    from .solve import LayerRef
+
+    layers = [LayerRef(b.diff_id, b) for b in base.layers]
+
+    @contextlib.contextmanager
+    def image_tree() -> Iterator[Any]:
+        lowers = [solver.ensure_snapshot(layer) for layer in reversed(layers)]
+        with solver.runner.merged(lowers, None) as root:
+            yield DirTree(root, label=f"image {from_value}")
+
+    return "image", image_tree, str(base.key.digest)
+
+
+def _git_commit(src: str) -> str:
+    """The commit a git source names now: its key, so a moved branch re-runs the step."""
+    url, _, fragment = src.partition("#")
+    ref = fragment.split(":", 1)[0] or "HEAD"
+    if len(ref) == 40 and all(c in "0123456789abcdef" for c in ref):
+        return ref
+    try:
+        out = subprocess.run(["git", "ls-remote", url, ref], capture_output=True, text=True,
+                             timeout=120, env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise BuildError(f"failed to read git repository {url}: {exc}") from None
+    if out.returncode != 0:
+        raise BuildError(f"failed to read git repository {url}: {out.stderr.strip()}")
+    for line in out.stdout.splitlines():
+        sha, _, name = line.partition("\t")
+        if name in (ref, f"refs/heads/{ref}", f"refs/tags/{ref}", f"refs/tags/{ref}^{{}}"):
+            return sha
+    if out.stdout:
+        return out.stdout.split()[0]
+    raise BuildError(f"git repository {url} has no ref {ref!r}")
+
+
+def _url_identity(url: str) -> str:
+    """Without --checksum, a URL's key is what the server says identifies its content
+    (ETag, Last-Modified, length); failing that, the content's own digest."""
+    import hashlib
+
+    import requests
+
+    try:
+        resp = requests.head(url, allow_redirects=True, timeout=30)
+        tags = [resp.headers.get(h, "") for h in ("ETag", "Last-Modified", "Content-Length")]
+        if resp.ok and (tags[0] or tags[1]):
+            return "head:" + "|".join(tags)
+        h = hashlib.sha256()
+        with requests.get(url, stream=True, timeout=60) as got:
+            got.raise_for_status()
+            for chunk in got.iter_content(1 << 20):
+                h.update(chunk)
+        return "sha256:" + h.hexdigest()
+    except requests.RequestException as exc:
+        raise BuildError(f"failed to fetch {url}: {exc}") from None

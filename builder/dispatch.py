@@ -1,0 +1,299 @@
+"""What each instruction means for the image config, and the text docker records for it.
+
+Pure functions over ImageState: expansion happens here (with builder.expand), the
+filesystem is not touched. The history texts follow BuildKit's dockerfile frontend
+(`created_by`), so `docker history` reads the same for images from either builder.
+"""
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from . import instructions as ins
+from .config import HistoryEntry, ImageState, expand_ports
+from .errors import BuildError, ExpandError
+from .expand import expand_word
+
+__all__ = [
+    "METADATA",
+    "StageEnv",
+    "apply_metadata",
+    "go_quote_list",
+    "normalize_workdir",
+    "run_argv",
+    "run_history_text",
+]
+
+METADATA = (ins.Env, ins.Label, ins.Maintainer, ins.Expose, ins.Volume, ins.User, ins.Cmd,
+            ins.Entrypoint, ins.StopSignal, ins.Healthcheck, ins.Shell, ins.Onbuild, ins.Arg)
+
+SIGNALS = {
+    "ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT",
+    "KILL", "PIPE", "POLL", "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM",
+    "TRAP", "TSTP", "TTIN", "TTOU", "URG", "USR1", "USR2", "VTALRM", "WINCH", "XCPU", "XFSZ",
+}
+
+
+@dataclass
+class StageEnv:
+    """The variables a stage's instructions see: the image's ENV plus declared ARGs.
+
+    ``args`` keeps the ARGs in declaration order for RUN's `|N K=V` history prefix."""
+
+    escape: str
+    build_args: Mapping[str, str]
+    global_args: Mapping[str, str | None]
+    args: list[tuple[str, str | None]] = field(default_factory=list)
+    arg_env: dict[str, str] = field(default_factory=dict)
+    used: set[str] = field(default_factory=set)
+    cmd_set: bool = False  # a CMD in this stage: ENTRYPOINT then keeps it
+
+    def lookup(self, state: ImageState) -> dict[str, str]:
+        env = dict(state.env)
+        # ARG values are in the step's environment; an ENV set after the ARG overrides it.
+        merged = dict(self.arg_env)
+        merged.update(env)
+        for name in self._arg_after_env:
+            if name in self.arg_env:
+                merged[name] = self.arg_env[name]
+        return merged
+
+    _arg_after_env: set[str] = field(default_factory=set)
+
+    def expand(self, word: str, state: ImageState, node: ins.Instruction) -> str:
+        try:
+            return expand_word(word, self.lookup(state), escape=self.escape, used=self.used)
+        except ExpandError as exc:
+            raise ExpandError(exc.message, location=node.range) from None
+
+    def expand_all(self, words: Sequence[str], state: ImageState, node: ins.Instruction) -> list[str]:
+        return [self.expand(w, state, node) for w in words]
+
+    def declare(self, node: ins.Arg, state: ImageState) -> list[str]:
+        """ARG inside a stage: returns the history words (NAME or NAME=value)."""
+        commit = []
+        for name, default in node.args:
+            value: str | None
+            if name in self.build_args:
+                value = self.build_args[name]
+            elif default is not None:
+                value = self.expand(default, state, node)
+            elif name in self.global_args:
+                value = self.global_args[name]
+            else:
+                value = None
+            self.args.append((name, value))
+            if value is not None:
+                self.arg_env[name] = value
+                if state.get_env(name) is not None:
+                    self._arg_after_env.add(name)
+            commit.append(name if value is None else f"{name}={value}")
+        return commit
+
+    def env_set(self, names: Sequence[str]) -> None:
+        for n in names:
+            self._arg_after_env.discard(n)
+
+
+def go_quote(s: str) -> str:
+    out = ['"']
+    for ch in s:
+        o = ord(ch)
+        if ch == '"':
+            out.append('\\"')
+        elif ch == "\\":
+            out.append("\\\\")
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ch == "\r":
+            out.append("\\r")
+        elif o < 0x20 or o == 0x7F:
+            out.append(f"\\x{o:02x}")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def go_quote_list(items: Sequence[str]) -> str:
+    """Go's %q of a []string: ["a" "b"]."""
+    return "[" + " ".join(go_quote(x) for x in items) + "]"
+
+
+def _go_duration(seconds: float | None) -> str:
+    if not seconds:
+        return "0s"
+    ns = int(round(seconds * 1e9))
+    if ns % 1_000_000_000 == 0:
+        total = ns // 1_000_000_000
+        h, rem = divmod(total, 3600)
+        m, s = divmod(rem, 60)
+        if h:
+            return f"{h}h{m}m{s}s"
+        if m:
+            return f"{m}m{s}s"
+        return f"{s}s"
+    if ns < 1_000:
+        return f"{ns}ns"
+    if ns < 1_000_000:
+        return f"{ns / 1e3:g}µs"
+    if ns < 1_000_000_000:
+        return f"{ns / 1e6:g}ms"
+    return f"{seconds:g}s"
+
+
+def normalize_workdir(current: str, path: str) -> str:
+    if not path.startswith("/"):
+        path = posixpath.join(current or "/", path)
+    norm = posixpath.normpath(path)
+    return "/" if norm in ("", ".") else ("/" + norm.lstrip("/"))
+
+
+def _with_shell(state: ImageState, args: Sequence[str]) -> tuple[str, ...]:
+    return tuple(state.effective_shell()) + tuple(args)
+
+
+def apply_metadata(node: ins.Instruction, state: ImageState, env: StageEnv) -> ImageState:
+    """Apply one metadata instruction: the new state, with its history entry."""
+    def hist(text: str) -> ImageState:
+        return new.with_history(HistoryEntry(created_by=text, empty_layer=True))
+
+    if isinstance(node, ins.Env):
+        pairs = [(env.expand(k, state, node), env.expand(v, state, node)) for k, v in node.pairs]
+        new = state.with_env(pairs)
+        env.env_set([k for k, _ in pairs])
+        return hist("ENV " + " ".join(f"{k}={v}" for k, v in pairs))
+    if isinstance(node, ins.Label):
+        pairs = [(env.expand(k, state, node), env.expand(v, state, node)) for k, v in node.pairs]
+        new = state.with_labels(pairs)
+        return hist("LABEL " + " ".join(f"{k}={v}" for k, v in pairs))
+    if isinstance(node, ins.Maintainer):
+        new = state.changed(author=node.name)
+        return hist(f"MAINTAINER {node.name}")
+    if isinstance(node, ins.Expose):
+        words = [w for word in node.ports for w in _split_ws(env.expand(word, state, node))]
+        try:
+            ports = expand_ports(words)
+        except BuildError as exc:
+            raise BuildError(exc.message, location=node.range) from None
+        new = state.with_ports(ports)
+        shown = " ".join(f"{p}:{{}}" for p in sorted(ports))
+        return hist(f"EXPOSE map[{shown}]")
+    if isinstance(node, ins.Volume):
+        paths = env.expand_all(node.paths, state, node)
+        for p in paths:
+            if not p:
+                raise BuildError("VOLUME specified can not be an empty string", location=node.range)
+        new = state.with_volumes(paths)
+        return hist("VOLUME [" + " ".join(paths) + "]")
+    if isinstance(node, ins.User):
+        user = env.expand(node.user, state, node)
+        new = state.changed(user=user)
+        return hist(f"USER {user}")
+    if isinstance(node, ins.Cmd):
+        args = _with_shell(state, node.command) if node.prepend_shell else tuple(node.command)
+        new = state.changed(cmd=args, args_escaped=True)
+        env.cmd_set = True
+        return hist(f"CMD {go_quote_list(args)}")
+    if isinstance(node, ins.Entrypoint):
+        args = _with_shell(state, node.command) if node.prepend_shell else tuple(node.command)
+        new = state.changed(entrypoint=args)
+        if not env.cmd_set:
+            # An ENTRYPOINT resets the CMD inherited from the base image.
+            new = new.changed(cmd=None)
+        return hist(f"ENTRYPOINT {go_quote_list(args)}")
+    if isinstance(node, ins.StopSignal):
+        sig = env.expand(node.signal, state, node)
+        _check_signal(sig, node)
+        new = state.changed(stop_signal=sig)
+        return hist(f"STOPSIGNAL {sig}")
+    if isinstance(node, ins.Healthcheck):
+        hc: dict[str, object] = {}
+        test = list(node.test) if node.test is not None else []
+        hc["Test"] = test
+        for key, val in (("Interval", node.interval), ("Timeout", node.timeout),
+                         ("StartPeriod", node.start_period), ("StartInterval", node.start_interval)):
+            if val:
+                hc[key] = int(round(val * 1e9))
+        if node.retries:
+            hc["Retries"] = node.retries
+        new = state.changed(healthcheck=hc)
+        text = "HEALTHCHECK &{%s %s %s %s %s '%s'}" % (
+            go_quote_list(test), go_quote(_go_duration(node.interval)),
+            go_quote(_go_duration(node.timeout)), go_quote(_go_duration(node.start_period)),
+            go_quote(_go_duration(node.start_interval)), _go_rune(node.retries or 0))
+        return hist(text)
+    if isinstance(node, ins.Shell):
+        new = state.changed(shell=tuple(node.shell))
+        return hist("SHELL [" + " ".join(node.shell) + "]")
+    if isinstance(node, ins.Onbuild):
+        # ONBUILD is stored, not run, and BuildKit records no history entry for it.
+        return state.changed(onbuild=state.onbuild + (node.expression,))
+    if isinstance(node, ins.Arg):
+        words = env.declare(node, state)
+        new = state
+        return hist("ARG " + " ".join(words))
+    raise AssertionError(f"not a metadata instruction: {node.keyword}")
+
+
+def _go_rune(n: int) -> str:
+    if 0x20 <= n < 0x7F and chr(n) not in "'\\":
+        return chr(n)
+    if n < 0x80:
+        return f"\\x{n:02x}"
+    return chr(n)
+
+
+def _split_ws(text: str) -> list[str]:
+    return text.split()
+
+
+def _check_signal(sig: str, node: ins.Instruction) -> None:
+    s = sig.upper()
+    if s.isdigit() and 0 < int(s) <= 64:
+        return
+    name = s.removeprefix("SIG")
+    if name in SIGNALS or name.startswith("RTMIN") or name.startswith("RTMAX"):
+        return
+    raise BuildError(f"invalid signal: {sig}", location=node.range)
+
+
+def run_argv(node: ins.Run, state: ImageState) -> tuple[str, ...]:
+    """The argv a RUN step executes, heredocs handled as BuildKit does."""
+    args = tuple(node.command)
+    files = tuple(node.heredocs or ())
+    if files:
+        first = files[0]
+        data = first.content
+        if len(files) == 1 and len(args) == 1 and args[0].strip().startswith("<<") and \
+                args[0].strip().lstrip("<-").strip("'\"") == first.name:
+            if data.startswith("#!"):
+                # A script with its own interpreter: run it as a file (the solver mounts it).
+                return ("/dev/pipes/" + first.name,)
+            args = (data,)
+        else:
+            text = args[0] if args else ""
+            for f in files:
+                text += "\n" + f.content + f.name
+            args = (text,)
+    if node.prepend_shell:
+        return _with_shell(state, args)
+    return args
+
+
+def run_history_text(argv: Sequence[str], env: StageEnv, state: ImageState) -> str:
+    """`RUN |N K=V ... argv # buildkit`, with the build args the step sees."""
+    lookup = env.lookup(state)
+    pairs: dict[str, str] = {}
+    for name, value in env.args:
+        v = lookup.get(name)
+        if v is None:
+            v = value or ""
+        pairs[name] = v
+    words = [f"{k}={v}" for k, v in pairs.items()]
+    prefix = [f"|{len(words)}", *words] if words else []
+    return "RUN " + " ".join([*prefix, *argv]) + " # buildkit"
+

@@ -1,0 +1,208 @@
+"""From a solved stage to an image, and from an image to the outputs buildx knows.
+
+``make_image`` turns the final stage's layers and ImageState into an image config and
+a manifest in the store; ``write_outputs`` writes what ``-o`` asked for: an OCI archive,
+a docker archive, the root filesystem as a folder or a tar. Every file output is
+written aside and renamed, so it appears whole or not at all.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from .cache.store import LayerBlob, Store, remove_tree
+from .config import HistoryEntry
+from .digest import Digest
+from .errors import BuildError, UsageError
+from .graph import platform_args
+from .solve import LayerRef, StageResult, format_time
+
+__all__ = ["config_document", "ensure_layer_blob", "make_image", "write_outputs"]
+
+
+def ensure_layer_blob(store: Store, layer: LayerRef, *, compression: str, level: int | None,
+                      source_date_epoch: int | None) -> LayerBlob:
+    """The blob of a layer in the wanted form: the one it came with, or made from its snapshot."""
+    if layer.blob is not None and store.has_blob(layer.blob.digest):
+        return layer.blob
+    known = store.layer_blobs(layer.diff_id)
+    for blob in known.values():
+        if store.has_blob(blob.digest):
+            return blob
+    from .layers.tar import write_layer
+
+    snap = store.snapshot_path(layer.diff_id)
+    if not snap.is_dir():
+        raise BuildError(f"layer {layer.diff_id} has neither a blob nor a snapshot in the store",
+                         hint="run `pybuild cache verify --repair` and build again")
+    tmp = store.tempfile("layer-")
+    rec = write_layer(snap, tmp, compression=compression, level=level,  # type: ignore[arg-type]
+                      source_date_epoch=source_date_epoch)
+    store.put_blob_file(tmp, rec.digest)
+    blob = LayerBlob(rec.diff_id, rec.digest, rec.size, rec.media_type)
+    store.add_layer_blob(blob)
+    return blob
+
+
+def _fill_history_times(history: Sequence[HistoryEntry], base_count: int,
+                        fallback: str | None) -> list[HistoryEntry]:
+    """Entries this build added without a time get the time of the layer step before
+    them (or, before the first new layer, of that first layer), as BuildKit does, so
+    that a fully cached rebuild gives the same config."""
+    out = list(history)
+    new = range(base_count, len(out))
+    first_layer_time = next((out[i].created for i in new if out[i].created), None)
+    current = first_layer_time or fallback
+    for i in new:
+        if out[i].created:
+            current = out[i].created
+        else:
+            out[i] = replace(out[i], created=current)
+    return out
+
+
+def config_document(result: StageResult, *, source_date_epoch: int | None) -> dict[str, Any]:
+    image = result.image
+    base_cfg: Mapping[str, Any] = result.base.config if result.base else {}
+    base_history = len(result.base.config.get("history") or []) if result.base else 0
+    epoch = format_time(source_date_epoch) if source_date_epoch is not None else None
+    fallback = epoch or base_cfg.get("created") or format_time(0)
+    history = _fill_history_times(image.history, base_history, fallback)
+    if epoch is not None:
+        history = [h if i < base_history else replace(h, created=epoch) for i, h in enumerate(history)]
+    plat = platform_args()
+    doc: dict[str, Any] = {
+        "architecture": base_cfg.get("architecture") or plat["TARGETARCH"],
+        "os": base_cfg.get("os") or "linux",
+    }
+    variant = base_cfg.get("variant") or plat["TARGETVARIANT"]
+    if variant:
+        doc["variant"] = variant
+    if image.author:
+        doc["author"] = image.author
+    created = next((h.created for h in reversed(history) if h.created), None)
+    doc["created"] = epoch or created or fallback
+    doc["config"] = image.config_json()
+    doc["rootfs"] = {"type": "layers", "diff_ids": [str(layer.diff_id) for layer in result.fs.layers]}
+    doc["history"] = [h.to_json() for h in history]
+    return doc
+
+
+def make_image(store: Store, result: StageResult, *, compression: str = "gzip",
+               level: int | None = None, source_date_epoch: int | None = None,
+               media: str = "oci") -> Any:
+    """Config, manifest and layer blobs of the final stage, all in the store."""
+    from .oci.image import build_image
+    from .oci.types import Descriptor, ImageConfig
+
+    doc = config_document(result, source_date_epoch=source_date_epoch)
+    layers: list[tuple[Any, Path]] = []
+    for layer in result.fs.layers:
+        blob = ensure_layer_blob(store, layer, compression=compression, level=level,
+                                 source_date_epoch=source_date_epoch)
+        layers.append((Descriptor(blob.media_type, blob.digest, blob.size), store.blob_path(blob.digest)))
+    config = ImageConfig.from_json(doc)
+    return build_image(config, layers, blob_dir=store.root / "blobs", media=media)  # type: ignore[arg-type]
+
+
+def write_outputs(store: Store, image: Any, result: StageResult, outputs: Sequence[Mapping[str, str]],
+                  *, tags: Sequence[str], source_date_epoch: int | None,
+                  lowers_of: Any) -> list[str]:
+    """Write every ``-o``; returns a line for each saying what was written."""
+    written = []
+    for out in outputs:
+        kind = out.get("type", "")
+        dest = out.get("dest", "")
+        names = [n for n in (out.get("name", "").split(",") if out.get("name") else []) if n] or list(tags)
+        if kind == "oci":
+            from .oci.archive import write_oci_archive
+
+            _to_dest(dest, lambda p: write_oci_archive(p, image, names, source_date_epoch=source_date_epoch))
+        elif kind == "docker":
+            from .oci.archive import write_docker_archive
+
+            _to_dest(dest, lambda p: write_docker_archive(p, image, names, source_date_epoch=source_date_epoch))
+        elif kind == "local":
+            _write_local(store, result, Path(dest))
+        elif kind == "tar":
+            _to_dest(dest, lambda p: _write_rootfs_tar(store, result, Path(p)))
+        elif kind in ("image", "registry"):
+            continue  # handled by the caller (local image store, push)
+        else:
+            raise UsageError(f"unknown output type {kind!r}")
+        written.append(f"{kind} -> {dest}")
+    return written
+
+
+def _to_dest(dest: str, write: Any) -> None:
+    """Write an output file aside and rename it into place; `-` streams it to stdout."""
+    if dest == "-":
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "out"
+            write(path)
+            with open(path, "rb") as f:
+                shutil.copyfileobj(f, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+        return
+    target = Path(dest)
+    if target.is_dir():
+        raise UsageError(f"output destination {dest} is a folder; give a file name")
+    if not target.parent.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+    write(target)
+
+
+def _flatten(store: Store, result: StageResult, into: Path) -> None:
+    from .layers.unpack import unpack_blob
+
+    for layer in result.fs.layers:
+        blob = ensure_layer_blob(store, layer, compression="gzip", level=None, source_date_epoch=None)
+        unpack_blob(store.blob_path(blob.digest), into, mode="apply")
+
+
+def _write_local(store: Store, result: StageResult, dest: Path) -> None:
+    dest = dest.resolve()
+    tmp = Path(tempfile.mkdtemp(prefix=".pybuild-", dir=dest.parent if dest.parent.exists() else None))
+    try:
+        _flatten(store, result, tmp)
+        if dest.exists():
+            if dest.is_dir() and not any(dest.iterdir()):
+                dest.rmdir()
+            elif dest.is_dir():
+                # Existing content is replaced as a whole, never merged half.
+                old = dest.with_name(dest.name + ".old-pybuild")
+                os.rename(dest, old)
+                os.rename(tmp, dest)
+                remove_tree(old)
+                return
+            else:
+                raise UsageError(f"output destination {dest} exists and is not a folder")
+        os.rename(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            remove_tree(tmp)
+        raise
+
+
+def _write_rootfs_tar(store: Store, result: StageResult, dest: Path) -> None:
+    from .layers.tar import write_tree_tar
+
+    tmp = Path(tempfile.mkdtemp(prefix=".pybuild-", dir=store.root / "tmp"))
+    try:
+        _flatten(store, result, tmp)
+        part = dest.with_name(f".{dest.name}.part")
+        with open(part, "wb") as f:
+            write_tree_tar(tmp, f)
+        os.replace(part, dest)
+    finally:
+        remove_tree(tmp)
+
+
+_ = Digest

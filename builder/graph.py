@@ -1,0 +1,292 @@
+"""Stages, their dependencies and the order to build them in.
+
+The graph knows which stage needs which (FROM an earlier stage, COPY --from, RUN
+--mount from=) and prunes to what the target needs, so a stage that is not needed is
+never resolved or built. Build args are evaluated here as far as FROM lines need them.
+"""
+from __future__ import annotations
+
+import os
+import platform as _platform
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from . import instructions as ins
+from .errors import ExpandError, GraphError
+from .expand import expand_word
+
+__all__ = ["PROXY_ARGS", "BuildGraph", "Stage", "StageBase", "build_graph", "platform_args"]
+
+PROXY_ARGS = frozenset(
+    n for base in ("HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "NO_PROXY", "ALL_PROXY")
+    for n in (base, base.lower())
+)
+
+
+def _host_platform() -> tuple[str, str, str]:
+    machine = _platform.machine().lower()
+    arch, variant = {
+        "x86_64": ("amd64", ""), "amd64": ("amd64", ""), "aarch64": ("arm64", ""),
+        "arm64": ("arm64", ""), "armv7l": ("arm", "v7"), "armv6l": ("arm", "v6"),
+        "i686": ("386", ""), "i386": ("386", ""), "ppc64le": ("ppc64le", ""),
+        "s390x": ("s390x", ""), "riscv64": ("riscv64", ""),
+    }.get(machine, (machine, ""))
+    return "linux", arch, variant
+
+
+def platform_args() -> dict[str, str]:
+    """BuildKit's predefined platform args; build and target platform are the host's."""
+    os_name, arch, variant = _host_platform()
+    plat = f"{os_name}/{arch}" + (f"/{variant}" if variant else "")
+    out = {}
+    for prefix in ("BUILD", "TARGET"):
+        out[f"{prefix}PLATFORM"] = plat
+        out[f"{prefix}OS"] = os_name
+        out[f"{prefix}ARCH"] = arch
+        out[f"{prefix}VARIANT"] = variant
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class StageBase:
+    """What a stage starts from: scratch, an earlier stage, a named build context, or an image."""
+
+    kind: str  # "scratch" | "stage" | "context" | "image"
+    name: str  # the expanded FROM word
+    stage: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    index: int
+    name: str | None
+    base: StageBase
+    platform: str | None
+    from_: ins.From
+    instructions: tuple[ins.Instruction, ...]
+    deps: frozenset[int]
+    # COPY --from / mount from= values that are not stages: named contexts or images
+    external: tuple[str, ...] = ()
+
+    @property
+    def display_name(self) -> str:
+        return self.name or f"stage-{self.index}"
+
+
+@dataclass(frozen=True, slots=True)
+class BuildGraph:
+    stages: tuple[Stage, ...]
+    target: int
+    order: tuple[int, ...]  # stages the target needs, dependencies first
+    global_args: tuple[tuple[str, str | None], ...]  # declared before the first FROM (expanded)
+    build_args: Mapping[str, str]
+    escape: str = "\\"
+    warnings: tuple[str, ...] = ()
+    used_args: frozenset[str] = field(default_factory=frozenset)
+
+    def stage(self, index: int) -> Stage:
+        return self.stages[index]
+
+    def layers_of_order(self) -> list[list[int]]:
+        """The needed stages grouped in waves: each wave depends only on earlier waves."""
+        done: set[int] = set()
+        waves: list[list[int]] = []
+        pending = list(self.order)
+        while pending:
+            wave = [i for i in pending if self.stages[i].deps <= done]
+            waves.append(wave)
+            done.update(wave)
+            pending = [i for i in pending if i not in done]
+        return waves
+
+
+def _expand(word: str, env: Mapping[str, str], escape: str, where: ins.Instruction,
+            used: set[str] | None = None) -> str:
+    try:
+        return expand_word(word, env, escape=escape, used=used)
+    except ExpandError as exc:
+        raise ExpandError(exc.message, location=where.range) from None
+
+
+def _stage_ref(value: str, names: Mapping[str, int], before: int) -> int | None:
+    """The stage a --from or FROM word names, if any: a stage name or an index."""
+    key = value.lower()
+    if key in names and names[key] < before:
+        return names[key]
+    if value.isdigit():
+        idx = int(value)
+        if idx < before:
+            return idx
+        raise GraphError(f"invalid stage index {value}: only stages before this one can be used")
+    return None
+
+
+def build_graph(
+    dockerfile: ins.Dockerfile,
+    *,
+    build_args: Mapping[str, str] | None = None,
+    target: str | None = None,
+    named_contexts: Sequence[str] = (),
+) -> BuildGraph:
+    build_args = dict(build_args or {})
+    escape = dockerfile.escape
+    used: set[str] = set()
+
+    # ARGs before the first FROM: usable in FROM lines and re-declarable in stages.
+    meta: dict[str, str] = dict(platform_args())
+    global_args: list[tuple[str, str | None]] = []
+    instrs = list(dockerfile.instructions)
+    pos = 0
+    while pos < len(instrs) and not isinstance(instrs[pos], ins.From):
+        node = instrs[pos]
+        if not isinstance(node, ins.Arg):
+            raise GraphError(
+                f"{node.keyword} is not allowed before the first FROM (only ARG is)",
+                location=node.range, source_line=dockerfile.source_line(node.range.start))
+        for name, default in node.args:
+            if name in build_args:
+                value: str | None = build_args[name]
+                used.add(name)
+            elif default is not None:
+                value = _expand(default, meta, escape, node)
+            else:
+                value = None
+            global_args.append((name, value))
+            if value is not None:
+                meta[name] = value
+            else:
+                meta.pop(name, None)
+        pos += 1
+    if pos == len(instrs):
+        raise GraphError("the Dockerfile has no FROM instruction",
+                         hint="every Dockerfile needs a FROM line to start a stage")
+
+    contexts = {c.lower() for c in named_contexts}
+    stages: list[Stage] = []
+    names: dict[str, int] = {}
+    current: ins.From | None = None
+    body: list[ins.Instruction] = []
+
+    def finish() -> None:
+        assert current is not None
+        index = len(stages)
+        base_word = _expand(current.image, meta, escape, current, used)
+        if not base_word:
+            raise GraphError("base name (" + current.image + ") should not be blank",
+                             location=current.range,
+                             source_line=dockerfile.source_line(current.range.start))
+        plat = _expand(current.platform, meta, escape, current, used) if current.platform else None
+        deps: set[int] = set()
+        external: list[str] = []
+        ref = _stage_ref(base_word, names, index) if not base_word.isdigit() else None
+        if base_word.lower() in contexts:
+            base = StageBase("context", base_word)
+        elif ref is not None:
+            base = StageBase("stage", base_word, ref)
+            deps.add(ref)
+        elif base_word.lower() == "scratch":
+            base = StageBase("scratch", "scratch")
+        else:
+            base = StageBase("image", base_word)
+        for node in body:
+            for value in _from_values(node):
+                word = _expand(value, meta, escape, node, used)
+                try:
+                    dep = _stage_ref(word, names, index) if word.lower() not in contexts else None
+                except GraphError as exc:
+                    raise GraphError(exc.message, location=node.range,
+                                     source_line=dockerfile.source_line(node.range.start)) from None
+                if dep is not None:
+                    deps.add(dep)
+                elif word.lower() == (current.stage_name or "").lower() and word:
+                    raise GraphError(f"stage {word!r} cannot copy from itself", location=node.range,
+                                     source_line=dockerfile.source_line(node.range.start))
+                else:
+                    external.append(word)
+        name = current.stage_name.lower() if current.stage_name else None
+        if name:
+            if name in names:
+                raise GraphError(f"duplicate stage name {current.stage_name!r}",
+                                 location=current.range,
+                                 source_line=dockerfile.source_line(current.range.start))
+            names[name] = index
+        stages.append(Stage(index, name, base, plat, current, tuple(body), frozenset(deps),
+                            tuple(external)))
+
+    for node in instrs[pos:]:
+        if isinstance(node, ins.From):
+            if current is not None:
+                finish()
+            current, body = node, []
+        else:
+            body.append(node)
+    finish()
+
+    if target:
+        key = target.lower()
+        if key not in names:
+            known = ", ".join(s.name for s in stages if s.name) or "none"
+            raise GraphError(f"target stage {target!r} could not be found (stages: {known})")
+        target_index = names[key]
+    else:
+        target_index = len(stages) - 1
+
+    needed: list[int] = []
+    seen: set[int] = set()
+
+    def visit(i: int) -> None:
+        if i in seen:
+            return
+        seen.add(i)
+        for d in sorted(stages[i].deps):
+            visit(d)
+        needed.append(i)
+
+    visit(target_index)
+
+    # Build args declared in the needed stages count as used (as in docker's warning).
+    for i in needed:
+        for node in stages[i].instructions:
+            if isinstance(node, ins.Arg):
+                used.update(name for name, _ in node.args)
+    warnings = []
+    unused = sorted(k for k in build_args if k not in used and k not in PROXY_ARGS
+                    and k not in platform_args())
+    if unused:
+        warnings.append("build arguments were not consumed: " + ", ".join(unused))
+
+    return BuildGraph(
+        stages=tuple(stages),
+        target=target_index,
+        order=tuple(needed),
+        global_args=tuple(global_args),
+        build_args=build_args,
+        escape=escape,
+        warnings=tuple(warnings),
+        used_args=frozenset(used),
+    )
+
+
+def _from_values(node: ins.Instruction) -> list[str]:
+    """The --from values a step uses: COPY/ADD --from and RUN --mount from=."""
+    out: list[str] = []
+    src = getattr(node, "from_stage", None)
+    if src:
+        out.append(src)
+    for spec in getattr(node, "mounts", ()) or ():
+        for part in _split_mount(spec):
+            key, _, value = part.partition("=")
+            if key.strip().lower() == "from" and value:
+                out.append(value.strip())
+    return out
+
+
+def _split_mount(spec: str) -> list[str]:
+    import csv
+
+    return next(csv.reader([spec]), [])
+
+
+def env_build_arg(name: str) -> str | None:
+    """`--build-arg NAME` without a value takes it from the environment, as docker does."""
+    return os.environ.get(name)

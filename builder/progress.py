@@ -1,0 +1,76 @@
+"""Build events and how they are shown: plain numbered lines, quiet, or one JSON event a line.
+
+The solver only calls the methods of ``Progress``; how the events look is decided here.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from typing import IO
+
+__all__ = ["Progress"]
+
+
+class Progress:
+    def __init__(self, mode: str = "plain", stream: IO[str] | None = None) -> None:
+        self.mode = "plain" if mode in ("auto", "tty") else mode
+        self.stream = stream or sys.stderr
+        self._lock = threading.Lock()
+        self._counter = 0
+        self._started: dict[int, float] = {}
+        self.t0 = time.monotonic()
+        self.steps_total = 0
+        self.steps_cached = 0
+
+    def _emit(self, text: str, **event: object) -> None:
+        with self._lock:
+            if self.mode == "quiet":
+                return
+            if self.mode == "rawjson":
+                event["time"] = round(time.monotonic() - self.t0, 3)
+                self.stream.write(json.dumps(event, sort_keys=True) + "\n")
+            else:
+                self.stream.write(text + "\n")
+            self.stream.flush()
+
+    def start(self, name: str) -> int:
+        with self._lock:
+            self._counter += 1
+            sid = self._counter
+            self._started[sid] = time.monotonic()
+        self._emit(f"#{sid} {name}", event="start", id=sid, name=name)
+        return sid
+
+    def cached(self, sid: int) -> None:
+        self.steps_total += 1
+        self.steps_cached += 1
+        self._emit(f"#{sid} CACHED", event="cached", id=sid)
+
+    def done(self, sid: int) -> None:
+        self.steps_total += 1
+        elapsed = time.monotonic() - self._started.get(sid, time.monotonic())
+        self._emit(f"#{sid} DONE {elapsed:.1f}s", event="done", id=sid, seconds=round(elapsed, 3))
+
+    def internal_done(self, sid: int) -> None:
+        elapsed = time.monotonic() - self._started.get(sid, time.monotonic())
+        self._emit(f"#{sid} DONE {elapsed:.1f}s", event="done", id=sid, seconds=round(elapsed, 3))
+
+    def error(self, sid: int, message: str) -> None:
+        self._emit(f"#{sid} ERROR: {message}", event="error", id=sid, message=message)
+
+    def output(self, sid: int, data: bytes) -> None:
+        text = data.decode("utf-8", "replace")
+        if self.mode == "rawjson":
+            self._emit("", event="output", id=sid, data=text)
+            return
+        elapsed = time.monotonic() - self._started.get(sid, time.monotonic())
+        lines = text.splitlines()
+        self._emit("\n".join(f"#{sid} {elapsed:.3f} {line}" for line in lines), event="output")
+
+    def warn(self, message: str) -> None:
+        self._emit(f"WARNING: {message}", event="warning", message=message)
+
+    def info(self, message: str) -> None:
+        self._emit(message, event="info", message=message)

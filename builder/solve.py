@@ -1,0 +1,443 @@
+"""Walks the build graph: keys each step, reuses what the cache holds, runs the rest.
+
+A stage is a chain of filesystem states (``FsState``: a cache key and the layers so
+far) and an image config (``ImageState``). Metadata instructions change only the
+config; WORKDIR, COPY, ADD and RUN make a new layer: the step runs on an overlay of the
+layers below with a fresh upper directory, and that upper directory, once the step is
+done, becomes the layer's snapshot (it is already in overlay form, so it can serve as a
+lower directory for the next step without being unpacked again).
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from . import instructions as ins
+from .base import BaseImage, BaseResolver
+from .cache.keys import CacheKey, base_key, step_key
+from .cache.store import LayerBlob, Store, remove_tree
+from .config import DEFAULT_PATH, HistoryEntry, ImageState
+from .digest import Digest
+from .dispatch import (
+    METADATA,
+    StageEnv,
+    apply_metadata,
+    normalize_workdir,
+    run_argv,
+    run_history_text,
+)
+from .errors import BuildError, ExecError
+from .graph import PROXY_ARGS, BuildGraph, Stage
+from .progress import Progress
+from .steps import StepRunner
+
+__all__ = ["BuildOptions", "FsState", "LayerRef", "Solver", "StageResult", "format_time"]
+
+
+def format_time(seconds: float) -> str:
+    """RFC 3339 in UTC with trailing zeros of the fraction trimmed, as Go writes times."""
+    import datetime as _dt
+
+    t = _dt.datetime.fromtimestamp(seconds, tz=_dt.UTC)
+    text = t.strftime("%Y-%m-%dT%H:%M:%S")
+    frac = f"{t.microsecond:06d}".rstrip("0")
+    return text + (f".{frac}" if frac else "") + "Z"
+
+
+@dataclass(frozen=True, slots=True)
+class BuildOptions:
+    context_dir: Path
+    dockerfile_name: str = "Dockerfile"
+    tags: tuple[str, ...] = ()
+    build_args: Mapping[str, str] = field(default_factory=dict)
+    target: str | None = None
+    no_cache: bool = False
+    no_cache_filter: tuple[str, ...] = ()
+    pull: bool = False
+    labels: Mapping[str, str] = field(default_factory=dict)
+    network: str = "default"
+    build_contexts: Mapping[str, str] = field(default_factory=dict)
+    insecure_registries: tuple[str, ...] = ()
+    compression: str = "gzip"
+    compression_level: int | None = None
+    source_date_epoch: int | None = None
+    memory: int | None = None
+    cpus: float | None = None
+    secrets: Mapping[str, tuple[str, str]] = field(default_factory=dict)  # id -> (kind, value)
+    jobs: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LayerRef:
+    diff_id: Digest
+    blob: LayerBlob | None = None  # the known compressed form (pulled, or made by a step)
+
+
+@dataclass(frozen=True, slots=True)
+class FsState:
+    key: CacheKey
+    layers: tuple[LayerRef, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StepReport:
+    stage: str
+    instruction: str
+    line: int
+    key: str
+    cached: bool
+    seconds: float
+    layer: str | None = None
+    size: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StageResult:
+    stage: Stage
+    fs: FsState
+    image: ImageState
+    base: BaseImage | None
+
+
+class Solver:
+    def __init__(
+        self,
+        graph: BuildGraph,
+        dockerfile: ins.Dockerfile,
+        options: BuildOptions,
+        *,
+        store: Store,
+        context: Any,
+        progress: Progress,
+        bases: BaseResolver,
+        runner: StepRunner,
+    ) -> None:
+        self.graph = graph
+        self.dockerfile = dockerfile
+        self.opts = options
+        self.store = store
+        self.context = context
+        self.progress = progress
+        self.bases = bases
+        self.runner = runner
+        self.results: dict[int, StageResult] = {}
+        self.steps: list[StepReport] = []
+        self._no_cache_stages = {s.lower() for s in options.no_cache_filter}
+
+    # -- the graph ------------------------------------------------------------------
+    def solve(self) -> StageResult:
+        jobs = self.opts.jobs or (os.cpu_count() or 1)
+        for wave in self.graph.layers_of_order():
+            if len(wave) == 1 or jobs == 1:
+                for index in wave:
+                    self.results[index] = self.build_stage(self.graph.stage(index))
+            else:
+                with ThreadPoolExecutor(max_workers=min(jobs, len(wave))) as pool:
+                    futures = {i: pool.submit(self.build_stage, self.graph.stage(i)) for i in wave}
+                    for i, fut in futures.items():
+                        self.results[i] = fut.result()
+        return self.results[self.graph.target]
+
+    def _source_line(self, node: ins.Instruction) -> str:
+        return self.dockerfile.source_line(node.range.start)
+
+    def _located(self, exc: BuildError, node: ins.Instruction) -> BuildError:
+        if exc.location is None:
+            exc.location = node.range
+            exc.source_line = self._source_line(node)
+        elif exc.source_line is None and exc.location.start == node.range.start:
+            exc.source_line = self._source_line(node)
+        return exc
+
+    # -- one stage ------------------------------------------------------------------
+    def build_stage(self, stage: Stage) -> StageResult:
+        base = None
+        if stage.base.kind == "stage":
+            parent = self.results[stage.base.stage]  # type: ignore[index]
+            fs, image = parent.fs, parent.image
+            image = image.changed(onbuild=())
+            base = parent.base
+            onbuild = parent.image.onbuild
+        elif stage.base.kind == "scratch":
+            fs, image, onbuild = FsState(base_key(manifest_digest=None)), ImageState(workdir="/"), ()
+        else:
+            sid = self.progress.start(f"[{stage.display_name}] FROM {stage.base.name}")
+            try:
+                base = self.bases.resolve(stage.base.name, kind=stage.base.kind,
+                                          platform=stage.platform, pull=self.opts.pull)
+            except BuildError as exc:
+                self.progress.error(sid, str(exc))
+                raise self._located(exc, stage.from_) from None
+            self.progress.internal_done(sid)
+            fs = FsState(base.key, tuple(LayerRef(b.diff_id, b) for b in base.layers))
+            image = ImageState.from_config(base.config)
+            onbuild = tuple((base.config.get("config") or {}).get("OnBuild") or ())
+
+        if image.get_env("PATH") is None:
+            # BuildKit makes sure every image has a PATH.
+            image = image.with_env([("PATH", DEFAULT_PATH)])
+        env = StageEnv(escape=self.graph.escape, build_args=self.graph.build_args,
+                       global_args=dict(self.graph.global_args))
+        nodes: list[ins.Instruction] = []
+        for trigger in onbuild:
+            nodes.extend(self._parse_trigger(trigger, stage))
+        nodes.extend(stage.instructions)
+        no_cache = self.opts.no_cache or (stage.name or "") in self._no_cache_stages or \
+            str(stage.index) in self._no_cache_stages
+
+        for node in nodes:
+            try:
+                if isinstance(node, METADATA):
+                    image = apply_metadata(node, image, env)
+                elif isinstance(node, ins.Workdir):
+                    fs, image = self._workdir(stage, node, fs, image, env, no_cache)
+                elif isinstance(node, ins.Run):
+                    fs, image = self._run(stage, node, fs, image, env, no_cache)
+                elif isinstance(node, (ins.Copy, ins.Add)):
+                    fs, image = self._copy(stage, node, fs, image, env, no_cache)
+                else:
+                    raise BuildError(f"{node.keyword} is not supported here")
+            except BuildError as exc:
+                raise self._located(exc, node) from None
+        if stage.index == self.graph.target and self.opts.labels:
+            image = image.with_labels(list(self.opts.labels.items()))
+        return StageResult(stage, fs, image, base)
+
+    def _parse_trigger(self, trigger: str, stage: Stage) -> list[ins.Instruction]:
+        from .parse import parse_dockerfile
+
+        try:
+            parsed = parse_dockerfile(trigger + "\n", filename=f"ONBUILD trigger of {stage.base.name}")
+        except BuildError as exc:
+            raise BuildError(f"invalid ONBUILD trigger {trigger!r} in the base image: {exc.message}",
+                             location=stage.from_.range) from None
+        out = []
+        for node in parsed.instructions:
+            if isinstance(node, (ins.From, ins.Onbuild)) or isinstance(node, ins.Maintainer):
+                raise BuildError(f"{node.keyword} isn't allowed as an ONBUILD trigger",
+                                 location=stage.from_.range)
+            out.append(replace(node, range=stage.from_.range))
+        return out
+
+    # -- filesystem steps -----------------------------------------------------------------
+    def _step(
+        self,
+        stage: Stage,
+        node: ins.Instruction,
+        fs: FsState,
+        op: Mapping[str, Any],
+        action: Callable[[list[Path], Path, int], None],
+        *,
+        no_cache: bool,
+        title: str,
+        link_base: bool = False,
+    ) -> tuple[FsState, HistoryEntry]:
+        """Key a step, reuse its cached result or run ``action(lowers, upper)``.
+
+        Returns the new FsState and the step's history entry (``created_by`` left empty for
+        the caller): ``empty_layer`` when the step changed nothing, ``created`` from the
+        cache record so that a cached rebuild gives the same image.
+        ``action`` gets the lower directories (top first), the upper directory and the
+        progress id of the step. ``link_base``: the step does not read the layers below (COPY --link), so its key
+        starts from scratch and the cached layer can be reused on any base."""
+        parent_key = base_key(manifest_digest=None) if link_base else fs.key
+        key = step_key(parent_key, op)
+        chained = step_key(fs.key, {"link": str(key.digest)}) if link_base else key
+        sid = self.progress.start(f"[{stage.display_name}] {title}")
+        t0 = time.monotonic()
+        record = None if no_cache else self.store.get_record(key.digest)
+        if record is not None and self._record_usable(record):
+            self.store.touch_record(key.digest)
+            self.progress.cached(sid)
+            self._report(stage, node, title, key, True, t0, record)
+            return self._apply_record(fs, chained, record)
+        with self.store.lock(f"step-{key.digest.hex}"):
+            # Another build may have made it while we waited for the lock.
+            record = None if no_cache else self.store.get_record(key.digest)
+            if record is None or not self._record_usable(record):
+                record = self._execute(stage, fs, action, link_base, sid)
+                record = {**record, "step": title, "stage": stage.display_name,
+                          "created": time.time()}
+                self.store.put_record(key.digest, record)
+        self.progress.done(sid)
+        self._report(stage, node, title, key, False, t0, record)
+        return self._apply_record(fs, chained, record)
+
+    def _record_usable(self, record: Mapping[str, Any]) -> bool:
+        if record.get("empty"):
+            return True
+        try:
+            diff_id = Digest.parse(record["diff_id"])
+            blob = Digest.parse(record["digest"])
+        except (KeyError, ValueError):
+            return False
+        return self.store.has_snapshot(diff_id) and self.store.has_blob(blob)
+
+    def _apply_record(self, fs: FsState, key: CacheKey,
+                      record: Mapping[str, Any]) -> tuple[FsState, HistoryEntry]:
+        created = format_time(self.opts.source_date_epoch if self.opts.source_date_epoch is not None
+                              else float(record.get("created") or 0))
+        if record.get("empty"):
+            return FsState(key, fs.layers), HistoryEntry("", empty_layer=True, created=created)
+        diff_id = Digest.parse(record["diff_id"])
+        blob = LayerBlob(diff_id, Digest.parse(record["digest"]), int(record["size"]),
+                         str(record["media_type"]))
+        return (FsState(key, fs.layers + (LayerRef(diff_id, blob),)),
+                HistoryEntry("", empty_layer=False, created=created))
+
+    def _report(self, stage: Stage, node: ins.Instruction, title: str, key: CacheKey,
+                cached: bool, t0: float, record: Mapping[str, Any]) -> None:
+        self.steps.append(StepReport(
+            stage=stage.display_name, instruction=title, line=node.range.start,
+            key=str(key.digest), cached=cached, seconds=round(time.monotonic() - t0, 3),
+            layer=None if record.get("empty") else record.get("digest"),
+            size=None if record.get("empty") else record.get("size")))
+
+    def _execute(self, stage: Stage, fs: FsState, action: Callable[[list[Path], Path, int], None],
+                 link_base: bool, sid: int) -> dict[str, Any]:
+        from .layers.tar import write_layer
+
+        upper = self.store.tempdir("upper-")
+        try:
+            lowers = [] if link_base else [self.ensure_snapshot(layer) for layer in reversed(fs.layers)]
+            action(lowers, upper, sid)
+            if not any(os.scandir(upper)):
+                remove_tree(upper)
+                return {"empty": True}
+            tmp = self.store.tempfile("layer-")
+            rec = write_layer(upper, tmp, compression=self.opts.compression,
+                              level=self.opts.compression_level,
+                              source_date_epoch=self.opts.source_date_epoch)
+            self.store.put_blob_file(tmp, rec.digest)
+            blob = LayerBlob(rec.diff_id, rec.digest, rec.size, rec.media_type)
+            self.store.add_layer_blob(blob)
+            self.store.put_snapshot_dir(upper, rec.diff_id)
+            return {"diff_id": str(rec.diff_id), "digest": str(rec.digest), "size": rec.size,
+                    "media_type": rec.media_type}
+        except BaseException:
+            remove_tree(upper)
+            raise
+
+    def ensure_snapshot(self, layer: LayerRef) -> Path:
+        """The unpacked snapshot of a layer, unpacking its blob the first time it is needed."""
+        path = self.store.snapshot_path(layer.diff_id)
+        if path.is_dir():
+            return path
+        with self.store.lock(f"unpack-{layer.diff_id.hex}"):
+            if path.is_dir():
+                return path
+            if layer.blob is None:
+                raise BuildError(f"layer {layer.diff_id} is missing from the store",
+                                 hint="run `pybuild cache verify --repair` and build again")
+            from .layers.unpack import unpack_blob
+
+            tmp = self.store.tempdir("unpack-")
+            try:
+                result = unpack_blob(self.store.blob_path(layer.blob.digest), tmp, mode="snapshot")
+                if result.diff_id != layer.diff_id:
+                    raise BuildError(f"layer {layer.blob.digest} does not match its diff_id "
+                                     f"{layer.diff_id} (got {result.diff_id})")
+                return self.store.put_snapshot_dir(tmp, layer.diff_id)
+            except BaseException:
+                remove_tree(tmp)
+                raise
+
+    # -- WORKDIR ---------------------------------------------------------------------
+    def _workdir(self, stage: Stage, node: ins.Workdir, fs: FsState, image: ImageState,
+                 env: StageEnv, no_cache: bool) -> tuple[FsState, ImageState]:
+        path = env.expand(node.path, image, node)
+        wd = normalize_workdir(image.workdir, path)
+        image = image.changed(workdir=wd)
+        if wd == "/":
+            return fs, image.with_history(HistoryEntry(f"WORKDIR {wd}", empty_layer=True))
+        op = {"kind": "mkdir", "path": wd, "user": image.user, "mode": 0o755,
+              "epoch": self.opts.source_date_epoch}
+        user = image.user
+
+        def action(lowers: list[Path], upper: Path, _sid: int) -> None:
+            self.runner.mkdir(lowers, upper, wd, user=user)
+
+        fs, hist = self._step(stage, node, fs, op, action, no_cache=no_cache, title=f"WORKDIR {wd}")
+        return fs, image.with_history(replace(hist, created_by=f"WORKDIR {wd}"))
+
+    # -- RUN ---------------------------------------------------------------------------
+    def _run(self, stage: Stage, node: ins.Run, fs: FsState, image: ImageState, env: StageEnv,
+             no_cache: bool) -> tuple[FsState, ImageState]:
+        argv = run_argv(node, image)
+        lookup = env.lookup(image)
+        proc_env = dict(lookup)
+        for name in PROXY_ARGS:
+            if name in self.graph.build_args and name not in proc_env:
+                proc_env[name] = self.graph.build_args[name]
+        if "PATH" not in proc_env:
+            proc_env["PATH"] = DEFAULT_PATH
+        network = node.network or self.opts.network
+        mounts = self.runner.parse_mounts(node, env, image, self)
+        script = None
+        if argv and argv[0].startswith("/dev/pipes/") and node.heredocs:
+            script = node.heredocs[0]
+        spec_env = tuple(f"{k}={v}" for k, v in proc_env.items())
+        cwd = image.workdir or "/"
+        op = {
+            "kind": "run",
+            "argv": list(argv),
+            "env": sorted(spec_env),
+            "user": image.user,
+            "cwd": cwd,
+            "network": network,
+            "security": node.security or "sandbox",
+            "mounts": [m.key_json() for m in mounts],
+            "script": script.content if script else None,
+        }
+        title = "RUN " + " ".join(node.command) if not node.heredocs else node.original.split("\n")[0]
+        history = run_history_text(argv, env, image)
+        user = image.user
+
+        def action(lowers: list[Path], upper: Path, sid: int) -> None:
+            tail: list[bytes] = []
+
+            def output(chunk: bytes) -> None:
+                tail.append(chunk)
+                if len(tail) > 200:
+                    del tail[:100]
+                self.progress.output(sid, chunk)
+
+            code = self.runner.run(lowers, upper, argv=argv, env=spec_env, cwd=cwd, user=user,
+                                   network=network, mounts=mounts, output=output, script=script,
+                                   memory=self.opts.memory, cpus=self.opts.cpus)
+            if code != 0:
+                last = b"".join(tail).decode("utf-8", "replace").splitlines()[-20:]
+                shown = " ".join(node.command) if not node.heredocs else node.original
+                raise ExecError(
+                    f"RUN {shown} failed: exit code {code}",
+                    hint=("last lines of its output:\n  " + "\n  ".join(last)) if last else None)
+
+        fs, hist = self._step(stage, node, fs, op, action, no_cache=no_cache, title=title)
+        return fs, image.with_history(replace(hist, created_by=history))
+
+    # -- COPY and ADD ---------------------------------------------------------------------
+    def _copy(self, stage: Stage, node: ins.Copy | ins.Add, fs: FsState, image: ImageState,
+              env: StageEnv, no_cache: bool) -> tuple[FsState, ImageState]:
+        from .copystep import plan_copy
+
+        plan = plan_copy(self, stage, node, image, env)
+        fs, hist = self._step(stage, node, fs, plan.op, plan.action, no_cache=no_cache,
+                              title=plan.title, link_base=plan.link)
+        return fs, image.with_history(replace(hist, created_by=plan.history))
+
+    def stage_result(self, name: str) -> StageResult | None:
+        """A finished stage named by a --from value (name or index)."""
+        key = name.lower()
+        for index, result in self.results.items():
+            if result.stage.name == key or str(index) == name:
+                return result
+        return None
+
+    def lowers_of(self, fs: FsState) -> list[Path]:
+        return [self.ensure_snapshot(layer) for layer in reversed(fs.layers)]
+

@@ -1,0 +1,128 @@
+"""End-to-end builds from real base images in a real registry, checked with skopeo and umoci."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="builds mount overlays: needs root")
+
+
+def pybuild(*args: str, cwd: Path | None = None, check: bool = True,
+            input: bytes | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(["pybuild", *args], cwd=cwd, capture_output=True, text=input is None,
+                          input=input, timeout=300, env={**os.environ, **(env or {})})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"pybuild {' '.join(args)} failed ({proc.returncode}):\n"
+                             f"{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def skopeo_inspect(target: str, *, config: bool = False) -> dict:
+    cmd = ["skopeo", "inspect", "--tls-verify=false"]
+    if config:
+        cmd += ["--config", "--raw"]
+    out = subprocess.run([*cmd, target], capture_output=True, text=True, check=True, timeout=60)
+    return json.loads(out.stdout)
+
+
+@pytest.fixture()
+def project(tmp_path: Path) -> Path:
+    root = tmp_path / "project"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture()
+def store(tmp_path: Path) -> str:
+    return str(tmp_path / "store")
+
+
+def write(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+def test_metadata_and_copy_build_matches_buildkit_config(project: Path, store: str, busybox_image,
+                                                          tmp_path: Path) -> None:
+    write(project, {
+        "a.txt": "hi\n",
+        "Dockerfile": (
+            f"ARG BASE={busybox_image.ref}\n"
+            "FROM $BASE\n"
+            "ARG VERSION=1\n"
+            'ENV A=b C="d e"\n'
+            "LABEL x=y\n"
+            "WORKDIR /app\n"
+            "COPY a.txt .\n"
+            "EXPOSE 80 7000-7001/udp\n"
+            "USER nobody\n"
+            "CMD echo hello\n"
+            'ENTRYPOINT ["/bin/sh"]\n'
+            "VOLUME /data\n"
+            "STOPSIGNAL SIGTERM\n"
+            "HEALTHCHECK --interval=5s CMD true\n"
+            "ONBUILD RUN echo x\n"
+            'SHELL ["/bin/sh", "-ec"]\n'),
+    })
+    oci = tmp_path / "out.oci.tar"
+    docker = tmp_path / "out.docker.tar"
+    pybuild("build", "--root", store, "--build-arg", "VERSION=2", "-t", "example/app:v1",
+            "-o", f"type=oci,dest={oci}", "-o", f"type=docker,dest={docker}",
+            "--iidfile", str(tmp_path / "iid"), "--metadata-file", str(tmp_path / "meta.json"),
+            str(project))
+    cfg = skopeo_inspect(f"oci-archive:{oci}", config=True)
+    assert cfg["config"]["Env"] == ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                                    "A=b", "C=d e"]
+    assert cfg["config"]["ExposedPorts"] == {"80/tcp": {}, "7000/udp": {}, "7001/udp": {}}
+    # the CMD of this stage survives the ENTRYPOINT after it (only an inherited one is reset)
+    assert cfg["config"]["Cmd"] == ["/bin/sh", "-c", "echo hello"]
+    assert cfg["config"]["Entrypoint"] == ["/bin/sh"]
+    assert cfg["config"]["WorkingDir"] == "/app"
+    assert cfg["config"]["User"] == "nobody"
+    assert cfg["config"]["Labels"] == {"x": "y"}
+    assert cfg["config"]["Volumes"] == {"/data": {}}
+    assert cfg["config"]["StopSignal"] == "SIGTERM"
+    assert cfg["config"]["Healthcheck"] == {"Test": ["CMD-SHELL", "true"], "Interval": 5000000000}
+    assert cfg["config"]["OnBuild"] == ["RUN echo x"]
+    assert cfg["config"]["Shell"] == ["/bin/sh", "-ec"]
+    created_by = [h.get("created_by") for h in cfg["history"]][1:]
+    assert created_by == [
+        "ARG VERSION=2",
+        "ENV A=b C=d e",
+        "LABEL x=y",
+        "WORKDIR /app",
+        "COPY a.txt . # buildkit",
+        "EXPOSE map[7000/udp:{} 7001/udp:{} 80/tcp:{}]",
+        "USER nobody",
+        'CMD ["/bin/sh" "-c" "echo hello"]',
+        'ENTRYPOINT ["/bin/sh"]',
+        "VOLUME [/data]",
+        "STOPSIGNAL SIGTERM",
+        'HEALTHCHECK &{["CMD-SHELL" "true"] "5s" "0s" "0s" "0s" \'\\x00\'}',
+        "SHELL [/bin/sh -ec]",
+    ]
+    empty = [h.get("empty_layer", False) for h in cfg["history"]]
+    assert len(cfg["rootfs"]["diff_ids"]) == empty.count(False)
+    iid = (tmp_path / "iid").read_text()
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    assert meta["containerimage.config.digest"] == iid
+    assert meta["image.name"] == "example/app:v1"
+    # both archives are accepted by skopeo and describe the same config
+    dcfg = skopeo_inspect(f"docker-archive:{docker}", config=True)
+    assert dcfg["config"] == cfg["config"]
+    # umoci unpacks the OCI layout: the copied file is there
+    layout = tmp_path / "layout"
+    subprocess.run(["skopeo", "copy", f"oci-archive:{oci}", f"oci:{layout}:v1"], check=True,
+                   capture_output=True, timeout=120)
+    bundle = tmp_path / "bundle"
+    subprocess.run(["umoci", "unpack", "--image", f"{layout}:v1", str(bundle)], check=True,
+                   capture_output=True, timeout=120)
+    assert (bundle / "rootfs/app/a.txt").read_text() == "hi\n"
+    assert (bundle / "rootfs/bin/busybox").exists()
