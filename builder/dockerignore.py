@@ -229,7 +229,7 @@ def _validate(pattern: str) -> None:
 class IgnoreMatcher:
     """An ordered list of ignore rules. Immutable once built; safe to share."""
 
-    __slots__ = ("rules", "_compiled", "_prefix_only_exceptions", "_exception_dirs", "_cache")
+    __slots__ = ("_cache", "_compiled", "_exception_dirs", "_prefix_only_exceptions", "rules")
 
     def __init__(self, rules: tuple[IgnoreRule, ...]) -> None:
         self.rules = rules

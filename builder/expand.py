@@ -26,7 +26,7 @@ from collections.abc import Mapping
 
 from builder.errors import ExpandError
 
-__all__ = ["expand_word", "expand_words", "expand_heredoc"]
+__all__ = ["expand_heredoc", "expand_word", "expand_words"]
 
 # Go's unicode.IsSpace: the Unicode White_Space property (str.isspace also accepts
 # \x1c-\x1f, which Go does not).
@@ -48,18 +48,19 @@ class _LexError(Exception):
 class _Words:
     """Accumulates the split words: unquoted expansion results split on blanks, quoted text not."""
 
-    __slots__ = ("words", "buf", "in_word")
+    __slots__ = ("buf", "in_word", "size", "words")
 
     def __init__(self) -> None:
         self.words: list[str] = []
         self.buf: list[str] = []
+        self.size = 0  # characters in buf: an empty quoted string adds a part but no text
         self.in_word = False
 
     def add_char(self, ch: str) -> None:
         if ch in _SPACE:
             # A blank only ends a word that has text: an empty quoted string ("") opens
             # a word but does not survive on its own (BuildKit behaves this way).
-            if self.in_word and any(self.buf):
+            if self.in_word and self.size:
                 self._push()
         else:
             self.add_raw(ch)
@@ -70,15 +71,17 @@ class _Words:
 
     def add_raw(self, text: str) -> None:
         self.buf.append(text)
+        self.size += len(text)
         self.in_word = True
 
     def _push(self) -> None:
         self.words.append("".join(self.buf))
         self.buf = []
+        self.size = 0
         self.in_word = False
 
     def finish(self) -> list[str]:
-        if any(self.buf):
+        if self.size:
             self._push()
         return self.words
 
@@ -383,7 +386,7 @@ def _replace_all(rx: re.Pattern[str], value: str, template: str) -> str:
         if end > last or start == 0:
             out.append(_expand_template(template, m.group()))
         last = end
-        pos = pos + 1 if pos + 1 > end else end
+        pos = max(end, pos + 1)
     out.append(value[last:])
     return "".join(out)
 

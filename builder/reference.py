@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 
 from builder.digest import Digest
 
-__all__ = ["ImageRef", "InvalidReference", "DEFAULT_REGISTRY", "DEFAULT_TAG"]
+__all__ = ["DEFAULT_REGISTRY", "DEFAULT_TAG", "ImageRef", "InvalidReference"]
 
 DEFAULT_REGISTRY = "docker.io"
 DEFAULT_TAG = "latest"

@@ -145,8 +145,8 @@ def test_backtick_escape_token(word: str, env: dict[str, str], expected: str) ->
         ("${:-x}", {}, "syntax error: bad substitution"),
         ("${{v}", {}, "syntax error: bad substitution"),
         ("'abc", {}, "unexpected end of statement while looking for matching single-quote"),
-        ('"abc', {}, 'failed to process "\\"abc": unexpected end of statement while looking '
-                     "for matching double-quote"),
+        ('"abc', {}, ('failed to process "\\"abc": unexpected end of statement while looking '
+                      "for matching double-quote")),
         ("${v:-'x}", {}, "single-quote"),
         ("${FOO//ww}", {"FOO": "x"}, "syntax error: missing '/' in ${}"),
         ("${FOO//}", {"FOO": "x"}, "syntax error: missing '/' in ${}"),
