@@ -2,7 +2,7 @@
 
 Owns finding the hierarchy (v2 when /sys/fs/cgroup has cgroup.controllers, the v1 memory and
 cpu controllers otherwise), creating one cgroup per step below the builder's own, writing
-the limits, and removing it afterwards. The forked child joins it itself before it execs.
+the limits, and removing it afterwards. The step's process joins it itself just before it execs.
 """
 from __future__ import annotations
 
@@ -30,13 +30,6 @@ class StepCgroup:
     @property
     def procs_files(self) -> tuple[Path, ...]:
         return tuple(d / "cgroup.procs" for d in self.dirs)
-
-    def join(self) -> None:
-        """Move the calling process into the cgroup (children inherit it)."""
-        pid = str(os.getpid())
-        for procs in self.procs_files:
-            with open(procs, "w") as f:
-                f.write(pid)
 
     def remove(self) -> None:
         for d in self.dirs:

@@ -112,8 +112,6 @@ def outer_child(plan: Plan, out_fd: int, status_fd: int, sync_fd: int | None,
         os.dup2(devnull_fd, 0)
         os.dup2(out_fd, 1)
         os.dup2(out_fd, 2)
-        if plan.cgroup is not None:
-            plan.cgroup.join()
         if plan.userns:
             libc.unshare(libc.CLONE_NEWUSER)
             _send(status_fd, "U")
@@ -292,6 +290,10 @@ def _inner_child(plan: Plan, status_fd: int) -> NoReturn:
     """PID 1 of the step's PID namespace; never returns."""
     try:
         libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
+        # Opened now, written just before exec: setup memory is not the step's to pay for,
+        # and after pivot_root the host's cgroup tree is out of sight.
+        cgroup_fds = [os.open(p, os.O_WRONLY | os.O_CLOEXEC)
+                      for p in (plan.cgroup.procs_files if plan.cgroup else ())]
         os.chdir(plan.linkdir)  # the overlay options name the layers relative to it
         libc.mount("overlay", plan.merged, "overlay", 0, plan.overlay)
         root = _Root(plan, status_fd)
@@ -340,6 +342,8 @@ def _inner_child(plan: Plan, status_fd: int) -> NoReturn:
             libc.capset(mask, mask, 0)
         libc.prctl(libc.PR_CAP_AMBIENT, libc.PR_CAP_AMBIENT_CLEAR_ALL)
         path = _find_executable(plan.argv[0], env)
+        for fd in cgroup_fds:
+            os.write(fd, b"0")  # 0: the writing process itself
         try:
             os.execve(path, list(plan.argv), env)
         except OSError as e:
