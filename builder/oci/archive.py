@@ -15,6 +15,7 @@ Choices, and why:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gzip
 import io
 import json
@@ -31,7 +32,7 @@ from builder.digest import Digest, sha256_bytes, sha256_stream
 from builder.errors import LayerError
 from builder.oci.image import ImageSpec
 from builder.oci.layout import (
-    IMAGE_NAME, OCI_LAYOUT, layout_index, names_for, resolve_manifest, select_entry,
+    IMAGE_NAME, OCI_LAYOUT, layout_index, parse_name, resolve_manifest, select_entry,
 )
 from builder.oci.types import (
     Descriptor, ImageConfig, ImageFormatError, Index, Manifest, MediaType, Platform, decode, encode,
@@ -92,20 +93,16 @@ def _docker_manifest_json(config: str, repo_tags: list[str], layers: list[str]) 
 
 
 def _repo_tags(tags: Sequence[str]) -> list[str]:
-    """docker's familiar names (busybox:1.36, ghcr.io/o/r:v1); bare tags and digest-only
-    references cannot be RepoTags and are left out."""
+    """docker's familiar names (busybox:1.36, ghcr.io/o/r:v1); digest-only references cannot
+    be RepoTags and are left out."""
     out = []
     for tag in tags:
-        full, _ = names_for(tag)
-        full = full.split("@")[0]
-        if not full or ":" not in full.rsplit("/", 1)[-1]:
+        ref = parse_name(tag)
+        if ref.tag is None:
             continue
-        if full.startswith("docker.io/"):
-            full = full[len("docker.io/"):]
-            if full.startswith("library/") and full.count("/") == 1:
-                full = full[len("library/"):]
-        if full not in out:
-            out.append(full)
+        name = dataclasses.replace(ref, digest=None).familiar()
+        if name not in out:
+            out.append(name)
     return out
 
 

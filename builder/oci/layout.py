@@ -11,16 +11,20 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from builder.digest import Digest, sha256_bytes
+from builder.errors import UsageError
 from builder.oci.image import ImageSpec, ResolvedImage, image_from_manifest
 from builder.oci.types import (
     Descriptor, ImageConfig, ImageFormatError, Index, Manifest, MediaType, Platform, decode,
     encode, host_platform, parse_manifest_or_index,
 )
 
-__all__ = ["OCI_LAYOUT", "REF_NAME", "IMAGE_NAME", "ResolvedImage", "OciLayout", "write_layout",
+if TYPE_CHECKING:
+    from builder.reference import ImageRef
+
+__all__ = ["parse_name", "OCI_LAYOUT", "REF_NAME", "IMAGE_NAME", "ResolvedImage", "OciLayout", "write_layout",
            "layout_index", "names_for", "select_entry", "resolve_manifest"]
 
 OCI_LAYOUT = encode({"imageLayoutVersion": "1.0.0"})
@@ -28,22 +32,22 @@ REF_NAME = "org.opencontainers.image.ref.name"
 IMAGE_NAME = "io.containerd.image.name"
 
 
-def names_for(tag: str) -> tuple[str, str]:
-    """(image name, ref name) for a tag as given by a user: a full reference gives
-    ("docker.io/library/busybox:1.36", "1.36"); a bare tag such as "latest" gives ("", "latest")."""
-    if "/" not in tag and ":" not in tag and "@" not in tag:
-        return "", tag
+def parse_name(name: str) -> ImageRef:
+    """A user's name for an image (``-t``), normalised as docker does: ``app`` is
+    ``docker.io/library/app:latest``."""
     from builder.reference import ImageRef  # the front end's parser; imported late on purpose
 
-    ref = ImageRef.parse(tag)
-    full = f"{ref.registry}/{ref.repository}"
-    ref_name = ref.tag or ("" if ref.digest else "latest")
-    if ref_name:
-        full += f":{ref_name}"
-    if ref.digest:
-        full += f"@{ref.digest}"
-        ref_name = f"{ref_name}@{ref.digest}" if ref_name else str(ref.digest)
-    return full, ref_name
+    try:
+        return ImageRef.parse(name)
+    except ValueError as exc:
+        raise UsageError(f"invalid image name {name!r}: {exc}") from None
+
+
+def names_for(name: str) -> tuple[str, str]:
+    """(image name, ref name) as containerd and BuildKit annotate an index entry:
+    "busybox:1.36" gives ("docker.io/library/busybox:1.36", "1.36")."""
+    ref = parse_name(name)
+    return str(ref), str(ref)[len(ref.name):].lstrip(":")  # "1.36", "1.36@sha256:..", "sha256:.."
 
 
 def layout_index(entries: Sequence[tuple[ImageSpec, Sequence[str]]],
@@ -57,11 +61,8 @@ def layout_index(entries: Sequence[tuple[ImageSpec, Sequence[str]]],
             added.append(image.manifest_descriptor())
         for tag in tags:
             image_name, ref_name = names_for(tag)
-            ann = {REF_NAME: ref_name}
-            if image_name:
-                ann[IMAGE_NAME] = image_name
-            kept = [d for d in kept if (d.annotations.get(REF_NAME), d.annotations.get(IMAGE_NAME))
-                    != (ref_name, ann.get(IMAGE_NAME))]
+            ann = {REF_NAME: ref_name, IMAGE_NAME: image_name}
+            kept = [d for d in kept if d.annotations.get(IMAGE_NAME) != image_name]
             added.append(image.manifest_descriptor(ann))
     return Index(manifests=tuple(kept + added), media_type=MediaType.OCI_INDEX)
 
@@ -75,15 +76,24 @@ def select_entry(index: Index, tag: str | None, where: str) -> Descriptor:
         names = sorted(d.annotations.get(REF_NAME, str(d.digest)) for d in index.manifests)
         raise ImageFormatError(f"{where} holds {len(index.manifests)} images; name one of: "
                                f"{', '.join(names) or 'none'}")
-    wanted = {tag}
-    if "/" in tag or "@" in tag or ":" in tag:
-        wanted.add(names_for(tag)[0])
+    # A tag is a ref name ("v1", as in oci-layout://DIR:v1) or a full image name.
     for d in index.manifests:
-        if d.annotations.get(REF_NAME) in wanted or d.annotations.get(IMAGE_NAME) in wanted:
+        if d.annotations.get(REF_NAME) == tag or d.annotations.get(IMAGE_NAME) == tag:
+            return d
+    full = _full_name(tag)
+    for d in index.manifests:
+        if full and d.annotations.get(IMAGE_NAME) == full:
             return d
     names = sorted(d.annotations[REF_NAME] for d in index.manifests if REF_NAME in d.annotations)
     raise ImageFormatError(f"{where} has no image tagged {tag!r}; "
                            f"tags there: {', '.join(names) or 'none'}")
+
+
+def _full_name(tag: str) -> str:
+    try:
+        return names_for(tag)[0]
+    except UsageError:
+        return ""
 
 
 def resolve_manifest(desc: Descriptor, read_blob: Callable[[Digest], bytes],

@@ -80,7 +80,7 @@ class Registry:
         """The manifest and config of ``ref`` for ``platform`` (default: this host), following
         an index or manifest list."""
         platform = platform or host_platform()
-        reference = str(ref.digest) if ref.digest else (ref.tag or "latest")
+        reference = ref.manifest_reference
         data, media_type, digest = self.get_manifest(ref, reference)
         if ref.digest and digest != ref.digest:
             raise RegistryError(f"{self._where(ref)}: manifest {reference} has digest {digest}")

@@ -91,8 +91,8 @@ def test_build_image_checks_layer_count(tmp_path):
 
 def test_oci_archive_structure_is_deterministic(tmp_path):
     image = make_image(tmp_path)
-    a = write_oci_archive(tmp_path / "a.tar", image, ["latest"])
-    b = write_oci_archive(tmp_path / "b.tar", image, ["latest"])
+    a = write_oci_archive(tmp_path / "a.tar", image, ["app"])
+    b = write_oci_archive(tmp_path / "b.tar", image, ["app"])
     assert a.read_bytes() == b.read_bytes()
     entries = _entries(a)
     names = list(entries)
@@ -103,10 +103,10 @@ def test_oci_archive_structure_is_deterministic(tmp_path):
     index = json.loads(_member(a, "index.json"))
     [entry] = index["manifests"]
     assert entry["digest"] == str(image.manifest_digest)
-    assert entry["annotations"] == {REF_NAME: "latest"}
+    assert entry["annotations"] == {REF_NAME: "latest", IMAGE_NAME: "docker.io/library/app:latest"}
     assert entry["platform"]["architecture"] == host_platform().architecture
     docker = json.loads(_member(a, "manifest.json"))
-    assert docker == [{"Config": f"blobs/sha256/{image.config_digest.hex}", "RepoTags": [],
+    assert docker == [{"Config": f"blobs/sha256/{image.config_digest.hex}", "RepoTags": ["app:latest"],
                        "Layers": [f"blobs/sha256/{d.digest.hex}" for d in image.layers]}]
     for name, info in entries.items():
         if name.startswith("blobs/sha256/"):
@@ -122,7 +122,6 @@ def test_source_date_epoch_sets_mtimes(tmp_path, monkeypatch):
 
 
 def test_docker_archive_has_uncompressed_layers_named_by_diff_id(tmp_path):
-    pytest.importorskip("builder.reference")
     image = make_image(tmp_path)
     path = write_docker_archive(tmp_path / "d.tar", image, ["example.com/app:v1", "busybox:1.36"])
     names = set(_entries(path))
@@ -185,11 +184,15 @@ def test_read_archive_garbage(tmp_path):
 def test_layout_write_resolve_and_retag(tmp_path):
     image = make_image(tmp_path)
     root = tmp_path / "layout"
-    write_layout(root, image, ["v1"])
-    write_layout(root, image, ["v2"])
+    write_layout(root, image, ["app:v1"])
+    write_layout(root, image, ["example.com/app:v2"])
+    write_layout(root, image, ["app:v1"])  # the same name again replaces, not adds
     layout = OciLayout(root)
-    assert [d.annotations[REF_NAME] for d in layout.index().manifests] == ["v1", "v2"]
+    # a re-used name moves to the end, as BuildKit's exporter does it
+    assert [d.annotations[REF_NAME] for d in layout.index().manifests] == ["v2", "v1"]
     got = layout.resolve("v2")
+    assert layout.resolve("app:v1").manifest_digest == image.manifest_digest
+    assert layout.resolve("docker.io/library/app:v1").manifest_digest == image.manifest_digest
     assert got.manifest_digest == image.manifest_digest
     assert got.config_bytes == image.config_bytes
     assert OciLayout(root).resolve().manifest_digest == image.manifest_digest  # one digest
@@ -222,14 +225,13 @@ def test_layout_errors_name_the_directory(tmp_path):
         OciLayout(tmp_path).resolve()
     image = make_image(tmp_path)
     root = tmp_path / "layout"
-    write_layout(root, image, ["v1"])
+    write_layout(root, image, ["app:v1"])
     (root / "blobs/sha256" / image.config_digest.hex).write_bytes(b"{}")
     with pytest.raises(ImageFormatError, match="does not match its digest"):
         OciLayout(root).resolve("v1")
 
 
 def test_full_names_in_index_annotations(tmp_path):
-    pytest.importorskip("builder.reference")
     image = make_image(tmp_path)
     path = write_oci_archive(tmp_path / "a.tar", image, ["busybox:1.36", "ghcr.io/o/r:v2"])
     index = json.loads(_member(path, "index.json"))
@@ -242,3 +244,23 @@ def test_full_names_in_index_annotations(tmp_path):
     # both names point at the one manifest: the image has both
     assert got.repo_tags == ("docker.io/library/busybox:1.36", "ghcr.io/o/r:v2")
     assert Digest.parse(str(got.config_digest)) == image.config_digest
+
+
+def test_names_for_tags_as_containerd_writes_them():
+    from builder.oci.layout import names_for
+
+    digest = "sha256:" + "a" * 64
+    assert names_for("busybox") == ("docker.io/library/busybox:latest", "latest")
+    assert names_for(f"busybox:1.36@{digest}") == (f"docker.io/library/busybox:1.36@{digest}",
+                                                   f"1.36@{digest}")
+    # containerd's Object of a digest-only reference keeps its "@"
+    assert names_for(f"127.0.0.1:5000/x@{digest}") == (f"127.0.0.1:5000/x@{digest}", f"@{digest}")
+
+
+def test_invalid_tag_is_a_usage_error(tmp_path):
+    from builder.errors import UsageError
+
+    image = make_image(tmp_path)
+    with pytest.raises(UsageError, match="invalid image name 'Bad/Name:x'"):
+        write_oci_archive(tmp_path / "a.tar", image, ["Bad/Name:x"])
+    assert not (tmp_path / "a.tar").exists()

@@ -10,12 +10,11 @@ import pytest
 
 from builder.digest import sha256_bytes
 from builder.errors import RegistryError
+from builder.reference import ImageRef
 from builder.oci.registry import MANIFEST_ACCEPT, Registry, is_loopback_host
 from builder.oci.types import Descriptor, MediaType, Platform
 from tests.unit.test_oci_auth import FakeResponse
 
-reference = pytest.importorskip("builder.reference")
-ImageRef = reference.ImageRef
 
 LAYER = b"layer bytes" * 100
 CONFIG = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {
