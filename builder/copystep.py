@@ -34,17 +34,15 @@ class CopyPlan:
     link: bool
 
 
-def _is_url(src: str) -> bool:
-    return src.startswith(("http://", "https://"))
+def _kind(src: str, is_add: bool) -> str:
+    """"git", "url" or "path": BuildKit's reading of a source word (COPY knows only paths
+    and URLs, which it refuses)."""
+    from .copy_add import classify_source
 
-
-def _is_git(src: str) -> bool:
-    if src.startswith(("git@", "git://")):
-        return True
-    if _is_url(src):
-        path = src.split("#", 1)[0].split("?", 1)[0]
-        return path.endswith(".git") or "#" in src and path.endswith(".git")
-    return False
+    kind = classify_source(src)
+    if not is_add and kind == "git":
+        return "url" if src.startswith(("http://", "https://")) else "path"
+    return kind
 
 
 def resolve_chown(root: Path | None, spec: str) -> tuple[int, int]:
@@ -124,25 +122,32 @@ def plan_copy(solver: Solver, stage: Stage, node: ins.Copy | ins.Add, image: Ima
     stat_cache = store.root / "statcache.json"
     checksums: list[str] = []
     remote: list[dict[str, Any]] = []
+    kinds = {src: _kind(src, is_add) for src in sources}
     for src in sources:
-        if is_add and _is_git(src):
+        if kinds[src] == "git":
             remote.append({"git": src, "commit": _git_commit(src), "keep": bool(node.keep_git_dir)})  # type: ignore[union-attr]
-        elif _is_url(src):
+        elif kinds[src] == "url":
             if not is_add:
                 raise BuildError(f"source can't be a URL for COPY: {src}")
             remote.append({"url": src, "checksum": checksum_flag or _url_identity(src)})
     if checksum_flag and not remote:
         raise BuildError("checksum requires HTTP(S) or Git sources")
-    local = [s for s in sources if not (_is_url(s) or (is_add and _is_git(s)))]
+    local = [s for s in sources if kinds[s] == "path"]
     if local:
+        from .copy_parents import select_parents
+
         with tree_factory() as tree:
             for src in local:
-                pattern = src.replace("/./", "/") if parents else src
                 try:
-                    matches = tree.select(pattern, excludes=excludes)
+                    if parents:
+                        matches = [m for m, _ in select_parents(tree, src)]
+                    else:
+                        matches = tree.select(src, excludes=excludes)
                 except ContextError as exc:
-                    raise ContextError(f"{verb} failed: {exc.message}" if not exc.message.startswith(verb)
-                                       else exc.message, hint=exc.hint) from None
+                    message = exc.message
+                    if message.startswith(("COPY failed: ", "ADD failed: ")):
+                        message = message.split(": ", 1)[1]
+                    raise ContextError(f"{verb} failed: {message}", hint=exc.hint) from None
                 checksums.append(str(tree.checksum(matches, excludes=excludes,
                                                    stat_cache=stat_cache if source_label == "context" else None)))
 
@@ -176,10 +181,10 @@ def plan_copy(solver: Solver, stage: Stage, node: ins.Copy | ins.Add, image: Ima
                 tree = stack.enter_context(tree_factory())
                 specs.extend(SourceSpec.path(tree, s) for s in local)
             for src in sources:
-                if is_add and _is_git(src):
+                if kinds[src] == "git":
                     specs.append(SourceSpec.git(src, keep_git_dir=bool(node.keep_git_dir),  # type: ignore[union-attr]
                                                 checksum=checksum_flag))
-                elif _is_url(src):
+                elif kinds[src] == "url":
                     specs.append(SourceSpec.url(src, checksum=checksum_flag))
             specs.extend(SourceSpec.inline(n, t.encode()) for n, t in heredocs)
             if link:
@@ -250,8 +255,10 @@ def _source_tree(solver: Solver, node: ins.Instruction, from_value: str | None,
 
 def _git_commit(src: str) -> str:
     """The commit a git source names now: its key, so a moved branch re-runs the step."""
-    url, _, fragment = src.partition("#")
-    ref = fragment.split(":", 1)[0] or "HEAD"
+    from .copy_add import parse_git_ref
+
+    parsed = parse_git_ref(src)
+    url, ref = parsed.remote, parsed.ref or "HEAD"
     if len(ref) == 40 and all(c in "0123456789abcdef" for c in ref):
         return ref
     try:
