@@ -6,13 +6,25 @@ KeyError or TypeError from deep inside a caller.
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from builder.digest import Digest
 from builder.errors import RegistryError
 
-__all__ = ["ImageFormatError", "encode", "decode", "req", "opt", "typed", "strs", "str_map",
-           "to_digest", "extra_fields", "put"]
+__all__ = [
+    "ImageFormatError",
+    "decode",
+    "encode",
+    "extra_fields",
+    "opt",
+    "put",
+    "req",
+    "str_map",
+    "strs",
+    "to_digest",
+    "typed",
+]
 
 
 class ImageFormatError(RegistryError):

@@ -22,9 +22,10 @@ import json
 import os
 import tarfile
 import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Callable, Iterator, Literal, Sequence, Union
+from typing import IO, Literal
 
 import zstandard
 
@@ -32,18 +33,37 @@ from builder.digest import Digest, sha256_bytes, sha256_stream
 from builder.errors import LayerError
 from builder.oci.image import ImageSpec
 from builder.oci.layout import (
-    IMAGE_NAME, OCI_LAYOUT, layout_index, parse_name, resolve_manifest, select_entry,
+    IMAGE_NAME,
+    OCI_LAYOUT,
+    layout_index,
+    parse_name,
+    resolve_manifest,
+    select_entry,
 )
 from builder.oci.types import (
-    Descriptor, ImageConfig, ImageFormatError, Index, Manifest, MediaType, Platform, decode, encode,
+    Descriptor,
+    ImageConfig,
+    ImageFormatError,
+    Index,
+    Manifest,
+    MediaType,
+    Platform,
+    decode,
+    encode,
     host_platform,
 )
 
-__all__ = ["write_oci_archive", "write_docker_archive", "read_archive", "ArchiveImage",
-           "ArchiveLayer", "open_uncompressed"]
+__all__ = [
+    "ArchiveImage",
+    "ArchiveLayer",
+    "open_uncompressed",
+    "read_archive",
+    "write_docker_archive",
+    "write_oci_archive",
+]
 
 # A payload is bytes, a file, or (size, opener of a stream of exactly that many bytes).
-Payload = Union[bytes, Path, tuple[int, Callable[[], IO[bytes]]], None]
+Payload = bytes | Path | tuple[int, Callable[[], IO[bytes]]] | None
 
 
 def write_oci_archive(dest: str | Path, image: ImageSpec, tags: Sequence[str] = (), *,

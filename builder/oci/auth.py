@@ -10,15 +10,24 @@ import base64
 import json
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Protocol
+from typing import Any, Protocol
 from urllib.parse import urlencode
 
 from builder.errors import RegistryError
 
-__all__ = ["Credentials", "Challenge", "parse_challenges", "docker_config_path",
-           "load_credentials", "Authenticator", "Transport", "Response"]
+__all__ = [
+    "Authenticator",
+    "Challenge",
+    "Credentials",
+    "Response",
+    "Transport",
+    "docker_config_path",
+    "load_credentials",
+    "parse_challenges",
+]
 
 DOCKER_HUB_KEY = "https://index.docker.io/v1/"
 _HUB_HOSTS = {"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"}

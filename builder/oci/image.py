@@ -8,18 +8,26 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Literal, Mapping
+from typing import Literal
 
 from builder.digest import Digest, sha256_bytes
 from builder.errors import LayerError
 from builder.oci.types import (
-    Descriptor, ImageConfig, ImageFormatError, Manifest, MediaType, Platform, decode, encode,
+    Descriptor,
+    ImageConfig,
+    ImageFormatError,
+    Manifest,
+    MediaType,
+    Platform,
+    decode,
+    encode,
     parse_manifest_or_index,
 )
 
-__all__ = ["ImageSpec", "ResolvedImage", "build_image", "image_from_manifest", "store_blob", "convert_layer_media"]
+__all__ = ["ImageSpec", "ResolvedImage", "build_image", "convert_layer_media", "image_from_manifest", "store_blob"]
 
 _TO_DOCKER = {
     MediaType.OCI_LAYER: MediaType.DOCKER_LAYER,

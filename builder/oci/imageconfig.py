@@ -6,15 +6,27 @@ then docker's extensions). Unknown fields survive a parse/serialise round trip.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping
+from typing import Any
 
 from builder.digest import Digest, sha256_bytes
 from builder.oci._json import (
-    ImageFormatError, decode, encode, extra_fields, opt, opt_strs, put, req, str_map, strs, to_digest, typed,
+    ImageFormatError,
+    decode,
+    encode,
+    extra_fields,
+    opt,
+    opt_strs,
+    put,
+    req,
+    str_map,
+    strs,
+    to_digest,
+    typed,
 )
 
-__all__ = ["Healthcheck", "ContainerConfig", "History", "ImageConfig"]
+__all__ = ["ContainerConfig", "Healthcheck", "History", "ImageConfig"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +44,7 @@ class Healthcheck:
              ("start_interval", "StartInterval"), ("retries", "Retries"))
 
     @classmethod
-    def from_json(cls, obj: Any) -> "Healthcheck":
+    def from_json(cls, obj: Any) -> Healthcheck:
         what = "image config: Healthcheck"
         typed(obj, dict, what)
         values = {attr: opt(obj, key, int, what, 0) for attr, key in cls._KEYS}
@@ -69,7 +81,7 @@ class ContainerConfig:
               "Labels", "StopSignal", "ArgsEscaped", "Healthcheck", "OnBuild", "Shell")
 
     @classmethod
-    def from_json(cls, obj: Any) -> "ContainerConfig":
+    def from_json(cls, obj: Any) -> ContainerConfig:
         what = "image config: config"
         typed(obj, dict, what)
         health = obj.get("Healthcheck")
@@ -122,7 +134,7 @@ class History:
     _KNOWN = ("created", "created_by", "author", "comment", "empty_layer")
 
     @classmethod
-    def from_json(cls, obj: Any, what: str = "image config: history") -> "History":
+    def from_json(cls, obj: Any, what: str = "image config: history") -> History:
         typed(obj, dict, what)
         return cls(
             created=opt(obj, "created", str, what, None),
@@ -164,11 +176,11 @@ class ImageConfig:
               "config", "rootfs", "history")
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "ImageConfig":
+    def from_bytes(cls, data: bytes) -> ImageConfig:
         return cls.from_json(decode(data, "image config"))
 
     @classmethod
-    def from_json(cls, obj: Mapping[str, Any]) -> "ImageConfig":
+    def from_json(cls, obj: Mapping[str, Any]) -> ImageConfig:
         what = "image config"
         rootfs = req(obj, "rootfs", dict, what)
         kind = req(rootfs, "type", str, f"{what}: rootfs")
@@ -214,6 +226,6 @@ class ImageConfig:
         """The digest of this config as pybuild writes it (``to_bytes``)."""
         return sha256_bytes(self.to_bytes())
 
-    def replace(self, **changes: Any) -> "ImageConfig":
+    def replace(self, **changes: Any) -> ImageConfig:
         return replace(self, **changes)
 

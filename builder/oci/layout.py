@@ -10,22 +10,42 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING
 
 from builder.digest import Digest, sha256_bytes
 from builder.errors import UsageError
 from builder.oci.image import ImageSpec, ResolvedImage, image_from_manifest
 from builder.oci.types import (
-    Descriptor, ImageConfig, ImageFormatError, Index, Manifest, MediaType, Platform, decode,
-    encode, host_platform, parse_manifest_or_index,
+    Descriptor,
+    ImageConfig,
+    ImageFormatError,
+    Index,
+    MediaType,
+    Platform,
+    decode,
+    encode,
+    host_platform,
+    parse_manifest_or_index,
 )
 
 if TYPE_CHECKING:
     from builder.reference import ImageRef
 
-__all__ = ["parse_name", "OCI_LAYOUT", "REF_NAME", "IMAGE_NAME", "ResolvedImage", "OciLayout", "write_layout",
-           "layout_index", "names_for", "select_entry", "resolve_manifest"]
+__all__ = [
+    "IMAGE_NAME",
+    "OCI_LAYOUT",
+    "REF_NAME",
+    "OciLayout",
+    "ResolvedImage",
+    "layout_index",
+    "names_for",
+    "parse_name",
+    "resolve_manifest",
+    "select_entry",
+    "write_layout",
+]
 
 OCI_LAYOUT = encode({"imageLayoutVersion": "1.0.0"})
 REF_NAME = "org.opencontainers.image.ref.name"

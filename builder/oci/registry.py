@@ -15,25 +15,33 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from typing import IO, TYPE_CHECKING, Any
 
 from builder.digest import Digest, sha256_bytes
 from builder.errors import RegistryError
 from builder.oci.auth import Authenticator, Credentials, Response, Transport, load_credentials
 from builder.oci.image import ResolvedImage
 from builder.oci.types import (
-    Descriptor, ImageConfig, ImageFormatError, Index, MediaType, Platform, decode, host_platform,
+    Descriptor,
+    ImageConfig,
+    ImageFormatError,
+    Index,
+    MediaType,
+    Platform,
+    decode,
+    host_platform,
     parse_manifest_or_index,
 )
 
 if TYPE_CHECKING:
     from builder.reference import ImageRef
 
-__all__ = ["Registry", "ResolvedImage", "MANIFEST_ACCEPT", "is_loopback_host"]
+__all__ = ["MANIFEST_ACCEPT", "Registry", "ResolvedImage", "is_loopback_host"]
 
-MANIFEST_ACCEPT = ", ".join([MediaType.OCI_INDEX, MediaType.DOCKER_MANIFEST_LIST,
-                             MediaType.OCI_MANIFEST, MediaType.DOCKER_MANIFEST])
+MANIFEST_ACCEPT = (f"{MediaType.OCI_INDEX}, {MediaType.DOCKER_MANIFEST_LIST}, "
+                   f"{MediaType.OCI_MANIFEST}, {MediaType.DOCKER_MANIFEST}")
 _RETRY_STATUS = {429, 500, 502, 503, 504}
 _MAX_MANIFEST = 4 << 20  # the distribution spec's limit; configs are held to it too
 CHUNK = 1 << 20

@@ -10,18 +10,39 @@ never re-encoded.
 from __future__ import annotations
 
 import platform as _platform
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping
+from typing import Any
 
 from builder.digest import Digest, sha256_bytes
 from builder.oci._json import (
-    ImageFormatError, decode, encode, extra_fields as _extra, opt as _opt, put as _put, req as _req,
-    str_map as _str_map, strs as _strs, to_digest as _digest, typed as _typed,
+    ImageFormatError,
+    decode,
+    encode,
+    extra_fields,
+    opt,
+    put,
+    req,
+    str_map,
+    strs,
+    to_digest,
+    typed,
 )
 
 __all__ = [
-    "MediaType", "ImageFormatError", "encode", "decode", "Platform", "host_platform", "Descriptor",
-    "Manifest", "Index", "ContainerConfig", "Healthcheck", "History", "ImageConfig",
+    "ContainerConfig",
+    "Descriptor",
+    "Healthcheck",
+    "History",
+    "ImageConfig",
+    "ImageFormatError",
+    "Index",
+    "Manifest",
+    "MediaType",
+    "Platform",
+    "decode",
+    "encode",
+    "host_platform",
     "parse_manifest_or_index",
 ]
 
@@ -84,14 +105,14 @@ class Platform:
     os_features: tuple[str, ...] = ()
 
     @classmethod
-    def parse(cls, text: str) -> "Platform":
+    def parse(cls, text: str) -> Platform:
         """``linux/arm64/v8`` or ``linux/amd64`` as in ``--platform``."""
         parts = text.strip().split("/")
         if len(parts) not in (2, 3) or not all(parts):
             raise ImageFormatError(f"not a platform: {text!r} (expected os/arch[/variant])")
         return cls(parts[0].lower(), parts[1].lower(), parts[2].lower() if len(parts) == 3 else "")
 
-    def normalized(self) -> "Platform":
+    def normalized(self) -> Platform:
         """Docker's normalisation: arm64's default variant is v8, aarch64 is arm64, x86_64 amd64."""
         arch, variant = self.architecture, self.variant
         arch = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64", "i386": "386"}.get(arch, arch)
@@ -103,7 +124,7 @@ class Platform:
             variant = "v7"
         return Platform(self.os, arch, variant, self.os_version, self.os_features)
 
-    def matches(self, other: "Platform") -> bool:
+    def matches(self, other: Platform) -> bool:
         a, b = self.normalized(), other.normalized()
         return (a.os, a.architecture, a.variant) == (b.os, b.architecture, b.variant)
 
@@ -118,20 +139,20 @@ class Platform:
         return "/".join(x for x in (self.os, self.architecture, self.variant) if x)
 
     @classmethod
-    def from_json(cls, obj: Mapping[str, Any]) -> "Platform":
+    def from_json(cls, obj: Mapping[str, Any]) -> Platform:
         what = "platform"
         return cls(
-            os=_req(obj, "os", str, what), architecture=_req(obj, "architecture", str, what),
-            variant=_opt(obj, "variant", str, what, ""),
-            os_version=_opt(obj, "os.version", str, what, ""),
-            os_features=_strs(obj, "os.features", what),
+            os=req(obj, "os", str, what), architecture=req(obj, "architecture", str, what),
+            variant=opt(obj, "variant", str, what, ""),
+            os_version=opt(obj, "os.version", str, what, ""),
+            os_features=strs(obj, "os.features", what),
         )
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"architecture": self.architecture, "os": self.os}
-        _put(out, "os.version", self.os_version)
-        _put(out, "os.features", self.os_features)
-        _put(out, "variant", self.variant)
+        put(out, "os.version", self.os_version)
+        put(out, "os.features", self.os_features)
+        put(out, "variant", self.variant)
         return out
 
 
@@ -157,37 +178,37 @@ class Descriptor:
     _KNOWN = ("mediaType", "digest", "size", "urls", "annotations", "platform")
 
     @classmethod
-    def of_bytes(cls, media_type: str, data: bytes, **kw: Any) -> "Descriptor":
+    def of_bytes(cls, media_type: str, data: bytes, **kw: Any) -> Descriptor:
         return cls(media_type, sha256_bytes(data), len(data), **kw)
 
     @classmethod
-    def from_json(cls, obj: Any, what: str = "descriptor") -> "Descriptor":
-        _typed(obj, dict, what)
-        size = _req(obj, "size", int, what)
+    def from_json(cls, obj: Any, what: str = "descriptor") -> Descriptor:
+        typed(obj, dict, what)
+        size = req(obj, "size", int, what)
         if size < 0:
             raise ImageFormatError(f"{what}: negative size {size}")
         plat = obj.get("platform")
         return cls(
-            media_type=_req(obj, "mediaType", str, what),
-            digest=_digest(_req(obj, "digest", str, what), f"{what}: digest"),
+            media_type=req(obj, "mediaType", str, what),
+            digest=to_digest(req(obj, "digest", str, what), f"{what}: digest"),
             size=size,
-            annotations=_str_map(obj, "annotations", what),
-            platform=Platform.from_json(_typed(plat, dict, f"{what}: platform")) if plat else None,
-            urls=_strs(obj, "urls", what),
-            extra=_extra(obj, cls._KNOWN),
+            annotations=str_map(obj, "annotations", what),
+            platform=Platform.from_json(typed(plat, dict, f"{what}: platform")) if plat else None,
+            urls=strs(obj, "urls", what),
+            extra=extra_fields(obj, cls._KNOWN),
         )
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"mediaType": self.media_type, "digest": str(self.digest),
                                "size": self.size}
-        _put(out, "urls", self.urls)
-        _put(out, "annotations", dict(self.annotations))
+        put(out, "urls", self.urls)
+        put(out, "annotations", dict(self.annotations))
         if self.platform is not None:
             out["platform"] = self.platform.to_json()
         out.update(self.extra)
         return out
 
-    def replace(self, **changes: Any) -> "Descriptor":
+    def replace(self, **changes: Any) -> Descriptor:
         return replace(self, **changes)
 
 
@@ -196,10 +217,10 @@ class Descriptor:
 def _header(obj: Mapping[str, Any], what: str, media_type: str, default: str,
             allowed: frozenset[str]) -> tuple[int, str]:
     """schemaVersion (only 2) and the media type (the JSON's, else the HTTP one, else OCI)."""
-    version = _req(obj, "schemaVersion", int, what)
+    version = req(obj, "schemaVersion", int, what)
     if version != 2:
         raise ImageFormatError(f"{what}: schemaVersion {version} is not supported (only 2)")
-    mt = _opt(obj, "mediaType", str, what, "") or media_type or default
+    mt = opt(obj, "mediaType", str, what, "") or media_type or default
     if mt not in allowed:
         raise ImageFormatError(f"{what}: unexpected mediaType {mt!r}")
     return version, mt
@@ -217,24 +238,24 @@ class Manifest:
     _KNOWN = ("schemaVersion", "mediaType", "config", "layers", "annotations")
 
     @classmethod
-    def from_json(cls, obj: Mapping[str, Any], media_type: str = "") -> "Manifest":
+    def from_json(cls, obj: Mapping[str, Any], media_type: str = "") -> Manifest:
         what = "image manifest"
         version, mt = _header(obj, what, media_type, MediaType.OCI_MANIFEST, MediaType.MANIFESTS)
-        layers = _req(obj, "layers", list, what)
+        layers = req(obj, "layers", list, what)
         return cls(
             media_type=mt,
-            config=Descriptor.from_json(_req(obj, "config", dict, what), f"{what}: config"),
+            config=Descriptor.from_json(req(obj, "config", dict, what), f"{what}: config"),
             layers=tuple(Descriptor.from_json(d, f"{what}: layers[{i}]") for i, d in enumerate(layers)),
-            annotations=_str_map(obj, "annotations", what),
+            annotations=str_map(obj, "annotations", what),
             schema_version=version,
-            extra=_extra(obj, cls._KNOWN),
+            extra=extra_fields(obj, cls._KNOWN),
         )
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"schemaVersion": self.schema_version, "mediaType": self.media_type,
                                "config": self.config.to_json(),
                                "layers": [d.to_json() for d in self.layers]}
-        _put(out, "annotations", dict(self.annotations))
+        put(out, "annotations", dict(self.annotations))
         out.update(self.extra)
         return out
 
@@ -250,15 +271,15 @@ class Index:
     _KNOWN = ("schemaVersion", "mediaType", "manifests", "annotations")
 
     @classmethod
-    def from_json(cls, obj: Mapping[str, Any], media_type: str = "") -> "Index":
+    def from_json(cls, obj: Mapping[str, Any], media_type: str = "") -> Index:
         what = "image index"
         version, mt = _header(obj, what, media_type, MediaType.OCI_INDEX, MediaType.INDEXES)
-        items = _req(obj, "manifests", list, what)
+        items = req(obj, "manifests", list, what)
         return cls(
             manifests=tuple(Descriptor.from_json(d, f"{what}: manifests[{i}]")
                             for i, d in enumerate(items)),
-            annotations=_str_map(obj, "annotations", what),
-            media_type=mt, schema_version=version, extra=_extra(obj, cls._KNOWN),
+            annotations=str_map(obj, "annotations", what),
+            media_type=mt, schema_version=version, extra=extra_fields(obj, cls._KNOWN),
         )
 
     def select(self, platform: Platform, where: str = "the image index") -> Descriptor:
@@ -285,9 +306,9 @@ class Index:
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"schemaVersion": self.schema_version}
         # The OCI layout's index.json traditionally omits mediaType; keep what was read.
-        _put(out, "mediaType", self.media_type)
+        put(out, "mediaType", self.media_type)
         out["manifests"] = [d.to_json() for d in self.manifests]
-        _put(out, "annotations", dict(self.annotations))
+        put(out, "annotations", dict(self.annotations))
         out.update(self.extra)
         return out
 
@@ -307,4 +328,4 @@ def parse_manifest_or_index(data: bytes, content_type: str = "") -> Manifest | I
 
 
 # Re-exported so that callers find every OCI value type in one module.
-from builder.oci.imageconfig import ContainerConfig, Healthcheck, History, ImageConfig  # noqa: E402
+from builder.oci.imageconfig import ContainerConfig, Healthcheck, History, ImageConfig

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from builder.reference import ImageRef
 from builder.oci.archive import read_archive, write_docker_archive, write_oci_archive
 from builder.oci.image import ImageSpec, image_from_manifest
 from builder.oci.layout import OciLayout
 from builder.oci.registry import Registry
+from builder.reference import ImageRef
 from tests.fixtures.dockerd import dockerd  # noqa: F401  (a fixture)
 from tests.fixtures.registry import run
-
 
 TAG = "pybuild-test/busybox:1.36"
 

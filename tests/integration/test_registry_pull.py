@@ -13,11 +13,10 @@ import requests
 
 from builder.digest import Digest, sha256_bytes, sha256_file
 from builder.errors import RegistryError
-from builder.reference import ImageRef
 from builder.oci.registry import Registry
 from builder.oci.types import MediaType, Platform, host_platform
+from builder.reference import ImageRef
 from tests.fixtures.registry import file_layer, host_arch, write_image_layout
-
 
 
 def _registry(host: str, **kw: Any) -> Registry:

@@ -17,7 +17,13 @@ from builder.oci.archive import read_archive, write_docker_archive, write_oci_ar
 from builder.oci.image import build_image
 from builder.oci.layout import IMAGE_NAME, REF_NAME, OciLayout, write_layout
 from builder.oci.types import (
-    Descriptor, History, ImageConfig, ImageFormatError, MediaType, Platform, host_platform,
+    Descriptor,
+    History,
+    ImageConfig,
+    ImageFormatError,
+    MediaType,
+    Platform,
+    host_platform,
 )
 
 

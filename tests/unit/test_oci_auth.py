@@ -10,7 +10,12 @@ import pytest
 
 from builder.errors import RegistryError
 from builder.oci.auth import (
-    Authenticator, Challenge, Credentials, docker_config_path, load_credentials, parse_challenges,
+    Authenticator,
+    Challenge,
+    Credentials,
+    docker_config_path,
+    load_credentials,
+    parse_challenges,
 )
 
 
@@ -42,7 +47,7 @@ class FakeTransport:
 
 
 @pytest.mark.parametrize("header, expected", [
-    ('Bearer realm="https://auth.docker.io/token",service="registry.docker.io",'
+    ('Bearer realm="https://auth.docker.io/token",service="registry.docker.io",'  # noqa: ISC004
      'scope="repository:library/busybox:pull"',
      [Challenge("bearer", {"realm": "https://auth.docker.io/token", "service": "registry.docker.io",
                            "scope": "repository:library/busybox:pull"})]),
@@ -90,7 +95,7 @@ def test_anonymous_bearer_token_is_fetched_and_cached():
     challenge = 'Bearer realm="https://auth.example/token",service="r.example"'
     assert auth.header("repository:a/b:pull") is None
     assert auth.answer(challenge, "repository:a/b:pull") == "Bearer T1"
-    method, url, headers = t.requests[0]
+    _, url, headers = t.requests[0]
     assert url == "https://auth.example/token?service=r.example&scope=repository%3Aa%2Fb%3Apull"
     assert "Authorization" not in headers
     assert auth.header("repository:a/b:pull") == "Bearer T1"

@@ -10,11 +10,10 @@ import pytest
 
 from builder.digest import sha256_bytes
 from builder.errors import RegistryError
-from builder.reference import ImageRef
 from builder.oci.registry import MANIFEST_ACCEPT, Registry, is_loopback_host
 from builder.oci.types import Descriptor, MediaType, Platform
+from builder.reference import ImageRef
 from tests.unit.test_oci_auth import FakeResponse
-
 
 LAYER = b"layer bytes" * 100
 CONFIG = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {

@@ -9,7 +9,13 @@ from builder.digest import Digest, sha256_bytes
 from builder.errors import RegistryError
 from builder.oci import types as t
 from builder.oci.types import (
-    Descriptor, ImageConfig, ImageFormatError, Index, Manifest, MediaType, Platform,
+    Descriptor,
+    ImageConfig,
+    ImageFormatError,
+    Index,
+    Manifest,
+    MediaType,
+    Platform,
     parse_manifest_or_index,
 )
 
@@ -105,7 +111,7 @@ def test_manifest_round_trip_keeps_order_and_unknown_fields():
 
 
 def test_docker_manifest_list_selects_host_platform_and_lists_others():
-    mk = lambda arch, variant="": {  # noqa: E731
+    mk = lambda arch, variant="": {
         "mediaType": MediaType.DOCKER_MANIFEST, "digest": D1 if arch == "amd64" else D2, "size": 5,
         "platform": {"architecture": arch, "os": "linux", **({"variant": variant} if variant else {})}}
     obj = {"schemaVersion": 2, "mediaType": MediaType.DOCKER_MANIFEST_LIST,
