@@ -18,7 +18,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from builder.errors import ExecError
 
@@ -213,9 +213,12 @@ def make_stub(root: Path, upper: Path | None, target: str, is_dir: bool) -> tupl
     return real, made
 
 
-def remove_stubs(upper: Path, stubs: Sequence[Stub]) -> None:
+def remove_stubs(upper: Path, stubs: Sequence[Stub],
+                 owner: Callable[[os.stat_result], tuple[int, int]] | None = None) -> None:
     """Remove from ``upper`` the stubs still as they were made (empty), newest first, and
-    put back their parents' times when nothing else touched the parent since."""
+    put back their parents' times when nothing else touched the parent since. ``owner``
+    translates a host stat's uid/gid to the ids the stubs were recorded with (a user
+    namespace's view)."""
     for stub in reversed(stubs):
         path = upper / stub.path
         try:
@@ -227,8 +230,8 @@ def remove_stubs(upper: Path, stubs: Sequence[Stub]) -> None:
             parent_mtime = os.stat(parent).st_mtime_ns
         except OSError:
             continue
-        if stub.copied_up is not None and stub.copied_up != (
-                st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns):
+        ids = owner(st) if owner is not None else (st.st_uid, st.st_gid)
+        if stub.copied_up is not None and stub.copied_up != (st.st_mode, *ids, st.st_mtime_ns):
             continue  # the step changed the directory itself: that is part of the layer
         try:
             if stub.is_dir and stat.S_ISDIR(st.st_mode):

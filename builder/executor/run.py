@@ -96,6 +96,25 @@ def _subids(path: str, name: str, uid: int) -> tuple[int, int] | None:
     return None
 
 
+def _ns_owner(st: os.stat_result) -> tuple[int, int]:
+    """A host file's owner as the step's user namespace sees it (see ``_write_id_maps``)."""
+    uid, gid = os.getuid(), os.getgid()
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        name = str(uid)
+    found = []
+    for own, host, sub in ((uid, st.st_uid, _subids("/etc/subuid", name, uid)),
+                           (gid, st.st_gid, _subids("/etc/subgid", name, uid))):
+        if host == own:
+            found.append(0)
+        elif sub is not None and sub[0] <= host < sub[0] + sub[1]:
+            found.append(1 + host - sub[0])
+        else:
+            found.append(65534)
+    return found[0], found[1]
+
+
 def _write_id_maps(pid: int) -> None:
     """Map the building user to root in ``pid``'s user namespace, plus its subordinate
     ranges through newuidmap/newgidmap when /etc/subuid and /etc/subgid have them."""
@@ -232,7 +251,7 @@ def _supervise(plan: Plan, rootfs: RootFS, output: Callable[[bytes], None]) -> i
         with _running_lock:
             _running.discard(step)
         if step.signum is None or step.signum == signal.SIGKILL:
-            remove_stubs(rootfs.upper, stubs)
+            remove_stubs(rootfs.upper, stubs, _ns_owner if plan.userns else None)
     if step.signum is not None and step.signum != signal.SIGKILL:
         # The step is half done: its upper directory is worth nothing, drop it.
         shutil.rmtree(rootfs.upper, ignore_errors=True)

@@ -221,8 +221,12 @@ def _setup_sys(root: _Root) -> None:
         libc.mount("sysfs", sysdir, "sysfs",
                    libc.MS_RDONLY | libc.MS_NOSUID | libc.MS_NOEXEC | libc.MS_NODEV)
     except PermissionError:
-        # A user namespace sharing the host's network namespace may not mount sysfs.
+        # A user namespace sharing the host's network namespace may not mount sysfs: bind
+        # the host's (recursively: its submounts are locked to it) and hide the cgroup tree.
         _bind("/sys", sysdir, readonly=True, extra=libc.MS_NOSUID | libc.MS_NOEXEC | libc.MS_NODEV)
+        if (sysdir / "fs" / "cgroup").is_dir():
+            libc.mount("tmpfs", sysdir / "fs" / "cgroup", "tmpfs",
+                       libc.MS_RDONLY | libc.MS_NOSUID | libc.MS_NOEXEC | libc.MS_NODEV)
 
 
 def _mask(root: Path) -> None:
@@ -349,7 +353,11 @@ def _inner_child(plan: Plan, status_fd: int) -> NoReturn:
         except OSError as e:
             raise OSError(e.errno, f'exec: "{path}": {e.strerror}') from None
     except BaseException as e:  # noqa: BLE001 - reported to the builder, which raises it
+        message = _describe(e)
+        if plan.userns and isinstance(e, PermissionError):
+            message += (" (in a user namespace, files of the image must belong to ids mapped "
+                        "into it: unpack the layers as the building user)")
         try:
-            _send(status_fd, "E", _describe(e))
+            _send(status_fd, "E", message)
         finally:
             os._exit(127)
