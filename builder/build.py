@@ -123,7 +123,7 @@ def run_build(req: BuildRequest) -> BuildResult:
     for warning in graph.warnings:
         progress.warn(warning)
 
-    _isolate_mounts()
+    isolate_mounts()
     context = BuildContext.open(context_dir, df_path)
     from .base import BaseResolver
     from .solve import BuildOptions, Solver
@@ -186,7 +186,7 @@ def _write_text(path: Path, text: str) -> None:
     os.replace(part, path)
 
 
-def _isolate_mounts() -> None:
+def isolate_mounts() -> None:
     """Mounts made for COPY and RUN live in a mount namespace of their own, so they vanish
     with the process whatever happens to it."""
     if os.geteuid() != 0:

@@ -14,8 +14,14 @@ __all__ = ["main"]
 # so `pybuild --help` stays fast.
 _COMMANDS: dict[str, tuple[str, str]] = {
     "build": ("builder.commands.build", "Build an image from a Dockerfile (`pybuild .` is `pybuild build .`)."),
+    "import": ("builder.commands.import_", "Make an image from a root filesystem folder or tar."),
     "parse": ("builder.commands.parse", "Print the parse of a Dockerfile."),
+    "run": ("builder.commands.run", "Run an image's command on a throwaway overlay."),
 }
+
+
+# Options of the group itself; any other leading word or option starts a build.
+_GROUP_OPTIONS = frozenset({"--debug", "--version", "-h", "--help"})
 
 
 class _LazyGroup(click.Group):
@@ -35,13 +41,15 @@ class _LazyGroup(click.Group):
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
 
-    def resolve_command(
-        self, ctx: click.Context, args: list[str]
-    ) -> tuple[str | None, click.Command | None, list[str]]:
-        # `pybuild .` means `pybuild build .`: anything that is not a command name is a build.
-        if args and args[0] not in _COMMANDS and "build" in _COMMANDS and not args[0].startswith("-"):
-            args = ["build", *args]
-        return super().resolve_command(ctx, args)
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # `pybuild .` and `pybuild -t x .` mean `pybuild build ...`: anything that is neither
+        # a command nor an option of pybuild itself starts a build.
+        i = 0
+        while i < len(args) and args[i] == "--debug":
+            i += 1
+        if i < len(args) and args[i] not in _COMMANDS and args[i] not in _GROUP_OPTIONS:
+            args = [*args[:i], "build", *args[i:]]
+        return super().parse_args(ctx, args)
 
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

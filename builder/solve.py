@@ -36,7 +36,33 @@ from .graph import PROXY_ARGS, BuildGraph, Stage
 from .progress import Progress
 from .steps import StepRunner
 
-__all__ = ["BuildOptions", "FsState", "LayerRef", "Solver", "StageResult", "format_time"]
+__all__ = ["BuildOptions", "FsState", "LayerRef", "Solver", "StageResult", "ensure_snapshot",
+           "format_time"]
+
+
+def ensure_snapshot(store: Store, layer: LayerRef) -> Path:
+    """The unpacked snapshot of a layer, unpacking its blob (verified) the first time."""
+    path = store.snapshot_path(layer.diff_id)
+    if path.is_dir():
+        return path
+    with store.lock(f"unpack-{layer.diff_id.hex}"):
+        if path.is_dir():
+            return path
+        if layer.blob is None:
+            raise BuildError(f"layer {layer.diff_id} is missing from the store",
+                             hint="run `pybuild cache verify --repair` and build again")
+        from .layers.unpack import unpack_blob
+
+        tmp = store.tempdir("unpack-")
+        try:
+            result = unpack_blob(store.blob_path(layer.blob.digest), tmp, mode="snapshot")
+            if result.diff_id != layer.diff_id:
+                raise BuildError(f"layer {layer.blob.digest} does not match its diff_id "
+                                 f"{layer.diff_id} (got {result.diff_id})")
+            return store.put_snapshot_dir(tmp, layer.diff_id)
+        except BaseException:
+            remove_tree(tmp)
+            raise
 
 
 def format_time(seconds: float) -> str:
@@ -325,27 +351,7 @@ class Solver:
 
     def ensure_snapshot(self, layer: LayerRef) -> Path:
         """The unpacked snapshot of a layer, unpacking its blob the first time it is needed."""
-        path = self.store.snapshot_path(layer.diff_id)
-        if path.is_dir():
-            return path
-        with self.store.lock(f"unpack-{layer.diff_id.hex}"):
-            if path.is_dir():
-                return path
-            if layer.blob is None:
-                raise BuildError(f"layer {layer.diff_id} is missing from the store",
-                                 hint="run `pybuild cache verify --repair` and build again")
-            from .layers.unpack import unpack_blob
-
-            tmp = self.store.tempdir("unpack-")
-            try:
-                result = unpack_blob(self.store.blob_path(layer.blob.digest), tmp, mode="snapshot")
-                if result.diff_id != layer.diff_id:
-                    raise BuildError(f"layer {layer.blob.digest} does not match its diff_id "
-                                     f"{layer.diff_id} (got {result.diff_id})")
-                return self.store.put_snapshot_dir(tmp, layer.diff_id)
-            except BaseException:
-                remove_tree(tmp)
-                raise
+        return ensure_snapshot(self.store, layer)
 
     # -- WORKDIR ---------------------------------------------------------------------
     def _workdir(self, stage: Stage, node: ins.Workdir, fs: FsState, image: ImageState,

@@ -126,3 +126,91 @@ def test_metadata_and_copy_build_matches_buildkit_config(project: Path, store: s
                    capture_output=True, timeout=120)
     assert (bundle / "rootfs/app/a.txt").read_text() == "hi\n"
     assert (bundle / "rootfs/bin/busybox").exists()
+
+
+def _oci_config(archive: Path) -> dict:
+    return skopeo_inspect(f"oci-archive:{archive}", config=True)
+
+
+def _rootfs(archive: Path, tmp: Path) -> Path:
+    layout = tmp / "layout-x"
+    subprocess.run(["skopeo", "copy", f"oci-archive:{archive}", f"oci:{layout}:x"], check=True,
+                   capture_output=True, timeout=120)
+    bundle = tmp / "bundle-x"
+    subprocess.run(["umoci", "unpack", "--image", f"{layout}:x", str(bundle)], check=True,
+                   capture_output=True, timeout=120)
+    return bundle / "rootfs"
+
+
+def test_run_steps_multistage_and_cached_rebuild(project: Path, store: str, busybox_image,
+                                                 tmp_path: Path) -> None:
+    write(project, {
+        "src/main.txt": "main\n",
+        "Dockerfile": (
+            f"FROM {busybox_image.ref} AS build\n"
+            "WORKDIR /work\n"
+            "COPY src/ ./\n"
+            "RUN echo built > out.txt && cat main.txt >> out.txt && rm -f /etc/group\n"
+            f"FROM {busybox_image.ref} AS broken\n"
+            "RUN exit 7\n"
+            f"FROM {busybox_image.ref}\n"
+            "COPY --from=build /work/out.txt /out.txt\n"
+            "RUN true\n"),
+    })
+    out = tmp_path / "a.tar"
+    first = pybuild("build", "--root", store, "--progress", "plain", "-o", f"type=oci,dest={out}",
+                    "--metadata-file", str(tmp_path / "m1.json"), str(project))
+    # the broken stage is not needed by the target and is never run
+    assert "exit 7" not in first.stderr
+    root = _rootfs(out, tmp_path)
+    assert (root / "out.txt").read_text() == "built\nmain\n"
+    cfg = _oci_config(out)
+    hist = [h["created_by"] for h in cfg["history"] if "buildkit" in h.get("comment", "")]
+    assert hist == ["COPY /work/out.txt /out.txt # buildkit", "RUN /bin/sh -c true # buildkit"]
+    # RUN true changes nothing: no layer, marked empty in the history
+    assert cfg["history"][-1]["empty_layer"] is True
+    m1 = json.loads((tmp_path / "m1.json").read_text())
+    assert not any(s["cached"] for s in m1["pybuild.steps"])
+
+    out2 = tmp_path / "b.tar"
+    pybuild("build", "--root", store, "-o", f"type=oci,dest={out2}",
+            "--metadata-file", str(tmp_path / "m2.json"), str(project))
+    m2 = json.loads((tmp_path / "m2.json").read_text())
+    assert all(s["cached"] for s in m2["pybuild.steps"])
+    assert m2["containerimage.digest"] == m1["containerimage.digest"]
+
+    # a change re-runs the steps from the first changed key on, in that chain only
+    (project / "src/main.txt").write_text("changed\n")
+    pybuild("build", "--root", store, "-o", f"type=oci,dest={out2}",
+            "--metadata-file", str(tmp_path / "m3.json"), str(project))
+    m3 = json.loads((tmp_path / "m3.json").read_text())
+    ran = [s["instruction"] for s in m3["pybuild.steps"] if not s["cached"]]
+    assert ran == ["COPY src/ ./", "RUN echo built > out.txt && cat main.txt >> out.txt && rm -f /etc/group",
+                   "COPY --from=build /work/out.txt /out.txt", "RUN true"]
+    (tmp_path / "x").mkdir()
+    assert (_rootfs(out2, tmp_path / "x") / "out.txt").read_text() == "built\nchanged\n"
+
+
+def test_target_builds_only_what_it_needs(project: Path, store: str, busybox_image, tmp_path: Path) -> None:
+    write(project, {"Dockerfile": (
+        f"FROM {busybox_image.ref} AS one\nRUN echo one > /one\n"
+        "FROM one AS two\nRUN exit 3\n"
+        f"FROM {busybox_image.ref} AS three\nCOPY --from=one /one /copied\n")})
+    out = tmp_path / "t.tar"
+    pybuild("build", "--root", store, "--target", "three", "-o", f"type=tar,dest={out}", str(project))
+    with tarfile.open(out) as tar:
+        assert tar.extractfile("copied").read() == b"one\n"
+    failed = pybuild("build", "--root", store, "--target", "two", str(project), check=False)
+    assert failed.returncode == 1
+    assert "Dockerfile:4: RUN exit 3 failed: exit code 3" in failed.stderr
+    assert "Traceback" not in failed.stderr
+
+
+def test_missing_source_names_line_and_dockerignore_rule(project: Path, store: str) -> None:
+    write(project, {"keep.txt": "k", "secret.key": "s", ".dockerignore": "# comment\n*.key\n",
+                    "Dockerfile": "FROM scratch\nCOPY keep.txt /\nCOPY secret.key /\n"})
+    failed = pybuild("build", "--root", store, str(project), check=False)
+    assert failed.returncode == 1
+    assert failed.stderr.count("Traceback") == 0
+    assert 'Dockerfile:3: COPY failed: "secret.key" not found in build context' in failed.stderr
+    assert "*.key" in failed.stderr

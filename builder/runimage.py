@@ -1,0 +1,82 @@
+"""`pybuild run`: run an image's command on a throwaway overlay, as a RUN step is run.
+
+A check of what was built, not a container manager: the process runs in the foreground
+in the same isolation as RUN, its changes are thrown away, its exit status is returned.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+from .cache.store import Store, remove_tree
+from .errors import BuildError, UsageError
+
+__all__ = ["run_image"]
+
+
+def _image_layers(store: Store, name: str) -> tuple[dict, list]:
+    from .base import load_stored_image
+    from .digest import Digest
+    from .images import ImageStore
+
+    doc = store.get_ref(ImageStore.normalize(name))
+    if not doc:
+        raise UsageError(f"image {name!r} not found in the local store",
+                         hint="build it with `pybuild build -t NAME .` or `pybuild pull NAME`")
+    loaded = load_stored_image(store, Digest.parse(doc["manifest"]))
+    if loaded is None:
+        raise BuildError(f"image {name!r} has blobs missing from the store",
+                         hint="build or pull it again")
+    return loaded
+
+
+def run_image(store: Store, name: str, command: Sequence[str], *, env: Sequence[str] = (),
+              network: str = "default", volumes: Sequence[str] = (), user: str | None = None,
+              workdir: str | None = None, entrypoint: str | None = None) -> int:
+    from .executor import Mount, RootFS, RunSpec, run_step
+    from .solve import LayerRef, ensure_snapshot
+
+    config, layers = _image_layers(store, name)
+    cfg = config.get("config") or {}
+    entry = [entrypoint] if entrypoint else list(cfg.get("Entrypoint") or [])
+    argv = entry + (list(command) if command else ([] if entrypoint and not command else list(cfg.get("Cmd") or [])))
+    if not argv:
+        raise UsageError(f"image {name!r} has no command: give one after the image name")
+    image_env = dict(e.split("=", 1) if "=" in e else (e, "") for e in cfg.get("Env") or [])
+    for item in env:
+        key, sep, value = item.partition("=")
+        if not sep:
+            value = os.environ.get(key, "")
+        image_env[key] = value
+    mounts = []
+    for spec in volumes:
+        host, sep, target = spec.partition(":")
+        if not sep or not target.startswith("/"):
+            raise UsageError(f"invalid volume {spec!r}: use HOST:CONTAINER with an absolute container path")
+        readonly = target.endswith(":ro")
+        target = target.removesuffix(":ro").removesuffix(":rw")
+        if not Path(host).exists():
+            raise UsageError(f"volume source {host} does not exist")
+        mounts.append(Mount("bind", target, source=Path(host).resolve(), readonly=readonly))
+
+    lowers = [ensure_snapshot(store, LayerRef(b.diff_id, b)) for b in reversed(layers)]
+    scratch = Path(tempfile.mkdtemp(prefix="run-", dir=store.root / "tmp"))
+    try:
+        upper, work, empty = scratch / "upper", scratch / "work", scratch / "empty"
+        for d in (upper, work, empty):
+            d.mkdir()
+        spec = RunSpec(argv=tuple(argv), env=tuple(f"{k}={v}" for k, v in image_env.items()),
+                       cwd=workdir or cfg.get("WorkingDir") or "/", user=user if user is not None else cfg.get("User") or "",
+                       hostname="pybuild", network=network, mounts=tuple(mounts))  # type: ignore[arg-type]
+        out = sys.stdout.buffer
+
+        def output(chunk: bytes) -> None:
+            out.write(chunk)
+            out.flush()
+
+        return run_step(spec, RootFS(lowers or [empty], upper, work), output=output)
+    finally:
+        remove_tree(scratch)
