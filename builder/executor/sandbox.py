@@ -112,6 +112,16 @@ def outer_child(plan: Plan, out_fd: int, status_fd: int, sync_fd: int | None,
         os.dup2(devnull_fd, 0)
         os.dup2(out_fd, 1)
         os.dup2(out_fd, 2)
+        # The builder's other descriptors must not live on here: a write end of another
+        # step's pipe, forked in the moment before its owner closed it, would hold back that
+        # step's end of output until this step ends.
+        keep = {0, 1, 2, status_fd, sync_fd}
+        for name in os.listdir("/proc/self/fd"):
+            if int(name) not in keep:
+                try:
+                    os.close(int(name))
+                except OSError:
+                    pass
         if plan.userns:
             libc.unshare(libc.CLONE_NEWUSER)
             _send(status_fd, "U")
@@ -294,6 +304,7 @@ def _inner_child(plan: Plan, status_fd: int) -> NoReturn:
     """PID 1 of the step's PID namespace; never returns."""
     try:
         libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
+        os.umask(0o022)  # for what we make (stubs, WORKDIR) as for the step itself
         # Opened now, written just before exec: setup memory is not the step's to pay for,
         # and after pivot_root the host's cgroup tree is out of sight.
         cgroup_fds = [os.open(p, os.O_WRONLY | os.O_CLOEXEC)
@@ -328,7 +339,6 @@ def _inner_child(plan: Plan, status_fd: int) -> NoReturn:
                                      "(newuidmap/newgidmap) or build as root")
         os.makedirs(plan.cwd, mode=0o755, exist_ok=True)
         os.chdir(plan.cwd)
-        os.umask(0o022)
         env = dict(plan.env)
         env.setdefault("HOME", home)
         keep = set(DEFAULT_CAPABILITIES.values())
