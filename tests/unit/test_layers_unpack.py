@@ -288,3 +288,35 @@ def test_garbage_is_a_layer_error(tmp_path: Path) -> None:
     truncated = _tar(("f", "file", b"x" * 5000))[:1536]
     with pytest.raises(LayerError):
         _unpack(truncated, tmp_path / "dest2")
+
+
+def test_fallback_spelling_without_whiteout_devices_or_xattrs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where mknod of a whiteout and overlay xattrs are refused (old kernels, odd file
+    systems), the snapshot keeps the tar spelling and still writes the same layer."""
+    blob = _tar(("d/", "dir", {}), ("d/.wh..wh..opq", "file", b""), ("d/x", "file", b"x"),
+                (".wh.gone", "file", b""), (".wh.e", "file", b""), ("e/", "dir", {}))
+    real_mknod, real_setxattr = os.mknod, os.setxattr
+
+    def no_whiteouts(path: Any, mode: int = 0o600, device: int = 0, **kw: Any) -> None:
+        if stat.S_ISCHR(mode) and device == 0:
+            raise PermissionError(1, "Operation not permitted")
+        real_mknod(path, mode, device, **kw)
+
+    def no_overlay_xattrs(path: Any, name: str, *args: Any, **kw: Any) -> None:
+        if ".overlay." in name:
+            raise OSError(95, "Operation not supported")
+        real_setxattr(path, name, *args, **kw)
+
+    monkeypatch.setattr(os, "mknod", no_whiteouts)
+    monkeypatch.setattr(os, "setxattr", no_overlay_xattrs)
+    snap = tmp_path / "snap"
+    warnings = _unpack(blob, snap)
+    monkeypatch.undo()
+    assert _listing(snap) == {"d": "dir", "d/.wh..wh..opq": "file:", "d/x": "file:x",
+                              ".wh.gone": "file:", "e": "dir", "e/.wh..wh..opq": "file:"}
+    assert len(warnings) == 2
+    reference = tmp_path / "ref"
+    _unpack(blob, reference)
+    assert write_layer(snap, tmp_path / "a.tar") == write_layer(reference, tmp_path / "b.tar")
