@@ -119,3 +119,32 @@ def test_signal_ends_the_step_and_leaves_nothing(busybox_rootfs: Path, tmp_path:
     assert str(tmp_path) not in Path("/proc/self/mountinfo").read_text()
     assert list(tmp.iterdir()) == []
     assert not upper.exists() and not work.exists()
+
+
+def test_interrupt_steps_from_another_thread(busybox_rootfs: Path, run_on) -> None:
+    import threading
+
+    from builder.executor import StepInterrupted, interrupt_steps
+
+    caught: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            run_on(busybox_rootfs, "echo up; sleep 100")
+        except BaseException as e:  # noqa: BLE001 - handed to the test thread
+            caught.append(e)
+
+    import builder.executor.run as run_module
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not run_module._running:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    time.sleep(0.2)
+    interrupt_steps(signal.SIGINT)
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    assert len(caught) == 1 and isinstance(caught[0], StepInterrupted)
+    assert caught[0].exit_code == 130
