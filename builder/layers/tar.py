@@ -72,8 +72,10 @@ def _base256(value: int, width: int) -> bytes:
 
 def _pax_record(key: bytes, value: bytes) -> bytes:
     body = b" " + key + b"=" + value + b"\n"
-    size = len(body) + len(str(len(body)))
-    if len(str(size)) != len(str(size - len(body))):
+    # The length counts its own digits: 98 bytes of body make "101 ...", not "100 ...".
+    digits = len(str(len(body)))
+    size = len(body) + digits
+    if len(str(size)) != digits:
         size = len(body) + len(str(size))
     return b"%d" % size + body
 

@@ -198,3 +198,20 @@ def test_snapshot_as_lower_of_a_new_step(tmp_path: Path,
     unpack_blob(tmp_path / "l1.tgz", flat, mode="apply")
     unpack_blob(tmp_path / "l2.tgz", flat, mode="apply")
     assert _listing(flat) == expected
+
+
+def test_gnu_tar_extracts_our_layer_with_owners_modes_and_xattrs(
+    tmp_path: Path, overlay_case: tuple[Path, Path, Listing]
+) -> None:
+    _, upper, expected = overlay_case
+    write_layer(upper, tmp_path / "l.tgz")
+    out = tmp_path / "gnu"
+    out.mkdir()
+    subprocess.run(["tar", "-xzpf", os.fspath(tmp_path / "l.tgz"), "--xattrs",
+                    "--xattrs-include=*", "--numeric-owner", "-C", os.fspath(out)], check=True)
+    got = _listing(out)
+    for rel in ("bin/ping", "etc/passwd", "home/app/.profile", "home/app/pw", "null", "fifo",
+                "long" * 40):
+        assert got[rel][:6] == expected[rel][:6], rel  # type, mode, ids, size, content, xattrs
+    assert got["bin/ping"][-1] == ("bin/ping", "bin/ping-link")
+    assert any(name == "security.capability" for name, _ in got["bin/ping"][5])

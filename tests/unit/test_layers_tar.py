@@ -189,3 +189,18 @@ def test_tree_tar_is_plain_and_deterministic(tmp_path: Path) -> None:
     members = _members(outs[0])
     assert [m.name for m in members] == ["a", "a/.wh.literal", "b"]
     assert {m.mtime for m in members} == {5}
+
+
+def test_pax_record_lengths_at_digit_boundaries(tmp_path: Path) -> None:
+    up = tmp_path / "up"
+    up.mkdir()
+    for n in range(70, 110):  # records of 9x..10x bytes cross from 2 to 3 length digits
+        f = up / f"f{n:03d}"
+        f.write_text("x")
+        os.setxattr(f, "user.k", b"v" * n)
+    write_layer(up, tmp_path / "l.tar", compression="uncompressed")
+    blob = (tmp_path / "l.tar").read_bytes()
+    for m in _members(blob):
+        n = int(m.name[1:])
+        assert m.pax_headers == {"SCHILY.xattr.user.k": "v" * n}
+    assert b"101 SCHILY.xattr.user.k=" + b"v" * 76 + b"\n" in blob
