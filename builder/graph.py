@@ -15,12 +15,16 @@ from . import instructions as ins
 from .errors import ExpandError, GraphError
 from .expand import expand_word
 
-__all__ = ["PROXY_ARGS", "BuildGraph", "Stage", "StageBase", "build_graph", "platform_args"]
+__all__ = ["PROXY_ARGS", "UNUSED_ARGS_WARNING", "BuildGraph", "Stage", "StageBase", "build_graph",
+           "platform_args"]
 
 PROXY_ARGS = frozenset(
     n for base in ("HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "NO_PROXY", "ALL_PROXY")
     for n in (base, base.lower())
 )
+
+
+UNUSED_ARGS_WARNING = "[Warning] One or more build-args [{}] were not consumed"
 
 
 def _host_platform() -> tuple[str, str, str]:
@@ -78,7 +82,8 @@ class BuildGraph:
     stages: tuple[Stage, ...]
     target: int
     order: tuple[int, ...]  # stages the target needs, dependencies first
-    global_args: tuple[tuple[str, str | None], ...]  # declared before the first FROM (expanded)
+    # the global scope: platform args and the ARGs before the first FROM that have a value
+    global_args: tuple[tuple[str, str | None], ...]
     build_args: Mapping[str, str]
     escape: str = "\\"
     warnings: tuple[str, ...] = ()
@@ -132,9 +137,9 @@ def build_graph(
     escape = dockerfile.escape
     used: set[str] = set()
 
-    # ARGs before the first FROM: usable in FROM lines and re-declarable in stages.
-    meta: dict[str, str] = dict(platform_args())
-    global_args: list[tuple[str, str | None]] = []
+    # ARGs before the first FROM: usable in FROM lines and re-declarable in stages. The
+    # predefined platform args are in this global scope too (a build arg may override them).
+    meta: dict[str, str] = {k: build_args.get(k, v) for k, v in platform_args().items()}
     instrs = list(dockerfile.instructions)
     pos = 0
     while pos < len(instrs) and not isinstance(instrs[pos], ins.From):
@@ -151,12 +156,12 @@ def build_graph(
                 value = _expand(default, meta, escape, node)
             else:
                 value = None
-            global_args.append((name, value))
             if value is not None:
                 meta[name] = value
             else:
                 meta.pop(name, None)
         pos += 1
+    global_args = list(meta.items())
     if pos == len(instrs):
         raise GraphError("the Dockerfile has no FROM instruction",
                          hint="every Dockerfile needs a FROM line to start a stage")
@@ -253,7 +258,8 @@ def build_graph(
     unused = sorted(k for k in build_args if k not in used and k not in PROXY_ARGS
                     and k not in platform_args())
     if unused:
-        warnings.append("build arguments were not consumed: " + ", ".join(unused))
+        # docker's own words (its %v of a []string), so scripts that grep for them still work
+        warnings.append(UNUSED_ARGS_WARNING.format(" ".join(unused)))
 
     return BuildGraph(
         stages=tuple(stages),

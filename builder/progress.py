@@ -70,7 +70,10 @@ class Progress:
         self._emit("\n".join(f"#{sid} {elapsed:.3f} {line}" for line in lines), event="output")
 
     def warn(self, message: str) -> None:
-        self._emit(f"WARNING: {message}", event="warning", message=message)
+        # A warning that already carries docker's own "[Warning]" prefix is shown as docker
+        # shows it, so that what users (and their scripts) grep for is the same.
+        text = message if message.startswith("[Warning]") else f"WARNING: {message}"
+        self._emit(text, event="warning", message=message)
 
     def info(self, message: str) -> None:
         self._emit(message, event="info", message=message)

@@ -8,6 +8,7 @@ import pytest
 pytest_plugins: list[str] = [
     "tests.fixtures.registry",
     "tests.fixtures.rootfs",
+    "tests.fixtures.buildtools",
 ]
 
 
