@@ -331,6 +331,7 @@ class Solver:
         upper = self.store.tempdir("upper-")
         try:
             lowers = [] if link_base else [self.ensure_snapshot(layer) for layer in reversed(fs.layers)]
+            _root_like(upper)
             action(lowers, upper, sid)
             if not any(os.scandir(upper)):
                 remove_tree(upper)
@@ -447,3 +448,8 @@ class Solver:
     def lowers_of(self, fs: FsState) -> list[Path]:
         return [self.ensure_snapshot(layer) for layer in reversed(fs.layers)]
 
+
+def _root_like(upper: Path) -> None:
+    """The merged root takes the upper dir's mode: make it the 0755 of every image's / (a
+    fresh temp dir is 0700, which would lock every other user out of the root)."""
+    os.chmod(upper, 0o755)

@@ -348,7 +348,8 @@ def _inner_child(plan: Plan, status_fd: int) -> NoReturn:
         with open("/proc/self/setgroups") as f:
             may_setgroups = f.read().strip() != "deny"
         if may_setgroups:
-            os.setgroups(list(groups))
+            # As BuildKit (ensureAdditionalGids): the primary gid leads the supplementary list.
+            os.setgroups([gid, *(g for g in groups if g != gid)])
         os.setresgid(gid, gid, gid)
         os.setresuid(uid, uid, uid)  # to non-root: the kernel clears permitted and effective
         if uid == 0:
