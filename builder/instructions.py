@@ -7,11 +7,11 @@ quotes stay as written, and ``builder.expand`` handles them at build time, like 
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from .errors import SourceRange
+from .parse_heredoc import Heredoc
 
 __all__ = [
     "Heredoc", "Instruction", "From", "Run", "Cmd", "Entrypoint", "Shell", "Copy", "Add",
@@ -23,23 +23,6 @@ INSTRUCTION_NAMES = (
     "ADD", "ARG", "CMD", "COPY", "ENTRYPOINT", "ENV", "EXPOSE", "FROM", "HEALTHCHECK", "LABEL",
     "MAINTAINER", "ONBUILD", "RUN", "SHELL", "STOPSIGNAL", "USER", "VOLUME", "WORKDIR",
 )
-_LEADING_TABS = re.compile(r"^\t+", re.M)
-
-
-@dataclass(frozen=True, slots=True)
-class Heredoc:
-    """A here-document: ``content`` is the body as written (lines with their newlines)."""
-
-    name: str
-    content: str
-    expand: bool = True  # False when the word was quoted (<<'EOF'): no variable expansion
-    chomp: bool = False  # <<-EOF: leading tabs are stripped from the body
-    fd: int | None = None  # 3<<EOF
-
-    @property
-    def data(self) -> str:
-        """The body as the build uses it (leading tabs removed for ``<<-``)."""
-        return _LEADING_TABS.sub("", self.content) if self.chomp else self.content
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -10,12 +10,17 @@ naming the line.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from .errors import ParseError, SourceRange
-from .instructions import Dockerfile, Heredoc
+
 from .parse_args import LineError, Node, node_from_line
-from .parse_go import to_text
+from .parse_go import printable, to_text
+from .parse_heredoc import Heredoc
 from .parse_lines import scan_lines
+
+if TYPE_CHECKING:
+    from .instructions import Dockerfile
 
 __all__ = ["parse_dockerfile", "parse_nodes", "ParsedNodes", "Node"]
 
@@ -46,7 +51,8 @@ def parse_nodes(text: str | bytes, *, filename: str = "Dockerfile") -> ParsedNod
     source = to_text(text)
     if source.startswith("\ufeff"):
         source = source[1:]
-    lines = tuple(line.rstrip("\r") for line in source.split("\n"))
+    # kept printable: errors anywhere in pybuild quote these lines to a terminal
+    lines = tuple(printable(line.rstrip("\r")) for line in source.split("\n"))
     if lines and lines[-1] == "" and source.endswith("\n"):
         lines = lines[:-1]
     scan = scan_lines(source, filename=filename)
@@ -57,9 +63,9 @@ def parse_nodes(text: str | bytes, *, filename: str = "Dockerfile") -> ParsedNod
             node = node_from_line(logical.text, scan.escape, start=logical.start, end=logical.end)
         except LineError as exc:
             line = lines[logical.start - 1] if logical.start <= len(lines) else ""
-            raise ParseError(str(exc), location=SourceRange(logical.start, logical.end,
-                                                            _column(line, ""), filename),
-                             source_line=line) from None
+            raise ParseError(printable(str(exc)), location=SourceRange(
+                logical.start, logical.end, _column(line, ""), filename),
+                source_line=line) from None
         if logical.heredocs:
             node = replace(node, heredocs=tuple(
                 Heredoc(word.name, body, word.expand, word.chomp, word.fd)
@@ -79,6 +85,7 @@ def parse_nodes(text: str | bytes, *, filename: str = "Dockerfile") -> ParsedNod
 
 def parse_dockerfile(text: str | bytes, *, filename: str = "Dockerfile") -> Dockerfile:
     """Parse ``text`` into typed instructions; ParseError (with line and caret) if invalid."""
+    from .instructions import Dockerfile
     from .parse_typed import to_instruction
 
     parsed = parse_nodes(text, filename=filename)
@@ -89,7 +96,7 @@ def parse_dockerfile(text: str | bytes, *, filename: str = "Dockerfile") -> Dock
         try:
             instructions.append(to_instruction(node, rng))
         except LineError as exc:
-            message = str(exc)
+            message = printable(str(exc))
             needle = ""
             if message.startswith(("unknown flag: ", "duplicate flag specified: ",
                                    "missing a value on flag: ")):

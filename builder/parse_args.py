@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .instructions import Heredoc
 from .parse_go import GO_SPACES, NotStringArray, go_lower, go_quote, go_trim_space, parse_json_array
+from .parse_heredoc import Heredoc
 
 __all__ = ["Node", "LineError", "node_from_line", "split_command", "HEREDOC_KEYWORDS"]
 

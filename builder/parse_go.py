@@ -21,6 +21,7 @@ __all__ = [
     "parse_json_array",
     "NotStringArray",
     "parse_duration",
+    "printable",
 ]
 
 # unicode.IsSpace: the ASCII spaces plus U+0085, U+00A0 and category Zs/Zl/Zp.
@@ -35,6 +36,15 @@ def to_text(data: str | bytes) -> str:
         except UnicodeEncodeError:
             data = data.encode("utf-8", "surrogatepass")
     return data.decode("utf-8", "surrogateescape")
+
+
+_UNPRINTABLE = re.compile("[\x00-\x08\x0a-\x1f\x7f\ud800-\udfff]")
+
+
+def printable(s: str) -> str:
+    """Text safe to show on a terminal, one character for one (so a caret still lines up):
+    control characters and bytes that were not UTF-8 become U+FFFD."""
+    return _UNPRINTABLE.sub("\ufffd", s)
 
 
 def go_trim_space(s: str) -> str:

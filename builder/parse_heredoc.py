@@ -13,15 +13,32 @@ from dataclasses import dataclass
 
 from .parse_go import GO_SPACES
 
-__all__ = ["HeredocWord", "heredoc_words", "parse_heredoc_word", "ShellSyntaxError"]
+__all__ = ["Heredoc", "HeredocWord", "heredoc_words", "parse_heredoc_word", "ShellSyntaxError"]
 
 # The reference's reHeredoc: Go's \d is ASCII, \s is [\t\n\f\r ], $ is the end of text.
 _HEREDOC = re.compile(r"([0-9]*)<<(-?)[\t\n\x0c\r ]*([^<]*)\Z")
 _SPECIAL_PARAMS = "@*#?-$!0"
+_LEADING_TABS = re.compile(r"^\t+", re.M)
 
 
 class ShellSyntaxError(ValueError):
     pass
+
+
+@dataclass(frozen=True, slots=True)
+class Heredoc:
+    """A here-document: ``content`` is the body as written (lines with their newlines)."""
+
+    name: str
+    content: str
+    expand: bool = True  # False when the word was quoted (<<'EOF'): no variable expansion
+    chomp: bool = False  # <<-EOF: leading tabs are stripped from the body
+    fd: int | None = None  # 3<<EOF
+
+    @property
+    def data(self) -> str:
+        """The body as the build uses it (leading tabs removed for ``<<-``)."""
+        return _LEADING_TABS.sub("", self.content) if self.chomp else self.content
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,40 +1,27 @@
-"""Dockerfile text -> logical instruction lines, with the Lark grammar (grammar/dockerfile.lark).
+"""Dockerfile text -> logical instruction lines, with the grammar (grammar/dockerfile.lark).
 
-Owns loading the grammar (its LALR tables are built once and cached on disk), the post-lexer
-that settles what depends on context (parser directives, the escape token, heredoc bodies),
-and turning the parse tree into ``LogicalLine`` values: the joined instruction text, its
-1-based line range and its heredoc bodies. No I/O but the parser cache.
+Owns the post-lexer that settles what depends on context (parser directives, the escape
+token, heredoc bodies) and turning the parse tree into ``LogicalLine`` values: the joined
+instruction text, its 1-based line range and its heredoc bodies. The grammar's lexer and
+LALR parser come from ``parse_lalr``.
 """
 from __future__ import annotations
 
-import hashlib
-import os
 import re
-import tempfile
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from .errors import ParseError, SourceRange
 from .parse_args import HEREDOC_KEYWORDS, split_command
-from .parse_go import GO_SPACES, go_lower, parse_json_array
+from .parse_go import GO_SPACES, go_lower, parse_json_array, printable
 from .parse_heredoc import HeredocWord, ShellSyntaxError, heredoc_words
-from .resources import grammar_path
-
-if TYPE_CHECKING:
-    from lark import Lark, Token
+from .parse_lalr import Tables, Tok, Tree, UnexpectedToken, load_tables, parse_tokens, tokenize
 
 __all__ = ["LogicalLine", "Scan", "scan_lines", "MAX_LINE_BYTES"]
 
 # bufio.Scanner's token limit in the reference: longer lines are an error there.
 MAX_LINE_BYTES = 65535
 _DIRECTIVE = re.compile(r"([a-zA-Z][a-zA-Z0-9]*)[\t\n\x0c\r ]*=[\t\n\x0c\r ]*(.+?)[\t\n\x0c\r ]*\Z")
-_CONTINUATION = {
-    "\\": re.compile(r"(?:([^\\])\\[ \t]*|^\\[ \t]*)\Z"),
-    "`": re.compile(r"(?:([^`])`[ \t]*|^`[ \t]*)\Z"),
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,94 +56,87 @@ class _State:
         self.logical: list[tuple[str, bool, list[HeredocWord], int]] = []
 
 
-class _PostLex:
+_ALWAYS_ACCEPT = ("CONT_BS", "CONT_BT")  # lexed, then re-tagged: not in any rule
+
+
+def _post_lex(stream: Iterator[Tok], st: _State) -> Iterator[Tok]:
     """Re-tags the line tokens by context; see the grammar's header comment."""
-
-    always_accept = ("CONT_BS", "CONT_BT")
-
-    def __init__(self) -> None:
-        self.state: _State | None = None
-
-    def process(self, stream: Iterator[Token]) -> Iterator[Token]:
-        from lark import Token
-
-        st = self.state
-        assert st is not None
-        header = True
-        piece: list[str] = []
-        in_cont = empty_cont = False
-        start_line = 0
-        mine = other = ""
-        for tok in stream:
-            kind = tok.type
-            if header:
-                directive = self._directive(tok, st) if kind == "COMMENT_LINE" else None
-                if directive is not None:
-                    yield Token.new_borrow_pos("DIRECTIVE", tok, tok)
-                    continue
-                header = False
-                mine, other = ("CONT_BS", "CONT_BT") if st.escape == "\\" else ("CONT_BT", "CONT_BS")
-            if kind == mine:
-                kind = "CONT"
-            elif kind == other:
-                kind = "LINE"
-            if kind in ("COMMENT_LINE", "BLANK_LINE"):
-                empty_cont = empty_cont or (in_cont and kind == "BLANK_LINE")
-                yield tok
+    header = True
+    piece: list[str] = []
+    in_cont = empty_cont = False
+    start_line = 0
+    mine = other = ""
+    for kind, value, line_no in stream:
+        if header:
+            if kind == "COMMENT_LINE" and _directive(value, line_no, st):
+                yield ("DIRECTIVE", value, line_no)
                 continue
-            text = _strip_newline(str(tok))
-            if not in_cont:
-                text = text.lstrip(GO_SPACES)
-                start_line = tok.line
-            if kind == "CONT":
-                text = _CONTINUATION[st.escape].sub(r"\1", text)
-            piece.append(text)
-            yield Token.new_borrow_pos(kind, tok, tok)
-            if kind == "CONT":
-                in_cont = True
-                continue
-            yield from self._finish(st, piece, empty_cont, start_line, stream)
-            piece, in_cont, empty_cont = [], False, False
-        if in_cont:
-            yield Token("EOF_END", "")
-            yield from self._finish(st, piece, empty_cont, start_line, stream)
+            header = False
+            mine, other = ("CONT_BS", "CONT_BT") if st.escape == "\\" else ("CONT_BT", "CONT_BS")
+        if kind == mine:
+            kind = "CONT"
+        elif kind == other:
+            kind = "LINE"
+        if kind == "COMMENT_LINE" or kind == "BLANK_LINE":
+            empty_cont = empty_cont or (in_cont and kind == "BLANK_LINE")
+            yield (kind, value, line_no)
+            continue
+        text = value.rstrip("\r\n")
+        if not in_cont:
+            text = text.lstrip(GO_SPACES)
+            start_line = line_no
+        if kind == "CONT":
+            # the lexer matched `escape [ \t]*` at the end: drop them (what the reference's
+            # continuation regex replacement does, without a regex per line)
+            text = text.rstrip(" \t")[:-1]
+        piece.append(text)
+        yield (kind, value, line_no)
+        if kind == "CONT":
+            in_cont = True
+            continue
+        yield from _finish(st, piece, empty_cont, start_line, stream)
+        piece, in_cont, empty_cont = [], False, False
+    if in_cont:
+        yield ("EOF_END", "", 0)
+        yield from _finish(st, piece, empty_cont, start_line, stream)
 
-    @staticmethod
-    def _directive(tok: Token, st: _State) -> tuple[str, str] | None:
-        line = _strip_newline(str(tok)).lstrip(GO_SPACES)
-        m = _DIRECTIVE.match(line[1:].lstrip(GO_SPACES))
-        if m is None or m.group(1).lower() not in ("syntax", "escape", "check"):
-            return None
-        name, value = m.group(1).lower(), m.group(2)
-        where = SourceRange(tok.line, tok.line, 0, st.filename)
-        if any(name == seen for seen, _ in st.directives):
-            raise ParseError(f"only one {name} parser directive can be used", location=where,
-                             source_line=st.source[tok.line - 1])
-        if name == "escape":
-            if value not in ("\\", "`"):
-                raise ParseError(f"invalid escape token '{value}' does not match ` or \\",
-                                 location=where, source_line=st.source[tok.line - 1])
-            st.escape = value
-        st.directives.append((name, value))
-        return name, value
 
-    def _finish(self, st: _State, piece: list[str], empty_cont: bool, start_line: int,
-                stream: Iterator[Token]) -> Iterator[Token]:
-        from lark import Token
+def _directive(value: str, line_no: int, st: _State) -> bool:
+    """Records a parser directive (syntax, escape, check) if this comment line is one."""
+    line = value.rstrip("\r\n").lstrip(GO_SPACES)
+    m = _DIRECTIVE.match(line[1:].lstrip(GO_SPACES))
+    if m is None or m.group(1).lower() not in ("syntax", "escape", "check"):
+        return False
+    name, text = m.group(1).lower(), m.group(2)
+    where = SourceRange(line_no, line_no, 0, st.filename)
+    if any(name == seen for seen, _ in st.directives):
+        raise ParseError(f"only one {name} parser directive can be used", location=where,
+                         source_line=printable(st.source[line_no - 1]))
+    if name == "escape":
+        if text not in ("\\", "`"):
+            raise ParseError(f"invalid escape token '{text}' does not match ` or \\",
+                             location=where, source_line=printable(st.source[line_no - 1]))
+        st.escape = text
+    st.directives.append((name, text))
+    return True
 
-        line = "".join(piece)
-        docs = _heredocs_of(line, st, start_line)
-        st.logical.append((line, empty_cont, docs, start_line))
-        for doc in docs:
-            yield Token("HEREDOC_START", doc.name)
-            for tok in stream:
-                candidate = _strip_newline(str(tok))
-                if doc.chomp:
-                    candidate = candidate.lstrip("\t")
-                if candidate == doc.name:
-                    yield Token.new_borrow_pos("HEREDOC_END", tok, tok)
-                    break
-                yield Token.new_borrow_pos("HEREDOC_LINE", tok, tok)
+
+def _finish(st: _State, piece: list[str], empty_cont: bool, start_line: int,
+            stream: Iterator[Tok]) -> Iterator[Tok]:
+    """An instruction's last line went by: record it, then lex its heredoc bodies."""
+    line = "".join(piece)
+    docs = _heredocs_of(line, st, start_line)
+    st.logical.append((line, empty_cont, docs, start_line))
+    for doc in docs:
+        yield ("HEREDOC_START", doc.name, 0)
+        for kind, value, line_no in stream:
+            candidate = value.rstrip("\r\n")
+            if doc.chomp:
+                candidate = candidate.lstrip("\t")
+            if candidate == doc.name:
+                yield ("HEREDOC_END", value, line_no)
+                break
+            yield ("HEREDOC_LINE", value, line_no)
 
 
 def _heredocs_of(line: str, st: _State, start_line: int) -> list[HeredocWord]:
@@ -179,48 +159,17 @@ def _heredocs_of(line: str, st: _State, start_line: int) -> list[HeredocWord]:
         return heredoc_words(line)
     except ShellSyntaxError as exc:
         raise ParseError(str(exc), location=SourceRange(start_line, start_line, 0, st.filename),
-                         source_line=st.source[start_line - 1]) from None
+                         source_line=printable(st.source[start_line - 1])) from None
 
 
-_lock = threading.Lock()
-_parser: Lark | None = None
-_postlex = _PostLex()
+_tables: Tables | None = None
 
 
-def _cache_dirs() -> list[Path]:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return [Path(base) / "pybuild", Path(tempfile.gettempdir()) / f"pybuild-{os.getuid()}"]
-
-
-def _load_parser() -> Lark:
-    """The LALR parser, its tables from the cache when a previous run left them there."""
-    global _parser
-    if _parser is not None:
-        return _parser
-    from lark import Lark, __version__ as lark_version
-
-    grammar = grammar_path().read_text(encoding="utf-8")
-    options: dict[str, Any] = {"parser": "lalr", "lexer": "basic", "postlex": _postlex,
-                               "maybe_placeholders": False}
-    tag = hashlib.sha256((lark_version + "\0" + grammar).encode()).hexdigest()[:20]
-    for folder in _cache_dirs():
-        target = folder / f"dockerfile-{tag}.lark"
-        try:
-            if target.is_file():
-                _parser = Lark(grammar, cache=str(target), **options)
-                return _parser
-            folder.mkdir(parents=True, exist_ok=True)
-            fd, aside = tempfile.mkstemp(dir=folder, prefix=".dockerfile-", suffix=".tmp")
-            os.close(fd)
-            os.unlink(aside)  # Lark writes the file itself; it must not exist yet
-            _parser = Lark(grammar, cache=aside, **options)
-            if os.path.isfile(aside):
-                os.replace(aside, target)  # never a half-written cache under the real name
-            return _parser
-        except OSError:
-            continue
-    _parser = Lark(grammar, **options)
-    return _parser
+def _get_tables() -> Tables:
+    global _tables
+    if _tables is None:
+        _tables = load_tables(_ALWAYS_ACCEPT)
+    return _tables
 
 
 def _check_line_lengths(text: str, filename: str) -> None:
@@ -232,41 +181,36 @@ def _check_line_lengths(text: str, filename: str) -> None:
             raise ParseError(
                 f"dockerfile line greater than max allowed size of {MAX_LINE_BYTES}",
                 location=SourceRange(line_no, line_no, 0, filename),
-                source_line=m.group(0)[:200],
+                source_line=printable(m.group(0)[:200]),
             )
 
 
 def scan_lines(text: str, *, filename: str = "Dockerfile") -> Scan:
     """Logical lines of ``text`` (already decoded, BOM removed)."""
-    from lark.exceptions import UnexpectedInput
-
     _check_line_lengths(text, filename)
     source = text.split("\n")
-    parser = _load_parser()
-    with _lock:
-        state = _postlex.state = _State(filename, source)
-        try:
-            tree = parser.parse(text) if text else None
-        except UnexpectedInput as exc:
-            raise _syntax_error(exc, state) from None
-        finally:
-            _postlex.state = None
+    tables = _get_tables()
+    state = _State(filename, source)
+    try:
+        tree = parse_tokens(tables, _post_lex(tokenize(tables, text), state))
+    except UnexpectedToken as exc:
+        raise _syntax_error(exc, state) from None
     lines: list[LogicalLine] = []
-    children = tree.children if tree is not None else []
-    instructions = [c for c in children if getattr(c, "data", None) == "instruction"]
-    for node, (joined, empty_cont, docs, _) in zip(instructions, state.logical):
-        tokens = [t for t in node.scan_values(lambda v: True) if getattr(t, "line", None)]
+    instructions = [c for c in tree.children if isinstance(c, Tree)]
+    for node, (joined, empty_cont, docs, start) in zip(instructions, state.logical):
+        end = start
         bodies = []
-        for sub, doc in zip((c for c in node.children if getattr(c, "data", None) == "heredoc"),
-                            docs):
-            bodies.append((doc, "".join(str(t) for t in sub.children
-                                        if getattr(t, "type", "") == "HEREDOC_LINE")))
-        lines.append(LogicalLine(joined, tokens[0].line, max(t.line for t in tokens),
-                                 tuple(bodies), empty_cont))
+        for child in node.children:
+            if isinstance(child, Tree):  # a heredoc
+                end = child.children[-1][2]
+                bodies.append("".join(t[1] for t in child.children if t[0] == "HEREDOC_LINE"))
+            elif child[2]:
+                end = child[2]
+        lines.append(LogicalLine(joined, start, end, tuple(zip(docs, bodies)), empty_cont))
     return Scan(tuple(lines), tuple(state.directives), state.escape)
 
 
-def _syntax_error(exc: Any, state: _State) -> ParseError:
+def _syntax_error(exc: UnexpectedToken, state: _State) -> ParseError:
     """The grammar can only reject an unterminated heredoc (the post-lexer opened one and the
     text ended); name the instruction that opened it."""
     last = state.logical[-1] if state.logical else None
@@ -274,8 +218,8 @@ def _syntax_error(exc: Any, state: _State) -> ParseError:
         start = last[3]
         message = "unterminated heredoc"
     else:
-        start = getattr(exc, "line", 1) if isinstance(getattr(exc, "line", None), int) else 1
+        start = exc.token[2] or len(state.source)
         message = f"syntax error: {exc}"
     start = min(max(start, 1), len(state.source))
     return ParseError(message, location=SourceRange(start, len(state.source), 0, state.filename),
-                      source_line=state.source[start - 1])
+                      source_line=printable(state.source[start - 1]))
