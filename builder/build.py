@@ -5,6 +5,7 @@ takes is a call into the module that owns it.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
@@ -13,7 +14,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from .digest import Digest
 from .errors import BuildError, ContextError, UsageError
@@ -35,6 +36,7 @@ class BuildRequest:
     labels: Mapping[str, str] = field(default_factory=dict)
     network: str = "default"
     secrets: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    ssh: Mapping[str, str] = field(default_factory=dict)  # id -> agent socket (--ssh)
     outputs: tuple[Mapping[str, str], ...] = ()
     iidfile: str | None = None
     metadata_file: str | None = None
@@ -82,38 +84,114 @@ def _read_dockerfile(req: BuildRequest, context_dir: Path | None) -> tuple[str |
         raise UsageError(f"failed to read the Dockerfile: {path} is a folder") from None
 
 
-def _context_from_stdin(store_tmp: Path) -> Path:
-    """`pybuild build -`: the context is a tar on stdin, unpacked safely into a temp folder."""
+_ARCHIVE_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd")
+
+
+class _Rejoined(io.RawIOBase):
+    """A stream whose first bytes were already read to sniff it: those, then the rest."""
+
+    def __init__(self, head: bytes, rest: BinaryIO) -> None:
+        self._head = head
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: Any) -> int:
+        if self._head:
+            n = min(len(buf), len(self._head))
+            buf[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        data = self._rest.read(len(buf))
+        buf[:len(data)] = data
+        return len(data)
+
+
+def _read_head(stream: BinaryIO, size: int) -> bytes:
+    chunks, have = [], 0
+    while have < size:
+        data = stream.read(size - have)
+        if not data:
+            break
+        chunks.append(data)
+        have += len(data)
+    return b"".join(chunks)
+
+
+def _is_archive(head: bytes) -> bool:
+    """docker's test for `docker build -`: a compressed stream, or a valid tar header."""
+    if head.startswith(_ARCHIVE_MAGIC):
+        return True
+    if len(head) < 512:
+        return False
+    try:
+        tarfile.TarInfo.frombuf(head[:512], "utf-8", "surrogateescape")
+    except tarfile.HeaderError:
+        return False
+    return True
+
+
+def _context_from_stdin(store_tmp: Path) -> tuple[Path, bytes | None]:
+    """`pybuild build -`: a tar on stdin is the context, unpacked safely into a temp folder;
+    anything else is the Dockerfile itself, with an empty context (as docker reads it)."""
     import tempfile
 
+    store_tmp.mkdir(parents=True, exist_ok=True)
     dest = Path(tempfile.mkdtemp(prefix="stdin-context-", dir=store_tmp))
+    stdin = sys.stdin.buffer
+    head = _read_head(stdin, 512)
+    if not _is_archive(head):
+        return dest, head + stdin.read()
     try:
-        with tarfile.open(fileobj=sys.stdin.buffer, mode="r|*") as tar:
+        with tarfile.open(fileobj=io.BufferedReader(_Rejoined(head, stdin)), mode="r|*") as tar:
             tar.extractall(dest, filter="data")
     except (tarfile.TarError, OSError) as exc:
-        raise ContextError(f"the context on stdin is not a tar archive: {exc}") from None
-    return dest
+        _remove(dest)
+        raise ContextError(f"the context on stdin is not a valid tar archive: {exc}") from None
+    return dest, None
+
+
+def _remove(path: Path) -> None:
+    from .cache.store import remove_tree
+
+    remove_tree(path)
 
 
 def run_build(req: BuildRequest) -> BuildResult:
-    from .base import parse_named_contexts
     from .cache.store import Store, default_root
-    from .context import BuildContext
-    from .graph import build_graph
-    from .parse import parse_dockerfile
 
     started = time.monotonic()
     progress = Progress(req.progress)
     store = Store(Path(req.root) if req.root else default_root())
 
     if req.context == "-":
-        context_dir = _context_from_stdin(store.root / "tmp")
+        if req.dockerfile == "-":
+            raise UsageError("the build context and the Dockerfile cannot both come from stdin")
+        context_dir, stdin_dockerfile = _context_from_stdin(store.root / "tmp")
+        try:
+            return _build(req, store, progress, context_dir, stdin_dockerfile, started)
+        finally:
+            _remove(context_dir)
     else:
         context_dir = Path(req.context).resolve()
         if not context_dir.is_dir():
             raise ContextError(f"the build context {req.context} is not a folder",
                                hint="give the folder holding the Dockerfile, e.g. `pybuild .`")
-    text, name, df_path = _read_dockerfile(req, context_dir)
+    return _build(req, store, progress, context_dir, None, started)
+
+
+def _build(req: BuildRequest, store: Any, progress: Progress, context_dir: Path,
+           stdin_dockerfile: bytes | None, started: float) -> BuildResult:
+    from .base import parse_named_contexts
+    from .context import BuildContext
+    from .graph import build_graph
+    from .parse import parse_dockerfile
+
+    if stdin_dockerfile is not None:
+        text, name, df_path = stdin_dockerfile, "Dockerfile", None
+    else:
+        text, name, df_path = _read_dockerfile(req, context_dir)
     dockerfile = parse_dockerfile(text, filename=name)
     for warning in dockerfile.warnings:
         progress.warn(warning)
@@ -135,10 +213,10 @@ def run_build(req: BuildRequest) -> BuildResult:
         labels=dict(req.labels), network=req.network, build_contexts=dict(req.build_contexts),
         insecure_registries=req.insecure_registries, compression=req.compression,
         compression_level=req.compression_level, source_date_epoch=req.source_date_epoch,
-        memory=req.memory, cpus=req.cpus, secrets=dict(req.secrets), jobs=req.jobs)
+        memory=req.memory, cpus=req.cpus, secrets=dict(req.secrets), ssh=dict(req.ssh), jobs=req.jobs)
     bases = BaseResolver(store, progress=progress, insecure=req.insecure_registries,
                          contexts=contexts, context_root=context_dir)
-    runner = StepRunner(store.root, secrets=dict(req.secrets))
+    runner = StepRunner(store.root, secrets=dict(req.secrets), ssh=dict(req.ssh))
     solver = Solver(graph, dockerfile, opts, store=store, context=context, progress=progress,
                     bases=bases, runner=runner)
     result = solver.solve()
