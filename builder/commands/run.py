@@ -1,7 +1,6 @@
 """`pybuild run`: run an image's command in the foreground, on a throwaway overlay."""
 from __future__ import annotations
 
-import sys
 
 import click
 
@@ -34,4 +33,4 @@ def command(rm: bool, env: tuple[str, ...], network: str, volumes: tuple[str, ..
     isolate_mounts()
     code = run_image(store, image, cmd, env=env, network=network, volumes=volumes, user=user,
                      workdir=workdir, entrypoint=entrypoint)
-    sys.exit(code)
+    click.get_current_context().exit(code)
