@@ -95,6 +95,7 @@ class BuildOptions:
     memory: int | None = None
     cpus: float | None = None
     secrets: Mapping[str, tuple[str, str]] = field(default_factory=dict)  # id -> (kind, value)
+    ssh: Mapping[str, str] = field(default_factory=dict)  # id -> agent socket to forward
     jobs: int = 0
 
 
@@ -388,6 +389,9 @@ class Solver:
         script = None
         if argv and argv[0].startswith("/dev/pipes/") and node.heredocs:
             script = node.heredocs[0]
+            if node.prepend_shell:
+                # BuildKit runs the mounted script through the shell: `/bin/sh -c /dev/pipes/X`.
+                argv = (*image.effective_shell(), argv[0])
         spec_env = tuple(f"{k}={v}" for k, v in proc_env.items())
         cwd = image.workdir or "/"
         op = {
@@ -401,7 +405,8 @@ class Solver:
             "mounts": [m.key_json() for m in mounts],
             "script": script.content if script else None,
         }
-        title = "RUN " + " ".join(node.command) if not node.heredocs else node.original.split("\n")[0]
+        # As BuildKit names the step: the instruction as written, flags included.
+        title = node.original.split("\n")[0] if node.original else "RUN " + " ".join(node.command)
         history = run_history_text(argv, env, image)
         user = image.user
 
@@ -416,7 +421,7 @@ class Solver:
 
             code = self.runner.run(lowers, upper, argv=argv, env=spec_env, cwd=cwd, user=user,
                                    network=network, mounts=mounts, output=output, script=script,
-                                   memory=self.opts.memory, cpus=self.opts.cpus)
+                                   memory=self.opts.memory, cpus=self.opts.cpus, solver=self)
             if code != 0:
                 last = b"".join(tail).decode("utf-8", "replace").splitlines()[-20:]
                 shown = " ".join(node.command) if not node.heredocs else node.original

@@ -12,6 +12,8 @@ import contextlib
 import csv
 import os
 import re
+import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -78,9 +80,11 @@ def _truthy(value: str | None) -> bool:
 class StepRunner:
     """Runs steps on real overlays with the executor (root, or a user namespace)."""
 
-    def __init__(self, store_root: Path, *, secrets: dict[str, tuple[str, str]] | None = None) -> None:
+    def __init__(self, store_root: Path, *, secrets: dict[str, tuple[str, str]] | None = None,
+                 ssh: dict[str, str] | None = None) -> None:
         self.store_root = store_root
         self.secrets = secrets or {}
+        self.ssh = ssh or {}  # id -> the agent socket to forward
 
     # -- overlays for the builder's own file operations --------------------------------
     @contextlib.contextmanager
@@ -126,40 +130,74 @@ class StepRunner:
     # -- RUN ---------------------------------------------------------------------------
     def parse_mounts(self, node: ins.Run, env: StageEnv, image: ImageState,
                      solver: Solver) -> list[MountDef]:
+        """`RUN --mount` values -> MountDefs, with BuildKit's defaults and checks."""
         out = []
+        ssh_index = 0
         for raw in node.mounts:
             opts = parse_mount_flag(raw)
             opts = {k: env.expand(v, image, node) for k, v in opts.items()}
-            kind = opts.pop("type")
+            kind = opts.pop("type").lower()
             if kind not in ("bind", "cache", "tmpfs", "secret", "ssh"):
                 raise BuildError(f"unsupported mount type {kind!r} in --mount={raw}",
                                  hint="use bind, cache, tmpfs, secret or ssh")
+            for key in ("mode", "uid", "gid"):
+                if key in opts and kind not in ("secret", "ssh", "cache"):
+                    raise BuildError(f"{key} not allowed for {kind!r} type mounts")
+            if "sharing" in opts and kind != "cache":
+                raise BuildError(f"invalid cache sharing set for {kind} mount")
+            if opts.get("sharing", "shared").lower() not in ("shared", "private", "locked"):
+                raise BuildError(f"unsupported sharing value {opts['sharing']!r}",
+                                 hint="use shared, private or locked")
             target = opts.pop("target", "")
-            if kind == "secret" and not target:
-                if "env" not in opts:
-                    target = "/run/secrets/" + opts.get("id", "")
-            if kind == "ssh" and not target:
-                target = "/run/buildkit/ssh_agent." + opts.get("id", "default")
+            if kind == "secret":
+                if "from" in opts:
+                    raise BuildError("secret mount should not have a from")
+                if "source" in opts and "id" in opts:
+                    raise BuildError("both source and id can't be set")
+                sid = opts.pop("source", "") or opts.get("id", "") or os.path.basename(target)
+                if not sid:
+                    raise BuildError("invalid secret mount. one of source, target required")
+                opts["id"] = sid
+                if not target and "env" not in opts:
+                    target = "/run/secrets/" + os.path.basename(sid)
+            if kind == "ssh":
+                if "source" in opts:
+                    raise BuildError("ssh does not support source")
+                opts.setdefault("id", "default")
+                if not target:
+                    target = f"/run/buildkit/ssh_agent.{ssh_index}"
+                ssh_index += 1
             if not target and not (kind == "secret" and "env" in opts):
                 raise BuildError(f"--mount={raw}: the mount needs a target")
-            if target and not target.startswith("/"):
-                target = os.path.normpath(os.path.join(image.workdir or "/", target))
-            readonly = kind == "bind" and not _truthy(opts.get("rw", "false")) or \
-                _truthy(opts.get("ro", "false")) and "ro" in opts
+            if target:
+                target = os.path.normpath(os.path.join("/", image.workdir or "/", target))
+                if target == "/":
+                    raise BuildError(f"invalid mount target {target!r}")
+            if "ro" in opts:
+                readonly = _truthy(opts["ro"])
+            elif "rw" in opts:
+                readonly = not _truthy(opts["rw"])
+            else:
+                readonly = kind not in ("cache", "tmpfs")
+            if kind == "cache":
+                opts.setdefault("id", target)
             stage = None
             content = None
             source_dir = None
             if kind in ("bind", "cache") and "from" in opts:
                 stage = solver.stage_result(opts["from"])
-                if stage is None and kind == "bind":
-                    raise BuildError(f"--mount from={opts['from']}: no such stage (named contexts and "
-                                     "images are not supported as mount sources yet)")
-                if stage is not None:
-                    content = str(stage.fs.key.digest)
+                if stage is None:
+                    raise BuildError(f"--mount from={opts['from']}: no such stage (named contexts "
+                                     "and images are not supported as mount sources yet)")
+                content = str(stage.fs.key.digest)
             elif kind == "bind":
                 source_dir = solver.context.root
-                src = opts.get("source", ".")
-                content = str(solver.context.checksum_path(src))
+                src = opts.get("source", "")
+                try:
+                    matches = solver.context.select(src or ".")
+                except BuildError as exc:
+                    raise BuildError(f"--mount source {src or '.'!r}: {exc.message}") from None
+                content = str(solver.context.checksum(matches))
             out.append(MountDef(kind, target, opts, readonly=readonly, content_key=content,
                                 source_dir=source_dir, source_stage=stage))
         return out
@@ -184,8 +222,14 @@ class StepRunner:
                 path.write_text(script.content)
                 path.chmod(0o755)
                 emounts.append(Mount("bind", "/dev/pipes", source=pipes, readonly=True))
+            ssh_targets = []
             for m in mounts:
-                emounts.extend(self._prepare_mount(m, scratch, stack, env, solver))
+                made = self._prepare_mount(m, scratch, stack, env, solver)
+                emounts.extend(made)
+                if m.type == "ssh" and made:
+                    ssh_targets.append(m.target)
+            if ssh_targets and not any(e.startswith("SSH_AUTH_SOCK=") for e in env):
+                env.append(f"SSH_AUTH_SOCK={ssh_targets[0]}")  # as BuildKit: the first one
             empty = scratch / "empty"
             empty.mkdir()
             spec = RunSpec(argv=tuple(argv), env=tuple(env), cwd=cwd, user=user,
@@ -201,38 +245,19 @@ class StepRunner:
             opts = []
             if "size" in m.options:
                 opts.append(f"size={_parse_size(m.options['size'])}")
-            return [Mount("tmpfs", m.target, options=tuple(opts))]
+            return [Mount("tmpfs", m.target, options=tuple(opts), readonly=m.readonly)]
         if m.type == "cache":
-            cid = m.options.get("id") or m.target
-            base = self.store_root / "cache-mounts" / sha256_bytes(cid.encode()).hex[:32]
-            base.mkdir(parents=True, exist_ok=True)
-            mode = int(m.options.get("mode", "755"), 8)
-            if not any(base.iterdir()):
-                os.chmod(base, mode)
-                os.chown(base, int(m.options.get("uid", "0")), int(m.options.get("gid", "0")))
-            sharing = m.options.get("sharing", "shared")
-            if sharing == "locked":
-                import fcntl
-
-                fd = os.open(str(base) + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                stack.callback(os.close, fd)
-            elif sharing == "private":
-                priv = scratch / f"cache-{len(list(scratch.iterdir()))}"
-                import shutil
-
-                shutil.copytree(base, priv, symlinks=True)
-                base = priv
-            return [Mount("cache", m.target, source=base, readonly=_truthy(m.options.get("ro", "false"))
-                          and "ro" in m.options)]
+            return [self._cache_mount(m, scratch, stack, solver)]
         if m.type == "bind":
             if m.source_stage is not None:
                 assert solver is not None
-                lowers = solver.lowers_of(m.source_stage.fs)
-                root = stack.enter_context(self.merged(lowers, None))
+                root = stack.enter_context(self.merged(solver.lowers_of(m.source_stage.fs), None))
             else:
-                assert m.source_dir is not None
+                assert m.source_dir is not None and solver is not None
                 root = m.source_dir
+                if getattr(solver.context, "ignore", None) is not None:
+                    # Only what .dockerignore lets through, as BuildKit sends the context.
+                    root = _visible_copy(solver.context, scratch / _fresh(scratch, "ctx"))
             from .fsutil import secure_join
 
             src = secure_join(root, m.options.get("source", "/"))
@@ -240,9 +265,7 @@ class StepRunner:
                 raise BuildError(f"--mount source {m.options.get('source', '/')!r} not found")
             if not m.readonly:
                 # rw binds see their writes, which are thrown away after the step.
-                import shutil
-
-                copy = scratch / f"bind-{len(list(scratch.iterdir()))}"
+                copy = scratch / _fresh(scratch, "bind")
                 if src.is_dir():
                     shutil.copytree(src, copy, symlinks=True)
                 else:
@@ -250,25 +273,207 @@ class StepRunner:
                 src = copy
             return [Mount("bind", m.target, source=src, readonly=m.readonly)]
         if m.type == "secret":
-            sid = m.options.get("id") or os.path.basename(m.target)
-            required = _truthy(m.options.get("required", "false")) and "required" in m.options
-            if sid not in self.secrets:
-                if required:
-                    raise BuildError(f"secret {sid} not found", hint=f"pass it with --secret id="
-                                     f"{sid},src=FILE or --secret id={sid},env=VAR")
+            return self._secret_mount(m, scratch, stack, env)
+        if m.type == "ssh":
+            return self._ssh_mount(m, stack)
+        raise ExecError(f"RUN --mount=type={m.type} is not supported")
+
+    def _cache_mount(self, m: MountDef, scratch: Path, stack: contextlib.ExitStack,
+                     solver: Solver | None) -> Any:
+        """A folder in the store kept between builds, keyed by the cache id (BuildKit's
+        default id is the target); made on first use with mode/uid/gid, seeded from
+        ``from``/``source`` when given."""
+        from .executor import Mount
+
+        cid = m.options["id"]
+        base = self.store_root / "cache-mounts" / sha256_bytes(cid.encode()).hex[:32]
+        lock_path = self.store_root / "cache-mounts" / (base.name + ".lock")
+        (self.store_root / "cache-mounts").mkdir(parents=True, exist_ok=True)
+        sharing = m.options.get("sharing", "shared").lower()
+        import fcntl
+
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        stack.callback(os.close, fd)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if not base.exists():
+            # Made aside and renamed: a half-seeded cache is never seen.
+            part = Path(tempfile.mkdtemp(prefix="cache-", dir=self.store_root / "tmp"))
+            try:
+                if m.source_stage is not None:
+                    assert solver is not None
+                    with self.merged(solver.lowers_of(m.source_stage.fs), None) as root:
+                        from .fsutil import secure_join
+
+                        src = secure_join(root, m.options.get("source", "/"))
+                        if src.is_dir():
+                            os.rmdir(part)
+                            shutil.copytree(src, part, symlinks=True)
+                os.chmod(part, int(m.options.get("mode", "755"), 8))
+                _chown(part, m.options)
+                os.rename(part, base)
+            except BaseException:
+                _rmtree(part)
+                raise
+        if sharing != "locked":
+            fcntl.flock(fd, fcntl.LOCK_UN)  # only creation is serialised
+        if sharing == "private":
+            # A private instance for this step: others' writes are not seen, its own kept
+            # nowhere (BuildKit keeps a second instance; pybuild keeps one per id).
+            priv = scratch / _fresh(scratch, "cache")
+            shutil.copytree(base, priv, symlinks=True)
+            base = priv
+        return Mount("cache", m.target, source=base, readonly=m.readonly)
+
+    def _secret_mount(self, m: MountDef, scratch: Path, stack: contextlib.ExitStack,
+                      env: list[str]) -> list[Any]:
+        from .executor import Mount
+
+        sid = m.options["id"]
+        if sid not in self.secrets:
+            if _truthy(m.options.get("required", "false")) and "required" in m.options:
+                raise BuildError(f"secret {sid} not found", hint=f"pass it with --secret id="
+                                 f"{sid},src=FILE or --secret id={sid},env=VAR")
+            return []
+        kind, value = self.secrets[sid]
+        try:
+            data = Path(value).read_bytes() if kind == "file" else os.environ[value].encode()
+        except (OSError, KeyError):
+            raise BuildError(f"secret {sid}: cannot read its source "
+                             f"{'file ' + value if kind == 'file' else 'variable ' + value}") from None
+        if "env" in m.options:
+            env.append(f"{m.options['env']}={data.decode('utf-8', 'replace')}")
+            if not m.target:
                 return []
-            kind, value = self.secrets[sid]
-            data = Path(value).read_bytes() if kind == "file" else os.environ.get(value, "").encode()
-            if "env" in m.options:
-                env.append(f"{m.options['env']}={data.decode('utf-8', 'replace')}")
-                if not m.target:
-                    return []
-            holder = scratch / f"secret-{len(list(scratch.iterdir()))}"
-            holder.write_bytes(data)
-            os.chmod(holder, int(m.options.get("mode", "400"), 8))
-            os.chown(holder, int(m.options.get("uid", "0")), int(m.options.get("gid", "0")))
-            return [Mount("secret", m.target, source=holder, readonly=True)]
-        raise ExecError(f"RUN --mount=type={m.type} is not supported yet")
+        # On a tmpfs of its own where we may mount one: the value never touches the disk.
+        holder_dir = scratch / _fresh(scratch, "secret")
+        holder_dir.mkdir(mode=0o700)
+        from .executor import libc
+
+        try:
+            libc.mount("tmpfs", holder_dir, "tmpfs", libc.MS_NOSUID | libc.MS_NODEV,
+                       "mode=0700,size=1m")
+        except OSError:
+            pass  # rootless: a plain file in the step's scratch folder, removed with it
+        else:
+            stack.callback(libc.umount, holder_dir, libc.MNT_DETACH)
+        holder = holder_dir / "secret"
+        holder.write_bytes(data)
+        os.chmod(holder, int(m.options.get("mode", "400"), 8))
+        _chown(holder, m.options)
+        return [Mount("secret", m.target, source=holder, readonly=True)]
+
+    def _ssh_mount(self, m: MountDef, stack: contextlib.ExitStack) -> list[Any]:
+        from .executor import Mount
+
+        sid = m.options["id"]
+        socket_path = self.ssh.get(sid)
+        if socket_path is None:
+            if _truthy(m.options.get("required", "false")) and "required" in m.options:
+                raise BuildError(f"no SSH key {sid!r} forwarded from the client",
+                                 hint=f"pass --ssh {sid}" + ("" if sid == "default" else "=SOCKET"))
+            return []
+        proxy = stack.enter_context(_SSHProxy(socket_path, mode=int(m.options.get("mode", "600"), 8),
+                                              options=m.options))
+        return [Mount("ssh", m.target, source=proxy)]
+
+
+def _chown(path: Path, options: dict[str, str]) -> None:
+    """uid=/gid= of a mount; rootless, the building user already is root in the step."""
+    if os.geteuid() == 0:
+        os.chown(path, int(options.get("uid", "0")), int(options.get("gid", "0")))
+
+
+def _fresh(scratch: Path, prefix: str) -> str:
+    return f"{prefix}-{len(list(scratch.iterdir()))}"
+
+
+def _visible_copy(context: Any, dest: Path) -> Path:
+    """The context as .dockerignore shows it: hard links (copies across filesystems)."""
+    from .context import SourceMatch
+
+    dest.mkdir()
+    for entry in context.walk(SourceMatch("", "", True)):
+        if entry.rel == "":
+            continue
+        target = dest / entry.rel
+        mode = entry.st.st_mode
+        if stat.S_ISDIR(mode):
+            target.mkdir()
+            os.chmod(target, stat.S_IMODE(mode))
+        elif stat.S_ISLNK(mode):
+            os.symlink(os.readlink(entry.path), target)
+        else:
+            try:
+                os.link(entry.path, target)
+            except OSError:
+                shutil.copy2(entry.path, target)
+    return dest
+
+
+class _SSHProxy:
+    """A unix socket made for one step that forwards each connection to the agent's
+    socket: the step gets the owner and mode the Dockerfile asks for (uid/gid/mode, 0600
+    by default) without touching the agent's socket, as BuildKit's sshforward does."""
+
+    def __init__(self, agent: str, *, mode: int, options: dict[str, str]) -> None:
+        self.agent, self.mode, self.options = agent, mode, options
+
+    def __enter__(self) -> Path:
+        import socket
+        import threading
+
+        # AF_UNIX paths are short (108 bytes): a folder in /tmp, not in the store.
+        self.dir = Path(tempfile.mkdtemp(prefix="pbssh-"))
+        self.path = self.dir / "agent.sock"
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(str(self.path))
+        os.chmod(self.path, self.mode)
+        _chown(self.path, self.options)
+        self.server.listen(16)
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+        return self.path
+
+    def _serve(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                upstream.connect(self.agent)
+            except OSError:
+                client.close()
+                upstream.close()
+                continue
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=_pump, args=(a, b), daemon=True).start()
+
+    def __exit__(self, *exc: object) -> None:
+        import socket
+
+        with contextlib.suppress(OSError):
+            self.server.shutdown(socket.SHUT_RDWR)
+        self.server.close()
+        self.thread.join(timeout=5)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _pump(src: Any, dst: Any) -> None:
+    import socket
+
+    try:
+        while chunk := src.recv(65536):
+            dst.sendall(chunk)
+    except OSError:
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
 
 
 def _parse_size(text: str) -> int:

@@ -69,6 +69,7 @@ def _parse_secret(text: str) -> tuple[str, tuple[str, str]]:
 @click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="Set a label on the image.")
 @click.option("--network", default="default", type=click.Choice(["default", "none", "host"]), help="Network for RUN steps.")
 @click.option("--secret", "secrets", multiple=True, metavar="id=ID,src=FILE|env=VAR", help="Secret to expose to RUN --mount=type=secret.")
+@click.option("--ssh", "ssh", multiple=True, metavar="default|ID[=SOCKET]", help="SSH agent socket to expose to RUN --mount=type=ssh.")
 @click.option("-o", "--output", "outputs", multiple=True, metavar="type=TYPE,dest=PATH", help="Output: oci, docker, local, tar (or a folder).")
 @click.option("--iidfile", type=click.Path(dir_okay=False), help="Write the image ID to this file.")
 @click.option("--metadata-file", type=click.Path(dir_okay=False), help="Write build results as JSON to this file.")
@@ -92,6 +93,7 @@ def command(**kw: object) -> None:
     labels = _parse_kv_list(kw["labels"], "--label")  # type: ignore[arg-type]
     contexts = _parse_kv_list(kw["build_contexts"], "--build-context")  # type: ignore[arg-type]
     secrets = dict(_parse_secret(s) for s in kw["secrets"])  # type: ignore[union-attr]
+    ssh = dict(_parse_ssh(s) for s in kw["ssh"])  # type: ignore[union-attr]
     outputs = [_parse_output(o) for o in kw["outputs"]]  # type: ignore[union-attr]
     memory = _parse_bytes(str(kw["memory"])) if kw["memory"] else None
     platform = kw["platform"]
@@ -115,6 +117,7 @@ def command(**kw: object) -> None:
         labels=labels,
         network=str(kw["network"]),
         secrets=secrets,
+        ssh=ssh,
         outputs=tuple(outputs),
         iidfile=kw["iidfile"],  # type: ignore[arg-type]
         metadata_file=kw["metadata_file"],  # type: ignore[arg-type]
@@ -134,6 +137,27 @@ def command(**kw: object) -> None:
         click.echo(str(result.image_id))
     else:
         sys.stderr.write(result.summary + "\n")
+
+
+def _parse_ssh(text: str) -> tuple[str, str]:
+    """buildx's `--ssh default|ID[=SOCKET]`: `default` alone forwards $SSH_AUTH_SOCK."""
+    import stat
+
+    sid, sep, paths = text.partition("=")
+    if not sid:
+        raise UsageError(f"invalid --ssh {text!r}: expected default or ID[=SOCKET]")
+    path = paths.split(",")[0] if sep else os.environ.get("SSH_AUTH_SOCK", "")
+    if not path:
+        raise UsageError(f"--ssh {sid}: SSH_AUTH_SOCK is not set",
+                         hint="start an agent (eval $(ssh-agent)) or name a socket: --ssh ID=SOCKET")
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        raise UsageError(f"--ssh {sid}: {path} not found") from None
+    if not stat.S_ISSOCK(mode):
+        raise UsageError(f"--ssh {sid}: {path} is not a socket",
+                         hint="pybuild forwards agent sockets; load keys into ssh-agent with ssh-add")
+    return sid, os.path.abspath(path)
 
 
 def _parse_output(text: str) -> dict[str, str]:
