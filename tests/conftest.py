@@ -9,6 +9,7 @@ pytest_plugins: list[str] = [
     "tests.fixtures.registry",
     "tests.fixtures.rootfs",
     "tests.fixtures.buildtools",
+    "tests.fixtures.auth_registry",
 ]
 
 
