@@ -9,9 +9,12 @@ lower directory for the next step without being unpacked again).
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,6 +35,7 @@ from .dispatch import (
     run_history_text,
 )
 from .errors import BuildError, ExecError
+from .executor import StepInterrupted, interrupt_steps
 from .graph import PROXY_ARGS, BuildGraph, Stage
 from .progress import Progress
 from .steps import StepRunner
@@ -155,9 +159,38 @@ class Solver:
         self.results: dict[int, StageResult] = {}
         self.steps: list[StepReport] = []
         self._no_cache_stages = {s.lower() for s in options.no_cache_filter}
+        self._interrupted: int | None = None  # the signal that asked the build to stop
 
     # -- the graph ------------------------------------------------------------------
     def solve(self) -> StageResult:
+        with self._signals_end_steps():
+            result = self._solve()
+            if self._interrupted is not None:
+                raise StepInterrupted(self._interrupted)
+            return result
+
+    @contextlib.contextmanager
+    def _signals_end_steps(self) -> Iterator[None]:
+        """SIGINT/SIGTERM while the build runs: end the running steps (each raises
+        StepInterrupted and cleans up after itself) and start no new one, rather than
+        dying with temp dirs left (stages run in threads never see a signal themselves).
+        A step running in the main thread handles the signal itself meanwhile."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum: int, _frame: Any) -> None:
+            self._interrupted = self._interrupted or signum
+            interrupt_steps(signum)
+
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+    def _solve(self) -> StageResult:
         jobs = self.opts.jobs or (os.cpu_count() or 1)
         for wave in self.graph.layers_of_order():
             if len(wave) == 1 or jobs == 1:
@@ -275,6 +308,8 @@ class Solver:
         parent_key = base_key(manifest_digest=None) if link_base else fs.key
         key = step_key(parent_key, op)
         chained = step_key(fs.key, {"link": str(key.digest)}) if link_base else key
+        if self._interrupted is not None:
+            raise StepInterrupted(self._interrupted)
         sid = self.progress.start(f"[{stage.display_name}] {title}")
         t0 = time.monotonic()
         record = None if no_cache else self.store.get_record(key.digest)

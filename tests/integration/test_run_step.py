@@ -107,6 +107,8 @@ def test_forms_env_path_user_workdir_umask(project: Project) -> None:
     assert _file(img, "tmp/app-pwd") == b"/app/owned\n"
     created_by = [h["created_by"] for h in img.history]
     assert 'RUN |2 GREETING=hello UNSET= /bin/echo exec $GREETING # buildkit' in created_by
+    # BuildKit runs the shebang script through the shell
+    assert 'RUN |2 GREETING=hello UNSET= /bin/sh -c /dev/pipes/SCRIPT # buildkit' in created_by
 
 
 def test_output_streams_and_failure_message(project: Project) -> None:
