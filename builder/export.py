@@ -24,21 +24,35 @@ from .errors import BuildError, UsageError
 from .graph import platform_args
 from .solve import LayerRef, StageResult, format_time
 
-__all__ = ["config_document", "ensure_layer_blob", "make_image", "write_outputs"]
+__all__ = ["check_outputs", "config_document", "ensure_layer_blob", "make_image", "write_outputs"]
 
 
 def ensure_layer_blob(store: Store, layer: LayerRef, *, compression: str, level: int | None,
-                      source_date_epoch: int | None) -> LayerBlob:
-    """The blob of a layer in the wanted form: the one it came with, or made from its snapshot."""
-    if layer.blob is not None and store.has_blob(layer.blob.digest):
+                      source_date_epoch: int | None, keep: bool = False) -> LayerBlob:
+    """The blob of a layer in the wanted compression, made from its snapshot when the store
+    has none (a cached step may have been made with another compression). ``keep``: any
+    blob the layer already has will do (base image layers are exported as they came, as
+    BuildKit does without force-compression)."""
+    from .layers.compress import media_type_for
+
+    if keep and layer.blob is not None and store.has_blob(layer.blob.digest):
         return layer.blob
     known = store.layer_blobs(layer.diff_id)
-    for blob in known.values():
-        if store.has_blob(blob.digest):
-            return blob
+    if layer.blob is not None:
+        known.setdefault(layer.blob.media_type, layer.blob)
+    want = media_type_for(compression)  # type: ignore[arg-type]
+    usable = {media: blob for media, blob in known.items() if store.has_blob(blob.digest)}
+    if want in usable:
+        return usable[want]
+    if keep and usable:
+        return next(iter(usable.values()))
     from .layers.tar import write_layer
+    from .solve import ensure_snapshot
 
     snap = store.snapshot_path(layer.diff_id)
+    if not snap.is_dir() and usable:
+        # unpack (and verify) a blob of another compression to make the wanted one
+        snap = ensure_snapshot(store, replace(layer, blob=next(iter(usable.values()))))
     if not snap.is_dir():
         raise BuildError(f"layer {layer.diff_id} has neither a blob nor a snapshot in the store",
                          hint="run `pybuild cache verify --repair` and build again")
@@ -49,6 +63,15 @@ def ensure_layer_blob(store: Store, layer: LayerRef, *, compression: str, level:
     blob = LayerBlob(rec.diff_id, rec.digest, rec.size, rec.media_type)
     store.add_layer_blob(blob)
     return blob
+
+
+def _base_layer_count(result: StageResult) -> int:
+    """How many of the final layers are the base image's own (exported as they are)."""
+    if result.base is None:
+        return 0
+    base_ids = [b.diff_id for b in result.base.layers]
+    ours = [layer.diff_id for layer in result.fs.layers[:len(base_ids)]]
+    return len(base_ids) if ours == base_ids else 0
 
 
 def _fill_history_times(history: Sequence[HistoryEntry], base_count: int,
@@ -104,9 +127,10 @@ def make_image(store: Store, result: StageResult, *, compression: str = "gzip",
 
     doc = config_document(result, source_date_epoch=source_date_epoch)
     layers: list[tuple[Any, Path]] = []
-    for layer in result.fs.layers:
+    base_count = _base_layer_count(result)
+    for i, layer in enumerate(result.fs.layers):
         blob = ensure_layer_blob(store, layer, compression=compression, level=level,
-                                 source_date_epoch=source_date_epoch)
+                                 source_date_epoch=source_date_epoch, keep=i < base_count)
         layers.append((Descriptor(blob.media_type, blob.digest, blob.size), store.blob_path(blob.digest)))
     config = ImageConfig.from_json(doc)
     return build_image(config, layers, blob_dir=store.root / "blobs", media=media)  # type: ignore[arg-type]
@@ -118,27 +142,55 @@ def write_outputs(store: Store, image: Any, result: StageResult, outputs: Sequen
     """Write every ``-o``; returns a line for each saying what was written."""
     written = []
     for out in outputs:
-        kind = out.get("type", "")
-        dest = out.get("dest", "")
-        names = [n for n in (out.get("name", "").split(",") if out.get("name") else []) if n] or list(tags)
-        if kind == "oci":
-            from .oci.archive import write_oci_archive
-
-            _to_dest(dest, lambda p: write_oci_archive(p, image, names, source_date_epoch=source_date_epoch))
-        elif kind == "docker":
-            from .oci.archive import write_docker_archive
-
-            _to_dest(dest, lambda p: write_docker_archive(p, image, names, source_date_epoch=source_date_epoch))
-        elif kind == "local":
-            _write_local(store, result, Path(dest))
-        elif kind == "tar":
-            _to_dest(dest, lambda p: _write_rootfs_tar(store, result, Path(p)))
-        elif kind in ("image", "registry"):
-            continue  # handled by the caller (local image store, push)
-        else:
-            raise UsageError(f"unknown output type {kind!r}")
-        written.append(f"{kind} -> {dest}")
+        try:
+            written.extend(_write_output(store, image, result, out, tags=tags,
+                                         source_date_epoch=source_date_epoch))
+        except OSError as exc:
+            raise BuildError(f"cannot write the {out.get('type')} output to {out.get('dest')}: "
+                             f"{exc.strerror or exc}") from None
     return written
+
+
+def check_outputs(outputs: Sequence[Mapping[str, str]]) -> None:
+    """Refuse, before anything is built, an output whose destination cannot be written."""
+    for out in outputs:
+        kind, dest = out.get("type", ""), out.get("dest", "")
+        if kind not in ("oci", "docker", "local", "tar") or not dest or dest == "-":
+            continue
+        path = Path(dest).absolute()
+        parent = path.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir():
+            raise UsageError(f"output destination {dest}: {parent} is not a folder")
+        if kind != "local" and path.is_dir():
+            raise UsageError(f"output destination {dest} is a folder; give a file name")
+        if kind == "local" and path.exists() and not path.is_dir():
+            raise UsageError(f"output destination {dest} exists and is not a folder")
+
+
+def _write_output(store: Store, image: Any, result: StageResult, out: Mapping[str, str], *,
+                  tags: Sequence[str], source_date_epoch: int | None) -> list[str]:
+    kind = out.get("type", "")
+    dest = out.get("dest", "")
+    names = [n for n in (out.get("name", "").split(",") if out.get("name") else []) if n] or list(tags)
+    if kind == "oci":
+        from .oci.archive import write_oci_archive
+
+        _to_dest(dest, lambda p: write_oci_archive(p, image, names, source_date_epoch=source_date_epoch))
+    elif kind == "docker":
+        from .oci.archive import write_docker_archive
+
+        _to_dest(dest, lambda p: write_docker_archive(p, image, names, source_date_epoch=source_date_epoch))
+    elif kind == "local":
+        _write_local(store, result, Path(dest))
+    elif kind == "tar":
+        _to_dest(dest, lambda p: _write_rootfs_tar(store, result, Path(p)))
+    elif kind in ("image", "registry"):
+        return []  # handled by the caller (local image store, push)
+    else:
+        raise UsageError(f"unknown output type {kind!r}")
+    return [f"{kind} -> {dest}"]
 
 
 def _to_dest(dest: str, write: Any) -> None:
@@ -163,7 +215,8 @@ def _flatten(store: Store, result: StageResult, into: Path) -> None:
     from .layers.unpack import unpack_blob
 
     for layer in result.fs.layers:
-        blob = ensure_layer_blob(store, layer, compression="gzip", level=None, source_date_epoch=None)
+        blob = ensure_layer_blob(store, layer, compression="gzip", level=None, source_date_epoch=None,
+                                 keep=True)
         unpack_blob(store.blob_path(blob.digest), into, mode="apply")
 
 

@@ -57,32 +57,49 @@ def import_rootfs(store: Store, source: str, name: str, *, message: str | None =
     path = Path(source)
     if not path.exists():
         raise UsageError(f"cannot import {source}: no such file or folder")
-    tmp = None
-    try:
-        if path.is_dir():
-            tree = path
-        else:
-            tmp = store.tempdir("import-")
-            try:
-                with tarfile.open(path, "r:*") as tar:
-                    tar.extractall(tmp, filter="tar" if hasattr(tarfile, "tar_filter") else None)
-            except (tarfile.TarError, OSError) as exc:
-                raise UsageError(f"cannot import {source}: not a tar archive ({exc})") from None
-            tree = tmp
+    if path.is_dir():
         out = store.tempfile("layer-")
-        rec = write_layer(tree, out, compression="gzip")
-        store.put_blob_file(out, rec.digest)
-        blob = LayerBlob(rec.diff_id, rec.digest, rec.size, rec.media_type)
-        store.add_layer_blob(blob)
-    finally:
-        if tmp is not None:
-            remove_tree(tmp)
+        rec = write_layer(path, out, compression="gzip")
+        diff_id, digest, size, media = rec.diff_id, rec.digest, rec.size, rec.media_type
+        store.put_blob_file(out, digest)
+    else:
+        diff_id, digest, size, media = _tar_as_layer(store, path, source)
+    blob = LayerBlob(diff_id, digest, size, media)
+    store.add_layer_blob(blob)
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     state = ImageState(history=(HistoryEntry("", empty_layer=False, comment=message or
                                              f"Imported from {path.name}", created=now),))
     result = StageResult(stage=None, fs=FsState(base_key(manifest_digest=None),  # type: ignore[arg-type]
-                                                (LayerRef(rec.diff_id, blob),)),
+                                                (LayerRef(diff_id, blob),)),
                          image=state, base=None)
-    image = make_image(store, result)
+    # Kept as it came; a build or an export compresses it when it needs to.
+    image = make_image(store, result, compression="uncompressed")
     ImageStore(store).tag(normalized, image)
     return image
+
+
+def _tar_as_layer(store: Store, path: Any, source: str) -> tuple[Any, Any, int, str]:
+    """A root filesystem tar becomes the layer as it is (as `docker import` does): one pass
+    that decompresses it and hashes it. It is kept uncompressed (its digest is its diff_id);
+    an export compresses it once, when it is first asked for."""
+    import hashlib
+    import tarfile
+
+    from .digest import Digest
+    from .layers.compress import CompressingWriter, open_decompressed
+
+    try:
+        with tarfile.open(path) as probe:
+            probe.next()
+    except (tarfile.TarError, OSError) as exc:
+        raise UsageError(f"cannot import {source}: not a tar archive ({exc})") from None
+    out = store.tempfile("layer-")
+    h = hashlib.sha256()
+    with open(path, "rb") as raw, open_decompressed(raw) as tar, open(out, "wb") as blob:
+        with CompressingWriter(blob, "uncompressed") as writer:
+            while chunk := tar.read(1 << 20):
+                h.update(chunk)
+                writer.write(chunk)
+        media = writer.media_type
+    digest, size = store.put_blob_file(out)
+    return Digest.sha256(h.hexdigest()), digest, size, media

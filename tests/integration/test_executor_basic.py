@@ -121,18 +121,18 @@ def test_network_none_has_only_loopback(busybox_rootfs: Path, run_on) -> None:
     assert len(default.output.split()) > 1
 
 
-# The kernel's supplementary groups are the /etc/group memberships (runc's rule), which
-# busybox's id lists after "groups=" (it does not repeat the primary gid there).
+# Supplementary groups: the primary gid first, then the /etc/group memberships when no
+# group is named (BuildKit's ensureAdditionalGids on top of runc's rule).
 @pytest.mark.parametrize(("user", "expected"), [
-    ("", "uid=0(root) gid=0(root)"),
-    ("app", "uid=1000(app) gid=1000(app) groups=1001(extra)"),
-    ("1000", "uid=1000(app) gid=1000(app) groups=1001(extra)"),
-    ("1000:1000", "uid=1000(app) gid=1000(app)"),
-    ("app:extra", "uid=1000(app) gid=1001(extra)"),
-    ("app:1001", "uid=1000(app) gid=1001(extra)"),
-    ("nobody", "uid=65534(nobody) gid=65534(nogroup)"),
-    ("4242", "uid=4242 gid=0(root)"),
-    ("4242:77", "uid=4242 gid=77"),
+    ("", "uid=0(root) gid=0(root) groups=0(root)"),
+    ("app", "uid=1000(app) gid=1000(app) groups=1000(app),1001(extra)"),
+    ("1000", "uid=1000(app) gid=1000(app) groups=1000(app),1001(extra)"),
+    ("1000:1000", "uid=1000(app) gid=1000(app) groups=1000(app)"),
+    ("app:extra", "uid=1000(app) gid=1001(extra) groups=1001(extra)"),
+    ("app:1001", "uid=1000(app) gid=1001(extra) groups=1001(extra)"),
+    ("nobody", "uid=65534(nobody) gid=65534(nogroup) groups=65534(nogroup)"),
+    ("4242", "uid=4242 gid=0(root) groups=0(root)"),
+    ("4242:77", "uid=4242 gid=77 groups=77"),
 ])
 def test_users(busybox_rootfs: Path, run_on, user: str, expected: str) -> None:
     assert run_on(busybox_rootfs, "id", user=user).output.strip() == expected
