@@ -9,6 +9,9 @@ does just that much, with the same errors, so the same lines get heredocs.
 from __future__ import annotations
 
 import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from .parse_go import GO_SPACES
@@ -19,6 +22,7 @@ __all__ = ["Heredoc", "HeredocWord", "heredoc_words", "parse_heredoc_word", "She
 _HEREDOC = re.compile(r"([0-9]*)<<(-?)[\t\n\x0c\r ]*([^<]*)\Z")
 _SPECIAL_PARAMS = "@*#?-$!0"
 _LEADING_TABS = re.compile(r"^\t+", re.M)
+_SPACE_RUN = re.compile(f"[{GO_SPACES}]+")
 
 
 class ShellSyntaxError(ValueError):
@@ -57,12 +61,17 @@ class _Words:
         self.words: list[str] = []
         self.in_word = False
 
+    def _flush(self) -> None:
+        text = "".join(self.buf)
+        if text:
+            self.words.append(text)
+            self.buf.clear()
+            self.in_word = False
+
     def add_char(self, ch: str) -> None:
         if ch in GO_SPACES:
-            if self.in_word and any(self.buf):
-                self.words.append("".join(self.buf))
-                self.buf.clear()
-                self.in_word = False
+            if self.in_word:
+                self._flush()
         else:
             self.add_raw_char(ch)
 
@@ -71,18 +80,20 @@ class _Words:
         self.in_word = True
 
     def add_string(self, s: str) -> None:
-        for ch in s:
-            self.add_char(ch)
+        """add_char for every character, in bulk (expansions can be long and nested)."""
+        for i, part in enumerate(_SPACE_RUN.split(s)):
+            if i and self.in_word:
+                self._flush()
+            if part:
+                self.buf.append(part)
+                self.in_word = True
 
     def add_raw_string(self, s: str) -> None:
         self.buf.append(s)
         self.in_word = True
 
     def get_words(self) -> list[str]:
-        if any(self.buf):
-            self.words.append("".join(self.buf))
-            self.buf.clear()
-            self.in_word = False
+        self._flush()
         return self.words
 
 
@@ -109,40 +120,52 @@ class _Lexer:
     def words(self) -> list[str]:
         return self.stop_on("", self.raw_escapes)[1]
 
-    def stop_on(self, stop: str, raw_escapes: bool) -> tuple[str, list[str]]:
+    def stop_on(self, stop: str, raw_escapes: bool, *, split: bool = True) -> tuple[str, list[str]]:
+        """processStopOn. Nested calls (``split=False``) only need the text; what their word
+        splitting would leave behind is an empty shared buffer, so they just clear it."""
         saved, self.raw_escapes = self.raw_escapes, raw_escapes
+        self.shared.clear()
         try:
             result: list[str] = []
-            self.shared.clear()
-            words = _Words(self.shared)
+            words = _Words(self.shared) if split else None
+            found = False
             while self.peek():
                 ch = self.peek()
                 if stop and ch == stop:
                     self.next()
-                    return "".join(result), words.get_words()
+                    found = True
+                    break
                 if ch == "$":
                     tmp = self.dollar()
                     result.append(tmp)
-                    words.add_string(tmp)
+                    if words:
+                        words.add_string(tmp)
                 elif ch in "<'\"":
                     tmp = self.heredoc_op() if ch == "<" else self.quoted(ch)
                     result.append(tmp)
-                    words.add_raw_string(tmp)
+                    if words:
+                        words.add_raw_string(tmp)
                 else:
                     ch = self.next()
                     if ch == self.escape:
                         if self.raw_escapes:
-                            words.add_raw_char(ch)
+                            if words:
+                                words.add_raw_char(ch)
                             result.append(ch)
                         ch = self.next()
                         if not ch:
                             break
-                        words.add_raw_char(ch)
-                    else:
+                        if words:
+                            words.add_raw_char(ch)
+                    elif words:
                         words.add_char(ch)
                     result.append(ch)
-            if stop:
-                raise ShellSyntaxError(f"unexpected end of statement while looking for matching {stop}")
+            if stop and not found:
+                raise ShellSyntaxError(
+                    f"unexpected end of statement while looking for matching {stop}")
+            if words is None:
+                self.shared.clear()
+                return "".join(result), []
             return "".join(result), words.get_words()
         finally:
             self.raw_escapes = saved
@@ -232,11 +255,30 @@ class _Lexer:
 
     def _until(self, stop: str, eof_message: str, *, raw: bool = True) -> str:
         try:
-            return self.stop_on(stop, raw)[0]
+            return self.stop_on(stop, raw, split=False)[0]
         except ShellSyntaxError:
             if not self.peek():
                 raise ShellSyntaxError(eof_message) from None
             raise
+
+
+@contextmanager
+def _deep_enough(depth: int) -> Iterator[None]:
+    """Nested ${a-${b-...}} recurse once per level, like the reference's lexer; a line may hold
+    ~16,000 levels. Python 3.11 runs Python-to-Python calls without using the C stack, so a
+    higher limit for this call is safe."""
+    old = sys.getrecursionlimit()
+    if depth > old // 4:
+        sys.setrecursionlimit(max(old, depth * 4 + 1000))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(old)
+
+
+def _lex(text: str, **modes: bool) -> list[str]:
+    with _deep_enough(text.count("${")):
+        return _Lexer(text, **modes).words()
 
 
 def parse_heredoc_word(word: str) -> HeredocWord | None:
@@ -245,10 +287,10 @@ def parse_heredoc_word(word: str) -> HeredocWord | None:
     if m is None or not m.group(3):
         return None
     rest = m.group(3)
-    words = _Lexer(rest, raw_quotes=False, raw_escapes=False).words()
+    words = _lex(rest, raw_quotes=False, raw_escapes=False)
     if len(words) != 1:
         return None
-    raw = _Lexer(rest, raw_quotes=True, raw_escapes=False).words()
+    raw = _lex(rest, raw_quotes=True, raw_escapes=False)
     if len(raw) != len(words):
         raise ShellSyntaxError(f"internal lexing of heredoc produced inconsistent results: {rest}")
     quotes = words[0].count("'") + words[0].count('"')
@@ -262,7 +304,7 @@ def heredoc_words(line: str) -> list[HeredocWord]:
     """Every heredoc the line opens, in order (heredocsFromLine). A line the shell lexer
     cannot split (an open quote) opens none, as in the reference."""
     try:
-        words = _Lexer(line, raw_quotes=True, raw_escapes=True).words()
+        words = _lex(line, raw_quotes=True, raw_escapes=True)
     except ShellSyntaxError:
         return []
     docs = []

@@ -141,16 +141,14 @@ def load_tables(always_accept: tuple[str, ...]) -> Tables:
 
 def tokenize(tables: Tables, text: str) -> Iterator[Tok]:
     """The grammar's terminals, in Lark's basic-lexer order (priority first)."""
-    pos, line, n = 0, 1, len(text)
-    match = tables.lexer.match
-    while pos < n:
-        m = match(text, pos)
-        if m is None or m.end() == pos:  # cannot happen: LINE matches any rest of a line
-            raise UnexpectedToken(("<text>", text[pos:pos + 20], line), set())
+    # Every terminal is one whole line and LINE matches any line, so the matches tile the text
+    # and finditer (a C loop) finds exactly what matching at each next position would.
+    line = 1
+    for m in tables.lexer.finditer(text):
         value = m.group()
         yield (m.lastgroup or "", value, line)
-        line += value.count("\n")
-        pos = m.end()
+        if value.endswith("\n"):
+            line += 1
 
 
 def parse_tokens(tables: Tables, tokens: Iterable[Tok]) -> Tree:

@@ -114,7 +114,7 @@ def _directive(value: str, line_no: int, st: _State) -> bool:
                          source_line=printable(st.source[line_no - 1]))
     if name == "escape":
         if text not in ("\\", "`"):
-            raise ParseError(f"invalid escape token '{text}' does not match ` or \\",
+            raise ParseError(f"invalid escape token '{printable(text)}' does not match ` or \\",
                              location=where, source_line=printable(st.source[line_no - 1]))
         st.escape = text
     st.directives.append((name, text))
@@ -158,7 +158,7 @@ def _heredocs_of(line: str, st: _State, start_line: int) -> list[HeredocWord]:
     try:
         return heredoc_words(line)
     except ShellSyntaxError as exc:
-        raise ParseError(str(exc), location=SourceRange(start_line, start_line, 0, st.filename),
+        raise ParseError(printable(str(exc)), location=SourceRange(start_line, start_line, 0, st.filename),
                          source_line=printable(st.source[start_line - 1])) from None
 
 
@@ -221,5 +221,5 @@ def _syntax_error(exc: UnexpectedToken, state: _State) -> ParseError:
         start = exc.token[2] or len(state.source)
         message = f"syntax error: {exc}"
     start = min(max(start, 1), len(state.source))
-    return ParseError(message, location=SourceRange(start, len(state.source), 0, state.filename),
+    return ParseError(printable(message), location=SourceRange(start, len(state.source), 0, state.filename),
                       source_line=printable(state.source[start - 1]))

@@ -261,6 +261,20 @@ def test_deep_nesting_is_an_answer_not_a_recursion_error() -> None:
     assert dump(f"CMD {deep}\n") == f'(cmd "{deep}")\n'
     assert "strings only" in error("FROM a\nCMD " + "[" * 3000 + "]" * 3000 + "\n").message
     parse_dockerfile("FROM a\nENV A=" + "\"'" * 20000 + "\n")
+    nested = "${a-" * 13000 + "}" * 13000  # the shell lexer recurses per level, like Go's
+    run = parse_dockerfile(f"FROM a\nRUN x {nested} <<EOF\nhi\nEOF\n").instructions[1]
+    assert isinstance(run, Run) and run.heredocs[0].content == "hi\n"
+
+
+def test_heredoc_words_follow_the_reference_lexer() -> None:
+    from builder.parse_heredoc import heredoc_words
+
+    found = heredoc_words("RUN <<EOF <<-\"E F\" 2<<'X' ${a:-b} <<\\Y cat")
+    assert [(w.name, w.expand, w.chomp, w.fd) for w in found] == [
+        ("EOF", True, False, None), ("E F", False, True, None), ("X", False, False, 2),
+        ("Y", True, False, None)]
+    assert heredoc_words('RUN echo "unterminated <<EOF') == []  # the lexer fails: none
+    assert heredoc_words("RUN a<<EOF ${x:- <<B}") == [heredoc_words("RUN <<B}")[0]]
 
 
 # ---- the command -------------------------------------------------------------------------------
