@@ -201,6 +201,9 @@ def _build(req: BuildRequest, store: Any, progress: Progress, context_dir: Path,
     for warning in graph.warnings:
         progress.warn(warning)
 
+    from .export import check_outputs
+
+    check_outputs(req.outputs)
     isolate_mounts()
     context = BuildContext.open(context_dir, df_path)
     from .base import BaseResolver
@@ -223,11 +226,24 @@ def _build(req: BuildRequest, store: Any, progress: Progress, context_dir: Path,
 
     from .export import make_image, write_outputs
 
-    media = "docker" if any(o.get("type") == "docker" for o in req.outputs) else "oci"
-    image = make_image(store, result, compression=req.compression, level=req.compression_level,
-                       source_date_epoch=req.source_date_epoch, media=media)
-    write_outputs(store, image, result, req.outputs, tags=req.tags,
-                  source_date_epoch=req.source_date_epoch, lowers_of=solver.lowers_of)
+    # Each output gets the media types of its kind (an OCI archive OCI ones, a docker
+    # archive docker ones); the first output's image is the one the metadata describes.
+    images: dict[str, Any] = {}
+
+    def image_for(media: str) -> Any:
+        if media not in images:
+            images[media] = make_image(store, result, compression=req.compression,
+                                       level=req.compression_level,
+                                       source_date_epoch=req.source_date_epoch, media=media)
+        return images[media]
+
+    def media_of(out: Mapping[str, str]) -> str:
+        return "docker" if out.get("type") == "docker" else "oci"
+
+    image = image_for(media_of(req.outputs[0]) if req.outputs else "oci")
+    for out in req.outputs:
+        write_outputs(store, image_for(media_of(out)), result, [out], tags=req.tags,
+                      source_date_epoch=req.source_date_epoch, lowers_of=solver.lowers_of)
     from .images import ImageStore
 
     if not req.outputs or any(o.get("type") == "image" for o in req.outputs):
