@@ -14,6 +14,7 @@ from . import instructions as ins
 from .config import HistoryEntry, ImageState, expand_ports
 from .errors import BuildError, ExpandError
 from .expand import expand_word
+from .parse_go import go_quote, go_quote_list
 
 __all__ = [
     "METADATA",
@@ -94,33 +95,6 @@ class StageEnv:
     def env_set(self, names: Sequence[str]) -> None:
         for n in names:
             self._arg_after_env.discard(n)
-
-
-def go_quote(s: str) -> str:
-    out = ['"']
-    for ch in s:
-        o = ord(ch)
-        if ch == '"':
-            out.append('\\"')
-        elif ch == "\\":
-            out.append("\\\\")
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ch == "\r":
-            out.append("\\r")
-        elif o < 0x20 or o == 0x7F:
-            out.append(f"\\x{o:02x}")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
-
-
-def go_quote_list(items: Sequence[str]) -> str:
-    """Go's %q of a []string: ["a" "b"]."""
-    return "[" + " ".join(go_quote(x) for x in items) + "]"
 
 
 def _go_duration(seconds: float | None) -> str:
