@@ -1,39 +1,57 @@
-"""Path helpers shared by the builder's file operations: joining inside a root safely."""
+"""Path helpers shared by every part that touches an image's files: resolving a path
+inside a root the way the kernel would if that root were ``/``.
+
+Used by the layer unpacker (hostile tarballs), the executor (users, mount points) and
+the builder's own file steps (WORKDIR, COPY --chown, RUN --mount sources).
+"""
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from pathlib import Path
 
-__all__ = ["secure_join"]
+__all__ = ["MAX_SYMLINKS", "resolve_rel", "secure_join"]
 
-_MAX_LINKS = 255
+MAX_SYMLINKS = 255
 
 
-def secure_join(root: Path, path: str) -> Path:
-    """``root/path`` with every symlink on the way resolved as if ``root`` were ``/``.
+def resolve_rel(root: str | os.PathLike[str], unsafe: str) -> str:
+    """``unsafe`` resolved under ``root``, returned relative to it ("" is the root itself).
 
-    The result never leaves ``root``: ``..`` stops at it and absolute link targets
-    restart from it, the way a path resolves inside a container. The last component is
-    resolved too when it is a link (callers that must not follow it use the parent)."""
-    root = Path(root)
-    parts = [p for p in path.replace("\\", "/").split("/") if p not in ("", ".")]
+    ``..`` stops at the root and absolute link targets restart from it, so the result
+    never leaves the root; components that do not exist yet are kept as they are. The
+    last component is resolved too when it is a link. Too many links raise ELOOP."""
+    base = os.fspath(root)
+    pending = [p for p in reversed(unsafe.replace("\\", "/").split("/")) if p not in ("", ".")]
     resolved: list[str] = []
     links = 0
-    while parts:
-        part = parts.pop(0)
+    while pending:
+        part = pending.pop()
         if part == "..":
             if resolved:
                 resolved.pop()
             continue
-        candidate = root.joinpath(*resolved, part)
-        if candidate.is_symlink():
-            links += 1
-            if links > _MAX_LINKS:
-                raise OSError(40, "too many levels of symbolic links", str(candidate))
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                resolved = []
-            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+        candidate = os.path.join(base, *resolved, part)
+        try:
+            st = os.lstat(candidate)
+        except (FileNotFoundError, NotADirectoryError):
+            resolved.append(part)
             continue
-        resolved.append(part)
-    return root.joinpath(*resolved)
+        if not stat.S_ISLNK(st.st_mode):
+            resolved.append(part)
+            continue
+        links += 1
+        if links > MAX_SYMLINKS:
+            raise OSError(errno.ELOOP, f"too many levels of symbolic links in {unsafe}")
+        target = os.readlink(candidate)
+        if target.startswith("/"):
+            resolved = []
+        pending.extend(p for p in reversed(target.split("/")) if p not in ("", "."))
+    return "/".join(resolved)
+
+
+def secure_join(root: str | os.PathLike[str], unsafe: str) -> Path:
+    """``root`` joined with ``unsafe`` as ``resolve_rel`` resolves it."""
+    rel = resolve_rel(root, unsafe)
+    return Path(os.path.abspath(root), rel) if rel else Path(os.path.abspath(root))

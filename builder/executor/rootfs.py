@@ -15,12 +15,12 @@ import shutil
 import stat
 import tempfile
 import threading
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from builder.errors import ExecError
+from builder.fsutil import secure_join
 
 from . import libc
 from .spec import RootFS
@@ -38,42 +38,6 @@ __all__ = [
 
 # mount(2) copies its data argument into one page.
 _MAX_OPTIONS = 4095
-
-
-def secure_join(root: str | os.PathLike[str], unsafe: str) -> Path:
-    """``root`` joined with ``unsafe``, resolving symlinks and ``..`` as if ``root`` were /.
-
-    Components that do not exist yet are appended as they are; the result never leaves root.
-    """
-    base = os.path.abspath(root)
-    queue = deque(unsafe.split("/"))
-    resolved: list[str] = []
-    links = 0
-    while queue:
-        part = queue.popleft()
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = os.path.join(base, *resolved, part)
-        try:
-            st = os.lstat(candidate)
-        except (FileNotFoundError, NotADirectoryError):
-            resolved.append(part)
-            continue
-        if stat.S_ISLNK(st.st_mode):
-            links += 1
-            if links > 255:
-                raise OSError(errno.ELOOP, f"too many levels of symbolic links in {unsafe}")
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                resolved = []
-            queue.extendleft(reversed(target.split("/")))
-            continue
-        resolved.append(part)
-    return Path(base, *resolved)
 
 
 def overlay_options(rootfs: RootFS, linkdir: Path, *, relative: bool = False,

@@ -10,14 +10,13 @@ attacker, which would need openat2(RESOLVE_IN_ROOT).
 """
 from __future__ import annotations
 
-import os
-import stat
+import errno
 
 from builder.errors import LayerError
+from builder.fsutil import MAX_SYMLINKS, resolve_rel
 
 __all__ = ["clean_name", "secure_join", "join_rel", "MAX_SYMLINKS"]
 
-MAX_SYMLINKS = 255
 
 
 def join_rel(parent: str, name: str) -> str:
@@ -44,31 +43,10 @@ def secure_join(root: str, unsafe: str, *, entry: str | None = None) -> str:
     object; components that do not exist yet are kept literally. ``entry`` names the tar
     entry in errors.
     """
-    pending = [p for p in reversed(unsafe.split("/")) if p not in ("", ".")]
-    resolved: list[str] = []
-    links = 0
-    while pending:
-        part = pending.pop()
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = os.path.join(root, *resolved, part)
-        try:
-            st = os.lstat(candidate)
-        except (FileNotFoundError, NotADirectoryError):
-            resolved.append(part)
-            continue
-        if not stat.S_ISLNK(st.st_mode):
-            resolved.append(part)
-            continue
-        links += 1
-        if links > MAX_SYMLINKS:
-            raise LayerError(
-                f"layer entry {entry or unsafe!r}: too many levels of symbolic links"
-            )
-        target = os.readlink(candidate)
-        if target.startswith("/"):
-            resolved = []
-        pending.extend(p for p in reversed(target.split("/")) if p not in ("", "."))
-    return "/".join(resolved)
+    try:
+        return resolve_rel(root, unsafe)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise LayerError(f"layer entry {entry or unsafe!r}: too many levels of symbolic links") from None
+
