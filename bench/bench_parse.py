@@ -78,7 +78,8 @@ def pybuild_argv() -> list[str]:
     found = shutil.which("pybuild")
     if found:
         try:
-            real = subprocess.run(["pyenv", "which", "pybuild"], capture_output=True, text=True)
+            real = subprocess.run(["pyenv", "which", "pybuild"], capture_output=True, text=True,
+                                  check=False)
             if real.returncode == 0 and real.stdout.strip():
                 found = real.stdout.strip()
         except OSError:

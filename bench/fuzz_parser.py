@@ -23,9 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from builder.dump import dump_buildkit  # noqa: E402
-from builder.errors import BuildError  # noqa: E402
-from builder.parse import parse_dockerfile, parse_nodes  # noqa: E402
+from builder.dump import dump_buildkit
+from builder.errors import BuildError
+from builder.parse import parse_dockerfile, parse_nodes
 
 EXTRA_SEEDS = [
     b"# syntax=docker/dockerfile:1\n# escape=`\nFROM a AS b\nRUN echo `\n  hi\n",
@@ -86,7 +86,7 @@ def check(data: bytes) -> tuple[str, str | None]:
         except BuildError as exc:
             exc.render().encode("utf-8")
             return "rejected", None
-    except Exception:  # the finding: anything but a BuildError
+    except Exception:  # noqa: BLE001  (the finding: anything but a BuildError)
         return "crashed", traceback.format_exc(limit=4)
 
 

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from .parse_args import Node
 from .parse_go import go_quote, go_quote_list, go_trim_space
 
-__all__ = ["dump_node", "dump_buildkit"]
+__all__ = ["dump_buildkit", "dump_node"]
 
 
 def dump_node(node: Node) -> str:

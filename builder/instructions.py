@@ -14,9 +14,28 @@ from .errors import SourceRange
 from .parse_heredoc import Heredoc
 
 __all__ = [
-    "Heredoc", "Instruction", "From", "Run", "Cmd", "Entrypoint", "Shell", "Copy", "Add",
-    "Env", "Label", "Arg", "Expose", "Volume", "User", "Workdir", "StopSignal", "Healthcheck",
-    "Onbuild", "Maintainer", "Dockerfile", "INSTRUCTION_NAMES",
+    "INSTRUCTION_NAMES",
+    "Add",
+    "Arg",
+    "Cmd",
+    "Copy",
+    "Dockerfile",
+    "Entrypoint",
+    "Env",
+    "Expose",
+    "From",
+    "Healthcheck",
+    "Heredoc",
+    "Instruction",
+    "Label",
+    "Maintainer",
+    "Onbuild",
+    "Run",
+    "Shell",
+    "StopSignal",
+    "User",
+    "Volume",
+    "Workdir",
 ]
 
 INSTRUCTION_NAMES = (

@@ -13,7 +13,6 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from .errors import ParseError, SourceRange
-
 from .parse_args import LineError, Node, node_from_line
 from .parse_go import printable, to_text
 from .parse_heredoc import Heredoc
@@ -22,7 +21,7 @@ from .parse_lines import scan_lines
 if TYPE_CHECKING:
     from .instructions import Dockerfile
 
-__all__ = ["parse_dockerfile", "parse_nodes", "ParsedNodes", "Node"]
+__all__ = ["Node", "ParsedNodes", "parse_dockerfile", "parse_nodes"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +48,7 @@ def _column(line: str, needle: str) -> int:
 def parse_nodes(text: str | bytes, *, filename: str = "Dockerfile") -> ParsedNodes:
     """The untyped parse of ``text``; ParseError where buildkit's parser fails."""
     source = to_text(text)
-    if source.startswith("\ufeff"):
-        source = source[1:]
+    source = source.removeprefix("\ufeff")
     # kept printable: errors anywhere in pybuild quote these lines to a terminal
     lines = tuple(printable(line.rstrip("\r")) for line in source.split("\n"))
     if lines and lines[-1] == "" and source.endswith("\n"):

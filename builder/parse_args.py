@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from .parse_go import GO_SPACES, NotStringArray, go_lower, go_quote, go_trim_space, parse_json_array
 from .parse_heredoc import Heredoc
 
-__all__ = ["Node", "LineError", "node_from_line", "split_command", "HEREDOC_KEYWORDS"]
+__all__ = ["HEREDOC_KEYWORDS", "LineError", "Node", "node_from_line", "split_command"]
 
 HEREDOC_KEYWORDS = frozenset({"add", "copy", "run"})
 

@@ -13,15 +13,15 @@ import unicodedata
 
 __all__ = [
     "GO_SPACES",
-    "go_trim_space",
+    "NotStringArray",
     "go_lower",
     "go_quote",
     "go_quote_list",
-    "to_text",
-    "parse_json_array",
-    "NotStringArray",
+    "go_trim_space",
     "parse_duration",
+    "parse_json_array",
     "printable",
+    "to_text",
 ]
 
 # unicode.IsSpace: the ASCII spaces plus U+0085, U+00A0 and category Zs/Zl/Zp.
@@ -160,9 +160,7 @@ def _valid_json(text: str) -> bool:
                     return False
                 expect = "value_or_close" if tok == "[" else "key_or_close"
                 continue
-            elif kind == "p":
-                return False
-            elif kind == "n" and float(tok) in (float("inf"), float("-inf")):
+            elif kind == "p" or kind == "n" and float(tok) in (float("inf"), float("-inf")):
                 return False
         elif expect in ("key", "key_or_close"):
             if kind == "p" and tok == "}" and expect == "key_or_close":

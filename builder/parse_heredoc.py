@@ -16,12 +16,12 @@ from dataclasses import dataclass
 
 from .parse_go import GO_SPACES
 
-__all__ = ["Heredoc", "HeredocWord", "heredoc_words", "parse_heredoc_word", "ShellSyntaxError"]
+__all__ = ["Heredoc", "HeredocWord", "ShellSyntaxError", "heredoc_words", "parse_heredoc_word"]
 
 # The reference's reHeredoc: Go's \d is ASCII, \s is [\t\n\f\r ], $ is the end of text.
 _HEREDOC = re.compile(r"([0-9]*)<<(-?)[\t\n\x0c\r ]*([^<]*)\Z")
 _SPECIAL_PARAMS = "@*#?-$!0"
-_LEADING_TABS = re.compile(r"^\t+", re.M)
+_LEADING_TABS = re.compile(r"^\t+", re.MULTILINE)
 _SPACE_RUN = re.compile(f"[{GO_SPACES}]+")
 
 
@@ -102,7 +102,7 @@ class _Lexer:
 
     def __init__(self, text: str, *, raw_quotes: bool, raw_escapes: bool) -> None:
         text = re.sub("[\udc80-\udcff]", "\ufffd", text)  # Go's scanner reads bad bytes as U+FFFD
-        self.s = text[1:] if text.startswith("\ufeff") else text
+        self.s = text.removeprefix("\ufeff")
         self.i = 0
         self.raw_quotes = raw_quotes
         self.raw_escapes = raw_escapes
@@ -249,7 +249,7 @@ class _Lexer:
                 self.next()
             pattern = self._until("/", "syntax error: missing '/' in ${}")
             replacement = self._until("}", "syntax error: missing '}'")
-            return "${%s/%s/%s}" % (name, pattern, replacement)
+            return "${" + f"{name}/{pattern}/{replacement}" + "}"
         word = self._until("}", "syntax error: missing '}'", raw=bool(ch) and ch in "#%")
         return "${" + name + chs + word + "}"
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from .resources import grammar_path
 
-__all__ = ["Tables", "load_tables", "tokenize", "parse_tokens", "Tree", "UnexpectedToken", "Tok"]
+__all__ = ["Tables", "Tok", "Tree", "UnexpectedToken", "load_tables", "parse_tokens", "tokenize"]
 
 _FORMAT = "pybuild-lalr-1"  # bump when the cached layout changes
 Tok = tuple[str, str, int]  # (terminal, text, 1-based line)

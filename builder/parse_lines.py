@@ -17,7 +17,7 @@ from .parse_go import GO_SPACES, go_lower, parse_json_array, printable
 from .parse_heredoc import HeredocWord, ShellSyntaxError, heredoc_words
 from .parse_lalr import Tables, Tok, Tree, UnexpectedToken, load_tables, parse_tokens, tokenize
 
-__all__ = ["LogicalLine", "Scan", "scan_lines", "MAX_LINE_BYTES"]
+__all__ = ["MAX_LINE_BYTES", "LogicalLine", "Scan", "scan_lines"]
 
 # bufio.Scanner's token limit in the reference: longer lines are an error there.
 MAX_LINE_BYTES = 65535
@@ -175,7 +175,8 @@ def _get_tables() -> Tables:
 def _check_line_lengths(text: str, filename: str) -> None:
     if len(text) <= MAX_LINE_BYTES:
         return
-    for m in re.finditer(r"[^\n]{%d,}" % (MAX_LINE_BYTES // 4 + 1), text):
+    # a line over the limit in bytes has over a quarter of it in characters
+    for m in re.finditer(f"[^\n]{{{MAX_LINE_BYTES // 4 + 1},}}", text):
         if len(m.group(0).encode("utf-8", "surrogateescape")) > MAX_LINE_BYTES:
             line_no = text.count("\n", 0, m.start()) + 1
             raise ParseError(

@@ -9,17 +9,37 @@ import re
 from collections.abc import Callable
 
 from .errors import SourceRange
-from .instructions import (INSTRUCTION_NAMES, Add, Arg, Cmd, Copy, Entrypoint, Env, Expose,
-                           From, Healthcheck, Heredoc, Instruction, Label, Maintainer, Onbuild,
-                           Run, Shell, StopSignal, User, Volume, Workdir)
+from .instructions import (
+    INSTRUCTION_NAMES,
+    Add,
+    Arg,
+    Cmd,
+    Copy,
+    Entrypoint,
+    Env,
+    Expose,
+    From,
+    Healthcheck,
+    Heredoc,
+    Instruction,
+    Label,
+    Maintainer,
+    Onbuild,
+    Run,
+    Shell,
+    StopSignal,
+    User,
+    Volume,
+    Workdir,
+)
 from .parse_args import LineError, Node
 from .parse_go import go_lower, go_quote, go_trim_space, parse_duration
 from .parse_heredoc import ShellSyntaxError, parse_heredoc_word
 
-__all__ = ["to_instruction", "suggest"]
+__all__ = ["suggest", "to_instruction"]
 
 _STAGE_NAME = re.compile(r"[a-z][a-z0-9-_.]*\Z")
-_ONBUILD_PREFIX = re.compile(r"^[\t\n\x0c\r ]*ONBUILD[\t\n\x0c\r ]*", re.I)
+_ONBUILD_PREFIX = re.compile(r"^[\t\n\x0c\r ]*ONBUILD[\t\n\x0c\r ]*", re.IGNORECASE)
 _NETWORKS = ("default", "none", "host")
 _SECURITY = ("sandbox", "insecure")
 

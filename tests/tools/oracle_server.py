@@ -12,9 +12,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import dockerfile  # noqa: E402
-
-import oracle_parse  # noqa: E402
+import dockerfile
+import oracle_parse
 
 
 def main() -> int:
@@ -24,7 +23,7 @@ def main() -> int:
             answer = {"dump": oracle_parse.dump_file(path)}
         except (dockerfile.GoParseError, dockerfile.GoIOError) as exc:
             answer = {"error": str(exc)}
-        except Exception as exc:  # the wrapper itself failed: report, keep serving
+        except Exception as exc:  # noqa: BLE001  (the wrapper failed: report, keep serving)
             answer = {"crash": f"{type(exc).__name__}: {exc}"}
         sys.stdout.write(json.dumps(answer) + "\n")
         sys.stdout.flush()

@@ -9,9 +9,26 @@ from click.testing import CliRunner
 from builder.cli import cli
 from builder.dump import dump_buildkit
 from builder.errors import ParseError
-from builder.instructions import (Add, Arg, Cmd, Copy, Entrypoint, Env, Expose, From,
-                                  Healthcheck, Label, Maintainer, Onbuild, Run, Shell,
-                                  StopSignal, User, Volume, Workdir)
+from builder.instructions import (
+    Add,
+    Arg,
+    Cmd,
+    Copy,
+    Entrypoint,
+    Env,
+    Expose,
+    From,
+    Healthcheck,
+    Label,
+    Maintainer,
+    Onbuild,
+    Run,
+    Shell,
+    StopSignal,
+    User,
+    Volume,
+    Workdir,
+)
 from builder.parse import parse_dockerfile, parse_nodes
 
 
@@ -297,7 +314,8 @@ def test_cli_error_has_no_traceback(tmp_path) -> None:  # type: ignore[no-untype
     path = tmp_path / "Dockerfile"
     path.write_text("FROM a\nCOPPY x y\n")
     proc = subprocess.run([sys.executable, "-m", "builder", "parse", "--format=json", str(path)],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True,
+                          check=False)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
     assert f"{path}:2: unknown instruction: COPPY (did you mean COPY?)" in proc.stderr

@@ -17,7 +17,8 @@ PROBE = (
 def _run(env_cache: str, tmp_path: Path) -> str:
     env = dict(os.environ, XDG_CACHE_HOME=env_cache, TMPDIR=str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir(exist_ok=True)
-    proc = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True,
+                          check=False)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.strip()
 
@@ -51,5 +52,6 @@ def test_help_does_not_import_the_parser() -> None:
     code = ("import sys\nfrom builder.cli import main\n"
             "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
             "print(sorted(m for m in sys.modules if m.startswith(('builder.parse', 'lark'))))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=False)
     assert proc.stdout.strip().splitlines()[-1] == "[]"

@@ -35,7 +35,7 @@ def _oracle_python() -> Path | None:
     for venv in candidates:
         python = venv / "bin" / "python"
         if python.exists() and subprocess.run([python, "-c", "import dockerfile"],
-                                              capture_output=True).returncode == 0:
+                                              capture_output=True, check=False).returncode == 0:
             return python
     venv = candidates[-1]
     try:
