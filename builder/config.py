@@ -77,6 +77,11 @@ class ImageState:
     args_escaped: bool | None = None
     author: str = ""
     history: tuple[HistoryEntry, ...] = ()
+    # Declared ARGs: never in the config, but in what later instructions (and stages built
+    # FROM this one) see. ``arg_env``: values set after any ENV of the same name;
+    # ``build_args``: every declaration in order, for RUN's `|N K=V` history prefix.
+    arg_env: tuple[tuple[str, str], ...] = ()
+    build_args: tuple[tuple[str, str | None], ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)  # base config fields we keep as they are
 
     # -- reading --------------------------------------------------------------------
@@ -105,7 +110,16 @@ class ImageState:
                     break
             else:
                 env.append((key, value))
-        return replace(self, env=tuple(env))
+        # an ENV after an ARG of the same name wins from then on
+        names = {k for k, _ in pairs}
+        arg_env = tuple(p for p in self.arg_env if p[0] not in names)
+        return replace(self, env=tuple(env), arg_env=arg_env)
+
+    def with_arg(self, name: str, value: str | None) -> ImageState:
+        args = tuple(p for p in self.arg_env if p[0] != name)
+        if value is not None:
+            args += ((name, value),)
+        return replace(self, arg_env=args, build_args=self.build_args + ((name, value),))
 
     def with_labels(self, pairs: Sequence[tuple[str, str]]) -> ImageState:
         labels = dict(self.labels)

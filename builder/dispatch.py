@@ -40,27 +40,21 @@ SIGNALS = {
 class StageEnv:
     """The variables a stage's instructions see: the image's ENV plus declared ARGs.
 
-    ``args`` keeps the ARGs in declaration order for RUN's `|N K=V` history prefix."""
+    The declared ARGs live in the ImageState (``arg_env``, ``build_args``), so that a stage
+    built FROM another stage inherits them, as BuildKit's dispatch state does."""
 
     escape: str
     build_args: Mapping[str, str]
     global_args: Mapping[str, str | None]
-    args: list[tuple[str, str | None]] = field(default_factory=list)
-    arg_env: dict[str, str] = field(default_factory=dict)
     used: set[str] = field(default_factory=set)
     cmd_set: bool = False  # a CMD in this stage: ENTRYPOINT then keeps it
 
     def lookup(self, state: ImageState) -> dict[str, str]:
-        env = dict(state.env)
-        # ARG values are in the step's environment; an ENV set after the ARG overrides it.
-        merged = dict(self.arg_env)
-        merged.update(env)
-        for name in self._arg_after_env:
-            if name in self.arg_env:
-                merged[name] = self.arg_env[name]
+        # BuildKit adds ENV and ARG values to one environment in order: the later wins.
+        # An ENV drops the name from ``arg_env``, so what is left there came after any ENV.
+        merged = dict(state.env)
+        merged.update(state.arg_env)
         return merged
-
-    _arg_after_env: set[str] = field(default_factory=set)
 
     def expand(self, word: str, state: ImageState, node: ins.Instruction) -> str:
         try:
@@ -71,8 +65,8 @@ class StageEnv:
     def expand_all(self, words: Sequence[str], state: ImageState, node: ins.Instruction) -> list[str]:
         return [self.expand(w, state, node) for w in words]
 
-    def declare(self, node: ins.Arg, state: ImageState) -> list[str]:
-        """ARG inside a stage: returns the history words (NAME or NAME=value)."""
+    def declare(self, node: ins.Arg, state: ImageState) -> tuple[list[str], ImageState]:
+        """ARG inside a stage: the history words (NAME or NAME=value) and the new state."""
         commit = []
         for name, default in node.args:
             value: str | None
@@ -84,17 +78,9 @@ class StageEnv:
                 value = self.global_args[name]
             else:
                 value = None
-            self.args.append((name, value))
-            if value is not None:
-                self.arg_env[name] = value
-                if state.get_env(name) is not None:
-                    self._arg_after_env.add(name)
+            state = state.with_arg(name, value)
             commit.append(name if value is None else f"{name}={value}")
-        return commit
-
-    def env_set(self, names: Sequence[str]) -> None:
-        for n in names:
-            self._arg_after_env.discard(n)
+        return commit, state
 
 
 def _go_duration(seconds: float | None) -> str:
@@ -138,7 +124,6 @@ def apply_metadata(node: ins.Instruction, state: ImageState, env: StageEnv) -> I
     if isinstance(node, ins.Env):
         pairs = [(env.expand(k, state, node), env.expand(v, state, node)) for k, v in node.pairs]
         new = state.with_env(pairs)
-        env.env_set([k for k, _ in pairs])
         return hist("ENV " + " ".join(f"{k}={v}" for k, v in pairs))
     if isinstance(node, ins.Label):
         pairs = [(env.expand(k, state, node), env.expand(v, state, node)) for k, v in node.pairs]
@@ -207,8 +192,7 @@ def apply_metadata(node: ins.Instruction, state: ImageState, env: StageEnv) -> I
         # ONBUILD is stored, not run, and BuildKit records no history entry for it.
         return state.changed(onbuild=state.onbuild + (node.expression,))
     if isinstance(node, ins.Arg):
-        words = env.declare(node, state)
-        new = state
+        words, new = env.declare(node, state)
         return hist("ARG " + " ".join(words))
     raise AssertionError(f"not a metadata instruction: {node.keyword}")
 
@@ -262,7 +246,7 @@ def run_history_text(argv: Sequence[str], env: StageEnv, state: ImageState) -> s
     """`RUN |N K=V ... argv # buildkit`, with the build args the step sees."""
     lookup = env.lookup(state)
     pairs: dict[str, str] = {}
-    for name, value in env.args:
+    for name, value in state.build_args:
         v = lookup.get(name)
         if v is None:
             v = value or ""

@@ -94,15 +94,21 @@ def test_global_args_in_from_and_platform_args(project: Path, store: str, local_
         "ARG TARGETVARIANT\n"
         "RUN echo \"$TARGETPLATFORM|$BUILDOS|$BUILDARCH|${TARGETVARIANT-unset}\" > /p.txt\n"
         "FROM one\n"
-        # a stage inherits nothing from the stage it is built on: ARGs are per stage
+        # a stage built FROM another keeps the ARGs that one declared (BuildKit's dispatch
+        # state is inherited), in RUN's environment and in its history
+        "ARG MINE=m\n"
         "RUN echo \"[$TARGETPLATFORM]\" > /q.txt\n")})
-    out = tmp_path / "rootfs"
+    out, oci = tmp_path / "rootfs", tmp_path / "oci.tar"
     pybuild("build", "--root", store, "--build-context", f"base=oci-layout://{local_busybox}",
-            "-o", f"type=local,dest={out}", str(project))
+            "-o", f"type=local,dest={out}", "-o", f"type=oci,dest={oci}", str(project))
     plat, build_os, build_arch, variant = (out / "p.txt").read_text().strip().split("|")
     assert plat.startswith(f"linux/{ARCH}") and build_os == "linux" and build_arch == ARCH
     assert variant == ("" if ARCH in ("amd64", "arm64") else variant)  # declared: set, maybe empty
-    assert (out / "q.txt").read_text() == "[]\n"
+    assert (out / "q.txt").read_text() == f"[{plat}]\n"
+    last = oci_config(f"oci-archive:{oci}")["history"][-1]["created_by"]
+    assert last == (f"RUN |5 TARGETPLATFORM={plat} BUILDOS=linux BUILDARCH={ARCH} "
+                    f"TARGETVARIANT={variant} MINE=m /bin/sh -c echo \"[$TARGETPLATFORM]\" > /q.txt"
+                    " # buildkit")
 
     # a FROM that a global build arg changes
     write(project, {"Dockerfile": "ARG BASE=nothing-here\nFROM $BASE\nRUN test -x /bin/busybox\n"})
