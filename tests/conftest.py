@@ -10,6 +10,7 @@ pytest_plugins: list[str] = [
     "tests.fixtures.rootfs",
     "tests.fixtures.buildtools",
     "tests.fixtures.auth_registry",
+    "tests.fixtures.docker_builder",
 ]
 
 
