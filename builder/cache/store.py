@@ -6,12 +6,20 @@ Layout under the root (``--root``, ``PYBUILD_ROOT``, or ``$XDG_DATA_HOME/pybuild
     snapshots/<diff_id hex>/    a layer unpacked in overlay upper-dir form, usable as a lowerdir
     layers/<diff_id hex>.json   the blobs known for a diff_id: {compression: descriptor}
     index/<key hex>.json        cache key -> the step's result (written last)
+    usage/<key hex>             one byte appended per cache hit: size = hits, mtime = last use
     refs/<sha256 of name>.json  a base image reference -> its resolved manifest digest
+    leases/<pid>-<ns>-<rand>    what each live process holds (builder.cache.lease)
+    locks/<name>.lock           flock files
     tmp/                        work directories and files being written
 
 Every write goes to tmp/ first and is renamed into place, so a crash at any moment
 leaves either the old state or the new one; the index entry that points at a
-snapshot or blob is written only after they are complete.
+snapshot or blob is written only after they are complete. What a killed process left in
+tmp/ is removed by the next process that opens the store (see builder.cache.lease).
+
+A Store opened with ``track=True`` (builds) lists every index entry, snapshot and blob it
+touches in its process lease before using it, so `pybuild cache prune` never removes
+what a running build holds.
 """
 from __future__ import annotations
 
@@ -29,6 +37,7 @@ from typing import Any
 
 from ..digest import Digest, canonical_json, sha256_bytes, sha256_stream
 from ..errors import CacheError
+from .lease import process_lease
 
 __all__ = ["LayerBlob", "Store", "default_root"]
 
@@ -51,15 +60,38 @@ class LayerBlob:
     media_type: str
 
 
+SUBDIRS = ("blobs/sha256", "snapshots", "layers", "index", "usage", "refs", "tmp", "locks", "leases")
+
+
 class Store:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, track: bool = True, clean: bool = True) -> None:
+        """``track``: list what is used in this process's lease (builds; cache commands
+        that inspect the store do not). ``clean``: remove what dead processes left in tmp/."""
         self.root = Path(root)
         try:
-            for sub in ("blobs/sha256", "snapshots", "layers", "index", "refs", "tmp", "locks"):
-                (self.root / sub).mkdir(parents=True, exist_ok=True)
+            if not (self.root / "leases").is_dir():
+                for sub in SUBDIRS:
+                    (self.root / sub).mkdir(parents=True, exist_ok=True)
+            self.lease = process_lease(self.root)
         except OSError as exc:
             raise CacheError(f"cannot use store {self.root}: {exc.strerror}",
                              hint="set --root or PYBUILD_ROOT to a writable folder") from exc
+        self._track = track
+        if clean:
+            self.clean_stale_tmp()
+
+    def _hold(self, kind: str, hexd: str) -> None:
+        if self._track:
+            self.lease.hold(kind, hexd)
+
+    def clean_stale_tmp(self) -> list[Path]:
+        """Remove tmp/ entries (and leases) left by processes that died; returns them."""
+        from .lease import live_leases, stale_tmp_entries
+
+        stale = stale_tmp_entries(self.root, live_leases(self.root))
+        for path in stale:
+            remove_tree(path)
+        return stale
 
     # -- temporary space ---------------------------------------------------------
     def tempdir(self, prefix: str = "work-") -> Path:
@@ -72,6 +104,7 @@ class Store:
 
     # -- blobs -------------------------------------------------------------------
     def blob_path(self, digest: Digest) -> Path:
+        self._hold("blob", digest.hex)
         return self.root / "blobs" / digest.algorithm / digest.hex
 
     def has_blob(self, digest: Digest) -> bool:
@@ -105,6 +138,7 @@ class Store:
 
     # -- snapshots ----------------------------------------------------------------
     def snapshot_path(self, diff_id: Digest) -> Path:
+        self._hold("diff", diff_id.hex)
         return self.root / "snapshots" / diff_id.hex
 
     def has_snapshot(self, diff_id: Digest) -> bool:
@@ -141,16 +175,23 @@ class Store:
 
     # -- the cache index -------------------------------------------------------------
     def get_record(self, key: Digest) -> dict[str, Any] | None:
+        self._hold("key", key.hex)
         return self._read_json(self.root / "index" / f"{key.hex}.json")
 
     def put_record(self, key: Digest, record: dict[str, Any]) -> None:
+        self._hold("key", key.hex)
         record = {**record, "created": record.get("created", time.time())}
         self._write_atomic(self.root / "index" / f"{key.hex}.json", canonical_json(record))
 
     def touch_record(self, key: Digest) -> None:
-        path = self.root / "index" / f"{key.hex}.json"
+        """Count a cache hit: one byte appended to usage/<key> (its size is the number of
+        hits, its mtime the last use); the index entry itself is never rewritten."""
         with contextlib.suppress(OSError):
-            os.utime(path)
+            fd = os.open(self.root / "usage" / key.hex, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            try:
+                os.write(fd, b".")
+            finally:
+                os.close(fd)
 
     # -- references (base images, local names) --------------------------------------
     def _ref_path(self, name: str) -> Path:
