@@ -157,7 +157,11 @@ def parse_tokens(tables: Tables, tokens: Iterable[Tok]) -> Tree:
     state_stack = [tables.start]
     value_stack: list[Any] = []
     last_line = 1
-    for token in _with_end(tokens):
+    stream = iter(tokens)
+    while True:
+        token = next(stream, None)
+        if token is None:
+            token = ("$END", "", last_line)
         kind = token[0]
         last_line = token[2] or last_line
         while True:  # reduce as long as the table says so, then shift the token
@@ -165,8 +169,6 @@ def parse_tokens(tables: Tables, tokens: Iterable[Tok]) -> Tree:
             try:
                 shift, arg = row[kind]
             except KeyError:
-                if kind == "$END":
-                    token = (kind, "", last_line)
                 raise UnexpectedToken(token, {s for s in row if s.isupper()}) from None
             if shift:
                 state_stack.append(arg)
@@ -193,9 +195,3 @@ def parse_tokens(tables: Tables, tokens: Iterable[Tok]) -> Tree:
                 result = value_stack[-1]
                 assert isinstance(result, Tree)
                 return result
-    raise AssertionError("the automaton never accepted")  # pragma: no cover
-
-
-def _with_end(tokens: Iterable[Tok]) -> Iterator[Tok]:
-    yield from tokens
-    yield ("$END", "", 0)
