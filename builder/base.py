@@ -177,6 +177,11 @@ class BaseResolver:
 
         image = self._adopt(str(ref), resolved, fetch)
         self.store.put_ref(str(ref), {"manifest": str(resolved.manifest_digest)})
+        from .images import BlobSources  # where the blobs came from, for mounts on push
+
+        where = f"{ref.api_host}/{ref.repository}"
+        BlobSources(self.store).add([(d.digest, where) for d in
+                                     (resolved.manifest.config, *resolved.manifest.layers)])
         return image
 
     def _adopt(self, name: str, resolved: Any, blob_source: Any) -> BaseImage:

@@ -15,9 +15,15 @@ __all__ = ["main"]
 _COMMANDS: dict[str, tuple[str, str]] = {
     "cache": ("builder.commands.cache", "Inspect, verify and prune the build cache (ls, du, verify, prune)."),
     "build": ("builder.commands.build", "Build an image from a Dockerfile (`pybuild .` is `pybuild build .`)."),
+    "images": ("builder.commands.images", "List the images in the local store."),
     "import": ("builder.commands.import_", "Make an image from a root filesystem folder or tar."),
+    "inspect": ("builder.commands.inspect", "Show a stored image's manifest and config as JSON."),
     "parse": ("builder.commands.parse", "Print the parse of a Dockerfile."),
+    "pull": ("builder.commands.pull", "Pull an image from a registry into the local store."),
+    "push": ("builder.commands.push", "Push an image from the local store to a registry."),
+    "rmi": ("builder.commands.rmi", "Remove names from the local image store."),
     "run": ("builder.commands.run", "Run an image's command on a throwaway overlay."),
+    "tag": ("builder.commands.tag", "Give a stored image another name."),
 }
 
 

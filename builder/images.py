@@ -1,17 +1,39 @@
 """The local image store: names (tags) pointing at manifests whose blobs are in the store.
 
 A built image lands here under its `-t` names; `FROM` of such a name uses it without a
-network request. Names are kept normalised (docker.io/library/x:latest).
+network request. Names are kept normalised (docker.io/library/x:latest). This module owns
+what `pybuild images|tag|rmi|inspect|pull|push` do with those names, and the record of which
+registry repositories each blob is known to be in (for cross-repository mounts on push).
+Archives (`save`, `load`) are in builder.imagearchive.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import datetime as _dt
+import json
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .cache.store import Store
-from .errors import UsageError
+from .digest import Digest, canonical_json
+from .errors import BuildError, UsageError
 
-__all__ = ["ImageStore"]
+__all__ = ["BlobSources", "ImageStore", "StoredImage", "human_duration", "human_size", "import_rootfs"]
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    name: str               # normalised: docker.io/library/busybox:latest
+    manifest_digest: Digest
+    config_digest: Digest
+    created: str            # the config's "created" (RFC 3339), "" when it has none
+    size: int               # the layers' blob sizes, summed
+
+    @property
+    def image_id(self) -> Digest:
+        return self.config_digest
 
 
 class ImageStore:
@@ -38,20 +60,264 @@ class ImageStore:
         for name in normalized:
             self.tag(name, image)
 
+    # -- reading the names ------------------------------------------------------------
+    def images(self) -> list[StoredImage]:
+        """Every name whose manifest is in the store, newest first (as `docker images`)."""
+        out = []
+        for path in sorted((self.store.root / "refs").glob("*.json")):
+            try:
+                doc = json.loads(path.read_bytes())
+                image = self._describe(str(doc["name"]), Digest.parse(doc["manifest"]))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # a damaged or foreign entry is not an image
+            if image is not None:
+                out.append(image)
+        return sorted(out, key=lambda i: (i.created, i.name), reverse=True)
+
+    def _describe(self, name: str, manifest_digest: Digest) -> StoredImage | None:
+        if not self.store.has_blob(manifest_digest):
+            return None
+        manifest = json.loads(self.store.read_blob(manifest_digest))
+        config_digest = Digest.parse(manifest["config"]["digest"])
+        created = ""
+        if self.store.has_blob(config_digest):
+            created = str(json.loads(self.store.read_blob(config_digest)).get("created") or "")
+        size = sum(int(layer.get("size", 0)) for layer in manifest.get("layers") or [])
+        return StoredImage(name, manifest_digest, config_digest, created, size)
+
+    def lookup(self, name: str) -> StoredImage:
+        """A stored image by name, or by (a prefix of) its image ID as docker accepts it."""
+        found = self.find(name)
+        if len(found) == 1:
+            return found[0]
+        if not found:
+            raise BuildError(f"no such image: {name}",
+                             hint="see `pybuild images`; build it or `pybuild pull` it first")
+        ids = {i.image_id for i in found}
+        if len(ids) == 1:
+            return found[0]
+        raise UsageError(f"{name!r} matches several images: "
+                         f"{', '.join(sorted(str(i) for i in ids))}")
+
+    def find(self, name: str) -> list[StoredImage]:
+        """Stored names matching ``name``: the name itself, else an image ID (prefix)."""
+        hexpart = name.removeprefix("sha256:").lower()
+        is_id = name.startswith("sha256:") or (len(hexpart) >= 4 and all(
+            c in "0123456789abcdef" for c in hexpart) and len(hexpart) <= 64 and ":" not in name)
+        if not is_id or ("/" in name):
+            doc = self.store.get_ref(self.normalize(name))
+            if doc and doc.get("manifest"):
+                image = self._describe(str(doc["name"]), Digest.parse(doc["manifest"]))
+                if image is not None:
+                    return [image]
+            if not is_id:
+                return []
+        return [i for i in self.images() if i.image_id.hex.startswith(hexpart)]
+
+    def spec(self, image: StoredImage) -> Any:
+        """The ImageSpec of a stored image (its blobs in the store), for push and save."""
+        from .oci.image import image_from_manifest
+        from .oci.types import ImageFormatError
+
+        try:
+            return image_from_manifest(self.store.read_blob(image.manifest_digest),
+                                       self.store.blob_path)
+        except ImageFormatError as exc:
+            raise BuildError(f"image {image.name} is damaged in the store: {exc.message}",
+                             hint="build or pull it again") from None
+
+    # -- changing the names ------------------------------------------------------------
+    def add_name(self, source: str, target: str) -> str:
+        """`pybuild tag SRC DST`: DST names what SRC names."""
+        image = self.lookup(source)
+        name = self.normalize(target)
+        self.store.put_ref(name, {"manifest": str(image.manifest_digest),
+                                  "config": str(image.config_digest)})
+        return name
+
+    def remove(self, name: str, *, force: bool = False) -> list[str]:
+        """`pybuild rmi`: forget the names (blobs stay until the cache is pruned). By image ID
+        every name of that image goes; several names need ``force``, as in docker."""
+        found = self.find(name)
+        if not found:
+            raise BuildError(f"no such image: {name}", hint="see `pybuild images`")
+        by_name = [i for i in found if i.name == _try_normalize(name)]
+        targets = by_name or found
+        if not by_name and len(targets) > 1 and not force:
+            raise BuildError(f"image {name} is referenced by several names "
+                             f"({', '.join(i.name for i in targets)})",
+                             hint="remove them by name, or use --force")
+        removed = []
+        for image in targets:
+            # Store has no public delete for a ref yet; its path is the store's own helper.
+            self.store._ref_path(image.name).unlink(missing_ok=True)
+            removed.append(image.name)
+        return removed
+
+    def pull(self, name: str, *, insecure: Sequence[str] = (), progress: Any = None) -> StoredImage:
+        """`pybuild pull NAME`: resolve for this platform, fetch the blobs into the store
+        (verified), name the image."""
+        from .base import BaseResolver
+        from .progress import Progress
+
+        ref_name = self.normalize(name)
+        resolver = BaseResolver(self.store, progress=progress or Progress("quiet"),
+                                insecure=tuple(insecure))
+        base = resolver.resolve(ref_name, pull=True)
+        assert base.manifest_digest is not None
+        image = self._describe(ref_name, base.manifest_digest)
+        assert image is not None
+        self.store.put_ref(ref_name, {"manifest": str(image.manifest_digest),
+                                      "config": str(image.config_digest)})
+        return image
+
+
+def _try_normalize(name: str) -> str:
+    try:
+        return ImageStore.normalize(name)
+    except UsageError:
+        return name
+
+
+class BlobSources:
+    """``blob-sources.json`` in the store: digest -> the ``host/repository`` places the blob
+    was pulled from or pushed to, so a push can mount it instead of uploading it."""
+
+    LIMIT = 8  # places kept per blob, newest first
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.path = store.root / "blob-sources.json"
+
+    def get(self, digest: Digest) -> list[str]:
+        return list(self._read().get(str(digest), []))
+
+    def add(self, entries: Iterable[tuple[Digest, str]]) -> None:
+        entries = list(entries)
+        if not entries:
+            return
+        with self.store.lock("blob-sources"):
+            doc = self._read()
+            for digest, where in entries:
+                places = [p for p in doc.get(str(digest), []) if p != where]
+                doc[str(digest)] = [where, *places][:self.LIMIT]
+            tmp = self.store.tempfile(".sources-")
+            tmp.write_bytes(canonical_json(doc))
+            os.replace(tmp, self.path)
+
+    def _read(self) -> dict[str, list[str]]:
+        try:
+            doc = json.loads(self.path.read_bytes())
+        except (OSError, ValueError):
+            return {}
+        return doc if isinstance(doc, dict) else {}
+
+
+def push_stored(store: Store, name: str, targets: Sequence[str] = (), *, insecure: Sequence[str] = (),
+                chunk_size: int | None = None, jobs: int = 4,
+                report: Callable[[str], None] = lambda line: None, image: Any = None) -> list[Any]:
+    """Push the stored image ``name`` (or ``image``, an ImageSpec) to every name in ``targets``
+    (default: ``name`` itself), recording where its blobs now are."""
+    from .oci.push import DEFAULT_CHUNK, push_image
+    from .oci.registry import Registry
+    from .reference import ImageRef
+
+    if image is None:
+        image = ImageStore(store).spec(ImageStore(store).lookup(name))
+    refs = [ImageRef.parse(ImageStore.normalize(t)) for t in (targets or [name])]
+    sources = BlobSources(store)
+    seen: list[tuple[Digest, str]] = []
+    registries: dict[str, Registry] = {}
+
+    def registry_for(host: str) -> Registry:
+        if host not in registries:
+            registries[host] = Registry(host, insecure_registries=insecure, pool=jobs + 2)
+        return registries[host]
+
+    try:
+        return push_image(image, refs, registry_for=registry_for, sources=sources.get,
+                          record=lambda d, where: seen.append((d, where)),
+                          chunk_size=chunk_size or DEFAULT_CHUNK, jobs=jobs, report=report)
+    finally:
+        sources.add(seen)
+
+
+# -- docker's way of printing sizes and ages (go-units) ----------------------------------
+
+def human_size(size: float) -> str:
+    """docker's HumanSizeWithPrecision(size, 3): decimal units, three significant digits."""
+    units = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"]
+    i = 0
+    while size >= 1000 and i < len(units) - 1:
+        size /= 1000.0
+        i += 1
+    return f"{size:.3g}{units[i]}"
+
+
+def human_duration(seconds: float) -> str:
+    """docker's HumanDuration: "Less than a second", "About a minute", "3 days", ..."""
+    s = int(seconds)
+    if s < 1:
+        return "Less than a second"
+    if s == 1:
+        return "1 second"
+    if s < 60:
+        return f"{s} seconds"
+    minutes = s // 60
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours = round(s / 3600)
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // 24 // 7} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24 // 30} months"
+    return f"{hours // 24 // 365} years"
+
+
+def created_ago(created: str, now: _dt.datetime | None = None) -> str:
+    if not created:
+        return "N/A"
+    try:
+        when = _dt.datetime.fromisoformat(created)
+    except ValueError:
+        return "N/A"
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=_dt.UTC)
+    now = now or _dt.datetime.now(_dt.UTC)
+    return human_duration((now - when).total_seconds()) + " ago"
+
+
+def images_table(images: Sequence[StoredImage], now: _dt.datetime | None = None) -> str:
+    """The table `docker images` prints (tabwriter: min width 10, padding 3)."""
+    from .reference import ImageRef
+
+    rows = [("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE")]
+    for image in images:
+        ref = ImageRef.parse(image.name)
+        repo = ImageRef(ref.registry, ref.repository, None, None).familiar()
+        rows.append((repo, ref.tag or "<none>", image.image_id.short, created_ago(image.created, now),
+                     human_size(image.size)))
+    widths = [max(10, max(len(r[i]) for r in rows) + 3) for i in range(4)]
+    return "\n".join("".join(c.ljust(w) for c, w in zip(r, widths)) + r[4] for r in rows) + "\n"
+
 
 def import_rootfs(store: Store, source: str, name: str, *, message: str | None = None) -> Any:
     """`pybuild import`: one layer made from a root filesystem (a folder or a tar), like
     `docker import`; the image is stored under ``name``."""
-    import datetime as _dt
-    import tarfile
-    from pathlib import Path
-
-    from .cache.store import LayerBlob, remove_tree
+    from .cache.keys import base_key
+    from .cache.store import LayerBlob
+    from .config import HistoryEntry, ImageState
     from .export import make_image
     from .layers.tar import write_layer
     from .solve import FsState, LayerRef, StageResult
-    from .cache.keys import base_key
-    from .config import HistoryEntry, ImageState
 
     normalized = ImageStore.normalize(name)
     path = Path(source)
@@ -66,7 +332,7 @@ def import_rootfs(store: Store, source: str, name: str, *, message: str | None =
         diff_id, digest, size, media = _tar_as_layer(store, path, source)
     blob = LayerBlob(diff_id, digest, size, media)
     store.add_layer_blob(blob)
-    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    now = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     state = ImageState(history=(HistoryEntry("", empty_layer=False, comment=message or
                                              f"Imported from {path.name}", created=now),))
     result = StageResult(stage=None, fs=FsState(base_key(manifest_digest=None),  # type: ignore[arg-type]

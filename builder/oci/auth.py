@@ -1,5 +1,8 @@
 """Registry authentication: WWW-Authenticate challenges, bearer tokens, basic auth, and the
-credentials ``docker login`` leaves in ~/.docker/config.json (or $DOCKER_CONFIG/config.json).
+credentials ``docker login`` leaves in ~/.docker/config.json (or $DOCKER_CONFIG/config.json):
+``auths`` entries, ``credsStore`` and ``credHelpers`` run through the docker-credential-*
+protocol; then podman's auth.json ($REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json,
+~/.config/containers/auth.json). ``store_credentials``/``erase_credentials`` are login/logout.
 
 Tokens are cached per scope (``repository:NAME:pull``; push will ask for ``pull,push``).
 Nothing here ever puts a secret into an exception message or a repr.
@@ -7,6 +10,7 @@ Nothing here ever puts a secret into an exception message or a repr.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import time
@@ -25,8 +29,13 @@ __all__ = [
     "Response",
     "Transport",
     "docker_config_path",
+    "erase_credentials",
     "load_credentials",
     "parse_challenges",
+    "podman_auth_paths",
+    "run_helper",
+    "server_key",
+    "store_credentials",
 ]
 
 DOCKER_HUB_KEY = "https://index.docker.io/v1/"
@@ -106,25 +115,63 @@ def docker_config_path(env: Mapping[str, str] | None = None) -> Path:
     return Path(env.get("HOME") or Path.home()) / ".docker" / "config.json"
 
 
+def podman_auth_paths(env: Mapping[str, str] | None = None) -> list[Path]:
+    """Where podman, buildah and skopeo keep logins, in the order containers/image reads them."""
+    env = os.environ if env is None else env
+    paths = []
+    if env.get("REGISTRY_AUTH_FILE"):
+        paths.append(Path(env["REGISTRY_AUTH_FILE"]))
+    if env.get("XDG_RUNTIME_DIR"):
+        paths.append(Path(env["XDG_RUNTIME_DIR"]) / "containers" / "auth.json")
+    paths.append(Path(env.get("HOME") or Path.home()) / ".config" / "containers" / "auth.json")
+    return paths
+
+
+def server_key(host: str) -> str:
+    """The key docker writes a login under (and passes to credential helpers)."""
+    return DOCKER_HUB_KEY if host in _HUB_HOSTS else host
+
+
 def _keys_for(host: str) -> list[str]:
     if host in _HUB_HOSTS:
         return [DOCKER_HUB_KEY, "docker.io", "index.docker.io", "registry-1.docker.io"]
     return [host, f"https://{host}", f"http://{host}", f"https://{host}/v1/", f"https://{host}/v2/"]
 
 
-def load_credentials(host: str, env: Mapping[str, str] | None = None) -> Credentials | None:
-    """Credentials for ``host`` from docker's config.json ``auths`` (the base64 ``auth`` field,
-    or ``username``/``password``). Credential helpers are not run."""
-    path = docker_config_path(env)
+def _read_config(path: Path) -> dict[str, Any] | None:
     try:
         config = json.loads(path.read_text())
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
-        raise RegistryError(f"cannot read docker credentials from {path}: {exc}") from None
-    auths = config.get("auths") if isinstance(config, dict) else None
-    if not isinstance(auths, dict):
-        return None
+        # exc carries a position and a reason, never the file's content
+        raise RegistryError(f"cannot read registry credentials from {path}: "
+                            f"{type(exc).__name__}: {getattr(exc, 'msg', '')}".rstrip(": ")) from None
+    return config if isinstance(config, dict) else None
+
+
+def load_credentials(host: str, env: Mapping[str, str] | None = None) -> Credentials | None:
+    """Credentials for ``host``: docker's config.json first (``credHelpers``, then
+    ``credsStore``, then ``auths``), then podman's auth.json files. Helpers are run through
+    the docker-credential-* protocol."""
+    env = os.environ if env is None else env
+    for path in [docker_config_path(env), *podman_auth_paths(env)]:
+        config = _read_config(path)
+        if config is None:
+            continue
+        creds = _from_config(host, path, config, env)
+        if creds is not None:
+            return creds
+    return None
+
+
+def _from_config(host: str, path: Path, config: Mapping[str, Any],
+                 env: Mapping[str, str]) -> Credentials | None:
+    helpers = config.get("credHelpers") if isinstance(config.get("credHelpers"), dict) else {}
+    for key in _keys_for(host):
+        if helpers.get(key):
+            return run_helper(str(helpers[key]), "get", server_key(host), env=env)
+    auths = config.get("auths") if isinstance(config.get("auths"), dict) else {}
     for key in _keys_for(host):
         entry = auths.get(key)
         if not isinstance(entry, dict):
@@ -139,7 +186,124 @@ def load_credentials(host: str, env: Mapping[str, str] | None = None) -> Credent
             return Credentials(user, password)
         if entry.get("username"):
             return Credentials(str(entry["username"]), str(entry.get("password", "")))
+        if entry.get("identitytoken"):
+            return Credentials("<token>", str(entry["identitytoken"]))
+    if config.get("credsStore"):
+        return run_helper(str(config["credsStore"]), "get", server_key(host), env=env)
     return None
+
+
+def run_helper(name: str, action: str, server: str, *, secret: Credentials | None = None,
+               env: Mapping[str, str] | None = None) -> Credentials | None:
+    """One call of ``docker-credential-NAME get|store|erase`` (the helper protocol: the server
+    URL, or a JSON document for store, on stdin; JSON {Username, Secret} on stdout for get)."""
+    import shutil
+    import subprocess
+
+    program = f"docker-credential-{name}"
+    path_env = (env or os.environ).get("PATH")
+    exe = shutil.which(program, path=path_env)
+    if exe is None:
+        raise RegistryError(f"the credential helper {program} named in the registry "
+                            "configuration is not installed",
+                            hint=f"install {program}, or remove it from the config file")
+    if action == "store":
+        assert secret is not None
+        payload = json.dumps({"ServerURL": server, "Username": secret.username,
+                              "Secret": secret.password})
+    else:
+        payload = server
+    try:
+        done = subprocess.run([exe, action], input=payload.encode(), capture_output=True,
+                              timeout=60, check=False, env=dict(env) if env is not None else None)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise RegistryError(f"the credential helper {program} failed to run: "
+                            f"{type(exc).__name__}") from None
+    out = done.stdout.decode(errors="replace").strip()
+    if done.returncode != 0:
+        if action == "get" and "credentials not found" in out.lower():
+            return None
+        if action == "erase" and "not found" in out.lower():
+            return None
+        # The helper's own words may be the stdout echo of what it was given; never show them.
+        raise RegistryError(f"the credential helper {program} {action} for {server} failed "
+                            f"(exit status {done.returncode})")
+    if action != "get":
+        return None
+    try:
+        doc = json.loads(out)
+        user, secret_text = str(doc["Username"]), str(doc["Secret"])
+    except (ValueError, KeyError, TypeError):
+        raise RegistryError(f"the credential helper {program} answered {server} with "
+                            "something that is not {Username, Secret} JSON") from None
+    return Credentials(user, secret_text) if secret_text else None
+
+
+def store_credentials(host: str, creds: Credentials, env: Mapping[str, str] | None = None) -> Path:
+    """Save a login as ``docker login`` does: through the configured helper, else as a base64
+    ``auth`` entry of config.json (written aside, mode 600, renamed)."""
+    env = os.environ if env is None else env
+    path = docker_config_path(env)
+    config = _read_config(path) or {}
+    key = server_key(host)
+    helper = _helper_for(config, host)
+    auths = config.setdefault("auths", {})
+    if not isinstance(auths, dict):
+        auths = config["auths"] = {}
+    if helper:
+        run_helper(helper, "store", key, secret=creds, env=env)
+        auths[key] = {}  # docker leaves an empty entry so the host is listed
+    else:
+        raw = f"{creds.username}:{creds.password}".encode()
+        auths[key] = {"auth": base64.b64encode(raw).decode("ascii")}
+    _write_config(path, config)
+    return path
+
+
+def erase_credentials(host: str, env: Mapping[str, str] | None = None) -> bool:
+    """Forget a login (docker logout); True when there was one."""
+    env = os.environ if env is None else env
+    path = docker_config_path(env)
+    config = _read_config(path)
+    if config is None:
+        return False
+    found = False
+    helper = _helper_for(config, host)
+    if helper:
+        found = run_helper(helper, "get", server_key(host), env=env) is not None
+        run_helper(helper, "erase", server_key(host), env=env)
+    auths = config.get("auths") if isinstance(config.get("auths"), dict) else {}
+    for key in _keys_for(host):
+        if key in auths:
+            found = found or bool(auths[key])
+            del auths[key]
+    _write_config(path, config)
+    return found
+
+
+def _helper_for(config: Mapping[str, Any], host: str) -> str | None:
+    helpers = config.get("credHelpers") if isinstance(config.get("credHelpers"), dict) else {}
+    for key in _keys_for(host):
+        if helpers.get(key):
+            return str(helpers[key])
+    return str(config["credsStore"]) if config.get("credsStore") else None
+
+
+def _write_config(path: Path, config: Mapping[str, Any]) -> None:
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(config, f, indent="\t")
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 class Authenticator:
@@ -188,7 +352,13 @@ class Authenticator:
         url = realm + ("&" if "?" in realm else "?") + urlencode(params)
         headers = {"Authorization": self.credentials.basic_header()} if self.credentials else {}
         try:
-            resp = self.transport.request("GET", url, headers=headers, timeout=self.timeout)
+            if self.credentials and self.credentials.username == "<token>":
+                # an identity token (docker login through OAuth2): exchange it as a refresh token
+                form = {**params, "grant_type": "refresh_token", "client_id": "pybuild",
+                        "refresh_token": self.credentials.password}
+                resp = self.transport.request("POST", realm, data=form, timeout=self.timeout)
+            else:
+                resp = self.transport.request("GET", url, headers=headers, timeout=self.timeout)
         except OSError as exc:  # requests' errors derive from IOError
             raise RegistryError(f"{self.host}: cannot reach the token service at "
                                 f"{realm}: {type(exc).__name__}") from None

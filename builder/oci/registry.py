@@ -1,11 +1,14 @@
-"""A registry client (distribution-spec v2) for pulling: manifests and indexes resolved to a
-platform, blobs streamed to disk and verified. Push will add methods on the same request path
-(``_request`` with ``actions=("pull", "push")``).
+"""A registry client (distribution-spec v2): manifests and indexes resolved to a platform, blobs
+streamed to disk and verified; and the calls a push makes (``blob_exists``, ``mount_blob``,
+``start_upload``, ``put_manifest``, the raw ``send``), used by builder.oci.push.
 
-Docker's conventions: loopback registries (localhost, 127.0.0.0/8, ::1) speak plain HTTP, as do
-registries named insecure; everything else HTTPS. 429, 5xx and connection errors are retried
-with a bounded backoff that honours Retry-After. Errors name the registry, the repository and
-the HTTP status, never a credential.
+Docker's conventions: a host with a folder in /etc/docker/certs.d (``$PYBUILD_CERTS_D`` in
+tests) speaks TLS verified against the ``*.crt`` CAs there, with the ``*.cert``/``*.key``
+client pair; otherwise loopback registries (localhost, 127.0.0.0/8, ::1) speak plain HTTP;
+registries named insecure get TLS without verification, or plain HTTP when TLS fails;
+everything else HTTPS verified against the system CAs. 429, 5xx and connection errors are
+retried with a bounded backoff that honours Retry-After. Errors name the registry, the
+repository and the HTTP status, never a credential.
 """
 from __future__ import annotations
 
@@ -14,8 +17,10 @@ import ipaddress
 import json
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -38,11 +43,13 @@ from builder.oci.types import (
 if TYPE_CHECKING:
     from builder.reference import ImageRef
 
-__all__ = ["MANIFEST_ACCEPT", "Registry", "ResolvedImage", "is_loopback_host"]
+__all__ = ["MANIFEST_ACCEPT", "Registry", "ResolvedImage", "TLSSettings", "TransientError", "certs_dir", "is_loopback_host",
+           "tls_settings"]
 
 MANIFEST_ACCEPT = (f"{MediaType.OCI_INDEX}, {MediaType.DOCKER_MANIFEST_LIST}, "
                    f"{MediaType.OCI_MANIFEST}, {MediaType.DOCKER_MANIFEST}")
 _RETRY_STATUS = {429, 500, 502, 503, 504}
+_PUSH = ("pull", "push")
 _MAX_MANIFEST = 4 << 20  # the distribution spec's limit; configs are held to it too
 CHUNK = 1 << 20
 
@@ -68,19 +75,31 @@ class Registry:
     def __init__(self, host: str, *, insecure: bool = False, transport: Transport | None = None,
                  credentials: Credentials | None | bool = True, insecure_registries: Iterable[str] = (),
                  attempts: int = 4, max_backoff: float = 10.0, timeout: float = 60.0,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, pool: int = 8) -> None:
         if transport is None:
             import requests
+            from requests.adapters import HTTPAdapter
 
             transport = requests.Session()
+            adapter = HTTPAdapter(pool_connections=2, pool_maxsize=max(pool, 2))
+            transport.mount("https://", adapter)
+            transport.mount("http://", adapter)
         self.host = host
-        plain = insecure or host in set(insecure_registries) or is_loopback_host(host)
+        insecure = insecure or host in set(insecure_registries)
+        self.tls = tls_settings(host)
+        # An insecure registry is tried over TLS first (unverified), then plain HTTP, as docker does.
+        self._probe_scheme = insecure and self.tls is None
+        plain = self.tls is None and (insecure or is_loopback_host(host))
         self.base = f"{'http' if plain else 'https'}://{host}/v2/"
+        self.verify: bool | str = False if insecure and self.tls is None else (
+            self.tls.verify if self.tls else True)
+        self.client_cert = self.tls.cert if self.tls else None
         self.transport = transport
-        # credentials=True: look them up in docker's config; None/False: anonymous.
+        # credentials=True: look them up in docker's/podman's config; None/False: anonymous.
         creds = load_credentials(host) if credentials is True else credentials or None
         self.auth = Authenticator(host, transport, creds, timeout=timeout)
         self.attempts, self.max_backoff, self.timeout, self.sleep = attempts, max_backoff, timeout, sleep
+        self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ reading images
 
@@ -167,6 +186,57 @@ class Registry:
         raise RegistryError(f"{self._where(ref)}: blob {desc.digest} could not be downloaded "
                             f"after {self.attempts} attempts: {type(last).__name__}")
 
+    # ---------------------------------------------------------------------- pushing
+
+    def send(self, method: str, ref: ImageRef, *, what: str, path: str = "", url: str | None = None,
+             **kw: Any) -> Response:
+        """A raw registry call (auth, TLS, retries) for the push protocol."""
+        return self._request(method, ref, path, what=what, url=url, **kw)
+
+    def blob_exists(self, ref: ImageRef, digest: Digest) -> bool:
+        resp = self._request("HEAD", ref, f"blobs/{digest}", what=f"blob {digest}",
+                             actions=_PUSH, ok=(200, 404))
+        resp.close()
+        return resp.status_code == 200
+
+    def mount_blob(self, ref: ImageRef, digest: Digest, source: str) -> str | None:
+        """Ask for ``digest`` to be mounted from repository ``source``; None when mounted, else
+        the Location of the upload the registry opened instead (a refused mount)."""
+        resp = self._request("POST", ref, f"blobs/uploads/?mount={digest}&from={source}",
+                             what=f"blob {digest} (mount from {source})", actions=_PUSH,
+                             ok=(201, 202), headers={"Content-Length": "0"})
+        resp.close()
+        if resp.status_code == 201:
+            return None
+        return self.location(ref, resp, f"blob {digest}")
+
+    def start_upload(self, ref: ImageRef, digest: Digest) -> str:
+        resp = self._request("POST", ref, "blobs/uploads/", what=f"blob {digest}", actions=_PUSH,
+                             ok=(202,), headers={"Content-Length": "0"})
+        resp.close()
+        return self.location(ref, resp, f"blob {digest}")
+
+    def location(self, ref: ImageRef, resp: Response, what: str) -> str:
+        from urllib.parse import urljoin
+
+        loc = resp.headers.get("Location")
+        if not loc:
+            raise RegistryError(f"{self._where(ref)}: {what}: the registry answered HTTP "
+                                f"{resp.status_code} without a Location for the upload")
+        return urljoin(self.base, loc)
+
+    def put_manifest(self, ref: ImageRef, reference: str, data: bytes, media_type: str) -> Digest:
+        digest = sha256_bytes(data)
+        resp = self._request("PUT", ref, f"manifests/{reference}", what=f"manifest {reference}",
+                             actions=_PUSH, ok=(200, 201, 202), data=data,
+                             headers={"Content-Type": media_type})
+        resp.close()
+        served = resp.headers.get("Docker-Content-Digest")
+        if served and served.startswith("sha256:") and served != str(digest):
+            raise RegistryError(f"{self._where(ref)}: the registry stored manifest {reference} as "
+                                f"{served}, not {digest}")
+        return digest
+
     # ---------------------------------------------------------------------- internals
 
     def _download(self, ref: ImageRef, desc: Descriptor, out: IO[bytes]) -> tuple[Digest, int]:
@@ -216,10 +286,16 @@ class Registry:
     def _request(self, method: str, ref: ImageRef, path: str, *, what: str,
                  headers: Mapping[str, str] | None = None, stream: bool = False,
                  actions: tuple[str, ...] = ("pull",), data: Any = None,
-                 ok: tuple[int, ...] = (200,)) -> Response:
-        """One registry call with auth and retries; a non-``ok`` status becomes a RegistryError."""
+                 ok: tuple[int, ...] = (200,), url: str | None = None,
+                 attempts: int | None = None) -> Response:
+        """One registry call with auth and retries; a non-``ok`` status becomes a RegistryError.
+        ``data`` may be a callable giving a fresh body for each attempt (a stream is read once);
+        ``url`` (an upload's Location) replaces ``path``; ``attempts=1`` leaves retrying to the
+        caller (an upload that must resume rather than resend)."""
+        self._choose_scheme()
         scope = f"repository:{ref.repository}:{','.join(actions)}"
-        url = self._url(ref, path)
+        target = url or self._url(ref, path)
+        limit = attempts or self.attempts
         answered = False
         attempt = 0
         while True:
@@ -227,15 +303,17 @@ class Registry:
             auth = self.auth.header(scope)
             if auth:
                 hdrs["Authorization"] = auth
+            body = data() if callable(data) else data
             try:
-                resp = self.transport.request(method, url, headers=hdrs, stream=stream, data=data,
-                                              timeout=self.timeout, allow_redirects=True)
-            except OSError as exc:  # connection refused, reset, timeout
+                resp = self.transport.request(method, target, headers=hdrs, stream=stream, data=body,
+                                              timeout=self.timeout, allow_redirects=True,
+                                              **self._tls_kwargs(target))
+            except OSError as exc:  # connection refused, reset, timeout, TLS failure
                 attempt += 1
-                if attempt >= self.attempts:
-                    raise RegistryError(f"{self.host}: cannot reach the registry "
-                                        f"({type(exc).__name__}) after {attempt} attempts",
-                                        hint=self._scheme_hint()) from None
+                if attempt >= limit:
+                    raise TransientError(f"{self.host}: cannot reach the registry "
+                                        f"({_describe(exc)}) after {attempt} attempts; {what} "
+                                        "was not transferred", hint=self._scheme_hint()) from None
                 self.sleep(self._backoff(attempt - 1, None))
                 continue
             if resp.status_code in ok:
@@ -246,13 +324,42 @@ class Registry:
                 self.auth.answer(challenge, scope)
                 answered = True
                 continue
-            if resp.status_code in _RETRY_STATUS and attempt + 1 < self.attempts:
-                attempt += 1
-                retry_after = resp.headers.get("Retry-After")
-                resp.close()
-                self.sleep(self._backoff(attempt - 1, retry_after))
-                continue
+            if resp.status_code in _RETRY_STATUS:
+                if attempt + 1 < limit:
+                    attempt += 1
+                    retry_after = resp.headers.get("Retry-After")
+                    resp.close()
+                    self.sleep(self._backoff(attempt - 1, retry_after))
+                    continue
+                err = self._status_error(ref, what, resp)
+                raise TransientError(err.message, hint=err.hint,
+                                     retry_after=resp.headers.get("Retry-After"))
             raise self._status_error(ref, what, resp)
+
+    def _tls_kwargs(self, url: str) -> dict[str, Any]:
+        if not url.startswith("https://"):
+            return {}
+        kw: dict[str, Any] = {"verify": self.verify}
+        if self.client_cert:
+            kw["cert"] = self.client_cert
+        return kw
+
+    def _choose_scheme(self) -> None:
+        """For an insecure registry: TLS (unverified) when it answers over TLS, else plain HTTP."""
+        if not self._probe_scheme:
+            return
+        with self._lock:
+            if not self._probe_scheme:
+                return
+            https = f"https://{self.host}/v2/"
+            try:
+                resp = self.transport.request("GET", https, headers={}, timeout=min(self.timeout, 10),
+                                              verify=False)
+                resp.close()
+                self.base = https
+            except OSError:
+                self.base = f"http://{self.host}/v2/"
+            self._probe_scheme = False
 
     def _status_error(self, ref: ImageRef, what: str, resp: Response) -> RegistryError:
         detail = _error_detail(resp)
@@ -274,8 +381,75 @@ class Registry:
 
     def _scheme_hint(self) -> str | None:
         if self.base.startswith("https://"):
-            return f"if {self.host} speaks plain HTTP, mark it as an insecure registry"
+            return (f"if {self.host} speaks plain HTTP or has its own CA, mark it with "
+                    f"--insecure-registry {self.host}, or put its CA in "
+                    f"{certs_dir() / self.host / 'ca.crt'}")
         return None
+
+
+@dataclass(frozen=True)
+class TLSSettings:
+    """What docker reads from certs.d/HOST: CAs to verify with, and a client certificate."""
+
+    verify: bool | str                 # True: the system CAs; a path: a CA bundle
+    cert: tuple[str, str] | None = None  # (certificate, key)
+
+
+def certs_dir(env: Mapping[str, str] | None = None) -> Path:
+    """docker's /etc/docker/certs.d, or $PYBUILD_CERTS_D (for tests and rootless setups)."""
+    env = os.environ if env is None else env
+    return Path(env.get("PYBUILD_CERTS_D") or "/etc/docker/certs.d")
+
+
+_BUNDLES: dict[tuple[str, ...], str] = {}
+
+
+def tls_settings(host: str, env: Mapping[str, str] | None = None) -> TLSSettings | None:
+    """The TLS settings of certs.d/HOST (HOST with its port, as docker names the folder), or
+    None when there is no such folder. Several ``*.crt`` CAs are joined into one bundle."""
+    folder = certs_dir(env) / host
+    if not folder.is_dir():
+        return None
+    cas = sorted(str(p) for p in folder.glob("*.crt"))
+    cert = None
+    for cert_file in sorted(folder.glob("*.cert")):
+        key = cert_file.with_suffix(".key")
+        if not key.is_file():
+            raise RegistryError(f"{cert_file} has no matching key {key.name}",
+                                hint=f"put the client key beside it in {folder}")
+        cert = (str(cert_file), str(key))
+    if not cas:
+        return TLSSettings(True, cert)
+    if len(cas) == 1:
+        return TLSSettings(cas[0], cert)
+    key_ = tuple(cas)
+    if key_ not in _BUNDLES:
+        fd, bundle = tempfile.mkstemp(prefix="pybuild-ca-", suffix=".pem")
+        with os.fdopen(fd, "wb") as out:
+            for ca in cas:
+                out.write(Path(ca).read_bytes().rstrip(b"\n") + b"\n")
+        _BUNDLES[key_] = bundle
+    return TLSSettings(_BUNDLES[key_], cert)
+
+
+def _describe(exc: BaseException) -> str:
+    """A connection error's kind, and for TLS its reason (a certificate the CAs do not sign)."""
+    text = str(exc)
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return f"{type(exc).__name__}: the TLS certificate is not signed by a trusted CA"
+    if "WRONG_VERSION_NUMBER" in text or "wrong version number" in text:
+        return f"{type(exc).__name__}: the registry does not speak TLS"
+    return type(exc).__name__
+
+
+class TransientError(RegistryError):
+    """A failure worth trying again (a connection error, 429, 5xx) that outlasted the retries
+    it was given; an upload resumes or restarts on it."""
+
+    def __init__(self, message: str, *, hint: str | None = None,
+                 retry_after: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.retry_after = retry_after
 
 
 class _Transient(Exception):
