@@ -20,6 +20,7 @@ HEREDOC_KEYWORDS = frozenset({"add", "copy", "run"})
 # reWhitespace of the reference: only these split FROM/EXPOSE/COPY words and the keyword.
 _WHITESPACE = re.compile("[\t\x0b\x0c\r ]+")
 _BYTE_SPACES = frozenset(b"\t\n\x0b\x0c\r \x85\xa0")  # unicode.IsSpace(rune(byte))
+_GO_SPACE_RUN = re.compile(f"[{GO_SPACES}]+")
 
 
 class LineError(ValueError):
@@ -127,7 +128,13 @@ def _extract_flags(line: str, escape: str) -> tuple[str, list[str]]:
 
 def parse_words(rest: str, escape: str) -> list[str]:
     """buildkit's parseWords: quote-aware words, quotes and escapes kept in the words."""
-    words: list[str] = []
+    if "'" not in rest and '"' not in rest and escape not in rest:
+        # nothing to keep together: the words are the runs of non-space characters
+        words = [w for w in _GO_SPACE_RUN.split(rest) if w]
+        if rest.isascii():
+            return words
+        return [re.sub("[\udc80-\udcff]", "\ufffd", w) for w in words]
+    words = []
     buf: list[str] = []
     phase = 0  # 0 in spaces, 1 in word, 2 in quote
     quote = ""
