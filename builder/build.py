@@ -246,8 +246,12 @@ def _build(req: BuildRequest, store: Any, progress: Progress, context_dir: Path,
                       source_date_epoch=req.source_date_epoch, lowers_of=solver.lowers_of)
     from .images import ImageStore
 
-    if not req.outputs or any(o.get("type") == "image" for o in req.outputs):
+    if not req.outputs or any(o.get("type") in ("image", "registry") for o in req.outputs):
         ImageStore(store).tag_many(req.tags, image)
+    for out in req.outputs:
+        if out.get("type") == "registry" or (out.get("type") == "image" and out.get("push") == "true"):
+            _push(store, req, image_for("docker" if out.get("oci-mediatypes") == "false" else "oci"),
+                  out, progress)
 
     image_id = image.config_digest
     if req.iidfile:
@@ -272,6 +276,24 @@ def _build(req: BuildRequest, store: Any, progress: Progress, context_dir: Path,
     shown = req.tags[0] if req.tags else "image"
     summary = f"built {shown} {image_id} in {elapsed:.1f}s ({cached}/{len(steps)} steps cached)"
     return BuildResult(image_id, image.manifest_digest, summary, steps, metadata)
+
+
+def _push(store: Any, req: BuildRequest, image: Any, out: Mapping[str, str], progress: Progress) -> None:
+    """`--push` / `-o type=registry`: the image under every -t name (or the output's name=)."""
+    from .images import push_stored
+
+    names = [n for n in out.get("name", "").split(",") if n] or list(req.tags)
+    sid = progress.start(f"[internal] pushing {', '.join(names)}")
+    try:
+        results = push_stored(store, names[0], names, insecure=req.insecure_registries, image=image,
+                              report=progress.info)
+    except BuildError as exc:
+        progress.error(sid, str(exc))
+        raise
+    progress.internal_done(sid)
+    for result in results:
+        for name in result.names:
+            progress.info(f"pushed {name}@{result.digest}")
 
 
 def _write_text(path: Path, text: str) -> None:

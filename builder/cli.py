@@ -18,11 +18,15 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "images": ("builder.commands.images", "List the images in the local store."),
     "import": ("builder.commands.import_", "Make an image from a root filesystem folder or tar."),
     "inspect": ("builder.commands.inspect", "Show a stored image's manifest and config as JSON."),
+    "load": ("builder.commands.load", "Load images from a docker or OCI archive into the local store."),
+    "login": ("builder.commands.login", "Log in to a registry (saved as docker login saves it)."),
+    "logout": ("builder.commands.logout", "Forget the login of a registry."),
     "parse": ("builder.commands.parse", "Print the parse of a Dockerfile."),
     "pull": ("builder.commands.pull", "Pull an image from a registry into the local store."),
     "push": ("builder.commands.push", "Push an image from the local store to a registry."),
     "rmi": ("builder.commands.rmi", "Remove names from the local image store."),
     "run": ("builder.commands.run", "Run an image's command on a throwaway overlay."),
+    "save": ("builder.commands.save", "Save stored images to one tarball (docker load and skopeo take it)."),
     "tag": ("builder.commands.tag", "Give a stored image another name."),
 }
 

@@ -71,6 +71,7 @@ def _parse_secret(text: str) -> tuple[str, tuple[str, str]]:
 @click.option("--secret", "secrets", multiple=True, metavar="id=ID,src=FILE|env=VAR", help="Secret to expose to RUN --mount=type=secret.")
 @click.option("--ssh", "ssh", multiple=True, metavar="default|ID[=SOCKET]", help="SSH agent socket to expose to RUN --mount=type=ssh.")
 @click.option("-o", "--output", "outputs", multiple=True, metavar="type=TYPE,dest=PATH", help="Output: oci, docker, local, tar (or a folder).")
+@click.option("--push", is_flag=True, help="Push the image to its registry (as -o type=registry).")
 @click.option("--iidfile", type=click.Path(dir_okay=False), help="Write the image ID to this file.")
 @click.option("--metadata-file", type=click.Path(dir_okay=False), help="Write build results as JSON to this file.")
 @click.option("--progress", default="auto", type=click.Choice(["auto", "tty", "plain", "quiet", "rawjson"]), help="How to show progress.")
@@ -95,6 +96,12 @@ def command(**kw: object) -> None:
     secrets = dict(_parse_secret(s) for s in kw["secrets"])  # type: ignore[union-attr]
     ssh = dict(_parse_ssh(s) for s in kw["ssh"])  # type: ignore[union-attr]
     outputs = [_parse_output(o) for o in kw["outputs"]]  # type: ignore[union-attr]
+    if kw["push"]:
+        outputs.append({"type": "registry"})
+    for out in outputs:
+        pushing = out.get("type") == "registry" or out.get("push") == "true"
+        if pushing and not kw["tags"] and not out.get("name"):
+            raise UsageError("pushing needs a name: give one with -t NAME[:TAG]")
     memory = _parse_bytes(str(kw["memory"])) if kw["memory"] else None
     platform = kw["platform"]
     if platform:

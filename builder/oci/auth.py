@@ -347,7 +347,8 @@ class Authenticator:
 
     def _token(self, ch: Challenge, scope: str) -> str:
         params = {"service": ch.params["service"]} if ch.params.get("service") else {}
-        params["scope"] = scope
+        if scope:  # a login check asks for no scope, only whether the credentials are good
+            params["scope"] = scope
         realm = ch.params["realm"]
         url = realm + ("&" if "?" in realm else "?") + urlencode(params)
         headers = {"Authorization": self.credentials.basic_header()} if self.credentials else {}

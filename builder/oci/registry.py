@@ -186,6 +186,34 @@ class Registry:
         raise RegistryError(f"{self._where(ref)}: blob {desc.digest} could not be downloaded "
                             f"after {self.attempts} attempts: {type(last).__name__}")
 
+    def check_login(self) -> None:
+        """Verify the credentials as ``docker login`` does: GET /v2/, answer the challenge
+        (a token without scope, or basic auth), expect 200."""
+        self._choose_scheme()
+        what = f"login to {self.host}"
+        for attempt in range(2):
+            headers = {}
+            auth = self.auth.header("")
+            if auth:
+                headers["Authorization"] = auth
+            try:
+                resp = self.transport.request("GET", self.base, headers=headers, timeout=self.timeout,
+                                              **self._tls_kwargs(self.base))
+            except OSError as exc:
+                raise RegistryError(f"{what} failed: cannot reach the registry ({_describe(exc)})",
+                                    hint=self._scheme_hint()) from None
+            resp.close()
+            if resp.status_code == 200:
+                return
+            challenge = resp.headers.get("WWW-Authenticate", "")
+            if resp.status_code == 401 and challenge and attempt == 0:
+                self.auth.answer(challenge, "")
+                continue
+            if resp.status_code == 401:
+                raise RegistryError(f"{what} failed: the registry refused the username or "
+                                    "password (HTTP 401)")
+            raise RegistryError(f"{what} failed: the registry answered HTTP {resp.status_code}")
+
     # ---------------------------------------------------------------------- pushing
 
     def send(self, method: str, ref: ImageRef, *, what: str, path: str = "", url: str | None = None,
