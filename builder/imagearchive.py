@@ -97,7 +97,7 @@ def load_archive(store: Store, path: str | Path) -> list[LoadedImage]:
             if "index.json" in members and "oci-layout" in members:
                 loaded = _load_oci(store, reader)
             elif "manifest.json" in members:
-                loaded = _load_docker(store, reader)
+                loaded = _load_docker(store, reader, path)
             else:
                 raise BuildError(f"cannot load {path}: it is neither an OCI archive nor a docker "
                                  "archive (no index.json or manifest.json)")
@@ -159,8 +159,9 @@ def _load_oci(store: Store, reader: _Reader) -> list[LoadedImage]:
     return loaded
 
 
-def _load_docker(store: Store, reader: _Reader) -> list[LoadedImage]:
-    from .oci.types import Descriptor, ImageConfig, Manifest, MediaType, decode, encode
+def _load_docker(store: Store, reader: _Reader, path: Path) -> list[LoadedImage]:
+    from .oci.archive import read_archive
+    from .oci.types import Descriptor, Manifest, MediaType, encode
 
     try:
         entries = json.loads(reader.read("manifest.json"))
@@ -169,30 +170,23 @@ def _load_docker(store: Store, reader: _Reader) -> list[LoadedImage]:
         raise BuildError(f"{reader.where}: manifest.json is not a list of images") from None
     loaded = []
     for entry in entries:
-        config_name, layer_names = entry.get("Config"), entry.get("Layers")
-        if not isinstance(config_name, str) or not isinstance(layer_names, list):
-            raise BuildError(f"{reader.where}: manifest.json lacks Config or Layers")
-        config_bytes = reader.read(config_name)
-        config = ImageConfig.from_json(decode(config_bytes, f"{reader.where}: image config"))
-        if len(config.diff_ids) != len(layer_names):
-            raise BuildError(f"{reader.where}: {len(layer_names)} layers but the config lists "
-                             f"{len(config.diff_ids)} diff ids")
+        tags = [str(t) for t in entry.get("RepoTags") or ()]
+        if len(entries) > 1 and not tags:
+            raise BuildError(f"{reader.where}: an image without a name among {len(entries)} "
+                             "cannot be told apart; save it alone, or by name")
+        image = read_archive(path, tag=tags[0] if len(entries) > 1 else None)
         layers = []
-        for name, diff_id in zip(layer_names, config.diff_ids):
-            with reader.open(name) as f:
-                head = f.read(4)
-            media = (MediaType.DOCKER_LAYER_GZIP if head.startswith(b"\x1f\x8b") else
-                     MediaType.OCI_LAYER_ZSTD if head.startswith(b"\x28\xb5\x2f\xfd") else
-                     MediaType.DOCKER_LAYER)
-            blob = _put_layer(store, reader, name, None, media, diff_id)
-            layers.append(Descriptor(media, blob.digest, blob.size))
-        config_digest, _ = store.put_blob_bytes(config_bytes)
+        for layer in image.layers:
+            blob = _put_layer(store, reader, layer.member, None, layer.media_type, layer.diff_id)
+            layers.append(Descriptor(layer.media_type, blob.digest, blob.size))
+        config_digest, _ = store.put_blob_bytes(image.config_bytes)
         manifest = Manifest(media_type=MediaType.DOCKER_MANIFEST,
-                            config=Descriptor(MediaType.DOCKER_CONFIG, config_digest, len(config_bytes)),
+                            config=Descriptor(MediaType.DOCKER_CONFIG, config_digest,
+                                              len(image.config_bytes)),
                             layers=tuple(layers))
         manifest_digest, _ = store.put_blob_bytes(encode(manifest.to_json()))
-        names = tuple(ImageStore.normalize(t) for t in entry.get("RepoTags") or ())
-        loaded.append(LoadedImage(names, manifest_digest, config_digest))
+        loaded.append(LoadedImage(tuple(ImageStore.normalize(t) for t in tags), manifest_digest,
+                                  config_digest))
     return loaded
 
 
