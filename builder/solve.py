@@ -318,6 +318,7 @@ class Solver:
             self.progress.cached(sid)
             self._report(stage, node, title, key, True, t0, record)
             return self._apply_record(fs, chained, record)
+        executed = False
         with self.store.lock(f"step-{key.digest.hex}"):
             # Another build may have made it while we waited for the lock.
             record = None if no_cache else self.store.get_record(key.digest)
@@ -326,8 +327,12 @@ class Solver:
                 record = {**record, "step": title, "stage": stage.display_name,
                           "created": time.time()}
                 self.store.put_record(key.digest, record)
-        self.progress.done(sid)
-        self._report(stage, node, title, key, False, t0, record)
+                executed = True
+        if executed:
+            self.progress.done(sid)
+        else:
+            self.progress.cached(sid)
+        self._report(stage, node, title, key, not executed, t0, record)
         return self._apply_record(fs, chained, record)
 
     def _record_usable(self, record: Mapping[str, Any]) -> bool:
