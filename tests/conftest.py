@@ -11,6 +11,8 @@ pytest_plugins: list[str] = [
     "tests.fixtures.buildtools",
     "tests.fixtures.auth_registry",
     "tests.fixtures.docker_builder",
+    "tests.fixtures.secure_registry",
+    "tests.fixtures.fault_proxy",
 ]
 
 

@@ -338,6 +338,9 @@ class Registry:
                                               **self._tls_kwargs(target))
             except OSError as exc:  # connection refused, reset, timeout, TLS failure
                 attempt += 1
+                if "CERTIFICATE_VERIFY_FAILED" in str(exc):  # trying again will not help
+                    raise RegistryError(f"{self.host}: {_describe(exc)}; {what} was not "
+                                        "transferred", hint=self._scheme_hint()) from None
                 if attempt >= limit:
                     raise TransientError(f"{self.host}: cannot reach the registry "
                                         f"({_describe(exc)}) after {attempt} attempts; {what} "
@@ -390,6 +393,11 @@ class Registry:
             self._probe_scheme = False
 
     def _status_error(self, ref: ImageRef, what: str, resp: Response) -> RegistryError:
+        if resp.status_code == 400 and self.base.startswith("http://") and self._speaks_tls():
+            resp.close()
+            return RegistryError(f"{self.host} speaks TLS, not plain HTTP ({what})",
+                                 hint=f"put its CA in {certs_dir() / self.host / 'ca.crt'}, or "
+                                 f"use --insecure-registry {self.host} to skip verification")
         detail = _error_detail(resp)
         resp.close()
         status = resp.status_code
@@ -401,6 +409,17 @@ class Registry:
             return RegistryError(f"{where}: access to {what} denied (HTTP {status}){detail}",
                                  hint=f"run `docker login {self.host}` if the image is private")
         return RegistryError(f"{where}: {what}: the registry answered HTTP {status}{detail}")
+
+    def _speaks_tls(self) -> bool:
+        """Whether a 400 to plain HTTP is Go's answer from a TLS port (a HEAD has no body)."""
+        try:
+            resp = self.transport.request("GET", self.base, headers={}, timeout=10)
+        except OSError:
+            return False
+        try:
+            return resp.status_code == 400 and b"HTTPS server" in resp.content[:512]
+        finally:
+            resp.close()
 
     def _backoff(self, attempt: int, retry_after: str | None) -> float:
         if retry_after and retry_after.strip().isdigit():
