@@ -464,7 +464,7 @@ class Solver:
                                    memory=self.opts.memory, cpus=self.opts.cpus, solver=self)
             if code != 0:
                 last = b"".join(tail).decode("utf-8", "replace").splitlines()[-20:]
-                shown = " ".join(node.command) if not node.heredocs else node.original
+                shown = " ".join(node.command).split("\n")[0]
                 raise ExecError(
                     f"RUN {shown} failed: exit code {code}",
                     hint=("last lines of its output:\n  " + "\n  ".join(last)) if last else None)

@@ -11,7 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.runbuild import Project, bb_layout, project  # noqa: F401  (fixtures)
+from tests.integration import runbuild
+from tests.integration.runbuild import Project
+
+# fixtures
+bb_layout = runbuild.bb_layout
+project = runbuild.project
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="RUN steps mount overlays: needs root")
 

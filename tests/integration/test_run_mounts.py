@@ -6,16 +6,17 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.integration.runbuild import (  # noqa: F401  (fixtures)
-    Project,
-    bb_layout,
-    project,
-    store_files,
-)
+from tests.integration import runbuild
+from tests.integration.runbuild import Project, store_files
+
+# fixtures
+bb_layout = runbuild.bb_layout
+project = runbuild.project
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="RUN steps mount overlays: needs root")
 
@@ -184,7 +185,7 @@ def test_ssh_agent_forwarding(project: Project, tmp_path: Path) -> None:
         for _ in range(100):
             if sock.exists():
                 break
-            subprocess.run(["sleep", "0.05"])
+            time.sleep(0.05)
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "pybuild-test",
                         "-f", str(tmp_path / "id")], check=True)
         env = {"SSH_AUTH_SOCK": str(sock)}
