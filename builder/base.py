@@ -124,15 +124,20 @@ class BaseResolver:
         return self._from_folder(nc)
 
     def _from_folder(self, nc: NamedContext) -> BaseImage:
-        """A folder as a base: one layer holding its files (owned by root, as COPY would)."""
+        """A folder as a base: one layer holding its files. The layer is kept uncompressed
+        (only hashed: a root filesystem folder is large) and compressed when exported."""
         from .layers.tar import write_layer
 
         tmp = self.store.tempfile("layer-")
-        rec = write_layer(Path(nc.value), tmp, compression="gzip")
+        rec = write_layer(Path(nc.value), tmp, compression="uncompressed")
         self.store.put_blob_file(tmp, rec.digest)
         blob = LayerBlob(rec.diff_id, rec.digest, rec.size, rec.media_type)
         self.store.add_layer_blob(blob)
-        config: dict[str, Any] = {"rootfs": {"type": "layers", "diff_ids": [str(rec.diff_id)]}}
+        # one history entry for its one layer, so that history and layers stay in step
+        config: dict[str, Any] = {
+            "rootfs": {"type": "layers", "diff_ids": [str(rec.diff_id)]},
+            "history": [{"created_by": f"build context {nc.name} (a folder)",
+                         "comment": "pybuild.context.v0"}]}
         return BaseImage(nc.name, base_key(manifest_digest=None, layers=[str(rec.diff_id)]),
                          config, (blob,))
 

@@ -66,8 +66,9 @@ def ensure_layer_blob(store: Store, layer: LayerRef, *, compression: str, level:
 
 
 def _base_layer_count(result: StageResult) -> int:
-    """How many of the final layers are the base image's own (exported as they are)."""
-    if result.base is None:
+    """How many of the final layers are the base image's own (exported as they are). A
+    folder context has no manifest: its layer was made here and takes the asked compression."""
+    if result.base is None or result.base.manifest_digest is None:
         return 0
     base_ids = [b.diff_id for b in result.base.layers]
     ours = [layer.diff_id for layer in result.fs.layers[:len(base_ids)]]
