@@ -202,7 +202,10 @@ def _build(req: BuildRequest, store: Any, progress: Progress, context_dir: Path,
         progress.warn(warning)
 
     from .export import check_outputs
+    from .images import ImageStore
 
+    for tag in req.tags:
+        ImageStore.normalize(tag)  # a bad -t fails now, not after the whole build
     check_outputs(req.outputs)
     isolate_mounts()
     context = BuildContext.open(context_dir, df_path)

@@ -215,3 +215,11 @@ def test_outputs_appear_whole_or_not_at_all(app: Path, store: str, local_busybox
     assert "blocker" in failed.stderr
     assert dest.read_bytes() == b"previous content" or tarfile.is_tarfile(dest)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_bad_tag_fails_before_building(app: Path, store: str, tmp_path: Path) -> None:
+    failed = pybuild("build", "--root", store, "-t", "Bad Name", "-o",
+                     f"type=oci,dest={tmp_path / 'x.tar'}", str(app), check=False)
+    assert failed.returncode == 2 and "Traceback" not in failed.stderr
+    assert "repository name must be lowercase" in failed.stderr
+    assert "FROM" not in failed.stderr and not (tmp_path / "x.tar").exists()  # nothing was built
