@@ -419,11 +419,14 @@ class Solver:
         argv = run_argv(node, image)
         lookup = env.lookup(image)
         proc_env = dict(lookup)
+        if "PATH" not in proc_env:
+            proc_env["PATH"] = DEFAULT_PATH
+        # Undeclared proxy build args reach the process but, as in BuildKit (ExecOp's
+        # CacheMap drops Meta.ProxyEnv), not the cache key: another proxy reuses the layer.
+        key_env = sorted(f"{k}={v}" for k, v in proc_env.items())
         for name in PROXY_ARGS:
             if name in self.graph.build_args and name not in proc_env:
                 proc_env[name] = self.graph.build_args[name]
-        if "PATH" not in proc_env:
-            proc_env["PATH"] = DEFAULT_PATH
         network = node.network or self.opts.network
         mounts = self.runner.parse_mounts(node, env, image, self)
         script = None
@@ -437,7 +440,7 @@ class Solver:
         op = {
             "kind": "run",
             "argv": list(argv),
-            "env": sorted(spec_env),
+            "env": key_env,
             "user": image.user,
             "cwd": cwd,
             "network": network,

@@ -2,6 +2,7 @@
 image config and history record, and docker's warning for build args nobody used."""
 from __future__ import annotations
 
+import json
 import os
 import platform
 from pathlib import Path
@@ -139,6 +140,14 @@ def test_proxy_args_reach_run_but_not_the_image(project: Path, store: str, local
     assert history[2] == "ARG no_proxy=localhost"
     assert history[3] == "RUN |1 no_proxy=localhost /bin/sh -c env > /env2.txt # buildkit"
     assert "proxy.invalid" not in str(cfg)
+
+    # another proxy is not another step: BuildKit keeps proxy args out of the cache key
+    meta = tmp_path / "meta.json"
+    pybuild("build", "--root", store, "--build-context", f"base=oci-layout://{local_busybox}",
+            "--build-arg", "HTTP_PROXY=http://other-proxy.invalid:8080",
+            "--build-arg", "no_proxy=localhost", "--metadata-file", str(meta), str(project))
+    steps = json.loads(meta.read_text())["pybuild.steps"]
+    assert [s["cached"] for s in steps] == [True, True]
 
 
 def test_unused_build_arg_warns_as_docker(project: Path, store: str) -> None:
