@@ -167,7 +167,7 @@ class _BlobPusher:
         self.registry, self.ref, self.chunk_size, self.report = registry, ref, chunk_size, report
         self.cancel = threading.Event()
         # A blob gets this many fresh starts or resumes after transient failures.
-        self.attempts = max(registry.attempts, 2) * 2
+        self.attempts = registry.attempts + 2
 
     def push(self, desc: Descriptor, payload: bytes | Path, sources: Sequence[str]) -> BlobPush:
         digest = desc.digest

@@ -74,7 +74,7 @@ class Registry:
 
     def __init__(self, host: str, *, insecure: bool = False, transport: Transport | None = None,
                  credentials: Credentials | None | bool = True, insecure_registries: Iterable[str] = (),
-                 attempts: int = 4, max_backoff: float = 10.0, timeout: float = 60.0,
+                 attempts: int = 4, max_backoff: float | None = None, timeout: float = 60.0,
                  sleep: Callable[[float], None] = time.sleep, pool: int = 8) -> None:
         if transport is None:
             import requests
@@ -98,6 +98,8 @@ class Registry:
         # credentials=True: look them up in docker's/podman's config; None/False: anonymous.
         creds = load_credentials(host) if credentials is True else credentials or None
         self.auth = Authenticator(host, transport, creds, timeout=timeout)
+        if max_backoff is None:  # $PYBUILD_REGISTRY_MAX_BACKOFF caps every wait (tests use a small one)
+            max_backoff = float(os.environ.get("PYBUILD_REGISTRY_MAX_BACKOFF") or 10.0)
         self.attempts, self.max_backoff, self.timeout, self.sleep = attempts, max_backoff, timeout, sleep
         self._lock = threading.Lock()
 

@@ -5,11 +5,17 @@ docker-credential-* helper; no password ever shows in anything pybuild prints.""
 from __future__ import annotations
 
 import json
+import os
 import stat
 from pathlib import Path
 
 from tests.fixtures.secure_registry import make_pki
-from tests.integration.pushutil import assert_one_sentence_error, imported, skopeo_digest, stored_digest
+from tests.integration.pushutil import (
+    assert_one_sentence_error,
+    imported,
+    skopeo_digest,
+    stored_digest,
+)
 
 
 def test_basic_auth_over_tls_with_login_certs_d_and_insecure(tls_registry, tmp_path: Path) -> None:
@@ -85,8 +91,6 @@ def test_token_auth_with_a_credential_helper_and_anonymous_pull(token_registry, 
     docker_config = tmp_path / "docker"
     docker_config.mkdir()
     (docker_config / "config.json").write_text(json.dumps({"credHelpers": {reg.host: "pbtest"}}))
-    import os
-
     env = {"DOCKER_CONFIG": str(docker_config), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
     s = imported(tmp_path, name, big=3 << 20, env=env)
 
