@@ -35,7 +35,7 @@ from .dispatch import (
     run_history_text,
 )
 from .errors import BuildError, ExecError
-from .executor import StepInterrupted, interrupt_steps
+from .executor import StepInterrupted, interrupt_steps, step_owner
 from .graph import PROXY_ARGS, BuildGraph, Stage
 from .progress import Progress
 from .steps import StepRunner
@@ -378,9 +378,12 @@ class Solver:
                 remove_tree(upper)
                 return {"empty": True}
             tmp = self.store.tempfile("layer-")
+            # Rootless, the step's files belong to the building user on the host: the layer
+            # records them as the step saw them (root, or the subordinate ids).
+            owner = step_owner if os.geteuid() != 0 else None
             rec = write_layer(upper, tmp, compression=self.opts.compression,
                               level=self.opts.compression_level,
-                              source_date_epoch=self.opts.source_date_epoch)
+                              source_date_epoch=self.opts.source_date_epoch, owner=owner)
             self.store.put_blob_file(tmp, rec.digest)
             blob = LayerBlob(rec.diff_id, rec.digest, rec.size, rec.media_type)
             self.store.add_layer_blob(blob)

@@ -487,4 +487,18 @@ def _parse_size(text: str) -> int:
 def _rmtree(path: Path) -> None:
     from .cache.store import remove_tree
 
+    if os.geteuid() != 0:
+        _make_removable(path)
     remove_tree(path)
+
+
+def _make_removable(path: Path) -> None:
+    """Rootless, overlayfs leaves its work/work dir mode 000 (and a step may make such
+    dirs): give the owner (us) access again, top down, so the tree can be removed."""
+    for dirpath, dirnames, _files in os.walk(path):
+        for name in dirnames:
+            child = os.path.join(dirpath, name)
+            with contextlib.suppress(OSError):
+                st = os.lstat(child)
+                if stat.S_ISDIR(st.st_mode) and st.st_mode & 0o700 != 0o700:
+                    os.chmod(child, stat.S_IMODE(st.st_mode) | 0o700)

@@ -6,7 +6,7 @@ calls; ``fake.FakeExecutor`` stands in for it in unit tests.
 from __future__ import annotations
 
 from .rootfs import enter_private_mount_namespace, mounted_rootfs
-from .run import interrupt_steps, run_step
+from .run import interrupt_steps, run_step, step_owner
 from .spec import (
     DEFAULT_CAPABILITIES,
     DEFAULT_HOSTNAME,
@@ -31,4 +31,5 @@ __all__ = [
     "mounted_rootfs",
     "resolve_user",
     "run_step",
+    "step_owner",
 ]

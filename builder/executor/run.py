@@ -8,6 +8,7 @@ Mounts all live in the step's own mount namespace, so they die with its processe
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pwd
@@ -28,7 +29,7 @@ from .rootfs import Stub, overlay_options, remove_stubs
 from .sandbox import Plan, outer_child
 from .spec import DEFAULT_PATH, RootFS, RunSpec, StepInterrupted
 
-__all__ = ["run_step", "interrupt_steps"]
+__all__ = ["interrupt_steps", "run_step", "step_owner"]
 
 _running: set["_Step"] = set()
 _running_lock = threading.Lock()
@@ -113,6 +114,13 @@ def _ns_owner(st: os.stat_result) -> tuple[int, int]:
         else:
             found.append(65534)
     return found[0], found[1]
+
+
+@functools.lru_cache(maxsize=256)
+def step_owner(uid: int, gid: int) -> tuple[int, int]:
+    """A host owner as a rootless step's user namespace sees it (65534 when unmapped): what
+    a layer made rootless must record."""
+    return _ns_owner(os.stat_result((0, 0, 0, 0, uid, gid, 0, 0, 0, 0)))
 
 
 def _write_id_maps(pid: int) -> None:

@@ -15,12 +15,13 @@ cache relies on) never move with the Python version. The rules, after umoci:
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import stat
 import threading
 from pathlib import Path
-from typing import BinaryIO, Iterable
+from typing import BinaryIO, Callable, Iterable
 
 from builder.digest import Digest
 from builder.errors import LayerError
@@ -242,10 +243,12 @@ def _is_utf8(value: bytes) -> bool:
 
 
 def write_layer(snapshot: Path, out: Path, *, compression: Compression = "gzip",
-                level: int | None = None, source_date_epoch: int | None = None) -> LayerRecord:
+                level: int | None = None, source_date_epoch: int | None = None,
+                owner: Callable[[int, int], tuple[int, int]] | None = None) -> LayerRecord:
     """Writes the layer of ``snapshot`` (overlay upper-dir format) to ``out`` in one pass,
     hashing the uncompressed tar (diff_id) and the file (digest) as it streams. ``out``
-    appears complete or not at all."""
+    appears complete or not at all. ``owner`` maps the snapshot's (host) uid/gid to the
+    ones written (a rootless step's files belong to the building user on the host)."""
     out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}-{threading.get_ident()}")
     try:
@@ -255,6 +258,9 @@ def write_layer(snapshot: Path, out: Path, *, compression: Compression = "gzip",
             raw = HashingWriter(comp)
             tw = TarWriter(raw)
             for change in changes(Path(snapshot)):
+                if owner is not None and change.kind == "entry":
+                    uid, gid = owner(change.uid, change.gid)
+                    change = dataclasses.replace(change, uid=uid, gid=gid)
                 tw.add(change, epoch=source_date_epoch)
             tw.close()
             comp.close()
