@@ -1,0 +1,125 @@
+"""The local image store from the command line: images (docker's table), tag, inspect, rmi,
+pull, save (one tarball that skopeo's oci-archive: and docker load both take), load (docker and
+OCI archives, verified), and FROM of a stored name with no network at all."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from tests.integration.pushutil import assert_one_sentence_error, imported, stored_digest
+
+
+def test_images_tag_inspect_rmi(tmp_path: Path) -> None:
+    s = imported(tmp_path, "hello:v1")
+    s.run("tag", "hello:v1", "example.com/team/hello:latest")
+    table = s.run("images").stdout.splitlines()
+    assert re.fullmatch(r"REPOSITORY +TAG +IMAGE ID +CREATED +SIZE", table[0])
+    # columns start where docker's tabwriter puts them: widest cell + 3 spaces
+    assert table[0].index("TAG") == len("example.com/team/hello") + 3
+    rows = sorted(line.split()[:3] for line in table[1:])
+    image_id = json.loads(s.run("inspect", "hello:v1").stdout)[0]["Id"]
+    short = image_id.removeprefix("sha256:")[:12]
+    assert rows == [["example.com/team/hello", "latest", short], ["hello", "v1", short]]
+    assert re.search(r"(seconds|second) ago +\d+(\.\d+)?k?B$", table[1])
+    info = json.loads(s.run("inspect", "example.com/team/hello").stdout)[0]
+    assert info["Manifest"]["config"]["digest"] == image_id
+    assert info["Config"]["rootfs"]["diff_ids"] and info["Name"] == "example.com/team/hello:latest"
+    assert s.run("images", "-q").stdout.split() == [short]
+    assert s.run("rmi", "hello:v1").stdout == "Untagged: hello:v1\n"
+    assert_one_sentence_error(s.run("inspect", "hello:v1", check=False), "no such image: hello:v1")
+    assert_one_sentence_error(s.run("rmi", "nothere", check=False), "no such image")
+    usage = s.run("tag", "example.com/team/hello", "Bad Name", check=False)
+    assert usage.returncode == 2 and "invalid image name" in usage.stderr
+    s.run("rmi", short)  # by image ID: its last name goes
+    assert s.run("images", "-q").stdout == ""
+
+
+def test_save_then_skopeo_docker_and_pybuild_load(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    s = imported(tmp_path, "saved/one:1")
+    (tmp_path / "rootfs" / "etc" / "second").write_text("2\n")
+    s.run("import", str(tmp_path / "rootfs"), "saved/two:2")
+    one, two = stored_digest(s, "saved/one:1"), stored_digest(s, "saved/two:2")
+    both = tmp_path / "both.tar"
+    s.run("save", "saved/one:1", "saved/two:2", "-o", str(both))
+    with tarfile.open(both) as tar:
+        manifest = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
+    assert sorted(t for e in manifest for t in e["RepoTags"]) == ["saved/one:1", "saved/two:2"]
+    # skopeo takes it as an OCI archive, each image by its ref name (the tag)
+    for ref_name, digest in (("1", one), ("2", two)):
+        out = subprocess.run(["skopeo", "inspect", f"oci-archive:{both}:{ref_name}"],
+                             capture_output=True, text=True, check=False, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["Digest"] == digest
+    # pybuild load puts both back, same digests
+    other = imported(tmp_path / "other", "unused:1")
+    loaded = other.run("load", "-i", str(both)).stdout
+    assert "Loaded image: saved/one:1" in loaded and "Loaded image: saved/two:2" in loaded
+    assert stored_digest(other, "saved/one:1") == one and stored_digest(other, "saved/two:2") == two
+    # a docker archive (written by skopeo) loads too, with the same image ID
+    single = tmp_path / "one.tar"
+    s.run("save", "saved/one:1", "-o", str(single))
+    docker_tar = tmp_path / "docker.tar"
+    subprocess.run(["skopeo", "copy", "--quiet", f"oci-archive:{single}",
+                    f"docker-archive:{docker_tar}:fromdocker/app:3"], check=True, timeout=60)
+    other.run("load", "-i", str(docker_tar))
+    image_id = json.loads(s.run("inspect", "saved/one:1").stdout)[0]["Id"]
+    assert json.loads(other.run("inspect", "fromdocker/app:3").stdout)[0]["Id"] == image_id
+    # a damaged blob is refused and no name is written
+    bad = tmp_path / "bad.tar"
+    _corrupt_layer(single, bad)
+    third = imported(tmp_path / "third", "unused:1")
+    assert_one_sentence_error(third.run("load", "-i", str(bad), check=False), "does not match")
+    assert "saved/one" not in third.run("images").stdout
+    assert_one_sentence_error(third.run("load", "-i", str(tmp_path / "missing.tar"), check=False),
+                              "no such file")
+    # docker load takes the same tarball, where a private dockerd can run
+    if shutil.which("dockerd"):
+        try:
+            daemon = request.getfixturevalue("dockerd")
+        except pytest.skip.Exception:
+            return
+        done = daemon.docker("load", "-i", str(single))
+        assert done.returncode == 0, done.stderr
+        assert "saved/one:1" in done.stdout
+        ids = daemon.docker("image", "inspect", "-f", "{{.Id}}", "saved/one:1").stdout.strip()
+        assert ids == image_id
+
+
+def _corrupt_layer(src: Path, dest: Path) -> None:
+    """Copy an OCI archive, flipping a byte of its largest blob (a layer)."""
+    with tarfile.open(src) as tin, tarfile.open(dest, "w") as tout:
+        members = tin.getmembers()
+        biggest = max((m for m in members if m.name.startswith("blobs/") and m.isfile()),
+                      key=lambda m: m.size)
+        for m in members:
+            data = tin.extractfile(m).read() if m.isfile() else None  # type: ignore[union-attr]
+            if m is biggest and data:
+                data = bytes([data[0] ^ 1]) + data[1:]
+            tout.addfile(m, None if data is None else __import__("io").BytesIO(data))
+
+
+def test_pull_then_from_the_stored_name_needs_no_network(registry, busybox_image, fault_proxy_factory,
+                                                          tmp_path: Path) -> None:
+    from tests.fixtures.fault_proxy import FaultPlan
+
+    proxy = fault_proxy_factory(registry.host, FaultPlan(every=1000))
+    name = f"{proxy.host}/busybox:1.36"
+    s = imported(tmp_path, "unused:1")
+    assert s.run("pull", name).stdout.strip() == name
+    assert stored_digest(s, name) == busybox_image.digest
+    proxy.close()  # from now on, any request to that registry fails
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "Dockerfile").write_text(f"FROM {name}\nLABEL stored=yes\n")
+    out = tmp_path / "out.tar"
+    s.run("build", "--progress", "plain", "-o", f"type=oci,dest={out}", str(project))
+    assert out.exists()
+    failed = s.run("build", "--pull", "--progress", "plain", "-o", f"type=oci,dest={out}",
+                   str(project), check=False)
+    assert_one_sentence_error(failed, proxy.host)
