@@ -50,6 +50,8 @@ class BuildRequest:
     memory: int | None = None
     cpus: float | None = None
     jobs: int = 0
+    explain: bool = False  # say why each step that missed the cache missed
+    dry_run: bool = False  # `pybuild plan`: run nothing, say what would be cached or run
 
 
 @dataclass(frozen=True)
@@ -219,13 +221,21 @@ def _build(req: BuildRequest, store: Any, progress: Progress, context_dir: Path,
         labels=dict(req.labels), network=req.network, build_contexts=dict(req.build_contexts),
         insecure_registries=req.insecure_registries, compression=req.compression,
         compression_level=req.compression_level, source_date_epoch=req.source_date_epoch,
-        memory=req.memory, cpus=req.cpus, secrets=dict(req.secrets), ssh=dict(req.ssh), jobs=req.jobs)
+        memory=req.memory, cpus=req.cpus, secrets=dict(req.secrets), ssh=dict(req.ssh), jobs=req.jobs,
+        dry_run=req.dry_run)
     bases = BaseResolver(store, progress=progress, insecure=req.insecure_registries,
                          contexts=contexts, context_root=context_dir)
     runner = StepRunner(store.root, secrets=dict(req.secrets), ssh=dict(req.ssh))
     solver = Solver(graph, dockerfile, opts, store=store, context=context, progress=progress,
                     bases=bases, runner=runner)
+    from .cache.history import Explainer
+
+    solver.explainer = Explainer(store, context=context, enabled=req.explain or req.dry_run)
     result = solver.solve()
+    if req.dry_run or req.explain:
+        return_plan = _explained(req, solver, result, started)
+        if return_plan is not None:
+            return return_plan
 
     from .export import make_image, write_outputs
 
@@ -297,6 +307,22 @@ def _push(store: Any, req: BuildRequest, image: Any, out: Mapping[str, str], pro
     for result in results:
         for name in result.names:
             progress.info(f"pushed {name}@{result.digest}")
+
+
+def _explained(req: BuildRequest, solver: Any, result: Any, started: float) -> BuildResult | None:
+    """--explain: print why steps missed; plan (dry run): the result is the plan itself
+    (the final step's key stands for the image, which is not made)."""
+    verdicts = solver.explainer.verdicts
+    lines = [v.line("WOULD RUN" if req.dry_run else "RAN") for v in verdicts if req.dry_run or not v.cached]
+    if not req.dry_run:
+        for line in lines:
+            sys.stderr.write(f"explain: {line}\n")
+        return None
+    key = result.fs.key.digest
+    would = sum(1 for v in verdicts if not v.cached)
+    summary = (f"plan: {len(verdicts) - would}/{len(verdicts)} steps cached, {would} would run "
+               f"({time.monotonic() - started:.1f}s)")
+    return BuildResult(key, key, summary, tuple(solver.steps), {"pybuild.plan": lines})
 
 
 def _write_text(path: Path, text: str) -> None:

@@ -21,6 +21,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "load": ("builder.commands.load", "Load images from a docker or OCI archive into the local store."),
     "login": ("builder.commands.login", "Log in to a registry (saved as docker login saves it)."),
     "logout": ("builder.commands.logout", "Forget the login of a registry."),
+    "plan": ("builder.commands.plan", "Say which build steps are cached and which would run, and why."),
     "parse": ("builder.commands.parse", "Print the parse of a Dockerfile."),
     "pull": ("builder.commands.pull", "Pull an image from a registry into the local store."),
     "push": ("builder.commands.push", "Push an image from the local store to a registry."),

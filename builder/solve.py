@@ -101,6 +101,7 @@ class BuildOptions:
     secrets: Mapping[str, tuple[str, str]] = field(default_factory=dict)  # id -> (kind, value)
     ssh: Mapping[str, str] = field(default_factory=dict)  # id -> agent socket to forward
     jobs: int = 0
+    dry_run: bool = False  # `pybuild plan`: key and look up every step, run none
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +161,7 @@ class Solver:
         self.steps: list[StepReport] = []
         self._no_cache_stages = {s.lower() for s in options.no_cache_filter}
         self._interrupted: int | None = None  # the signal that asked the build to stop
+        self.explainer: Any = None  # cache.history.Explainer: remembers positions, says why steps miss
 
     # -- the graph ------------------------------------------------------------------
     def solve(self) -> StageResult:
@@ -313,7 +315,16 @@ class Solver:
         sid = self.progress.start(f"[{stage.display_name}] {title}")
         t0 = time.monotonic()
         record = None if no_cache else self.store.get_record(key.digest)
-        if record is not None and self._record_usable(record):
+        hit = record is not None and self._record_usable(record)
+        if self.explainer is not None:
+            self.explainer.observe_step(stage, title, parent_key, key, hit,
+                                        remember=not self.opts.dry_run)
+        if not hit and self.opts.dry_run:
+            self.progress.done(sid)
+            self._report(stage, node, title, key, False, t0, {"empty": True})
+            return FsState(chained, fs.layers), HistoryEntry("", empty_layer=True)
+        if hit:
+            assert record is not None
             self.store.touch_record(key.digest)
             self.progress.cached(sid)
             self._report(stage, node, title, key, True, t0, record)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -86,6 +87,8 @@ def _parse_secret(text: str) -> tuple[str, tuple[str, str]]:
 @click.option("--memory", metavar="BYTES", help="Memory limit for RUN steps (e.g. 512m).")
 @click.option("--cpus", type=float, help="CPU limit for RUN steps.")
 @click.option("--jobs", type=int, default=0, help="Stages to build at once (default: CPUs).")
+@click.option("--explain", is_flag=True, help="Say why each step that missed the cache missed.")
+@click.option("--dry-run", "dry_run", is_flag=True, hidden=True)  # what `pybuild plan` is
 def command(**kw: object) -> None:
     """Build an image from a Dockerfile."""
     from ..build import BuildRequest, run_build
@@ -139,7 +142,13 @@ def command(**kw: object) -> None:
         cpus=kw["cpus"],  # type: ignore[arg-type]
         jobs=int(kw["jobs"] or 0),  # type: ignore[arg-type]
     )
+    request = replace(request, explain=bool(kw["explain"]), dry_run=bool(kw["dry_run"]))
     result = run_build(request)
+    if request.dry_run:
+        for line in result.metadata.get("pybuild.plan", ()):
+            click.echo(line)
+        sys.stderr.write(result.summary + "\n")
+        return
     if kw["quiet"]:
         click.echo(str(result.image_id))
     else:
