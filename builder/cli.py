@@ -16,6 +16,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "cache": ("builder.commands.cache", "Inspect, verify and prune the build cache (ls, du, verify, prune)."),
     "build": ("builder.commands.build", "Build an image from a Dockerfile (`pybuild .` is `pybuild build .`)."),
     "images": ("builder.commands.images", "List the images in the local store."),
+    "completion": ("builder.commands.completion", "Print the shell completion script (bash, zsh, fish)."),
     "import": ("builder.commands.import_", "Make an image from a root filesystem folder or tar."),
     "inspect": ("builder.commands.inspect", "Show a stored image's manifest and config as JSON."),
     "load": ("builder.commands.load", "Load images from a docker or OCI archive into the local store."),
