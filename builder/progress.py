@@ -1,9 +1,11 @@
-"""Build events and how they are shown: plain numbered lines, quiet, or one JSON event a line.
+"""Build events and how they are shown: a live terminal display (builder.progress_tty),
+plain numbered lines, quiet, or one JSON event a line.
 
 The solver only calls the methods of ``Progress``; how the events look is decided here.
 """
 from __future__ import annotations
 
+import atexit
 import json
 import sys
 import threading
@@ -15,8 +17,17 @@ __all__ = ["Progress"]
 
 class Progress:
     def __init__(self, mode: str = "plain", stream: IO[str] | None = None) -> None:
-        self.mode = "plain" if mode in ("auto", "tty") else mode
         self.stream = stream or sys.stderr
+        if mode == "auto":
+            mode = "tty" if _isatty(self.stream) else "plain"
+        self.mode = mode
+        self._tty = None
+        if mode == "tty":
+            from .progress_tty import TtyDisplay
+
+            self._tty = TtyDisplay(self.stream)
+            # Whatever ends the build (a result, an error), the live region is cleared first.
+            atexit.register(self.close)
         self._lock = threading.Lock()
         self._counter = 0
         self._started: dict[int, float] = {}
@@ -24,7 +35,16 @@ class Progress:
         self.steps_total = 0
         self.steps_cached = 0
 
+    def close(self) -> None:
+        """End the live display (if any), leaving only the permanent lines on screen."""
+        if self._tty is not None:
+            self._tty.close()
+            self._tty = None
+
     def _emit(self, text: str, **event: object) -> None:
+        if self._tty is not None:
+            self._tty.message(text)
+            return
         with self._lock:
             if self.mode == "quiet":
                 return
@@ -40,28 +60,41 @@ class Progress:
             self._counter += 1
             sid = self._counter
             self._started[sid] = time.monotonic()
-        self._emit(f"#{sid} {name}", event="start", id=sid, name=name)
+        if self._tty is not None:
+            self._tty.start(sid, name)
+        else:
+            self._emit(f"#{sid} {name}", event="start", id=sid, name=name)
         return sid
 
     def cached(self, sid: int) -> None:
         self.steps_total += 1
         self.steps_cached += 1
+        if self._tty is not None:
+            return self._tty.finish(sid, "CACHED")
         self._emit(f"#{sid} CACHED", event="cached", id=sid)
 
     def done(self, sid: int) -> None:
         self.steps_total += 1
+        if self._tty is not None:
+            return self._tty.finish(sid, "DONE")
         elapsed = time.monotonic() - self._started.get(sid, time.monotonic())
         self._emit(f"#{sid} DONE {elapsed:.1f}s", event="done", id=sid, seconds=round(elapsed, 3))
 
     def internal_done(self, sid: int) -> None:
+        if self._tty is not None:
+            return self._tty.finish(sid, "DONE")
         elapsed = time.monotonic() - self._started.get(sid, time.monotonic())
         self._emit(f"#{sid} DONE {elapsed:.1f}s", event="done", id=sid, seconds=round(elapsed, 3))
 
     def error(self, sid: int, message: str) -> None:
+        if self._tty is not None:
+            return self._tty.finish(sid, f"ERROR: {message}")
         self._emit(f"#{sid} ERROR: {message}", event="error", id=sid, message=message)
 
     def output(self, sid: int, data: bytes) -> None:
         text = data.decode("utf-8", "replace")
+        if self._tty is not None:
+            return self._tty.output(sid, text)
         if self.mode == "rawjson":
             self._emit("", event="output", id=sid, data=text)
             return
@@ -77,3 +110,10 @@ class Progress:
 
     def info(self, message: str) -> None:
         self._emit(message, event="info", message=message)
+
+
+def _isatty(stream: IO[str]) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
