@@ -69,7 +69,10 @@ def _read_dockerfile(req: BuildRequest, context_dir: Path | None) -> tuple[str |
         return sys.stdin.buffer.read(), "Dockerfile", None
     if req.dockerfile:
         path = Path(req.dockerfile)
-        if not path.is_absolute() and not path.exists() and context_dir is not None:
+        if req.context == "-" and context_dir is not None:
+            # the context came as a tar on stdin: -f names a file inside it, as in docker
+            path = context_dir / req.dockerfile.lstrip("/")
+        elif not path.is_absolute() and not path.exists() and context_dir is not None:
             path = context_dir / req.dockerfile
     else:
         if context_dir is None:

@@ -61,7 +61,8 @@ def test_context_tar_on_stdin(store: str, tmp_path: Path) -> None:
     out = tmp_path / "out"
     pybuild("build", "--root", store, "-o", f"type=local,dest={out}", "-", input=buf.getvalue())
     assert _tree(out) == {"d/x": "x\n"}
-    # -f names a file inside the tar
+    # -f names a file inside the tar, even when the working directory has one of that name
+    (tmp_path / "Other.Dockerfile").write_text("FROM scratch\nCOPY dir/x /wrong-one\n")
     out = tmp_path / "out2"
     pybuild("build", "--root", store, "-f", "Other.Dockerfile", "-o", f"type=local,dest={out}", "-",
             input=buf.getvalue(), cwd=tmp_path)
