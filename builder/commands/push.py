@@ -18,7 +18,17 @@ __all__ = ["command"]
 @click.argument("name")
 def command(root: str | None, insecure: tuple[str, ...], chunk_size: int | None, jobs: int,
             quiet: bool, name: str) -> None:
-    """Push image NAME[:TAG] from the local store to its registry."""
+    """Push image NAME[:TAG] from the local store to its registry.
+
+    \b
+    Credentials: docker's config.json ($DOCKER_CONFIG; auths, credsStore, credHelpers), then
+    podman's auth.json ($REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json,
+    ~/.config/containers/auth.json); `pybuild login` writes docker's.
+    TLS: verified; a registry's CA and client cert/key are read from
+    /etc/docker/certs.d/HOST/ (or $PYBUILD_CERTS_D/HOST/) as docker reads them; loopback
+    registries without such a folder speak plain HTTP; --insecure-registry HOST allows
+    unverified TLS or plain HTTP. $PYBUILD_REGISTRY_MAX_BACKOFF caps the wait between retries.
+    """
     from ..images import push_stored
 
     store = open_store(root)
