@@ -35,7 +35,9 @@ def ensure_layer_blob(store: Store, layer: LayerRef, *, compression: str, level:
     BuildKit does without force-compression)."""
     from .layers.compress import media_type_for
 
-    if keep and layer.blob is not None and store.has_blob(layer.blob.digest):
+    plain = media_type_for("uncompressed")
+    if keep and layer.blob is not None and store.has_blob(layer.blob.digest) and \
+            layer.blob.media_type != plain:
         return layer.blob
     known = store.layer_blobs(layer.diff_id)
     if layer.blob is not None:
@@ -44,25 +46,52 @@ def ensure_layer_blob(store: Store, layer: LayerRef, *, compression: str, level:
     usable = {media: blob for media, blob in known.items() if store.has_blob(blob.digest)}
     if want in usable:
         return usable[want]
-    if keep and usable:
-        return next(iter(usable.values()))
-    from .layers.tar import write_layer
-    from .solve import ensure_snapshot
+    compressed = [blob for media, blob in usable.items() if media != plain]
+    if keep and compressed:
+        return compressed[0]
+    # (an uncompressed base layer, e.g. from `pybuild import`, is compressed as asked)
+    if usable:
+        blob = _recompress(store, next(iter(usable.values())), compression, level)
+    else:
+        from .layers.tar import write_layer
 
-    snap = store.snapshot_path(layer.diff_id)
-    if not snap.is_dir() and usable:
-        # unpack (and verify) a blob of another compression to make the wanted one
-        snap = ensure_snapshot(store, replace(layer, blob=next(iter(usable.values()))))
-    if not snap.is_dir():
-        raise BuildError(f"layer {layer.diff_id} has neither a blob nor a snapshot in the store",
-                         hint="run `pybuild cache verify --repair` and build again")
-    tmp = store.tempfile("layer-")
-    rec = write_layer(snap, tmp, compression=compression, level=level,  # type: ignore[arg-type]
-                      source_date_epoch=source_date_epoch)
-    store.put_blob_file(tmp, rec.digest)
-    blob = LayerBlob(rec.diff_id, rec.digest, rec.size, rec.media_type)
+        snap = store.snapshot_path(layer.diff_id)
+        if not snap.is_dir():
+            raise BuildError(f"layer {layer.diff_id} has neither a blob nor a snapshot in the store",
+                             hint="run `pybuild cache verify --repair` and build again")
+        tmp = store.tempfile("layer-")
+        rec = write_layer(snap, tmp, compression=compression, level=level,  # type: ignore[arg-type]
+                          source_date_epoch=source_date_epoch)
+        store.put_blob_file(tmp, rec.digest)
+        blob = LayerBlob(rec.diff_id, rec.digest, rec.size, rec.media_type)
     store.add_layer_blob(blob)
     return blob
+
+
+def _recompress(store: Store, source: LayerBlob, compression: str, level: int | None) -> LayerBlob:
+    """The same layer tar in another compression, streamed from the blob the store has: the
+    diff_id cannot change (it is checked on the way), the tar is never rewritten."""
+    import hashlib
+
+    from .digest import CHUNK, sha256_file
+    from .layers.compress import CompressingWriter, open_decompressed
+
+    tmp = store.tempfile("layer-")
+    raw = hashlib.sha256()
+    with open(store.blob_path(source.digest), "rb") as src, open_decompressed(src) as plain, \
+            open(tmp, "wb") as out:
+        with CompressingWriter(out, compression, level) as writer:  # type: ignore[arg-type]
+            while chunk := plain.read(CHUNK):
+                raw.update(chunk)
+                writer.write(chunk)
+        media = writer.media_type
+    if f"sha256:{raw.hexdigest()}" != str(source.diff_id):
+        tmp.unlink()
+        raise BuildError(f"layer blob {source.digest} does not hold its diff_id {source.diff_id}",
+                         hint="run `pybuild cache verify --repair` and build again")
+    digest, size = sha256_file(tmp)
+    store.put_blob_file(tmp, digest)
+    return LayerBlob(source.diff_id, digest, size, media)
 
 
 def _base_layer_count(result: StageResult) -> int:
@@ -216,8 +245,9 @@ def _flatten(store: Store, result: StageResult, into: Path) -> None:
     from .layers.unpack import unpack_blob
 
     for layer in result.fs.layers:
-        blob = ensure_layer_blob(store, layer, compression="gzip", level=None, source_date_epoch=None,
-                                 keep=True)
+        # any blob the layer has will do for unpacking: never compress just for that
+        blob = ensure_layer_blob(store, layer, compression="uncompressed", level=None,
+                                 source_date_epoch=None, keep=True)
         unpack_blob(store.blob_path(blob.digest), into, mode="apply")
 
 
