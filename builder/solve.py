@@ -461,6 +461,8 @@ class Solver:
             "security": node.security or "sandbox",
             "mounts": [m.key_json() for m in mounts],
             "script": script.content if script else None,
+            # The layer's file times are clamped to SOURCE_DATE_EPOCH: part of its result.
+            "epoch": self.opts.source_date_epoch,
         }
         # As BuildKit names the step: the instruction as written, flags included.
         title = node.original.split("\n")[0] if node.original else "RUN " + " ".join(node.command)
