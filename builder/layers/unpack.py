@@ -19,7 +19,8 @@ write outside ``dest``, files are created O_EXCL|O_NOFOLLOW after clobbering, ha
 must name an existing non-directory inside ``dest``, and overlay's own xattrs in a layer
 are dropped. Any violation raises LayerError naming the entry. Device nodes that cannot be
 made (no privilege) and xattrs that cannot be set are skipped with a warning in the
-result. Owners are kept (numeric ids) when running as root or when ``same_owner=True``.
+result. Owners are kept (numeric ids) when running as root or when ``same_owner=True``;
+as root of a rootless user namespace, ids it does not map are unpacked as 0 with a warning.
 Directories get their mode and times last, deepest first, after their children.
 """
 from __future__ import annotations
@@ -43,6 +44,7 @@ from builder.layers.diff import (
     is_overlay_xattr,
     read_xattrs,
 )
+from builder.layers.filewriter import FileWriter, PendingFile
 from builder.layers.paths import clean_name, join_rel, secure_join
 from builder.layers.types import UnpackResult
 
@@ -52,6 +54,7 @@ log = logging.getLogger(__name__)
 
 UnpackMode = Literal["snapshot", "apply"]
 _CHUNK = 1 << 20
+_SMALL = 1 << 20  # files up to this size are read whole and written on the FileWriter's threads
 _XATTR_PREFIX = "SCHILY.xattr."
 _REGULAR = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE)
 
@@ -112,13 +115,34 @@ class _Unpacker:
         os.makedirs(dest, exist_ok=True)
         self.root = os.path.realpath(dest)
         self.mode = mode
+        from builder.executor.userns import in_user_namespace
+
         self.is_root = os.geteuid() == 0
+        # Root of a (rootless) user namespace: owners it maps can be given, trusted.* xattrs
+        # cannot be set, and overlay reads user.overlay.* (it is mounted with userxattr).
+        self.userns = self.is_root and in_user_namespace()
         self.same_owner = self.is_root if same_owner is None else same_owner
         self.upper: set[str] = set()  # what this layer made, and its ancestors (apply mode)
         self.dir_meta: dict[str, tarfile.TarInfo] = {}
         self.saved_times: dict[str, tuple[int, int]] = {}
         self.warnings: list[str] = []
         self._warned: set[str] = set()
+        # entry dirname -> its resolved parent, known to be real directories all the way
+        # down: most entries share a parent, and resolving it again costs a lstat per
+        # component. Valid while nothing is removed (the only way a checked directory can
+        # turn into something else, since we are the tree's only writer).
+        self.parents: dict[str, str] = {}
+        # whether .wh.NAME files may be there (kept where mknod is refused, or left in a
+        # dest that was not empty): only then must an entry look for its sibling's
+        with os.scandir(self.root) as it:
+            self.whiteout_files = next(it, None) is not None
+        self.files = FileWriter()
+
+    def lstat(self, path: str) -> os.stat_result | None:
+        """lstat, after the file writer has made ``path`` if it was handed to it."""
+        if path in self.files.pending:
+            self.files.drain()
+        return _lstat(path)
 
     # -- helpers ---------------------------------------------------------------------
     def abs(self, rel: str) -> str:
@@ -136,7 +160,7 @@ class _Unpacker:
         """Remember a directory's times before we change its content, to put them back."""
         if rel in self.saved_times or rel in self.dir_meta:
             return
-        st = _lstat(self.abs(rel))
+        st = self.lstat(self.abs(rel))
         if st is not None and stat.S_ISDIR(st.st_mode):
             self.saved_times[rel] = (st.st_atime_ns, st.st_mtime_ns)
 
@@ -146,6 +170,8 @@ class _Unpacker:
             rel = rel.rpartition("/")[0]
 
     def remove(self, rel: str, st: os.stat_result) -> None:
+        self.files.drain()  # what is removed may hold (or be) a file still being written
+        self.parents.clear()
         self.save_times(rel.rpartition("/")[0])
         path = self.abs(rel)
         if stat.S_ISDIR(st.st_mode):
@@ -158,7 +184,7 @@ class _Unpacker:
         cur = ""
         for part in rel.split("/") if rel else []:
             nxt = join_rel(cur, part)
-            st = _lstat(self.abs(nxt))
+            st = self.lstat(self.abs(nxt))
             if st is None or (self.mode == "snapshot" and _is_whiteout_device(st)):
                 self.save_times(cur)
                 if st is not None:
@@ -173,7 +199,8 @@ class _Unpacker:
     # -- whiteouts -------------------------------------------------------------------
     def set_opaque(self, rel: str) -> None:
         path = self.abs(rel)
-        names = ["trusted.overlay.opaque", "user.overlay.opaque"] if self.is_root else []
+        names = ["trusted.overlay.opaque", "user.overlay.opaque"] \
+            if self.is_root and not self.userns else []
         names = names or ["user.overlay.opaque"]
         for name in names:
             try:
@@ -193,6 +220,7 @@ class _Unpacker:
         except PermissionError:
             self.warn("cannot make whiteout devices here; keeping .wh.NAME files",
                       once="whiteout")
+            self.whiteout_files = True
             parent, _, base = rel.rpartition("/")
             fd = os.open(self.abs(join_rel(parent, WHITEOUT_PREFIX + base)),
                          os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0)
@@ -212,14 +240,14 @@ class _Unpacker:
             if opaque:
                 self.set_opaque(parent)
                 return
-            st = _lstat(self.abs(target))
+            st = self.lstat(self.abs(target))
             if st is None:
                 self.save_times(parent)
                 self.make_whiteout(target)
             elif stat.S_ISDIR(st.st_mode):
                 self.set_opaque(target)  # deleted below, recreated by this same layer
             return
-        if _lstat(self.abs(target)) is not None:
+        if self.lstat(self.abs(target)) is not None:
             self.remove_untouched(target, keep=opaque)
 
     def remove_untouched(self, rel: str, *, keep: bool) -> None:
@@ -246,23 +274,31 @@ class _Unpacker:
             self.apply_owner_xattrs("", ti)
             return
         dirname, _, base = name.rpartition("/")
-        parent = secure_join(self.root, dirname, entry=ti.name)
-        if base.startswith(WHITEOUT_PREFIX):
+        parent = self.parents.get(dirname)
+        if parent is None:
+            if self.files.pending:  # resolving lstats each ancestor: none may be in flight
+                self.files.drain()
+            parent = secure_join(self.root, dirname, entry=ti.name)
+            if base.startswith(WHITEOUT_PREFIX):
+                self.whiteout(parent, base, ti.name)
+                return
+            self.ensure_dir(parent, ti.name)
+            self.parents[dirname] = parent
+        elif base.startswith(WHITEOUT_PREFIX):
             self.whiteout(parent, base, ti.name)
             return
-        self.ensure_dir(parent, ti.name)
         rel = join_rel(parent, base)
         path = self.abs(rel)
         replaced_whiteout = False
-        st = _lstat(path)
+        st = self.lstat(path)
         if st is not None and not (ti.isdir() and stat.S_ISDIR(st.st_mode)):
             replaced_whiteout = _is_whiteout_device(st)
             self.remove(rel, st)
         else:
             self.save_times(parent)
-        if self.mode == "snapshot":
+        if self.mode == "snapshot" and self.whiteout_files:
             sibling = self.abs(join_rel(parent, WHITEOUT_PREFIX + base))
-            if _lstat(sibling) is not None:
+            if self.lstat(sibling) is not None:
                 os.unlink(sibling)
                 replaced_whiteout = True
         if ti.type in _REGULAR:
@@ -289,6 +325,15 @@ class _Unpacker:
         self.mark_upper(rel)
 
     def regular(self, tf: tarfile.TarFile, ti: tarfile.TarInfo, path: str) -> None:
+        if ti.size <= _SMALL and not any(k.startswith(_XATTR_PREFIX) for k in ti.pax_headers):
+            src = tf.extractfile(ti)
+            data = src.read() if src is not None else b""
+            if len(data) != ti.size:
+                raise LayerError(f"layer entry {ti.name!r} is cut short")
+            self.files.submit(PendingFile(
+                path, ti.name, data, ti.mode & 0o7777,
+                (ti.uid, ti.gid) if self.same_owner else None, _times_ns(ti)))
+            return
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                      0o600)
         with os.fdopen(fd, "wb") as out:
@@ -303,6 +348,7 @@ class _Unpacker:
         tdir, _, tbase = target.rpartition("/")
         if not tbase:
             raise LayerError(f"layer entry {ti.name!r} is a hard link to the root")
+        self.files.drain()  # the target may be a file still being written
         tpath = self.abs(join_rel(secure_join(self.root, tdir, entry=ti.name), tbase))
         tst = _lstat(tpath)
         if tst is None or stat.S_ISDIR(tst.st_mode):
@@ -362,10 +408,19 @@ class _Unpacker:
     def chown(self, target: int | str, ti: tarfile.TarInfo) -> None:
         if not self.same_owner:
             return
-        if isinstance(target, int):
-            os.fchown(target, ti.uid, ti.gid)
-        else:
-            os.chown(target, ti.uid, ti.gid, follow_symlinks=False)
+        try:
+            if isinstance(target, int):
+                os.fchown(target, ti.uid, ti.gid)
+            else:
+                os.chown(target, ti.uid, ti.gid, follow_symlinks=False)
+        except OSError as e:
+            if not (self.userns and e.errno == errno.EINVAL):
+                raise
+            # An id the rootless namespace does not map: the entry stays the building
+            # user's (root here), as it would unpacked without a namespace.
+            self.warn(f"layer entry {ti.name!r} is owned by {ti.uid}:{ti.gid}, which the "
+                      "rootless user namespace does not map: unpacked as 0:0 (subordinate ids "
+                      "in /etc/subuid and /etc/subgid keep such owners)", once="unmapped")
 
     def apply_owner_xattrs(self, rel: str, ti: tarfile.TarInfo) -> None:
         path = self.abs(rel)
@@ -387,6 +442,7 @@ class _Unpacker:
 
     def finish(self) -> None:
         """Directory modes and times, deepest first, once nothing more is written in them."""
+        self.files.close()
         todo = set(self.dir_meta) | set(self.saved_times)
         for rel in sorted(todo, key=lambda r: (-(r.count("/") + bool(r)), r)):
             # Skip what a later entry replaced (or moved behind a symlink).
@@ -428,6 +484,8 @@ def unpack_layer(stream: BinaryIO, dest: Path, *, mode: UnpackMode = "snapshot",
         raise
     except OSError as e:
         raise LayerError(f"cannot unpack layer entry {current!r}: {e}") from e
+    finally:
+        unpacker.files.abort()  # after a failure: no worker may still write once we return
     return UnpackResult(diff_id=reader.digest, size=reader.size,
                         warnings=tuple(unpacker.warnings))
 
