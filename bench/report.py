@@ -105,9 +105,10 @@ def write_markdown(path: Path, rows: Sequence[Row], meta: dict[str, object],
                    memory_limit_mb: float) -> None:
     text = [f"# pybuild benchmark ({meta.get('date')})", "",
             ("Whole-process wall time, median of "
-            f"{meta.get('reps')} runs after {meta.get('warmup')} warm-up run(s); ratios are the "
-            "median of per-run ratios pybuild/other (runs paired in time). Peak memory: "
-            "largest process of the tree (ru_maxrss), plus dockerd/containerd growth for docker."),
+             f"{meta.get('reps')} runs after a warm-up (each workload's first build; one more "
+             "run for export and push); ratios are the median of per-run ratios pybuild/other "
+             "(runs paired in time). Peak memory: largest process of the tree (ru_maxrss), "
+             "plus dockerd/containerd growth for docker."),
             "", markdown_table(rows, memory_limit_mb), "", "Machine and versions:", ""]
     for key, value in dict(meta.get("versions", {})).items():  # type: ignore[call-overload]
         text.append(f"- {key}: {value}")

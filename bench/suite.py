@@ -16,6 +16,7 @@ import datetime
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -135,17 +136,17 @@ class Bench:
 
     # ------------------------------------------------------------------ runs
     def paired(self, row: Row, runners: dict[str, Callable[[], Sample]],
-               before: Callable[[int], None] | None = None) -> None:
-        """Warm-up then reps; in each run every runner once, the order rotating, so that
-        the ratios pair runs made at the same moment."""
+               before: Callable[[int], None] | None = None, *, warmup: int = 0) -> None:
+        """``warmup`` runs then reps; in each run every runner once, the order rotating,
+        so that the ratios pair runs made at the same moment."""
         names = list(runners)
-        for run in range(self.warmup + self.reps):
+        for run in range(warmup + self.reps):
             if before is not None:
                 before(run)
             order = names[run % len(names):] + names[:run % len(names)]
             for name in order:
                 sample = runners[name]()
-                if run < self.warmup:
+                if run < warmup:
                     continue
                 if not sample.ok:
                     row.failed[name] = row.failed.get(name, 0) + 1
@@ -160,7 +161,8 @@ class Bench:
         ctx = write_context(workload, self.work / "ctx" / name, self.base_ref, self.sizes)
         tag = f"bench/{name}"
         log(f"{name}: context ready in {ctx}")
-        for b in self.builders if not self.smoke else []:  # fills each cache (not measured)
+        # The warm-up: the first build of all fills each cache (not measured).
+        for b in self.builders if not self.smoke else []:
             if not b.build(ctx, tag).ok:
                 raise BenchError(f"{b.name} could not build {name}; see {self.logfile}")
 
@@ -184,7 +186,8 @@ class Bench:
         script = (f"rm -rf {dest} && mkdir -p {dest} && for i in {copies}; do "
                   f"cp -a {stdlib} {dest}/stdlib$i; done && rm -rf {dest}/stdlib0")
         row = Row("heavyrun", "cp -a (host)", target=None)
-        self.paired(row, {"ref:cp -a": lambda: measure(["sh", "-c", script], log=self.logfile)})
+        self.paired(row, {"ref:cp -a": lambda: measure(["sh", "-c", script], log=self.logfile)},
+                    warmup=self.warmup)
         shutil.rmtree(dest, ignore_errors=True)
 
     def export_workload(self) -> None:
@@ -199,6 +202,8 @@ class Bench:
         same.mkdir()
         make_blob_file(same / "layer.bin", self.sizes.export_mib << 20, seed=0)
         buildah = next((b for b in self.builders if isinstance(b, Buildah)), None)
+        if not self.args.export_peers:
+            buildah = None
         if buildah is not None and not buildah.build(ctx, tag).ok:
             raise BenchError(f"buildah could not build the export workload; see {self.logfile}")
         out = self.work / "export-out"
@@ -220,7 +225,8 @@ class Bench:
                     b.cmd("push", "-q", "--compression-format", comp, tag,
                           f"oci-archive:{out}/buildah-{comp}.tar"), log=self.logfile, env=b.env)
             row = Row("export", comp, target=1.25, against=f"ref:tar | {pipe.split()[0]}")
-            self.paired(row, runners)
+            # the warm-up run also drops the blob the set-up build made
+            self.paired(row, runners, warmup=1)
             for leftover in out.iterdir():
                 leftover.unlink()
         shutil.rmtree(same, ignore_errors=True)
@@ -259,11 +265,12 @@ class Bench:
                                 "--dest-tls-verify=false", f"oci:{layout}",
                                 f"docker://{target.host}/bench/bigctx:latest"], log=self.logfile)
 
-            self.paired(Row("push", "empty registry", target=1.0), {"pybuild": ours, "skopeo": skopeo})
+            self.paired(Row("push", "empty registry", target=1.0), {"pybuild": ours, "skopeo": skopeo},
+                        warmup=self.warmup)
         finally:
             target.stop()
 
-    def run(self, only: Sequence[str]) -> None:
+    def run(self, only: Sequence[str], out: Path, started: datetime.datetime) -> None:
         for name in only:
             log(f"== {name}")
             if name in BUILD_WORKLOADS:
@@ -272,6 +279,7 @@ class Bench:
                 self.export_workload()
             elif name == "push":
                 self.push_workload()
+            self.write(out, started)  # after each workload: a long run interrupted keeps its rows
 
     def write(self, out: Path, started: datetime.datetime) -> None:
         out.mkdir(parents=True, exist_ok=True)
@@ -282,7 +290,7 @@ class Bench:
         write_markdown(out / "results.md", self.rows, meta, MEMORY_LIMIT_MB)
         write_json(out / "results.json", self.rows, meta)
         write_png(out / "ratios.png", self.rows)
-        log(f"wrote {out}/results.md, results.json, ratios.png")
+        log(f"wrote {out}/results.md, results.json, ratios.png ({len(self.rows)} rows)")
 
 
 def _forget_top_blob(store: Path, archive: Path) -> None:
@@ -299,6 +307,10 @@ def _forget_top_blob(store: Path, archive: Path) -> None:
     archive.unlink()
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, 1 run, pybuild only")
@@ -307,19 +319,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench/out"), help="where results go")
     parser.add_argument("--work", default=None, help="parent of the temporary work folder")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument("--export-peers", action="store_true",
+                        help="also time buildah pushing the export image to an oci-archive")
     args = parser.parse_args(argv)
     started = datetime.datetime.now(datetime.UTC)
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` too stops the daemons we started
     install_missing(args.smoke)
     bench = Bench(args)
     try:
         bench.setup()
-        bench.run(args.only or ALL)
+        bench.run(args.only or ALL, args.out, started)
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("bench: interrupted; the rows so far are in --out", file=sys.stderr)
+        return 130
     finally:
-        if bench.rows:
-            bench.write(args.out, started)
         bench.teardown()
     return 0
 
