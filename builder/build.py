@@ -336,8 +336,16 @@ def _write_text(path: Path, text: str) -> None:
 
 def isolate_mounts() -> None:
     """Mounts made for COPY and RUN live in a mount namespace of their own, so they vanish
-    with the process whatever happens to it."""
+    with the process whatever happens to it. Without root, the process first becomes root
+    of a user namespace of its own (as ``buildah unshare``), so that it may mount at all."""
+    import threading
+
     if os.geteuid() != 0:
+        if threading.active_count() > 1:
+            return  # too late (a threaded caller): RUN steps still make their own namespaces
+        from .executor import enter_user_namespace
+
+        enter_user_namespace()  # a refusal ends the build here, saying what to allow
         return
     try:
         from .executor import enter_private_mount_namespace

@@ -378,9 +378,13 @@ class StepRunner:
 
 
 def _chown(path: Path, options: dict[str, str]) -> None:
-    """uid=/gid= of a mount; rootless, the building user already is root in the step."""
+    """uid=/gid= of a mount; unprivileged without a namespace of our own, the building user
+    already is root in the step; in one, an id it does not map is named in the error."""
     if os.geteuid() == 0:
-        os.chown(path, int(options.get("uid", "0")), int(options.get("gid", "0")))
+        from .executor.userns import chown
+
+        chown(path, int(options.get("uid", "0")), int(options.get("gid", "0")),
+              f"the mount's uid={options.get('uid', '0')},gid={options.get('gid', '0')}")
 
 
 def _fresh(scratch: Path, prefix: str) -> str:
@@ -493,8 +497,9 @@ def _rmtree(path: Path) -> None:
 
 
 def _make_removable(path: Path) -> None:
-    """Rootless, overlayfs leaves its work/work dir mode 000 (and a step may make such
-    dirs): give the owner (us) access again, top down, so the tree can be removed."""
+    """Unprivileged, overlayfs leaves its work/work dir mode 000 (and a step may make such
+    dirs): give the owner (us) access again, top down, so the tree can be removed. (Root of
+    our own user namespace, CAP_DAC_OVERRIDE covers every id it maps: nothing to do.)"""
     for dirpath, dirnames, _files in os.walk(path):
         for name in dirnames:
             child = os.path.join(dirpath, name)

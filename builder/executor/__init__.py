@@ -16,6 +16,7 @@ from .spec import (
     RunSpec,
     StepInterrupted,
 )
+from .userns import enter_user_namespace, in_user_namespace
 from .users import resolve_user
 
 __all__ = [
@@ -27,6 +28,8 @@ __all__ = [
     "RunSpec",
     "StepInterrupted",
     "enter_private_mount_namespace",
+    "enter_user_namespace",
+    "in_user_namespace",
     "interrupt_steps",
     "mounted_rootfs",
     "resolve_user",

@@ -1,8 +1,8 @@
 """The step's root filesystem: overlay mounts, paths inside a root, mount-point stubs.
 
 Owns: the overlay option string (short symlinked paths, so hundreds of layers fit in one
-page), ``mounted_rootfs`` for the builder's own COPY steps, ``enter_private_mount_namespace``
-for the CLI, ``secure_join`` (resolve a path inside a root as if chrooted), and the stubs:
+page), ``mounted_rootfs`` for the builder's own COPY steps (with ``userxattr`` in a user
+namespace), ``enter_private_mount_namespace`` for the CLI, ``secure_join`` (resolve a path inside a root as if chrooted), and the stubs:
 files and directories made only to mount on, recorded when made and removed from the
 upper directory afterwards so that they leave no trace in the layer, as BuildKit does.
 """
@@ -24,6 +24,7 @@ from builder.fsutil import secure_join
 
 from . import libc
 from .spec import RootFS
+from .userns import in_user_namespace
 
 __all__ = [
     "Stub",
@@ -72,9 +73,15 @@ def mount_overlay(target: Path, options: str) -> None:
     try:
         libc.mount("overlay", target, "overlay", 0, options)
     except OSError as e:
-        raise ExecError(f"cannot mount the step's root filesystem: {e.strerror}",
-                        hint="the upper and work directories must be on one filesystem "
-                             "that supports overlayfs upper layers (not overlayfs itself)") from e
+        if e.errno == errno.EPERM and os.geteuid() != 0:
+            hint = ("without root, pybuild mounts in a user namespace of its own, entered "
+                    "when a build starts and before any thread does (a caller of the Python "
+                    "API that starts threads first must call "
+                    "builder.executor.enter_user_namespace() before them), or build as root")
+        else:
+            hint = ("the upper and work directories must be on one filesystem that supports "
+                    "overlayfs upper layers (not overlayfs itself)")
+        raise ExecError(f"cannot mount the step's root filesystem: {e.strerror}", hint=hint) from e
 
 
 @contextlib.contextmanager
@@ -85,7 +92,7 @@ def mounted_rootfs(rootfs: RootFS) -> Iterator[Path]:
     mounted = False
     try:
         merged.mkdir()
-        mount_overlay(merged, overlay_options(rootfs, tmp))
+        mount_overlay(merged, overlay_options(rootfs, tmp, userxattr=in_user_namespace()))
         mounted = True
         yield merged
     finally:

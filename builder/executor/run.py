@@ -15,7 +15,6 @@ import pwd
 import selectors
 import shutil
 import signal
-import subprocess
 import tempfile
 import threading
 from pathlib import Path
@@ -28,6 +27,7 @@ from .cgroups import create_cgroup
 from .rootfs import Stub, overlay_options, remove_stubs
 from .sandbox import Plan, outer_child
 from .spec import DEFAULT_PATH, RootFS, RunSpec, StepInterrupted
+from .userns import in_user_namespace, subids, write_id_maps
 
 __all__ = ["interrupt_steps", "run_step", "step_owner"]
 
@@ -85,28 +85,16 @@ def _env(spec: RunSpec) -> dict[str, str]:
     return env
 
 
-def _subids(path: str, name: str, uid: int) -> tuple[int, int] | None:
-    try:
-        lines = Path(path).read_text().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        fields = line.strip().split(":")
-        if len(fields) == 3 and fields[0] in (name, str(uid)) and fields[2].isdigit():
-            return int(fields[1]), int(fields[2])
-    return None
-
-
 def _ns_owner(st: os.stat_result) -> tuple[int, int]:
-    """A host file's owner as the step's user namespace sees it (see ``_write_id_maps``)."""
+    """A host file's owner as the step's user namespace sees it (see ``userns.write_id_maps``)."""
     uid, gid = os.getuid(), os.getgid()
     try:
         name = pwd.getpwuid(uid).pw_name
     except KeyError:
         name = str(uid)
     found = []
-    for own, host, sub in ((uid, st.st_uid, _subids("/etc/subuid", name, uid)),
-                           (gid, st.st_gid, _subids("/etc/subgid", name, uid))):
+    for own, host, sub in ((uid, st.st_uid, subids("/etc/subuid", name, uid)),
+                           (gid, st.st_gid, subids("/etc/subgid", name, uid))):
         if host == own:
             found.append(0)
         elif sub is not None and sub[0] <= host < sub[0] + sub[1]:
@@ -123,31 +111,6 @@ def step_owner(uid: int, gid: int) -> tuple[int, int]:
     return _ns_owner(os.stat_result((0, 0, 0, 0, uid, gid, 0, 0, 0, 0)))
 
 
-def _write_id_maps(pid: int) -> None:
-    """Map the building user to root in ``pid``'s user namespace, plus its subordinate
-    ranges through newuidmap/newgidmap when /etc/subuid and /etc/subgid have them."""
-    uid, gid = os.getuid(), os.getgid()
-    try:
-        name = pwd.getpwuid(uid).pw_name
-    except KeyError:
-        name = str(uid)
-    sub_u, sub_g = _subids("/etc/subuid", name, uid), _subids("/etc/subgid", name, uid)
-    if sub_u and sub_g and shutil.which("newuidmap") and shutil.which("newgidmap"):
-        for tool, own, (start, count) in (("newuidmap", uid, sub_u), ("newgidmap", gid, sub_g)):
-            done = subprocess.run([tool, str(pid), "0", str(own), "1", "1", str(start), str(count)],
-                                  capture_output=True, text=True)
-            if done.returncode != 0:
-                raise ExecError(f"{tool} failed: {done.stderr.strip() or done.returncode}",
-                                hint=f"check the ranges of {name} in /etc/subuid and /etc/subgid")
-        return
-    try:
-        Path(f"/proc/{pid}/uid_map").write_text(f"0 {uid} 1\n")
-        Path(f"/proc/{pid}/setgroups").write_text("deny\n")
-        Path(f"/proc/{pid}/gid_map").write_text(f"0 {gid} 1\n")
-    except OSError as e:
-        raise ExecError(f"cannot map user {name} into a user namespace: {e.strerror}") from e
-
-
 def run_step(spec: RunSpec, rootfs: RootFS, *, output: Callable[[bytes], None]) -> int:
     """Run ``spec`` on ``rootfs``; stream its merged stdout/stderr to ``output``; return its
     exit code (128+N when killed by signal N). The step's changes land in ``rootfs.upper``."""
@@ -156,7 +119,11 @@ def run_step(spec: RunSpec, rootfs: RootFS, *, output: Callable[[bytes], None]) 
     for path in (*rootfs.lowers, rootfs.upper, rootfs.work):
         if not path.is_dir():
             raise ExecError(f"layer directory {path} does not exist")
-    rootless = os.geteuid() != 0
+    # Unprivileged (pybuild did not enter its own namespace): each step makes a user
+    # namespace. Already in one (rootless pybuild is its root): the step needs no other,
+    # but the overlay still needs userxattr and /dev its host nodes bound.
+    new_userns = os.geteuid() != 0
+    rootless = new_userns or in_user_namespace()
     tmp = Path(tempfile.mkdtemp(prefix="pbr"))
     cgroup = None
     try:
@@ -177,7 +144,8 @@ def run_step(spec: RunSpec, rootfs: RootFS, *, output: Callable[[bytes], None]) 
         plan = Plan(argv=spec.argv, env=_env(spec), cwd=spec.cwd, user=spec.user,
                     hostname=spec.hostname, network=spec.network, mounts=spec.mounts,
                     files=tuple(files), linkdir=str(linkdir), overlay=options,
-                    merged=str(merged), upper=str(rootfs.upper), userns=rootless,
+                    merged=str(merged), upper=str(rootfs.upper), userns=new_userns,
+                    rootless=rootless,
                     cgroup=cgroup, last_cap=libc.last_cap(), parent_pid=os.getpid())
         return _supervise(plan, rootfs, output)
     finally:
@@ -240,7 +208,7 @@ def _supervise(plan: Plan, rootfs: RootFS, output: Callable[[bytes], None]) -> i
                             elif kind == "U":
                                 assert sync_w is not None
                                 try:
-                                    _write_id_maps(pid)
+                                    write_id_maps(pid)
                                 except ExecError as e:
                                     errors.append(e.message)
                                     step.kill(signal.SIGKILL)

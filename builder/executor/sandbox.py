@@ -33,6 +33,7 @@ from . import libc
 from .cgroups import StepCgroup
 from .rootfs import make_stub
 from .spec import DEFAULT_CAPABILITIES, Mount
+from .userns import UNMAPPED_HINT, is_mapped
 from .users import lookup_user
 
 __all__ = ["Plan", "outer_child"]
@@ -69,7 +70,8 @@ class Plan:
     overlay: str
     merged: str
     upper: str
-    userns: bool
+    userns: bool                            # create a user namespace for the step
+    rootless: bool                          # in a user namespace, one made here or earlier
     cgroup: StepCgroup | None
     last_cap: int
     parent_pid: int
@@ -281,15 +283,6 @@ def _loopback_up() -> None:
         fcntl.ioctl(s.fileno(), 0x8914, struct.pack("16sh14x", b"lo", flags | 0x1 | 0x40))
 
 
-def _mapped(kind: str, ids: list[int]) -> bool:
-    ranges = []
-    with open(f"/proc/self/{kind}_map") as f:
-        for line in f:
-            inside, _outside, count = (int(x) for x in line.split())
-            ranges.append((inside, inside + count))
-    return all(any(lo <= i < hi for lo, hi in ranges) for i in ids)
-
-
 def _find_executable(name: str, env: dict[str, str]) -> str:
     if "/" in name:
         return name
@@ -314,7 +307,7 @@ def _inner_child(plan: Plan, status_fd: int) -> NoReturn:
         root = _Root(plan, status_fd)
         libc.mount("proc", root.target("/proc", is_dir=True), "proc",
                    libc.MS_NOSUID | libc.MS_NOEXEC | libc.MS_NODEV)
-        _setup_dev(root, plan.userns)
+        _setup_dev(root, plan.rootless)
         _setup_sys(root)
         _mask(root.path)
         for target, host_file in plan.files:
@@ -331,12 +324,11 @@ def _inner_child(plan: Plan, status_fd: int) -> NoReturn:
         if plan.network == "none":
             _loopback_up()
         uid, gid, groups, home = lookup_user(Path("/"), plan.user)
-        if plan.userns and not (_mapped("uid", [uid]) and _mapped("gid", [gid, *groups])):
+        if plan.rootless and not (is_mapped("uid", [uid]) and is_mapped("gid", [gid, *groups])):
             raise PermissionError(1, f"user {plan.user!r} (uid {uid}, gid {gid}) is not mapped "
                                      "in the rootless user namespace, which maps only the "
-                                     "building user to root; add subordinate id ranges for "
-                                     "the building user to /etc/subuid and /etc/subgid "
-                                     "(newuidmap/newgidmap) or build as root")
+                                     "building user to root and the subordinate ids it has; "
+                                     + UNMAPPED_HINT)
         os.makedirs(plan.cwd, mode=0o755, exist_ok=True)
         os.chdir(plan.cwd)
         env = dict(plan.env)
@@ -365,7 +357,7 @@ def _inner_child(plan: Plan, status_fd: int) -> NoReturn:
             raise OSError(e.errno, f'exec: "{path}": {e.strerror}') from None
     except BaseException as e:  # noqa: BLE001 - reported to the builder, which raises it
         message = _describe(e)
-        if plan.userns and isinstance(e, PermissionError):
+        if plan.rootless and isinstance(e, PermissionError):
             message += (" (in a user namespace, files of the image must belong to ids mapped "
                         "into it: unpack the layers as the building user)")
         try:
