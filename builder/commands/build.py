@@ -88,6 +88,7 @@ def _parse_secret(text: str) -> tuple[str, tuple[str, str]]:
 @click.option("--cpus", type=float, help="CPU limit for RUN steps.")
 @click.option("--jobs", type=int, default=0, help="Stages to build at once (default: CPUs).")
 @click.option("--explain", is_flag=True, help="Say why each step that missed the cache missed.")
+@click.option("--check-reproducible", is_flag=True, help="Build twice with --no-cache in fresh temporary stores (same SOURCE_DATE_EPOCH: the given one, else now) and report the first difference; exit 1 if the digests differ.")
 @click.option("--dry-run", "dry_run", is_flag=True, hidden=True)  # what `pybuild plan` is
 def command(**kw: object) -> None:
     """Build an image from a Dockerfile."""
@@ -143,6 +144,15 @@ def command(**kw: object) -> None:
         jobs=int(kw["jobs"] or 0),  # type: ignore[arg-type]
     )
     request = replace(request, explain=bool(kw["explain"]), dry_run=bool(kw["dry_run"]))
+    if kw["check_reproducible"]:
+        from ..reproducible import check_reproducible, not_reproducible, report_lines
+
+        report = check_reproducible(request)
+        if not report.reproducible:
+            raise not_reproducible(report)
+        for line in report_lines(report):
+            click.echo(line)
+        return
     result = run_build(request)
     if request.dry_run:
         for line in result.metadata.get("pybuild.plan", ()):
