@@ -34,6 +34,7 @@ __all__ = [
     "enter_user_namespace",
     "in_user_namespace",
     "is_mapped",
+    "mapped_ranges",
     "subids",
     "write_id_maps",
 ]
@@ -169,7 +170,9 @@ def enter_user_namespace() -> None:
         raise ExecError(f"cannot make the rootless mount namespace private: {e.strerror}") from e
 
 
-def _ranges(kind: str) -> list[tuple[int, int]]:
+def mapped_ranges(kind: str) -> list[tuple[int, int]]:
+    """The [start, end) ranges of ids (``kind``: "uid" or "gid") this process' user
+    namespace maps."""
     try:
         with open(f"/proc/self/{kind}_map") as f:
             rows = [line.split() for line in f]
@@ -181,12 +184,12 @@ def _ranges(kind: str) -> list[tuple[int, int]]:
 def is_mapped(kind: str, ids: list[int] | tuple[int, ...]) -> bool:
     """Whether every id of ``ids`` exists in this process' user namespace (``kind``: "uid"
     or "gid")."""
-    ranges = _ranges(kind)
+    ranges = mapped_ranges(kind)
     return all(any(lo <= i < hi for lo, hi in ranges) for i in ids)
 
 
 def _shown(kind: str) -> str:
-    return ", ".join(f"{lo}" if hi - lo == 1 else f"{lo}-{hi - 1}" for lo, hi in _ranges(kind))
+    return ", ".join(f"{lo}" if hi - lo == 1 else f"{lo}-{hi - 1}" for lo, hi in mapped_ranges(kind))
 
 
 def check_mapped(uid: int, gid: int, what: str) -> None:

@@ -121,6 +121,11 @@ class _Unpacker:
         # Root of a (rootless) user namespace: owners it maps can be given, trusted.* xattrs
         # cannot be set, and overlay reads user.overlay.* (it is mounted with userxattr).
         self.userns = self.is_root and in_user_namespace()
+        self.id_ranges: tuple[list[tuple[int, int]], ...] = ()
+        if self.userns:
+            from builder.executor.userns import mapped_ranges
+
+            self.id_ranges = (mapped_ranges("uid"), mapped_ranges("gid"))
         self.same_owner = self.is_root if same_owner is None else same_owner
         self.upper: set[str] = set()  # what this layer made, and its ancestors (apply mode)
         self.dir_meta: dict[str, tarfile.TarInfo] = {}
@@ -332,7 +337,7 @@ class _Unpacker:
                 raise LayerError(f"layer entry {ti.name!r} is cut short")
             self.files.submit(PendingFile(
                 path, ti.name, data, ti.mode & 0o7777,
-                (ti.uid, ti.gid) if self.same_owner else None, _times_ns(ti)))
+                self.owner(ti), _times_ns(ti)))
             return
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                      0o600)
@@ -405,22 +410,28 @@ class _Unpacker:
                 else:
                     raise
 
-    def chown(self, target: int | str, ti: tarfile.TarInfo) -> None:
+    def owner(self, ti: tarfile.TarInfo) -> tuple[int, int] | None:
+        """The owner to give the entry's file, None to leave it ours."""
         if not self.same_owner:
-            return
-        try:
-            if isinstance(target, int):
-                os.fchown(target, ti.uid, ti.gid)
-            else:
-                os.chown(target, ti.uid, ti.gid, follow_symlinks=False)
-        except OSError as e:
-            if not (self.userns and e.errno == errno.EINVAL):
-                raise
-            # An id the rootless namespace does not map: the entry stays the building
-            # user's (root here), as it would unpacked without a namespace.
+            return None
+        if self.id_ranges and not all(any(lo <= value < hi for lo, hi in ranges)
+                                      for value, ranges in zip((ti.uid, ti.gid), self.id_ranges)):
+            # An id the rootless namespace does not map (the kernel would refuse it): the
+            # entry stays the building user's (root here), as unpacked without a namespace.
             self.warn(f"layer entry {ti.name!r} is owned by {ti.uid}:{ti.gid}, which the "
                       "rootless user namespace does not map: unpacked as 0:0 (subordinate ids "
                       "in /etc/subuid and /etc/subgid keep such owners)", once="unmapped")
+            return None
+        return ti.uid, ti.gid
+
+    def chown(self, target: int | str, ti: tarfile.TarInfo) -> None:
+        owner = self.owner(ti)
+        if owner is None:
+            return
+        if isinstance(target, int):
+            os.fchown(target, *owner)
+        else:
+            os.chown(target, *owner, follow_symlinks=False)
 
     def apply_owner_xattrs(self, rel: str, ti: tarfile.TarInfo) -> None:
         path = self.abs(rel)

@@ -46,8 +46,10 @@ class Setup:
 
     def __init__(self, top: Path) -> None:
         self.top = top
-        runbuild.write_layout(top / "layout", runbuild.tar_tree(runbuild.busybox_tree(top / "tree"),
-                                                                top / "layer.tar"))
+        tree = runbuild.busybox_tree(top / "tree")
+        (tree / "home/app/.profile").write_text("export PS1=app\n")
+        os.chown(tree / "home/app/.profile", 1000, 1000)
+        runbuild.write_layout(top / "layout", runbuild.tar_tree(tree, top / "layer.tar"))
         self.ctx = top / "ctx"
         (self.ctx / "src" / "d").mkdir(parents=True)
         (self.ctx / "src" / "hello.txt").write_text("hello\n")
