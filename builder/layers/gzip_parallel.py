@@ -6,6 +6,7 @@ byte boundary; the last block is ended with Z_FINISH. The blocks concatenate int
 valid deflate stream. The output depends only on the input bytes, the level and the fixed
 block size, never on the number of threads or their timing, so layer digests are
 reproducible on any machine with the same zlib. zlib releases the GIL while deflating.
+Blocks whose samples do not compress are stored (level 0) instead of searched in vain.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO
 
-__all__ = ["ParallelGzipWriter", "BLOCK_SIZE", "GZIP_HEADER"]
+__all__ = ["BLOCK_SIZE", "GZIP_HEADER", "ParallelGzipWriter", "incompressible"]
 
 BLOCK_SIZE = 128 * 1024
 _DICT_SIZE = 32 * 1024
@@ -25,7 +26,44 @@ _DICT_SIZE = 32 * 1024
 GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
 
 
+_PROBE = 2048  # bytes looked at, three times per block, to spot data that will not shrink
+
+
+def incompressible(block: bytes) -> bool:
+    """Whether three samples of ``block`` (start, middle, end) all fail to shrink by 4% at
+    level 1: already compressed or random data, which deflate at any level only stores
+    anyway, after spending as long as on text looking for matches (about 30 MB/s a core).
+    Decided from the bytes alone, so the output stays deterministic."""
+    if len(block) < 8 * _PROBE:
+        return False
+    probe = zlib.compressobj(1, zlib.DEFLATED, -15, 8)
+    mid = len(block) // 2
+    for at in (0, mid, len(block) - _PROBE):
+        sample = block[at:at + _PROBE]
+        # a full flush ends the sample and forgets it: each sample is judged alone
+        if len(probe.compress(sample) + probe.flush(zlib.Z_FULL_FLUSH)) < len(sample) * 0.96:
+            return False
+    return True
+
+
+def _stored(block: bytes, final: bool) -> bytes:
+    """``block`` as deflate stored blocks (at most 65,535 bytes each). The stream is on a
+    byte boundary here (every block ends so), and a stored block keeps it there."""
+    parts = []
+    pos, n = 0, len(block)
+    while True:
+        chunk = block[pos:pos + 0xFFFF]
+        pos += len(chunk)
+        last = final and pos >= n
+        parts.append(struct.pack("<BHH", 1 if last else 0, len(chunk), len(chunk) ^ 0xFFFF))
+        parts.append(chunk)
+        if pos >= n:
+            return b"".join(parts)
+
+
 def _deflate_block(block: bytes, dictionary: bytes, level: int, final: bool) -> bytes:
+    if level > 0 and incompressible(block):
+        return _stored(block, final)  # what deflate would reach, at memory speed
     if dictionary:
         comp = zlib.compressobj(level, zlib.DEFLATED, -15, 8, zlib.Z_DEFAULT_STRATEGY, dictionary)
     else:
