@@ -67,6 +67,11 @@ def sha256_file(path: str | Path) -> tuple[Digest, int]:
         return sha256_stream(f)
 
 
+# json.dumps with these options builds a new encoder on every call; one made once gives
+# the same bytes (keys hash these bytes: they must never change).
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical_json(value: Any) -> bytes:
     """JSON with sorted keys, no insignificant whitespace, UTF-8: the form keys and configs are hashed in."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return _CANONICAL.encode(value).encode("utf-8")
