@@ -152,18 +152,59 @@ def make_image(store: Store, result: StageResult, *, compression: str = "gzip",
                level: int | None = None, source_date_epoch: int | None = None,
                media: str = "oci") -> Any:
     """Config, manifest and layer blobs of the final stage, all in the store."""
+    doc = config_document(result, source_date_epoch=source_date_epoch)
+    base_count = _base_layer_count(result)
+    memo = _memo_name(doc, result, base_count, compression=compression, level=level,
+                      source_date_epoch=source_date_epoch, media=media)
+    image = _remembered_image(store, memo)
+    if image is not None:
+        return image
+
     from .oci.image import build_image
     from .oci.types import Descriptor, ImageConfig
 
-    doc = config_document(result, source_date_epoch=source_date_epoch)
     layers: list[tuple[Any, Path]] = []
-    base_count = _base_layer_count(result)
     for i, layer in enumerate(result.fs.layers):
         blob = ensure_layer_blob(store, layer, compression=compression, level=level,
                                  source_date_epoch=source_date_epoch, keep=i < base_count)
         layers.append((Descriptor(blob.media_type, blob.digest, blob.size), store.blob_path(blob.digest)))
     config = ImageConfig.from_json(doc)
-    return build_image(config, layers, blob_dir=store.root / "blobs", media=media)  # type: ignore[arg-type]
+    image = build_image(config, layers, blob_dir=store.root / "blobs", media=media)  # type: ignore[arg-type]
+    # Not "manifest": refs/ documents holding one keep their blobs from `cache prune`.
+    store.put_ref(memo, {"image": str(image.manifest_digest)})
+    return image
+
+
+def _memo_name(doc: Mapping[str, Any], result: StageResult, base_count: int, *, compression: str,
+               level: int | None, source_date_epoch: int | None, media: str) -> str:
+    """The name under which the image made of exactly these inputs is remembered: the
+    config, and for each layer what ``ensure_layer_blob`` decides from."""
+    from .digest import canonical_json, sha256_bytes
+
+    layers = [[str(layer.diff_id), str(layer.blob.digest) if layer.blob else None,
+               layer.blob.media_type if layer.blob else None, i < base_count]
+              for i, layer in enumerate(result.fs.layers)]
+    inputs = {"v": 1, "config": doc, "layers": layers, "compression": compression, "level": level,
+              "epoch": source_date_epoch, "media": media}
+    return f"made-image-{sha256_bytes(canonical_json(inputs)).hex}"
+
+
+def _remembered_image(store: Store, memo: str) -> Any:
+    """A fully cached rebuild makes the same image again: the one remembered under ``memo``,
+    when its manifest, config and layer blobs are all still in the store (else None)."""
+    doc = store.get_ref(memo)
+    if not doc or not isinstance(doc.get("image"), str):
+        return None
+    try:
+        manifest = store.read_blob(Digest.parse(doc["image"]))
+        from .oci.image import image_from_manifest
+
+        image = image_from_manifest(manifest, store.blob_path)
+    except (BuildError, ValueError, OSError):
+        return None  # pruned or damaged: make it again
+    if all(store.has_blob(layer.digest) for layer in image.layers):
+        return image
+    return None
 
 
 def write_outputs(store: Store, image: Any, result: StageResult, outputs: Sequence[Mapping[str, str]],

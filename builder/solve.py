@@ -15,7 +15,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -199,6 +198,9 @@ class Solver:
                 for index in wave:
                     self.results[index] = self.build_stage(self.graph.stage(index))
             else:
+                # imported here: a one-chain build (the common case) never needs threads
+                from concurrent.futures import ThreadPoolExecutor
+
                 with ThreadPoolExecutor(max_workers=min(jobs, len(wave))) as pool:
                     futures = {i: pool.submit(self.build_stage, self.graph.stage(i)) for i in wave}
                     for i, fut in futures.items():
