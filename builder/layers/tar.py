@@ -34,6 +34,7 @@ __all__ = ["write_layer", "write_tree_tar", "TarWriter", "HashingWriter"]
 BLOCK = 512
 _CHUNK = 1 << 20
 _FLUSH_AT = 1 << 20
+_SMALL = 64 << 10  # files up to this size are copied through the buffer
 
 
 class HashingWriter:
@@ -169,16 +170,30 @@ class TarWriter:
             self._emit(b"\0" * (BLOCK - size % BLOCK))
 
     def content(self, source: Path, size: int, rel: str) -> None:
-        """Copies exactly ``size`` bytes of ``source`` into the archive."""
-        self.flush()
-        left = size
-        with open(source, "rb") as f:
-            while left:
-                chunk = f.read(min(_CHUNK, left))
-                if not chunk:
-                    raise LayerError(f"{rel!r} shrank while it was being written to a layer")
-                self._out.write(chunk)
-                left -= len(chunk)
+        """Copies exactly ``size`` bytes of ``source`` into the archive. Small files join
+        the buffer (one hash and compressor call for many of them); big ones stream."""
+        # os.open/os.read: no buffered file object for each of thousands of small files
+        fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            if size <= _SMALL:
+                data = os.read(fd, size) if size else b""
+                while len(data) < size:
+                    more = os.read(fd, size - len(data))
+                    if not more:
+                        raise LayerError(f"{rel!r} shrank while it was being written to a layer")
+                    data += more
+                self._emit(data)
+            else:
+                self.flush()
+                left = size
+                while left:
+                    chunk = os.read(fd, min(_CHUNK, left))
+                    if not chunk:
+                        raise LayerError(f"{rel!r} shrank while it was being written to a layer")
+                    self._out.write(chunk)
+                    left -= len(chunk)
+        finally:
+            os.close(fd)
         self._pad(size)
 
     def close(self) -> None:
