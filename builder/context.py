@@ -390,43 +390,52 @@ class DirTree:
 
         ``excludes`` (COPY --exclude) apply to paths relative to the match; the match
         itself is never excluded (as BuildKit)."""
+        for rel, path, st in self._walk_raw(match, excludes):
+            yield TreeEntry(rel, path, st)
+
+    def _walk_raw(self, match: SourceMatch, excludes: Sequence[str]) -> Iterator[tuple[str, str, os.stat_result]]:
+        """``walk`` as (rel, path, stat) tuples: the checksum of a large context makes no
+        TreeEntry for each of its tens of thousands of files."""
         exclude = _exclude_matcher(excludes)
         top = os.path.join(self._root_s, match.resolved) if match.resolved else self._root_s
         st = os.lstat(top)
-        yield TreeEntry("", top, st)
+        yield "", top, st
         if stat.S_ISDIR(st.st_mode):
             yield from self._walk_dir(top, match.resolved, "", exclude)
 
     def _walk_dir(
         self, path: str, ctx_rel: str, rel: str, exclude: IgnoreMatcher | None
-    ) -> Iterator[TreeEntry]:
+    ) -> Iterator[tuple[str, str, os.stat_result]]:
         with os.scandir(path) as it:
             entries = sorted(it, key=lambda e: e.name)
         ignore = self.ignore
         for e in entries:
-            child_ctx = f"{ctx_rel}/{e.name}" if ctx_rel else e.name
-            child_rel = f"{rel}/{e.name}" if rel else e.name
+            name = e.name
+            child_rel = f"{rel}/{name}" if rel else name
             is_dir = e.is_dir(follow_symlinks=False)
-            hidden = False
-            if ignore is not None and ignore.excluded(child_ctx, is_dir=is_dir):
-                if not is_dir or ignore.can_skip_dir(child_ctx):
+            if ignore is not None or exclude is not None:
+                child_ctx = f"{ctx_rel}/{name}" if ctx_rel else name
+                hidden = False
+                if ignore is not None and ignore.excluded(child_ctx, is_dir=is_dir):
+                    if not is_dir or ignore.can_skip_dir(child_ctx):
+                        continue
+                    hidden = True
+                if exclude is not None and exclude.excluded(child_rel, is_dir=is_dir):
+                    if not is_dir or exclude.can_skip_dir(child_rel):
+                        continue
+                    hidden = True
+                if hidden:
+                    # Kept only for what negated rules bring back inside it.
+                    st = e.stat(follow_symlinks=False)
+                    inner = list(self._walk_dir(e.path, child_ctx, child_rel, exclude))
+                    if inner:
+                        yield child_rel, e.path, st
+                        yield from inner
                     continue
-                hidden = True
-            if exclude is not None and exclude.excluded(child_rel, is_dir=is_dir):
-                if not is_dir or exclude.can_skip_dir(child_rel):
-                    continue
-                hidden = True
-            st = e.stat(follow_symlinks=False)
-            if hidden:
-                # Kept only for what negated rules bring back inside it.
-                inner = list(self._walk_dir(e.path, child_ctx, child_rel, exclude))
-                if inner:
-                    yield TreeEntry(child_rel, e.path, st)
-                    yield from inner
-                continue
-            yield TreeEntry(child_rel, e.path, st)
+            yield child_rel, e.path, e.stat(follow_symlinks=False)
             if is_dir:
-                yield from self._walk_dir(e.path, child_ctx, child_rel, exclude)
+                yield from self._walk_dir(e.path, f"{ctx_rel}/{name}" if ctx_rel else name,
+                                          child_rel, exclude)
 
     # -- checksum
 
@@ -446,29 +455,30 @@ class DirTree:
             inodes: dict[tuple[int, int], str] = {}
             # One encode and one update per entry: the lines are the canonical_json of
             # _record's lists, written out directly for the common kinds (same bytes).
-            lines = [self._record_line(entry, cache, inodes) for entry in self.walk(m, excludes=excludes)]
+            lines = [self._record_line(rel, path, st, cache, inodes)
+                     for rel, path, st in self._walk_raw(m, excludes)]
             if lines:
                 h.update(("\n".join(lines) + "\n").encode("utf-8"))
         cache.save()
         return Digest.sha256(h.hexdigest())
 
     def _record_line(
-        self, entry: TreeEntry, cache: StatCache, inodes: dict[tuple[int, int], str]
+        self, rel: str, path: str, st: os.stat_result, cache: StatCache,
+        inodes: dict[tuple[int, int], str],
     ) -> str:
         """``canonical_json(self._record(...))`` as text, without the generic encoder for
         regular files and directories (a large context has tens of thousands of them)."""
-        st = entry.st
         mode = st.st_mode
         if stat.S_ISREG(mode):
             link = ""
             if st.st_nlink > 1:
-                link = inodes.setdefault((st.st_dev, st.st_ino), entry.rel)
-                link = "" if link == entry.rel else link
-            return (f'[{_json_str(entry.rel)},"file",{mode & 0o7777},{st.st_size},'
-                    f'"sha256:{cache.hexdigest(entry.path, st)}",{_json_str(link)}]')
+                link = inodes.setdefault((st.st_dev, st.st_ino), rel)
+                link = "" if link == rel else link
+            return (f'[{_json_str(rel)},"file",{mode & 0o7777},{st.st_size},'
+                    f'"sha256:{cache.hexdigest(path, st)}",{_json_str(link)}]')
         if stat.S_ISDIR(mode):
-            return f'[{_json_str(entry.rel)},"dir",{mode & 0o7777},0,"",""]'
-        return canonical_json(self._record(entry, cache, inodes)).decode("utf-8")
+            return f'[{_json_str(rel)},"dir",{mode & 0o7777},0,"",""]'
+        return canonical_json(self._record(TreeEntry(rel, path, st), cache, inodes)).decode("utf-8")
 
     def _record(
         self, entry: TreeEntry, cache: StatCache, inodes: dict[tuple[int, int], str]
