@@ -52,6 +52,8 @@ class BuildRequest:
     jobs: int = 0
     explain: bool = False  # say why each step that missed the cache missed
     dry_run: bool = False  # `pybuild plan`: run nothing, say what would be cached or run
+    cache_from: tuple[Mapping[str, str], ...] = ()  # --cache-from type=registry,ref=... | type=local,src=...
+    cache_to: tuple[Mapping[str, str], ...] = ()  # --cache-to type=registry,ref=...,mode=... | type=local,dest=...
 
 
 @dataclass(frozen=True)
@@ -234,6 +236,11 @@ def _build(req: BuildRequest, store: Any, progress: Progress, context_dir: Path,
     from .cache.history import Explainer
 
     solver.explainer = Explainer(store, context=context, enabled=req.explain or req.dry_run)
+    if req.cache_from and not req.dry_run:
+        from .cache.remote import open_imports
+
+        solver.cache_import = open_imports(store, req.cache_from, insecure=req.insecure_registries,
+                                           progress=progress)
     result = solver.solve()
     if req.dry_run or req.explain:
         return_plan = _explained(req, solver, result, started)
@@ -269,6 +276,10 @@ def _build(req: BuildRequest, store: Any, progress: Progress, context_dir: Path,
             _push(store, req, image_for("docker" if out.get("oci-mediatypes") == "false" else "oci"),
                   out, progress)
 
+    if req.cache_to:
+        from .cache.remote import export_cache
+
+        export_cache(store, solver, req.cache_to, insecure=req.insecure_registries, progress=progress)
     image_id = image.config_digest
     if req.iidfile:
         _write_text(Path(req.iidfile), str(image_id))

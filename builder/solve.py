@@ -161,6 +161,8 @@ class Solver:
         self._no_cache_stages = {s.lower() for s in options.no_cache_filter}
         self._interrupted: int | None = None  # the signal that asked the build to stop
         self.explainer: Any = None  # cache.history.Explainer: remembers positions, says why steps miss
+        self.cache_import: Any = None  # cache.remote.CacheImport: the records --cache-from offers
+        self.cache_mount_ids: set[str] = set()  # RUN --mount=type=cache ids seen (--cache-to mounts=true)
 
     # -- the graph ------------------------------------------------------------------
     def solve(self) -> StageResult:
@@ -316,7 +318,7 @@ class Solver:
             raise StepInterrupted(self._interrupted)
         sid = self.progress.start(f"[{stage.display_name}] {title}")
         t0 = time.monotonic()
-        record = None if no_cache else self.store.get_record(key.digest)
+        record = None if no_cache else self._lookup(key.digest)
         hit = record is not None and self._record_usable(record)
         if self.explainer is not None:
             self.explainer.observe_step(stage, title, parent_key, key, hit,
@@ -334,7 +336,7 @@ class Solver:
         executed = False
         with self.store.lock(f"step-{key.digest.hex}"):
             # Another build may have made it while we waited for the lock.
-            record = None if no_cache else self.store.get_record(key.digest)
+            record = None if no_cache else self._lookup(key.digest)
             if record is None or not self._record_usable(record):
                 record = self._execute(stage, fs, action, link_base, sid)
                 record = {**record, "step": title, "stage": stage.display_name,
@@ -347,6 +349,14 @@ class Solver:
             self.progress.cached(sid)
         self._report(stage, node, title, key, not executed, t0, record)
         return self._apply_record(fs, chained, record)
+
+    def _lookup(self, key: Digest) -> dict[str, Any] | None:
+        """The local record of a key; failing a usable one, the --cache-from record (taken
+        into the store: its layer fetched and unpacked, the record written to the index)."""
+        record = self.store.get_record(key)
+        if self.cache_import is not None and (record is None or not self._record_usable(record)):
+            record = self.cache_import.record(key) or record
+        return record
 
     def _record_usable(self, record: Mapping[str, Any]) -> bool:
         if record.get("empty"):
@@ -445,6 +455,7 @@ class Solver:
                 proc_env[name] = self.graph.build_args[name]
         network = node.network or self.opts.network
         mounts = self.runner.parse_mounts(node, env, image, self)
+        self.cache_mount_ids.update(m.options["id"] for m in mounts if m.type == "cache")
         script = None
         if argv and argv[0].startswith("/dev/pipes/") and node.heredocs:
             script = node.heredocs[0]

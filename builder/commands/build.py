@@ -89,6 +89,8 @@ def _parse_secret(text: str) -> tuple[str, tuple[str, str]]:
 @click.option("--jobs", type=int, default=0, help="Stages to build at once (default: CPUs).")
 @click.option("--explain", is_flag=True, help="Say why each step that missed the cache missed.")
 @click.option("--check-reproducible", is_flag=True, help="Build twice with --no-cache in fresh temporary stores (same SOURCE_DATE_EPOCH: the given one, else now) and report the first difference; exit 1 if the digests differ.")
+@click.option("--cache-from", "cache_from", multiple=True, metavar="type=registry,ref=REF|type=local,src=DIR", help="Import build cache from a registry or an OCI layout (repeatable; a bare REF is type=registry).")
+@click.option("--cache-to", "cache_to", multiple=True, metavar="type=registry,ref=REF|type=local,dest=DIR[,mode=min|max][,mounts=true]", help="Export the build cache (mode=max: every stage's steps; mounts=true: cache mounts too).")
 @click.option("--dry-run", "dry_run", is_flag=True, hidden=True)  # what `pybuild plan` is
 def command(**kw: object) -> None:
     """Build an image from a Dockerfile."""
@@ -144,6 +146,8 @@ def command(**kw: object) -> None:
         jobs=int(kw["jobs"] or 0),  # type: ignore[arg-type]
     )
     request = replace(request, explain=bool(kw["explain"]), dry_run=bool(kw["dry_run"]))
+    request = replace(request, cache_from=tuple(_parse_cache(t, export=False) for t in kw["cache_from"]),  # type: ignore[union-attr]
+                      cache_to=tuple(_parse_cache(t, export=True) for t in kw["cache_to"]))  # type: ignore[union-attr]
     if kw["check_reproducible"]:
         from ..reproducible import check_reproducible, not_reproducible, report_lines
 
@@ -196,6 +200,16 @@ def _parse_output(text: str) -> dict[str, str]:
         raise UsageError(f"invalid --output {text!r}: type must be oci, docker, local, tar, image or registry")
     if kind in ("oci", "docker", "local", "tar") and not opts.get("dest"):
         raise UsageError(f"invalid --output {text!r}: dest= is required for type={kind}")
+    return opts
+
+
+def _parse_cache(text: str, *, export: bool) -> dict[str, str]:
+    """A --cache-from/--cache-to value as buildx reads it (a bare REF is type=registry),
+    checked now so that a typo fails before the build."""
+    from ..cache.remote import parse_cache_spec
+
+    opts = _parse_csv_opts(text) if "=" in text else {"type": "registry", "ref": text}
+    parse_cache_spec(opts, export=export)
     return opts
 
 
