@@ -317,6 +317,14 @@ def versions(builders: Sequence[Builder]) -> dict[str, str]:
            if Path("/etc/debian_version").exists() else "?",
            "cpus": str(os.cpu_count())}
     for b in builders:
+        if isinstance(b, PyBuild):
+            where = os.environ.get("PYTHONPATH") or str(Path(__file__).resolve().parents[1])
+            done = subprocess.run([sys.executable, "-c", "import builder; print(builder.__file__)"],
+                                  capture_output=True, text=True, check=False)
+            rev = subprocess.run(["git", "-C", str(Path(__file__).resolve().parents[1]),
+                                  "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                 check=False).stdout.strip()
+            out["pybuild"] = f"{done.stdout.strip() or where} (repository at {rev or '?'})"
         if isinstance(b, Buildah):
             out["buildah"] = first_line(["buildah", "--version"])
         if isinstance(b, Docker):
