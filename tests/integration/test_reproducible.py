@@ -7,6 +7,7 @@ read with tarfile/json (tests/integration/runbuild.py), independently of builder
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import tarfile
@@ -144,3 +145,22 @@ def test_check_reproducible_names_the_first_difference(busybox_image, tmp_path: 
     assert re.search(r"layer 2\b.*date \+%s%N", out), out
     assert "stamp/now" in out and "content" in out, out
     assert "/same" not in out.split("layer 2")[1]
+
+
+def test_a_cached_rebuild_remakes_nothing_and_survives_lost_blobs(busybox_image, tmp_path: Path) -> None:
+    """A fully cached rebuild reuses the image made last time (builder.export remembers it),
+    gives the same bytes, and makes the image again when one of its blobs has gone."""
+    ctx = _context(tmp_path / "ctx", busybox_image.ref, time.time())
+    store = tmp_path / "store"
+
+    def build(out: str) -> bytes:
+        pybuild("build", "--root", str(store), "--progress", "plain", "--source-date-epoch",
+                str(EPOCH), "-o", f"type=oci,dest={tmp_path / out}", str(ctx))
+        return (tmp_path / out).read_bytes()
+
+    first = build("1.tar")
+    assert build("2.tar") == first
+    manifest = json.loads(_index(tmp_path / "1.tar"))["manifests"][0]["digest"]
+    (store / "blobs" / "sha256" / manifest.split(":")[1]).unlink()  # as a prune could
+    assert build("3.tar") == first
+    assert (store / "blobs" / "sha256" / manifest.split(":")[1]).is_file()  # made again
