@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.buildtools import pybuild, write
+from tests.fixtures.buildtools import pybuild, skopeo, write
 from tests.fixtures.fault_proxy import FaultPlan
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="builds mount overlays: needs root")
@@ -79,6 +79,14 @@ def test_registry_cache_two_machines(tmp_path: Path, local_busybox: Path, regist
     assert set(_blob_gets(proxy.log)[1:]) == _layers(first, {"tools"})
     blobs = {p.name for p in (tmp_path / "ci-3" / "blobs" / "sha256").iterdir()}
     assert not {d.split(":")[1] for d in _layers(first, {"app"})} & blobs
+
+    # skopeo, another client, copies the artifact into an OCI layout, which imports as well.
+    copied = tmp_path / "copied"
+    skopeo("copy", "--quiet", "--src-tls-verify=false", f"docker://{ref}", f"oci:{copied}:ci")
+    fourth = _build(tmp_path, tmp_path / "ci-4", ctx, local_busybox,
+                    "--cache-from", f"type=local,src={copied},tag=ci")
+    assert all(s["cached"] for s in fourth["pybuild.steps"])
+    assert fourth["containerimage.digest"] == first["containerimage.digest"]
 
 
 def test_mode_min_exports_only_the_final_chain(tmp_path: Path, local_busybox: Path,
