@@ -34,12 +34,17 @@ class TtyDisplay:
         self._running: dict[int, _Step] = {}
         self._drawn = 0  # lines of the live region on screen now
         self._stop = threading.Event()
-        self._ticker = threading.Thread(target=self._tick, name="pybuild-progress", daemon=True)
-        self._ticker.start()
+        # Started with the first step, not here: a build may still have to enter a user
+        # namespace, which a process with a second thread cannot do.
+        self._ticker: threading.Thread | None = None
 
     # -- events --------------------------------------------------------------------
     def start(self, sid: int, name: str) -> None:
         with self._lock:
+            if self._ticker is None:
+                self._ticker = threading.Thread(target=self._tick, name="pybuild-progress",
+                                                daemon=True)
+                self._ticker.start()
             self._running[sid] = _Step(name, time.monotonic())
             self._redraw()
 
@@ -80,7 +85,8 @@ class TtyDisplay:
 
     def close(self) -> None:
         self._stop.set()
-        self._ticker.join(timeout=1)
+        if self._ticker is not None:
+            self._ticker.join(timeout=1)
         with self._lock:
             self._clear()
             self.stream.flush()

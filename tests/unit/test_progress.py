@@ -76,3 +76,13 @@ def test_plain_and_rawjson() -> None:
 
 def test_auto_is_plain_when_not_a_terminal() -> None:
     assert Progress("auto", io.StringIO()).mode == "plain"
+
+
+def test_tty_display_starts_no_thread_before_the_first_step() -> None:
+    # A rootless build enters its user namespace after making the display: one thread only.
+    import threading
+
+    before = threading.active_count()
+    progress = Progress("tty", io.StringIO())
+    assert threading.active_count() == before
+    progress.close()
