@@ -101,6 +101,10 @@ def test_local_round_trip_takes_records_on_demand(tmp_path: Path) -> None:
     assert imports.record(empty) == {"empty": True, "created": 1001.0, "step": "RUN true",
                                      "stage": "s", "imported": f"{dest}:latest"}
     assert imports.fetched == [blob.digest]
+    from builder.cache.manage import verify
+
+    report = verify(two)  # the store an import leaves is as consistent as one a build leaves
+    assert report.damaged == [] and report.unreferenced == []
 
 
 def test_damaged_blob_is_refused(tmp_path: Path) -> None:
