@@ -368,6 +368,14 @@ class _Copier:
             if self.is_root:
                 raise
             # Unprivileged (unit tests): ownership cannot be given away; the rest still holds.
+        except OSError as err:
+            if err.errno != errno.EINVAL:
+                raise
+            # In a rootless build's user namespace an id outside its map is EINVAL.
+            raise ContextError(
+                f"{self.verb} --chown: cannot give files to {uid}:{gid}: the rootless user "
+                "namespace does not map that id",
+                hint="give your user a range in /etc/subuid and /etc/subgid, or build as root") from None
 
     def finish(self) -> None:
         """Apply directory metadata, children before parents."""
