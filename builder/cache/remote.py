@@ -424,9 +424,15 @@ def export_cache(store: Store, solver: Any, specs: Sequence[Mapping[str, str]], 
         try:
             artifact = build_artifact(store, records, mounts, temps)
             _write(store, spec, artifact, insecure)
-        except BuildError as exc:
-            progress.error(sid, str(exc))
-            raise
+        except (BuildError, OSError) as exc:
+            error = exc if isinstance(exc, BuildError) else CacheError(
+                f"cannot export cache to {spec.where}: {exc.strerror or exc}")
+            if opts.get("ignore-error", "").lower() == "true":  # buildx: a warning, not a failure
+                progress.internal_done(sid)
+                progress.warn(f"cache not exported to {spec.where}: {error.message}")
+                continue
+            progress.error(sid, str(error))
+            raise error from None
         finally:
             for path in temps:
                 path.unlink(missing_ok=True)

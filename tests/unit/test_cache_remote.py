@@ -19,7 +19,7 @@ from builder.cache.remote import (
 )
 from builder.cache.store import LayerBlob, Store
 from builder.digest import Digest, sha256_bytes
-from builder.errors import UsageError
+from builder.errors import CacheError, UsageError
 from builder.layers.tar import write_layer
 from builder.progress import Progress
 
@@ -155,3 +155,18 @@ def test_cache_mounts_restored_only_where_empty(tmp_path: Path) -> None:
     four = Store(tmp_path / "four")
     open_imports(four, [{"type": "local", "src": str(dest), "mounts": "false"}], progress=progress)
     assert not mount_dir(four.root, "pkgs").exists()
+
+
+def test_export_failure_fails_unless_ignore_error(tmp_path: Path) -> None:
+    one, key, _, _ = _machine_one(tmp_path)
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    solver = _Solver([_Step("s", str(key))], set())
+    with pytest.raises(CacheError, match=f"cannot export cache to {blocked}"):
+        export_cache(one, solver, [{"type": "local", "dest": str(blocked), "mode": "max"}],
+                     progress=Progress("quiet"))
+    log = io.StringIO()
+    assert export_cache(one, solver, [{"type": "local", "dest": str(blocked), "mode": "max",
+                                       "ignore-error": "true"}],
+                        progress=Progress("plain", stream=log)) == []
+    assert f"WARNING: cache not exported to {blocked}:latest" in log.getvalue()
