@@ -222,8 +222,15 @@ def push_stored(store: Store, name: str, targets: Sequence[str] = (), *, insecur
     from .oci.registry import Registry
     from .reference import ImageRef
 
+    stored = image is None
     if image is None:
         image = ImageStore(store).spec(ImageStore(store).lookup(name))
+    compressed = _compressed(store, image)
+    if stored and compressed is not image:
+        # The same image (same config, same ID) in the form registries get; the local name
+        # now points at it, so what `inspect` shows is what was pushed.
+        ImageStore(store).tag(name, compressed)
+    image = compressed
     refs = [ImageRef.parse(ImageStore.normalize(t)) for t in (targets or [name])]
     sources = BlobSources(store)
     seen: list[tuple[Digest, str]] = []
@@ -240,6 +247,31 @@ def push_stored(store: Store, name: str, targets: Sequence[str] = (), *, insecur
                           chunk_size=chunk_size or DEFAULT_CHUNK, jobs=jobs, report=report)
     finally:
         sources.add(seen)
+
+
+def _compressed(store: Store, image: Any) -> Any:
+    """The image as a registry should get it: layers kept uncompressed in the store (an
+    imported root filesystem) are sent gzip-compressed, as docker push does; the config,
+    and so the image ID, stay the same."""
+    from .cache.store import LayerBlob
+    from .export import ensure_layer_blob
+    from .layers.types import MEDIA_TYPE_TAR
+    from .oci.image import build_image
+    from .oci.types import Descriptor, MediaType
+    from .solve import LayerRef
+
+    plain = {MEDIA_TYPE_TAR, MediaType.DOCKER_LAYER}
+    if not any(d.media_type in plain for d in image.layers):
+        return image
+    layers = []
+    for desc, diff_id in zip(image.layers, image.config.diff_ids):
+        blob = LayerBlob(diff_id, desc.digest, desc.size, desc.media_type)
+        if desc.media_type in plain:
+            blob = ensure_layer_blob(store, LayerRef(diff_id, blob), compression="gzip", level=None,
+                                     source_date_epoch=None)
+        layers.append((Descriptor(blob.media_type, blob.digest, blob.size), store.blob_path(blob.digest)))
+    media = "docker" if image.manifest.media_type == MediaType.DOCKER_MANIFEST else "oci"
+    return build_image(image.config, layers, blob_dir=store.root / "blobs", media=media)
 
 
 # -- docker's way of printing sizes and ages (go-units) ----------------------------------
