@@ -81,7 +81,11 @@ def main(argv: list[str] | None = None) -> Any:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or bool(os.environ.get("PYBUILD_DEBUG"))
     try:
-        return cli.main(args=args, prog_name="pybuild", standalone_mode=False)
+        status = cli.main(args=args, prog_name="pybuild", standalone_mode=False)
+        # A command that ends with ctx.exit(N) (`pybuild run`) hands its status back here.
+        if isinstance(status, int) and not isinstance(status, bool) and status != 0:
+            sys.exit(status)
+        return status
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)
@@ -100,3 +104,15 @@ def main(argv: list[str] | None = None) -> Any:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except OSError as exc:
+        # Anything the system refused that no module turned into a BuildError: still one
+        # sentence naming what and where, never a traceback without --debug.
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        where = f": {exc.filename}" if exc.filename else ""
+        click.echo(f"pybuild: {exc.strerror or exc}{where}", err=True)
+        if exc.errno == 28:  # ENOSPC
+            click.echo("free some space, or point --root / PYBUILD_ROOT at a larger disk", err=True)
+        sys.exit(1)
