@@ -51,6 +51,9 @@ def check_reproducible(req: Any) -> ReproducibleReport:
         raise UsageError("--check-reproducible builds in temporary stores and keeps nothing",
                          hint="drop -t, -o, --push, --iidfile and --explain, or build once more "
                               "without --check-reproducible")
+    if req.context == "-" or req.dockerfile == "-":
+        raise UsageError("--check-reproducible reads its inputs twice: stdin cannot be one of them",
+                         hint="give the context as a folder and the Dockerfile as a file")
     epoch = req.source_date_epoch
     if epoch is None:
         epoch = int(time.time())
