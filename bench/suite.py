@@ -132,6 +132,7 @@ class Bench:
                 if isinstance(b, Buildah):
                     subprocess.run(b.cmd("rm", "--all"), capture_output=True, check=False)
                     subprocess.run(b.cmd("rmi", "--all", "--force"), capture_output=True, check=False)
+            _unmount_below(self.work)
             shutil.rmtree(self.work, ignore_errors=True)
 
     # ------------------------------------------------------------------ runs
@@ -291,6 +292,18 @@ class Bench:
         write_json(out / "results.json", self.rows, meta)
         write_png(out / "ratios.png", self.rows)
         log(f"wrote {out}/results.md, results.json, ratios.png ({len(self.rows)} rows)")
+
+
+def _unmount_below(root: Path) -> None:
+    """containers-storage bind-mounts buildah's overlay folder on itself: unmount what is
+    mounted below our work folder (deepest first, lazily: it is our own bind) before removing it."""
+    try:
+        mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
+    except OSError:
+        return
+    prefix = str(root).rstrip("/") + "/"
+    for point in sorted((m for m in mounts if m.startswith(prefix)), key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
 
 
 def _forget_top_blob(store: Path, archive: Path) -> None:
