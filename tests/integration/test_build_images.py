@@ -9,17 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.buildtools import pybuild, write
+
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="builds mount overlays: needs root")
-
-
-def pybuild(*args: str, cwd: Path | None = None, check: bool = True,
-            input: bytes | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(["pybuild", *args], cwd=cwd, capture_output=True, text=input is None,
-                          input=input, timeout=300, env={**os.environ, **(env or {})})
-    if check and proc.returncode != 0:
-        raise AssertionError(f"pybuild {' '.join(args)} failed ({proc.returncode}):\n"
-                             f"{proc.stdout}\n{proc.stderr}")
-    return proc
 
 
 def skopeo_inspect(target: str, *, config: bool = False) -> dict:
@@ -28,25 +20,6 @@ def skopeo_inspect(target: str, *, config: bool = False) -> dict:
         cmd += ["--config", "--raw"]
     out = subprocess.run([*cmd, target], capture_output=True, text=True, check=True, timeout=60)
     return json.loads(out.stdout)
-
-
-@pytest.fixture()
-def project(tmp_path: Path) -> Path:
-    root = tmp_path / "project"
-    root.mkdir()
-    return root
-
-
-@pytest.fixture()
-def store(tmp_path: Path) -> str:
-    return str(tmp_path / "store")
-
-
-def write(root: Path, files: dict[str, str]) -> None:
-    for name, text in files.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
 
 
 def test_metadata_and_copy_build_matches_buildkit_config(project: Path, store: str, busybox_image,
