@@ -188,6 +188,8 @@ def write_png(path: Path, rows: Sequence[Row]) -> None:
     label_w, bar_w, row_h, top = 300, 520, 22, 40
     canvas = _Canvas(label_w + bar_w + 90, top + row_h * max(1, len(bars)) + 30)
     canvas.text(10, 10, "pybuild time / faster peer or reference (lower is better)", 2)
+    canvas.rect(label_w + bar_w - 60, 8, label_w + bar_w - 58, 22, (40, 40, 200))
+    canvas.text(label_w + bar_w - 50, 10, "target", 2)
     cap = 3.0
     scale = bar_w / cap
     for i, (label, ratio, target, other) in enumerate(bars):
