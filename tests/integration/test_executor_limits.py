@@ -106,8 +106,12 @@ def test_signal_ends_the_step_and_leaves_nothing(busybox_rootfs: Path, tmp_path:
                             env=env)
     assert proc.stdout is not None
     assert proc.stdout.readline() == b"started\n"
-    sleepers = subprocess.run(["pgrep", "-f", "^sleep 100$"], capture_output=True, text=True)
-    assert sleepers.stdout.split()  # the step's process is there, seen from the host
+    # The step's process is there, seen from the host (the shell's background child may
+    # take a moment to exec sleep after "started" is printed).
+    deadline = time.monotonic() + 10
+    while not subprocess.run(["pgrep", "-f", "^sleep 100$"], capture_output=True).stdout.split():
+        assert time.monotonic() < deadline, "the step's sleep never appeared"
+        time.sleep(0.05)
     proc.send_signal(signum)
     rest = proc.stdout.read()
     assert proc.wait(timeout=10) == 128 + signum
