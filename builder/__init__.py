@@ -10,21 +10,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .errors import (
-    BuildError,
-    CacheError,
-    ContextError,
-    ExecError,
-    ExpandError,
-    GraphError,
-    LayerError,
-    ParseError,
-    RegistryError,
-    SourceRange,
-    UsageError,
-)
-
 if TYPE_CHECKING:
+    from .errors import (
+        BuildError,
+        CacheError,
+        ContextError,
+        ExecError,
+        ExpandError,
+        GraphError,
+        LayerError,
+        ParseError,
+        RegistryError,
+        SourceRange,
+        UsageError,
+    )
     from .build import BuildRequest, BuildResult
     from .build import run_build as build
     from .parse import parse_dockerfile
@@ -48,7 +47,11 @@ __all__ = [
 ]
 __version__ = "0.1.0"
 
-_LAZY = {
+_ERRORS = ("BuildError", "CacheError", "ContextError", "ExecError", "ExpandError", "GraphError",
+           "LayerError", "ParseError", "RegistryError", "SourceRange", "UsageError")
+# Nothing is imported with the package itself (not even dataclasses): `pybuild --help`
+# pays only for what it uses.
+_LAZY = {name: ("builder.errors", name) for name in _ERRORS} | {
     "build": ("builder.build", "run_build"),
     "BuildRequest": ("builder.build", "BuildRequest"),
     "BuildResult": ("builder.build", "BuildResult"),

@@ -75,9 +75,14 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj["debug"] = debug or bool(os.environ.get("PYBUILD_DEBUG"))
 
 
-def main(argv: list[str] | None = None) -> Any:
+def _build_error() -> type[Exception]:
+    # Imported only when an exception is being matched: `pybuild --help` never pays for it.
     from .errors import BuildError
 
+    return BuildError
+
+
+def main(argv: list[str] | None = None) -> Any:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or bool(os.environ.get("PYBUILD_DEBUG"))
     try:
@@ -94,7 +99,7 @@ def main(argv: list[str] | None = None) -> Any:
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except BuildError as exc:
+    except _build_error() as exc:
         if debug:
             import traceback
 
