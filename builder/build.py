@@ -217,17 +217,10 @@ def _build(req: BuildRequest, store: Any, progress: Progress, context_dir: Path,
     isolate_mounts()
     context = BuildContext.open(context_dir, df_path)
     from .base import BaseResolver
-    from .solve import BuildOptions, Solver
+    from .solve import Solver
     from .steps import StepRunner
 
-    opts = BuildOptions(
-        context_dir=context_dir, dockerfile_name=name, tags=req.tags, build_args=dict(req.build_args),
-        target=req.target, no_cache=req.no_cache, no_cache_filter=req.no_cache_filter, pull=req.pull,
-        labels=dict(req.labels), network=req.network, build_contexts=dict(req.build_contexts),
-        insecure_registries=req.insecure_registries, compression=req.compression,
-        compression_level=req.compression_level, source_date_epoch=req.source_date_epoch,
-        memory=req.memory, cpus=req.cpus, secrets=dict(req.secrets), ssh=dict(req.ssh), jobs=req.jobs,
-        dry_run=req.dry_run)
+    opts = _solver_options(req, context_dir=context_dir, dockerfile_name=name)
     bases = BaseResolver(store, progress=progress, insecure=req.insecure_registries,
                          contexts=contexts, context_root=context_dir)
     runner = StepRunner(store.root, secrets=dict(req.secrets), ssh=dict(req.ssh))
@@ -337,6 +330,17 @@ def _explained(req: BuildRequest, solver: Any, result: Any, started: float) -> B
     summary = (f"plan: {len(verdicts) - would}/{len(verdicts)} steps cached, {would} would run "
                f"({time.monotonic() - started:.1f}s)")
     return BuildResult(key, key, summary, tuple(solver.steps), {"pybuild.plan": lines})
+
+
+def _solver_options(req: BuildRequest, **extra: Any) -> Any:
+    """The solver's options: every field it shares with the request, taken from it (so an
+    option added to both reaches the solver without a third list), plus ``extra``."""
+    from dataclasses import fields
+
+    from .solve import BuildOptions
+
+    shared = {f.name for f in fields(BuildOptions)} & {f.name for f in fields(BuildRequest)}
+    return BuildOptions(**{name: getattr(req, name) for name in shared}, **extra)
 
 
 def _write_text(path: Path, text: str) -> None:

@@ -6,7 +6,6 @@ never resolved or built. Build args are evaluated here as far as FROM lines need
 """
 from __future__ import annotations
 
-import os
 import platform as _platform
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -291,8 +290,3 @@ def _split_mount(spec: str) -> list[str]:
     import csv
 
     return next(csv.reader([spec]), [])
-
-
-def env_build_arg(name: str) -> str | None:
-    """`--build-arg NAME` without a value takes it from the environment, as docker does."""
-    return os.environ.get(name)
