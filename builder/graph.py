@@ -6,13 +6,13 @@ never resolved or built. Build args are evaluated here as far as FROM lines need
 """
 from __future__ import annotations
 
-import platform as _platform
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from . import instructions as ins
 from .errors import ExpandError, GraphError
 from .expand import expand_word
+from .hostplatform import host_machine
 
 __all__ = ["PROXY_ARGS", "UNUSED_ARGS_WARNING", "BuildGraph", "Stage", "StageBase", "build_graph",
            "platform_args"]
@@ -27,14 +27,11 @@ UNUSED_ARGS_WARNING = "[Warning] One or more build-args [{}] were not consumed"
 
 
 def _host_platform() -> tuple[str, str, str]:
-    machine = _platform.machine().lower()
-    arch, variant = {
-        "x86_64": ("amd64", ""), "amd64": ("amd64", ""), "aarch64": ("arm64", ""),
-        "arm64": ("arm64", ""), "armv7l": ("arm", "v7"), "armv6l": ("arm", "v6"),
-        "i686": ("386", ""), "i386": ("386", ""), "ppc64le": ("ppc64le", ""),
-        "s390x": ("s390x", ""), "riscv64": ("riscv64", ""),
-    }.get(machine, (machine, ""))
-    return "linux", arch, variant
+    os_name, arch, variant = host_machine()
+    # As containerd normalises it for build args: linux/arm64, not linux/arm64/v8.
+    if arch == "arm64" and variant == "v8":
+        variant = ""
+    return os_name, arch, variant
 
 
 def platform_args() -> dict[str, str]:

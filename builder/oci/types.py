@@ -9,12 +9,12 @@ never re-encoded.
 """
 from __future__ import annotations
 
-import platform as _platform
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from builder.digest import Digest, sha256_bytes
+from builder.hostplatform import host_machine
 from builder.oci._json import (
     ImageFormatError,
     decode,
@@ -87,15 +87,6 @@ class MediaType:
 
 # ------------------------------------------------------------------------------ platform
 
-_MACHINE = {
-    "x86_64": ("amd64", ""), "amd64": ("amd64", ""), "aarch64": ("arm64", "v8"),
-    "arm64": ("arm64", "v8"), "armv8l": ("arm", "v8"), "armv7l": ("arm", "v7"),
-    "armv6l": ("arm", "v6"), "armv5tel": ("arm", "v5"), "i386": ("386", ""), "i686": ("386", ""),
-    "ppc64le": ("ppc64le", ""), "s390x": ("s390x", ""), "riscv64": ("riscv64", ""),
-    "mips64": ("mips64", ""), "loongarch64": ("loong64", ""),
-}
-
-
 @dataclass(frozen=True, slots=True)
 class Platform:
     os: str
@@ -158,9 +149,7 @@ class Platform:
 
 def host_platform() -> Platform:
     """The platform of this machine as docker names it (x86_64 -> linux/amd64, aarch64 -> linux/arm64/v8)."""
-    machine = _platform.machine().lower()
-    arch, variant = _MACHINE.get(machine, (machine, ""))
-    return Platform("linux", arch, variant)
+    return Platform(*host_machine())
 
 
 # ---------------------------------------------------------------------------- descriptor

@@ -159,7 +159,9 @@ def test_descriptor_omits_empty_fields_and_platform_order():
     ("s390x", "linux/s390x"), ("riscv64", "linux/riscv64"),
 ])
 def test_host_platform_maps_machine_as_docker_does(monkeypatch, machine, expected):
-    monkeypatch.setattr(t._platform, "machine", lambda: machine)
+    import builder.hostplatform as hp
+
+    monkeypatch.setattr(hp._platform, "machine", lambda: machine)
     assert str(t.host_platform()) == expected
 
 
