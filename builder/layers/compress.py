@@ -9,6 +9,10 @@ import bz2
 import gzip
 import io
 import lzma
+import queue
+import threading
+import zlib
+from collections.abc import Iterator
 from typing import BinaryIO, Literal
 
 import zstandard
@@ -119,22 +123,124 @@ def _read_head(fileobj: BinaryIO, n: int) -> bytes:
 def open_decompressed(fileobj: BinaryIO) -> BinaryIO:
     """A readable stream of ``fileobj``'s bytes, decompressed according to its magic bytes
     (gzip, zstd, bzip2, xz; anything else is passed through). Reads ``fileobj`` forward
-    only, so pipes and HTTP bodies work. Closing the result does not close ``fileobj``."""
+    only, so pipes and HTTP bodies work. Closing the result does not close ``fileobj``.
+
+    A compressed stream is decompressed one chunk ahead in a thread (zlib, zstd, bz2 and
+    lzma let go of the GIL), so decompressing overlaps what the reader does with the bytes
+    (hashing, compressing again, unpacking); close the result before ``fileobj``."""
     head = _read_head(fileobj, 6)
     kind = detect_compression(head)
-    raw: BinaryIO = io.BufferedReader(_Prefixed(head, fileobj), 1 << 20)  # type: ignore[arg-type]
+    raw: BinaryIO = io.BufferedReader(_Prefixed(head, fileobj), _CHUNK)  # type: ignore[arg-type]
+    if kind == "uncompressed":
+        return raw
+    return io.BufferedReader(_ReadAhead(_chunks(kind, raw)), _CHUNK)  # type: ignore[return-value]
+
+
+_CHUNK = 1 << 20
+_AHEAD = 4  # chunks decompressed before the reader takes them: memory stays a few MiB
+
+
+def _chunks(kind: Detected, raw: BinaryIO) -> Iterator[bytes]:
     if kind == "gzip":
-        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+        yield from _gunzip(raw)
+        return
+    stream: BinaryIO
     if kind == "zstd":
-        reader = zstandard.ZstdDecompressor().stream_reader(
-            raw, read_across_frames=True, closefd=False
-        )
-        return io.BufferedReader(reader, 1 << 20)  # type: ignore[arg-type, return-value]
-    if kind == "bzip2":
-        return bz2.BZ2File(raw, "rb")  # type: ignore[return-value]
-    if kind == "xz":
-        return lzma.LZMAFile(raw, "rb")  # type: ignore[return-value]
-    return raw
+        stream = zstandard.ZstdDecompressor().stream_reader(  # type: ignore[assignment]
+            raw, read_size=_CHUNK, read_across_frames=True, closefd=False)
+    elif kind == "bzip2":
+        stream = bz2.BZ2File(raw, "rb")  # type: ignore[assignment]
+    else:
+        stream = lzma.LZMAFile(raw, "rb")  # type: ignore[assignment]
+    with stream:
+        while chunk := stream.read(_CHUNK):
+            yield chunk
+
+
+def _gunzip(raw: BinaryIO) -> Iterator[bytes]:
+    """gzip members one after the other (zeros between them allowed), as GzipFile reads
+    them, but with zlib checking each member's CRC and length itself and in 1 MiB steps:
+    GzipFile reads 8 KiB at a time and computes the CRC again in Python's thread (a third
+    of the time of decompressing a layer). Errors are GzipFile's: EOFError for a cut
+    stream, BadGzipFile (an OSError) for damage."""
+    inflate, started = zlib.decompressobj(31), False
+    while data := raw.read(_CHUNK):
+        while data:
+            started = True
+            while True:  # at most 1 MiB out a call: memory stays flat on a bomb too
+                try:
+                    out = inflate.decompress(data, _CHUNK)
+                except zlib.error as exc:
+                    raise gzip.BadGzipFile(f"damaged gzip data: {exc}") from None
+                if out:
+                    yield out
+                data = inflate.unconsumed_tail
+                if not data and len(out) < _CHUNK:
+                    break
+            if not inflate.eof:
+                break
+            data = inflate.unused_data.lstrip(b"\0")
+            inflate, started = zlib.decompressobj(31), False
+    if started:
+        raise EOFError("Compressed file ended before the end-of-stream marker was reached")
+
+
+class _ReadAhead(io.RawIOBase):
+    """A stream of the chunks an iterator yields, the iterator run in a thread of its own."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._queue: queue.Queue[bytes | BaseException | None] = queue.Queue(_AHEAD)
+        self._stop = threading.Event()
+        self._chunk = memoryview(b"")
+        self._done = False
+        self._thread = threading.Thread(target=self._produce, args=(chunks,),
+                                        name="decompress", daemon=True)
+        self._thread.start()
+
+    def _produce(self, chunks: Iterator[bytes]) -> None:
+        item: bytes | BaseException | None = None
+        try:
+            for chunk in chunks:
+                if not self._put(chunk):
+                    return
+        except BaseException as exc:  # handed to the reader, raised in its thread
+            item = exc
+        self._put(item)
+
+    def _put(self, item: bytes | BaseException | None) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        while not self._chunk:
+            if self._done:
+                return 0
+            item = self._queue.get()
+            if item is None:
+                self._done = True
+                return 0
+            if isinstance(item, BaseException):
+                self._done = True
+                raise item
+            self._chunk = memoryview(item)
+        n = min(len(buffer), len(self._chunk))
+        buffer[:n] = self._chunk[:n]
+        self._chunk = self._chunk[n:]
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            self._stop.set()  # the thread stops at its next chunk; it never reads after this
+            self._thread.join()
+        super().close()
 
 
 class CompressingWriter:
