@@ -105,6 +105,12 @@ class _Prefixed(io.RawIOBase):
             buffer[:n] = self._head[:n]
             self._head = self._head[n:]
             return n
+        readinto = getattr(self._rest, "readinto", None)
+        if readinto is not None:  # straight into the reader's buffer: no copy of 1 GiB layers
+            try:
+                return readinto(buffer) or 0
+            except (NotImplementedError, io.UnsupportedOperation):
+                pass
         data = self._rest.read(len(buffer))
         buffer[: len(data)] = data
         return len(data)

@@ -71,3 +71,18 @@ def test_closing_early_stops_the_thread() -> None:
     assert threading.active_count() == before + 1
     f.close()  # the thread has more chunks to give: it must stop, not wait for a reader
     assert threading.active_count() == before
+
+
+
+def test_an_uncompressed_stream_is_passed_through_whole(tmp_path) -> None:
+    """Read through the caller's own file object (readinto, no extra copy), after the magic
+    bytes already taken, and without closing it."""
+    data = bytes(range(256)) * (5 * 4096) + b"tail"
+    path = tmp_path / "layer.tar"
+    path.write_bytes(data)
+    with open(path, "rb") as raw:
+        with open_decompressed(raw) as f:
+            assert f.read(3) == data[:3]
+            assert f.read(MIB) == data[3:MIB + 3]
+            assert f.read() == data[MIB + 3:]
+        assert not raw.closed
