@@ -446,7 +446,14 @@ class DirTree:
         excludes: Sequence[str] = (),
         stat_cache: Path | None = None,
     ) -> Digest:
-        """The content checksum of what ``matches`` select (canonical form: module docstring)."""
+        """The content checksum of what ``matches`` select (canonical form: module docstring).
+
+        ``stat_cache`` names the store's cache; each tree keeps its own file beside it
+        (``NAME.d/<sha256 of the tree's folder>.json``), so that a build of a small context
+        never parses the entries of a large one."""
+        if stat_cache is not None:
+            folder = hashlib.sha256(os.fsencode(self._root_s)).hexdigest()[:32]
+            stat_cache = stat_cache.with_name(stat_cache.name + ".d") / f"{folder}.json"
         cache = StatCache.shared(stat_cache)
         h = hashlib.sha256()
         h.update(CHECKSUM_VERSION.encode() + b"\n")

@@ -274,18 +274,23 @@ def test_hard_links_are_part_of_the_checksum(tmp_path: Path) -> None:
 def test_stat_cache_persists_and_skips_reading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(StatCache, "RACY_NS", 0)
     c = ctx(tmp_path, {"big": b"x" * 3_000_000})
-    cache = tmp_path / "cache" / "stat.json"
-    first = c.checksum(c.select("big"), stat_cache=cache)
+    store_cache = tmp_path / "cache" / "stat.json"
+    first = c.checksum(c.select("big"), stat_cache=store_cache)
+    # one file per context folder, beside the name the store gives
+    [cache] = (tmp_path / "cache" / "stat.json.d").iterdir()
+    other = ctx(tmp_path / "other", {"f": b"x"})
+    other.checksum(other.select("f"), stat_cache=store_cache)
+    assert len(list((tmp_path / "cache" / "stat.json.d").iterdir())) == 2
     data = json.loads(cache.read_text())
     [(path, entry)] = data["entries"].items()
     assert path.endswith("/big")
     # Tamper with the cached digest: an unchanged file must be trusted, not read again.
     entry[4] = "0" * 64
     cache.write_text(json.dumps(data))
-    assert c.checksum(c.select("big"), stat_cache=cache) != first
+    assert c.checksum(c.select("big"), stat_cache=store_cache) != first
     # A changed file (size differs) is read again.
     (tmp_path / "ctx/big").write_bytes(b"y" * 10)
-    c.checksum(c.select("big"), stat_cache=cache)
+    c.checksum(c.select("big"), stat_cache=store_cache)
     assert json.loads(cache.read_text())["entries"][path][0] == 10
 
 
