@@ -92,8 +92,6 @@ class BuildOptions:
     network: str = "default"
     build_contexts: Mapping[str, str] = field(default_factory=dict)
     insecure_registries: tuple[str, ...] = ()
-    compression: str = "gzip"
-    compression_level: int | None = None
     source_date_epoch: int | None = None
     memory: int | None = None
     cpus: float | None = None
@@ -404,10 +402,12 @@ class Solver:
             # Rootless, the step's files belong to the building user on the host: the layer
             # records them as the step saw them (root, or the subordinate ids).
             owner = step_owner if os.geteuid() != 0 else None
-            rec = write_layer(upper, tmp, compression=self.opts.compression,
-                              level=self.opts.compression_level,
+            # Kept uncompressed (its digest is its diff_id): compressing is for what leaves the
+            # store -- an archive, a push, a cache export -- and is done then, from this tar.
+            # A build that only names its image never pays for it, as with docker's store.
+            rec = write_layer(upper, tmp, compression="uncompressed",
                               source_date_epoch=self.opts.source_date_epoch, owner=owner)
-            self.store.put_blob_file(tmp, rec.digest)
+            self.store.put_blob_file(tmp, rec.digest, verified=True)
             blob = LayerBlob(rec.diff_id, rec.digest, rec.size, rec.media_type)
             self.store.add_layer_blob(blob)
             self.store.put_snapshot_dir(upper, rec.diff_id)

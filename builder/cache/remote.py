@@ -26,7 +26,7 @@ from typing import Any
 
 from ..digest import Digest, canonical_json, sha256_bytes
 from ..errors import BuildError, CacheError, UsageError
-from .store import Store, remove_tree
+from .store import LayerBlob, Store, remove_tree
 
 __all__ = ["ARTIFACT_TYPE", "CONFIG_MEDIA_TYPE", "MOUNT_MEDIA_TYPE", "CacheImport", "CacheSpec",
            "export_cache", "open_imports", "parse_cache_spec"]
@@ -380,12 +380,30 @@ def _mount_tar(store: Store, cache_id: str) -> tuple[Path, Digest, int, dict[str
     return out, digest, size, {"mode": st.st_mode & 0o7777, "uid": st.st_uid, "gid": st.st_gid}
 
 
+def _compressed_record(store: Store, record: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The record as it travels: a layer the store keeps as a plain tar (what steps make)
+    is sent gzip-compressed, made once from that tar and kept."""
+    from ..export import ensure_layer_blob
+    from ..layers.compress import media_type_for
+    from ..solve import LayerRef
+
+    if record.get("empty") or record.get("media_type") != media_type_for("uncompressed"):
+        return record
+    diff_id = Digest.parse(record["diff_id"])
+    plain = LayerBlob(diff_id, Digest.parse(record["digest"]), int(record["size"]),
+                      str(record["media_type"]))
+    blob = ensure_layer_blob(store, LayerRef(diff_id, plain), compression="gzip", level=None,
+                             source_date_epoch=None)
+    return {**record, "digest": str(blob.digest), "size": blob.size, "media_type": blob.media_type}
+
+
 def build_artifact(store: Store, records: Mapping[str, Mapping[str, Any]],
                    mounts: Sequence[str], temps: list[Path]) -> CacheArtifact:
     from ..oci.types import Descriptor, Manifest, encode
 
     layers: dict[Digest, Any] = {}
     files: dict[Digest, Path] = {}
+    records = {key: _compressed_record(store, record) for key, record in records.items()}
     for record in records.values():
         if record.get("empty"):
             continue

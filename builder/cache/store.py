@@ -8,6 +8,8 @@ Layout under the root (``--root``, ``PYBUILD_ROOT``, or ``$XDG_DATA_HOME/pybuild
     index/<key hex>.json        cache key -> the step's result (written last)
     usage/<key hex>             one byte appended per cache hit: size = hits, mtime = last use
     refs/<sha256 of name>.json  a base image reference -> its resolved manifest digest
+    warm/<key>.json             memos of fully cached builds, replayed by builder.warm (derived:
+                                checked against the files above before use, dropped by prune)
     leases/<pid>-<ns>-<rand>    what each live process holds (builder.cache.lease)
     locks/<name>.lock           flock files
     tmp/                        work directories and files being written
@@ -110,10 +112,15 @@ class Store:
     def has_blob(self, digest: Digest) -> bool:
         return self.blob_path(digest).is_file()
 
-    def put_blob_file(self, path: Path, digest: Digest | None = None) -> tuple[Digest, int]:
-        """Move a finished file into the blob store (verifying it when a digest is given)."""
-        with open(path, "rb") as f:
-            actual, size = sha256_stream(f)
+    def put_blob_file(self, path: Path, digest: Digest | None = None, *,
+                      verified: bool = False) -> tuple[Digest, int]:
+        """Move a finished file into the blob store (verifying it when a digest is given,
+        unless ``verified``: the caller hashed exactly these bytes as it wrote them)."""
+        if verified and digest is not None:
+            actual, size = digest, os.stat(path).st_size
+        else:
+            with open(path, "rb") as f:
+                actual, size = sha256_stream(f)
         if digest is not None and actual != digest:
             path.unlink(missing_ok=True)
             raise CacheError(f"blob {digest} has the wrong content (got {actual})")

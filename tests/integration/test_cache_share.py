@@ -36,9 +36,20 @@ def _build(tmp: Path, store: Path, ctx: Path, busybox: Path, *extra: str) -> dic
     return json.loads(meta.read_text())  # type: ignore[no-any-return]
 
 
-def _layers(meta: dict[str, Any], stages: set[str] | None = None) -> set[str]:
-    return {s["layer"] for s in meta["pybuild.steps"]
-            if s["layer"] and (stages is None or s["stage"] in stages)}
+def _layers(meta: dict[str, Any], stages: set[str] | None = None, *,
+            store: Path | None = None) -> set[str]:
+    """The steps' layers (plain tars in the store: digest = diff_id); with ``store``, the
+    gzip blobs that store made of them to send them (docs/cache-keys.md, `layers/`)."""
+    plain = {s["layer"] for s in meta["pybuild.steps"]
+             if s["layer"] and (stages is None or s["stage"] in stages)}
+    assert all(s["size"] > 0 for s in meta["pybuild.steps"] if s["layer"])
+    if store is None:
+        return plain
+    sent = set()
+    for digest in plain:
+        forms = json.loads((store / "layers" / f"{digest[7:]}.json").read_text())
+        sent.add(forms["application/vnd.oci.image.layer.v1.tar+gzip"]["digest"])
+    return sent
 
 
 def _blob_gets(log: list[tuple[str, str, str]]) -> list[str]:
@@ -68,17 +79,18 @@ def test_registry_cache_two_machines(tmp_path: Path, local_busybox: Path, regist
     # One GET for the cache config, one per layer reused: no blob twice, nothing else.
     gets = _blob_gets(proxy.log)
     assert len(gets) == len(set(gets))
-    assert set(gets[1:]) == _layers(first)
-    assert len(gets) == 1 + len(_layers(first))
+    sent = _layers(first, store=tmp_path / "ci-1")
+    assert len(sent) == len(_layers(first)) and set(gets[1:]) == sent
+    assert len(gets) == 1 + len(sent)
 
     # A third machine builds only the tools stage: the app stage's layers are not fetched.
     proxy.log.clear()
     third = _build(tmp_path, tmp_path / "ci-3", ctx, local_busybox,
                    "--cache-from", f"{proxy.host}/share/app:buildcache", "--target", "tools")
     assert all(s["cached"] for s in third["pybuild.steps"])
-    assert set(_blob_gets(proxy.log)[1:]) == _layers(first, {"tools"})
+    assert set(_blob_gets(proxy.log)[1:]) == _layers(first, {"tools"}, store=tmp_path / "ci-1")
     blobs = {p.name for p in (tmp_path / "ci-3" / "blobs" / "sha256").iterdir()}
-    assert not {d.split(":")[1] for d in _layers(first, {"app"})} & blobs
+    assert not {d.split(":")[1] for d in _layers(first, {"app"}, store=tmp_path / "ci-1")} & blobs
 
     # skopeo, another client, copies the artifact into an OCI layout, which imports as well.
     copied = tmp_path / "copied"
@@ -112,7 +124,8 @@ def test_local_cache_two_machines(tmp_path: Path, local_busybox: Path) -> None:
     manifest = json.loads((cache / "blobs" / "sha256" / index["manifests"][0]["digest"][7:]).read_text())
     assert manifest["artifactType"] == "application/vnd.pybuild.cache.v1"
     assert manifest["config"]["mediaType"] == "application/vnd.pybuild.cache.config.v1+json"
-    assert {d["digest"] for d in manifest["layers"]} == _layers(first)
+    assert {d["digest"] for d in manifest["layers"]} == _layers(first, store=tmp_path / "ci-1")
+    assert {d["mediaType"] for d in manifest["layers"]} == {"application/vnd.oci.image.layer.v1.tar+gzip"}
 
     (ctx / "main.txt").write_text("changed\n")
     second = _build(tmp_path, tmp_path / "ci-2", ctx, local_busybox,
