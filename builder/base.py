@@ -98,6 +98,10 @@ class BaseResolver:
         self.context_root = context_root
         self._lock = threading.Lock()
         self._resolved: dict[tuple[str, bool], BaseImage] = {}
+        # What a replay of this build must find unchanged (``builder.warm``): the names
+        # read from the store and their manifests; and whether anything came from elsewhere.
+        self.refs_read: list[tuple[str, Digest]] = []
+        self.fetched = False
 
     def resolve(self, name: str, *, kind: str = "image", platform: str | None = None,
                 pull: bool = False) -> BaseImage:
@@ -113,6 +117,7 @@ class BaseResolver:
 
     # -- named contexts ---------------------------------------------------------------
     def _from_context(self, nc: NamedContext, pull: bool) -> BaseImage:
+        self.fetched = True  # (named contexts are never replayed)
         if nc.kind == "docker-image":
             return self._from_reference(nc.value, pull)
         if nc.kind == "oci-layout":
@@ -156,11 +161,15 @@ class BaseResolver:
                 loaded = load_stored_image(self.store, digest)
                 if loaded is not None:
                     config, layers = loaded
+                    self.refs_read.append((str(ref), digest))
+                    if (config.get("config") or {}).get("OnBuild"):
+                        self.fetched = True  # its triggers may ADD from anywhere
                     return BaseImage(str(ref), base_key(manifest_digest=str(digest)), config,
                                      tuple(layers), digest)
         return self._pull(ref)
 
     def _pull(self, ref: Any) -> BaseImage:
+        self.fetched = True
         from .oci.registry import Registry
         from .oci.types import Descriptor
 

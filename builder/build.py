@@ -171,6 +171,7 @@ def run_build(req: BuildRequest) -> BuildResult:
     started = time.monotonic()
     progress = Progress(req.progress)
     store = Store(Path(req.root) if req.root else default_root())
+    _start_recording(req, store, progress)
 
     if req.context == "-":
         if req.dockerfile == "-":
@@ -244,26 +245,31 @@ def _build(req: BuildRequest, store: Any, progress: Progress, context_dir: Path,
 
     # Each output gets the media types of its kind (an OCI archive OCI ones, a docker
     # archive docker ones); the first output's image is the one the metadata describes.
-    images: dict[str, Any] = {}
+    # What leaves the store (an archive, a push) gets --compression; the local store keeps
+    # the layers as the steps made them (uncompressed tars, base layers as they came) and
+    # compresses when pushing, as docker's own store does. The image ID is the same.
+    images: dict[tuple[str, str], Any] = {}
 
-    def image_for(media: str) -> Any:
-        if media not in images:
-            images[media] = make_image(store, result, compression=req.compression,
-                                       level=req.compression_level,
-                                       source_date_epoch=req.source_date_epoch, media=media)
-        return images[media]
+    def image_for(media: str, compression: str | None = None) -> Any:
+        comp = compression or req.compression
+        if (media, comp) not in images:
+            images[media, comp] = make_image(store, result, compression=comp,
+                                             level=req.compression_level,
+                                             source_date_epoch=req.source_date_epoch, media=media)
+        return images[media, comp]
 
     def media_of(out: Mapping[str, str]) -> str:
         return "docker" if out.get("type") == "docker" else "oci"
 
-    image = image_for(media_of(req.outputs[0]) if req.outputs else "oci")
+    stored = "uncompressed"
+    image = image_for(media_of(req.outputs[0])) if req.outputs else image_for("oci", stored)
     for out in req.outputs:
         write_outputs(store, image_for(media_of(out)), result, [out], tags=req.tags,
                       source_date_epoch=req.source_date_epoch, lowers_of=solver.lowers_of)
     from .images import ImageStore
 
     if not req.outputs or any(o.get("type") in ("image", "registry") for o in req.outputs):
-        ImageStore(store).tag_many(req.tags, image)
+        ImageStore(store).tag_many(req.tags, image_for("oci", stored))
     for out in req.outputs:
         if out.get("type") == "registry" or (out.get("type") == "image" and out.get("push") == "true"):
             _push(store, req, image_for("docker" if out.get("oci-mediatypes") == "false" else "oci"),
@@ -295,6 +301,10 @@ def _build(req: BuildRequest, store: Any, progress: Progress, context_dir: Path,
     cached = sum(1 for s in steps if s.cached)
     shown = req.tags[0] if req.tags else "image"
     summary = f"built {shown} {image_id} in {elapsed:.1f}s ({cached}/{len(steps)} steps cached)"
+    recorder = getattr(progress, "recorder", None)
+    if recorder is not None and cached == len(steps) and not req.outputs and not bases.fetched \
+            and not _fetches(dockerfile):
+        _record(recorder, store, solver, bases, image, req, shown, metadata)
     return BuildResult(image_id, image.manifest_digest, summary, steps, metadata)
 
 
@@ -341,6 +351,62 @@ def _solver_options(req: BuildRequest, **extra: Any) -> Any:
 
     shared = {f.name for f in fields(BuildOptions)} & {f.name for f in fields(BuildRequest)}
     return BuildOptions(**{name: getattr(req, name) for name in shared}, **extra)
+
+
+def _start_recording(req: BuildRequest, store: Any, progress: Progress) -> None:
+    """When the command line stamped this build for a replay (``builder.warm``), keep its
+    events so that a fully cached result can be remembered."""
+    from . import warm
+
+    token = warm.pending()
+    warm.clear_pending()  # one build per stamp
+    if token is None or req.context == "-" or token["root"] != os.path.abspath(store.root) \
+            or token["context"] != str(Path(req.context).resolve()):
+        return
+    recorder = warm.Recorder(token)
+    progress.journal = recorder.events
+    progress.recorder = recorder  # type: ignore[attr-defined]
+
+
+def _fetches(dockerfile: Any) -> bool:
+    """Whether the build reads anything a replay could not see change: ADD of a URL or a
+    git repository (or of a variable, which may expand to one), ONBUILD triggers (a base
+    image's count as fetched, ``BaseResolver``)."""
+    from . import instructions as ins
+
+    for node in dockerfile.instructions:
+        if isinstance(node, ins.Add) and any(c in src for src in node.sources for c in ":@$"):
+            return True
+        if isinstance(node, ins.Onbuild):
+            return True
+    return False
+
+
+def _record(recorder: Any, store: Any, solver: Any, bases: Any, image: Any, req: BuildRequest,
+            shown: str, metadata: Mapping[str, Any]) -> None:
+    """Remember a fully cached build for ``builder.warm.replay``: every store file it relied
+    on, and what it showed."""
+    from .images import ImageStore
+
+    watch = recorder.watch
+    for step in solver.steps:
+        key = Digest.parse(step.key)
+        watch.append(str(store.root / "index" / f"{key.hex}.json"))
+        record = store.get_record(key) or {}
+        if not record.get("empty"):
+            if "diff_id" not in record or "digest" not in record:
+                return
+            watch.append(str(store.snapshot_path(Digest.parse(record["diff_id"]))))
+            watch.append(str(store.blob_path(Digest.parse(record["digest"]))))
+    for name, manifest in bases.refs_read:
+        watch.append(str(store._ref_path(name)))
+        watch.append(str(store.blob_path(manifest)))
+    for digest in (image.manifest_digest, image.config_digest, *(d.digest for d in image.layers)):
+        watch.append(str(store.blob_path(digest)))
+    for tag in req.tags:
+        watch.append(str(store._ref_path(ImageStore.normalize(tag))))
+    recorder.commit(steps=[Digest.parse(s.key).hex for s in solver.steps],
+                    image_id=str(image.config_digest), shown=shown, metadata=dict(metadata))
 
 
 def _write_text(path: Path, text: str) -> None:

@@ -34,6 +34,8 @@ class Progress:
         self.t0 = time.monotonic()
         self.steps_total = 0
         self.steps_cached = 0
+        # Every event in order, when someone records the build (``builder.warm.Recorder``).
+        self.journal: list[list[object]] | None = None
 
     def close(self) -> None:
         """End the live display (if any), leaving only the permanent lines on screen."""
@@ -60,6 +62,8 @@ class Progress:
             self._counter += 1
             sid = self._counter
             self._started[sid] = time.monotonic()
+            if self.journal is not None:  # in the order of the ids
+                self.journal.append(["start", name])
         if self._tty is not None:
             self._tty.start(sid, name)
         else:
@@ -67,6 +71,8 @@ class Progress:
         return sid
 
     def cached(self, sid: int) -> None:
+        if self.journal is not None:
+            self.journal.append(["cached", sid])
         self.steps_total += 1
         self.steps_cached += 1
         if self._tty is not None:
@@ -74,6 +80,8 @@ class Progress:
         self._emit(f"#{sid} CACHED", event="cached", id=sid)
 
     def done(self, sid: int) -> None:
+        if self.journal is not None:
+            self.journal.append(["done", sid])
         self.steps_total += 1
         if self._tty is not None:
             return self._tty.finish(sid, "DONE")
@@ -81,17 +89,23 @@ class Progress:
         self._emit(f"#{sid} DONE {elapsed:.1f}s", event="done", id=sid, seconds=round(elapsed, 3))
 
     def internal_done(self, sid: int) -> None:
+        if self.journal is not None:
+            self.journal.append(["internal_done", sid])
         if self._tty is not None:
             return self._tty.finish(sid, "DONE")
         elapsed = time.monotonic() - self._started.get(sid, time.monotonic())
         self._emit(f"#{sid} DONE {elapsed:.1f}s", event="done", id=sid, seconds=round(elapsed, 3))
 
     def error(self, sid: int, message: str) -> None:
+        if self.journal is not None:
+            self.journal.append(["error", sid])
         if self._tty is not None:
             return self._tty.finish(sid, f"ERROR: {message}")
         self._emit(f"#{sid} ERROR: {message}", event="error", id=sid, message=message)
 
     def output(self, sid: int, data: bytes) -> None:
+        if self.journal is not None:
+            self.journal.append(["output", sid])
         text = data.decode("utf-8", "replace")
         if self._tty is not None:
             return self._tty.output(sid, text)
@@ -103,12 +117,16 @@ class Progress:
         self._emit("\n".join(f"#{sid} {elapsed:.3f} {line}" for line in lines), event="output")
 
     def warn(self, message: str) -> None:
+        if self.journal is not None:
+            self.journal.append(["warn", message])
         # A warning that already carries docker's own "[Warning]" prefix is shown as docker
         # shows it, so that what users (and their scripts) grep for is the same.
         text = message if message.startswith("[Warning]") else f"WARNING: {message}"
         self._emit(text, event="warning", message=message)
 
     def info(self, message: str) -> None:
+        if self.journal is not None:
+            self.journal.append(["info", message])
         self._emit(message, event="info", message=message)
 
 

@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -458,6 +459,9 @@ def prune(store: Store, *, all: bool = False, keep_storage: int | None = None,
         else:
             report.kept_in_use += 1
 
+    if removed:
+        # Memos of fully cached builds (builder.warm) may name what went: derived, so dropped.
+        shutil.rmtree(store.root / "warm", ignore_errors=True)
     remaining = [e for e in entries if e.key.hex not in removed]
     keep_blobs, keep_diffs = _ref_blobs(store)
     if all:

@@ -1,0 +1,364 @@
+"""The no-change rebuild without building: a fully cached build remembered by its inputs.
+
+A rebuild in which every step is a cache hit does no work but still pays for the whole
+machinery: importing the parser, the solver and the image code, parsing the Dockerfile,
+checksumming the context through the stat cache, keying every step. This module lets the
+command line skip all of it when nothing can have changed since a fully cached build of
+the same command, and replay that build's result instead (its progress events, summary,
+metadata file, image ID file): the same output, the same image, in the time it takes to
+start Python and stat the context.
+
+What "nothing can have changed" means, checked before anything is trusted:
+
+* the same arguments (a small allow-list of `pybuild build` options; anything else -- an
+  output, --push, --pull, --no-cache, secrets, --explain, cache import/export, stdin -- is
+  never replayed), the same working directory, user, pybuild code (every file of the
+  package, by size and mtime) and environment that the build reads (SOURCE_DATE_EPOCH,
+  PYBUILD_*, the variables named by `--build-arg NAME`): together they name the memo;
+* the same context: every entry under the context folder (except top-level entries that
+  a .dockerignore without exceptions excludes by plain name) by path, type and mode, size,
+  inode, mtime, ctime and owner, and the same Dockerfile. A memo is only written when no
+  entry changed (ctime) in the two seconds before the build read the context, so a change made in the
+  same clock tick as the memo cannot hide behind an equal timestamp (git's "racily clean");
+* the same store: every file the build relied on -- the cache records of its steps, their
+  snapshots and blobs, the base images' names and manifests, the image's manifest, config
+  and layers, the tags it wrote -- still there, unchanged (inode, size, mtime). A prune, a
+  repair, a re-tag or a pull in between sends the build down the normal path.
+
+A replay counts a cache hit for each step, as the normal path does. The memo is written by
+the normal path (``Recorder``), after a build that succeeded with every step cached, so a
+cold build or one that ran a step never leaves one behind.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import sys
+import time
+from typing import Any
+
+__all__ = ["Recorder", "clear_pending", "pending", "prepare", "replay"]
+
+MEMO_VERSION = 1
+RACY_NS = 2_000_000_000  # entries touched this close to the read are not trusted by stat
+
+# `pybuild build` options a replay understands; any other option means "build normally".
+_VALUE_OPTIONS = {
+    "-f": "file", "--file": "file", "-t": "tag", "--tag": "tag", "--build-arg": "build-arg",
+    "--target": "target", "--label": "label", "--progress": "progress", "--root": "root",
+    "--metadata-file": "metadata-file", "--iidfile": "iidfile", "--network": "network",
+    "--platform": "platform", "--compression": "compression",
+    "--compression-level": "compression-level", "--source-date-epoch": "source-date-epoch",
+    "--insecure-registry": "insecure-registry", "--memory": "memory", "--cpus": "cpus",
+    "--jobs": "jobs",
+}
+_FLAG_OPTIONS = {"-q": "quiet", "--quiet": "quiet"}
+_COMMAND_WORDS = frozenset({
+    "cache", "images", "completion", "import", "inspect", "load", "login", "logout", "plan",
+    "parse", "pull", "push", "rmi", "run", "save", "tag", "--version", "-h", "--help", "--debug"})
+
+_PENDING: dict[str, Any] | None = None
+
+
+def _parse(argv: list[str]) -> dict[str, Any] | None:
+    """The build options of ``argv`` when it is a `pybuild [build] ...` that a replay
+    may answer, else None."""
+    args = list(argv)
+    if not args:
+        return None  # `pybuild` alone is a usage message, not a build
+    if args[0] == "build":
+        args = args[1:]
+    elif args[0] in _COMMAND_WORDS:
+        return None
+    opts: dict[str, list[str]] = {}
+    positional: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg.startswith("-") and arg != "-":
+            name, eq, value = arg.partition("=") if arg.startswith("--") else (arg, "", "")
+            if name in _FLAG_OPTIONS and not eq:
+                opts.setdefault(_FLAG_OPTIONS[name], []).append("1")
+            elif name in _VALUE_OPTIONS:
+                if not eq:
+                    i += 1
+                    if i >= len(args):
+                        return None
+                    value = args[i]
+                opts.setdefault(_VALUE_OPTIONS[name], []).append(value)
+            else:
+                return None  # an option a replay cannot honour (or a usage error)
+        else:
+            positional.append(arg)
+        i += 1
+    if len(positional) > 1 or positional == ["-"] or opts.get("file") == ["-"]:
+        return None
+    if any(len(opts.get(name, ())) > 1 for name in ("file", "root", "progress", "metadata-file", "iidfile")):
+        return None
+    context = positional[0] if positional else "."
+    return {"context": context, "opts": opts}
+
+
+def _one(opts: dict[str, list[str]], name: str) -> str | None:
+    values = opts.get(name)
+    return values[0] if values else None
+
+
+def _store_root(opts: dict[str, list[str]]) -> str:
+    root = _one(opts, "root") or os.environ.get("PYBUILD_ROOT")
+    if root:
+        return os.path.abspath(root)
+    data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(data, "pybuild")
+
+
+def _dockerfile_path(context: str, opts: dict[str, list[str]]) -> str:
+    """Where the normal path reads the Dockerfile from (``build._read_dockerfile``)."""
+    given = _one(opts, "file")
+    if given:
+        if os.path.isabs(given) or os.path.exists(given):
+            return os.path.abspath(given)
+        return os.path.join(context, given)
+    path = os.path.join(context, "Dockerfile")
+    if not os.path.exists(path) and os.path.exists(os.path.join(context, "dockerfile")):
+        return os.path.join(context, "dockerfile")
+    return path
+
+
+def _tree_stamp(top: str, skip: frozenset[str] = frozenset(), *, meta: bool = True) -> tuple[str, int]:
+    """A digest of every entry below ``top`` (lstat: type, mode, size, inode, mtime, ctime,
+    owner; with ``meta`` False only name, size and mtime) and the newest ctime seen.
+
+    Entries are taken in the order the folder lists them: an unchanged folder lists them
+    in the same order, and a different order only costs a real build."""
+    rows: list[tuple[Any, ...]] = []
+    add = rows.append
+    newest = 0
+    stack = [top]
+    while stack:
+        path = stack.pop()
+        try:
+            it = os.scandir(path)
+        except OSError as exc:
+            add((path, "error", exc.errno))
+            continue
+        with it:
+            for entry in it:
+                if path is top and entry.name in skip:
+                    continue
+                st = entry.stat(follow_symlinks=False)
+                if meta:
+                    add((entry.path, st.st_mode, st.st_size, st.st_ino, st.st_mtime_ns,
+                         st.st_ctime_ns, st.st_uid, st.st_gid))
+                    if st.st_ctime_ns > newest:
+                        newest = st.st_ctime_ns
+                else:
+                    add((entry.path, st.st_size, st.st_mtime_ns))
+                if stat.S_ISDIR(st.st_mode) and (meta or entry.name != "__pycache__"):
+                    stack.append(entry.path)
+    return hashlib.sha256(repr(rows).encode("utf-8", "surrogateescape")).hexdigest(), newest
+
+
+def _ignored_top_level(context: str, dockerfile: str) -> frozenset[str]:
+    """Top-level names a .dockerignore excludes outright, when that is certain: plain names
+    (no wildcard, no folder) in a file without `!` exceptions, and no Dockerfile-specific
+    ignore file taking its place. These are never read by a build, so not stamped."""
+    if os.path.exists(dockerfile + ".dockerignore"):
+        return frozenset()
+    try:
+        with open(os.path.join(context, ".dockerignore"), encoding="utf-8", errors="replace") as f:
+            lines = [line.strip() for line in f]
+    except OSError:
+        return frozenset()
+    names = set()
+    for line in lines:
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("!"):
+            return frozenset()
+        name = line
+        while name.startswith("./") or name.startswith("/"):
+            name = name[2:] if name.startswith("./") else name[1:]
+        name = name.rstrip("/")
+        if name and not any(c in name for c in "*?[\\/") and name not in (".", ".."):
+            names.add(name)
+    # what tells the build what to read is always stamped, even where it excludes itself
+    names -= {".dockerignore", os.path.basename(dockerfile), os.path.basename(dockerfile) + ".dockerignore"}
+    return frozenset(names)
+
+
+def _code_stamp() -> str:
+    """pybuild's own files by size and mtime: another version never replays an old memo."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    parts = [_tree_stamp(package, meta=False)[0]]
+    grammar = os.path.join(os.path.dirname(package), "grammar")  # an editable install's
+    if os.path.isdir(grammar):
+        parts.append(_tree_stamp(grammar, meta=False)[0])
+    return ":".join(parts)
+
+
+def _signature(path: str) -> list[int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if stat.S_ISDIR(st.st_mode):
+        return [st.st_ino, -1, 0]
+    return [st.st_ino, st.st_size, st.st_mtime_ns]
+
+
+def prepare(argv: list[str]) -> dict[str, Any] | None:
+    """The memo this command would use, its inputs stamped now (before any file is read
+    by a build), or None when the command is not one a replay can answer."""
+    global _PENDING
+    _PENDING = None
+    parsed = _parse(argv)
+    if parsed is None:
+        return None
+    opts = parsed["opts"]
+    context = os.path.realpath(parsed["context"])
+    if not os.path.isdir(context):
+        return None
+    dockerfile = _dockerfile_path(context, opts)
+    env_names = sorted({k for k in os.environ if k.startswith("PYBUILD_")} | {"SOURCE_DATE_EPOCH"}
+                       | {a for a in opts.get("build-arg", ()) if "=" not in a})
+    inputs = {"v": MEMO_VERSION, "argv": list(argv), "cwd": os.getcwd(), "uid": os.geteuid(),
+              "env": {k: os.environ.get(k) for k in env_names}, "code": _code_stamp(),
+              "python": sys.version}
+    key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode("utf-8", "surrogateescape")).hexdigest()
+    started_ns = time.time_ns()
+    ctx_stamp, newest = _tree_stamp(context, _ignored_top_level(context, dockerfile))
+    try:
+        st = os.stat(dockerfile)
+        df_sig: list[int] | None = [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+        df_newest = st.st_ctime_ns
+    except OSError:
+        df_sig, df_newest = None, started_ns
+    _PENDING = {
+        "key": key, "root": _store_root(opts), "context": context, "stamp": ctx_stamp,
+        "dockerfile": [dockerfile, df_sig, _signature(dockerfile + ".dockerignore")],
+        "racy": max(newest, df_newest) >= started_ns - RACY_NS,
+        "quiet": bool(opts.get("quiet")), "metadata_file": _one(opts, "metadata-file"),
+        "iidfile": _one(opts, "iidfile"),
+        "progress": "quiet" if opts.get("quiet") else (_one(opts, "progress") or "auto"),
+    }
+    return _PENDING
+
+
+def pending() -> dict[str, Any] | None:
+    """What ``prepare`` stamped for the command being run (None outside the command line)."""
+    return _PENDING
+
+
+def clear_pending() -> None:
+    global _PENDING
+    _PENDING = None
+
+
+def _memo_path(root: str, key: str) -> str:
+    return os.path.join(root, "warm", f"{key}.json")
+
+
+def replay(argv: list[str], started: float) -> int | None:
+    """Answer ``argv`` from its memo when nothing it depends on changed: prints what the
+    build printed and returns 0. None: build normally (``pending()`` then holds the stamp
+    the normal path records)."""
+    token = prepare(argv)
+    if token is None:
+        return None
+    try:
+        with open(_memo_path(token["root"], token["key"]), encoding="utf-8") as f:
+            memo = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(memo, dict) or memo.get("v") != MEMO_VERSION:
+        return None
+    if memo.get("stamp") != token["stamp"] or memo.get("dockerfile") != token["dockerfile"]:
+        return None
+    for path, sig in memo.get("watch", ()):
+        if _signature(path) != sig:
+            return None
+    _show(memo, token, started)
+    return 0
+
+
+def _show(memo: dict[str, Any], token: dict[str, Any], started: float) -> None:
+    from .progress import Progress
+
+    usage = os.path.join(token["root"], "usage")
+    for key in memo["steps"]:
+        try:  # a cache hit, counted as the normal path counts it (store.touch_record)
+            fd = os.open(os.path.join(usage, key), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            try:
+                os.write(fd, b".")
+            finally:
+                os.close(fd)
+        except OSError:
+            pass
+    progress = Progress(token["progress"])
+    ids: dict[int, int] = {}
+    for kind, arg in memo["events"]:
+        if kind == "start":
+            ids[len(ids) + 1] = progress.start(arg)
+        elif kind == "cached":
+            progress.cached(ids[arg])
+        elif kind == "internal_done":
+            progress.internal_done(ids[arg])
+        elif kind == "warn":
+            progress.warn(arg)
+        elif kind == "info":
+            progress.info(arg)
+    progress.close()
+    if token["iidfile"]:
+        _write_text(token["iidfile"], memo["image_id"])
+    if token["metadata_file"]:
+        _write_text(token["metadata_file"], memo["metadata"])
+    if token["quiet"]:
+        sys.stdout.write(memo["image_id"] + "\n")
+    else:
+        n = len(memo["steps"])
+        sys.stderr.write(f"built {memo['shown']} {memo['image_id']} in "
+                         f"{time.monotonic() - started:.1f}s ({n}/{n} steps cached)\n")
+
+
+def _write_text(path: str, text: str) -> None:
+    part = os.path.join(os.path.dirname(path) or ".", f".{os.path.basename(path)}.part")
+    with open(part, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(part, path)
+
+
+class Recorder:
+    """Collects, during a normal build, what a memo needs; ``commit`` writes it when the
+    build qualifies (every step cached, nothing pulled, the context not racily touched)."""
+
+    def __init__(self, token: dict[str, Any]) -> None:
+        self.token = token
+        self.events: list[list[Any]] = []
+        self.watch: list[str] = []
+
+    def event(self, kind: str, arg: Any) -> None:
+        self.events.append([kind, arg])
+
+    def commit(self, *, steps: list[str], image_id: str, shown: str, metadata: dict[str, Any]) -> None:
+        token = self.token
+        if token["racy"] or any(kind not in ("start", "cached", "internal_done", "warn", "info")
+                                for kind, _ in self.events):
+            return
+        watch = []
+        for path in dict.fromkeys(self.watch):
+            sig = _signature(path)
+            if sig is None:
+                return
+            watch.append([path, sig])
+        memo = {"v": MEMO_VERSION, "stamp": token["stamp"], "dockerfile": token["dockerfile"],
+                "watch": watch, "events": self.events, "steps": steps, "image_id": image_id,
+                "shown": shown, "metadata": json.dumps(metadata, indent=2) + "\n"}
+        path = _memo_path(token["root"], token["key"])
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            _write_text(path, json.dumps(memo, sort_keys=True))
+        except OSError:
+            pass  # a memo is an optimisation: without it the next build takes the normal path
