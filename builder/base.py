@@ -101,6 +101,7 @@ class BaseResolver:
         # What a replay of this build must find unchanged (``builder.warm``): the names
         # read from the store and their manifests; and whether anything came from elsewhere.
         self.refs_read: list[tuple[str, Digest]] = []
+        self.watch: list[Path] = []  # other files read (an OCI layout's index and manifest)
         self.fetched = False
 
     def resolve(self, name: str, *, kind: str = "image", platform: str | None = None,
@@ -117,7 +118,6 @@ class BaseResolver:
 
     # -- named contexts ---------------------------------------------------------------
     def _from_context(self, nc: NamedContext, pull: bool) -> BaseImage:
-        self.fetched = True  # (named contexts are never replayed)
         if nc.kind == "docker-image":
             return self._from_reference(nc.value, pull)
         if nc.kind == "oci-layout":
@@ -125,7 +125,13 @@ class BaseResolver:
 
             layout = OciLayout(nc.value)
             resolved = layout.resolve(nc.tag)
-            return self._adopt(f"oci-layout://{nc.value}", resolved, layout.blob_path)
+            # a replay must see the layout's tags and the image they name unchanged
+            self.watch += [Path(nc.value) / "index.json", layout.blob_path(resolved.manifest_digest)]
+            image = self._adopt(f"oci-layout://{nc.value}", resolved, layout.blob_path)
+            if (image.config.get("config") or {}).get("OnBuild"):
+                self.fetched = True
+            return image
+        self.fetched = True  # a folder is read whole each build: never replayed
         return self._from_folder(nc)
 
     def _from_folder(self, nc: NamedContext) -> BaseImage:

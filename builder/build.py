@@ -398,6 +398,7 @@ def _record(recorder: Any, store: Any, solver: Any, bases: Any, image: Any, req:
                 return
             watch.append(str(store.snapshot_path(Digest.parse(record["diff_id"]))))
             watch.append(str(store.blob_path(Digest.parse(record["digest"]))))
+    watch.extend(str(path) for path in bases.watch)
     for name, manifest in bases.refs_read:
         watch.append(str(store._ref_path(name)))
         watch.append(str(store.blob_path(manifest)))

@@ -52,7 +52,7 @@ _VALUE_OPTIONS = {
     "--platform": "platform", "--compression": "compression",
     "--compression-level": "compression-level", "--source-date-epoch": "source-date-epoch",
     "--insecure-registry": "insecure-registry", "--memory": "memory", "--cpus": "cpus",
-    "--jobs": "jobs",
+    "--jobs": "jobs", "--build-context": "build-context",
 }
 _FLAG_OPTIONS = {"-q": "quiet", "--quiet": "quiet"}
 _COMMAND_WORDS = frozenset({
@@ -87,6 +87,9 @@ def _parse(argv: list[str]) -> dict[str, Any] | None:
                     if i >= len(args):
                         return None
                     value = args[i]
+                if name == "--build-context" and \
+                        not value.partition("=")[2].startswith(("oci-layout://", "docker-image://")):
+                    return None  # a folder (or a URL) is read whole by each build
                 opts.setdefault(_VALUE_OPTIONS[name], []).append(value)
             else:
                 return None  # an option a replay cannot honour (or a usage error)

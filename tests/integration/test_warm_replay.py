@@ -166,3 +166,28 @@ def test_never_replayed(project: tuple[Path, Path], tmp_path: Path) -> None:
     for _ in range(3):
         replayed, _, _ = build(store, add, "--build-arg", "SRC=Dockerfile")
         assert not replayed
+
+
+def test_a_base_from_an_oci_layout(tmp_path: Path) -> None:
+    """`--build-context NAME=oci-layout://DIR` replays too, until the layout names another image."""
+    if not os.path.exists("/bin/busybox"):
+        pytest.skip("/bin/busybox is missing (apt-get install busybox-static)")
+    from tests.fixtures.registry import busybox_layer, host_arch, write_image_layout
+
+    layout = tmp_path / "layout"
+    write_image_layout(layout, "latest", [busybox_layer()], arch=host_arch(), cmd=["sh"])
+    store = tmp_path / "store"
+    ctx = write(tmp_path / "ctx", {"Dockerfile": "FROM bb\nRUN echo hi > /hi\n"})
+    settle(ctx)
+    flags = ["--build-context", f"bb=oci-layout://{layout}:latest", "-t", "x:1"]
+    build(store, ctx, *flags)
+    build(store, ctx, *flags)
+    replayed, _, shown = build(store, ctx, *flags)
+    assert replayed and "(1/1 steps cached)" in shown
+    config = json.loads(pybuild("inspect", "--root", str(store), "x:1").stdout)[0]
+
+    shutil.rmtree(layout)
+    write_image_layout(layout, "latest", [busybox_layer()], arch=host_arch(), cmd=["sh", "-l"])
+    replayed, _, shown = build(store, ctx, *flags)
+    assert not replayed and "(0/1 steps cached)" in shown
+    assert json.loads(pybuild("inspect", "--root", str(store), "x:1").stdout)[0]["Id"] != config["Id"]

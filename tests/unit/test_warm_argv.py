@@ -11,6 +11,7 @@ from builder.warm import _ignored_top_level, _parse
     ["build", "-q", "--build-arg", "A=1", "--build-arg", "B", "--target", "t", "."],
     ["build", "--metadata-file", "m.json", "--iidfile=i", "--progress", "plain", "."],
     ["-f", "other.Dockerfile", "--root", "/x", "."],
+    ["build", "--build-context", "bb=oci-layout:///l:latest", "--build-context=b=docker-image://alpine", "."],
 ])
 def test_plain_builds_may_be_replayed(argv: list[str]) -> None:
     parsed = _parse(argv)
@@ -24,6 +25,7 @@ def test_plain_builds_may_be_replayed(argv: list[str]) -> None:
     ["build", "--secret", "id=a,src=f", "."], ["build", "--ssh", "default", "."],
     ["build", "--explain", "."], ["build", "--cache-from", "r/x", "."],
     ["build", "--cache-to", "type=local,dest=d", "."], ["build", "--build-context", "a=b", "."],
+    ["build", "--build-context", "a=https://example.com/x.git", "."],
     ["build", "--check-reproducible", "."], ["build", "-"], ["build", "-f", "-", "."],
     ["build", "a", "b"], ["build", "-t"], ["build", "-qt", "x", "."], ["build", "--", "."],
     ["build", "--no-cache-filter", "s", "."], ["build", "-f", "a", "-f", "b", "."],
