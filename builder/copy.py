@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
+import queue
 import stat
 import tempfile
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 from builder.context import (
     DirTree,
@@ -43,6 +45,7 @@ from builder.errors import ContextError
 __all__ = ["SourceSpec", "copy_into", "parse_chmod", "Chmod"]
 
 _SKIP_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.", "security.selinux")
+Observer = Callable[[str, TreeEntry], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,10 +91,13 @@ def copy_into(
     unpack_archives: bool | None = None,
     mtime: int | None = None,
     scratch_dir: Path | None = None,
+    observe: Observer | None = None,
 ) -> None:
     """Perform one COPY/ADD (see the module docstring). ``mtime`` (seconds) overrides every
     timestamp (SOURCE_DATE_EPOCH); ``unpack_archives`` defaults to ``is_add`` for local
-    sources and to False for URLs (``ADD --unpack``)."""
+    sources and to False for URLs (``ADD --unpack``). ``observe(match.rel, entry)`` is
+    called for each entry of a path source as it is copied (an archive: its own entry),
+    so a caller can list what was copied without walking the tree again."""
     verb = "ADD" if is_add else "COPY"
     mode = parse_chmod(chmod) if not isinstance(chmod, Chmod) and chmod is not None else chmod
     drel, dir_hint = dest_path(dest, workdir)
@@ -103,16 +109,20 @@ def copy_into(
         )
     try:
         with tempfile.TemporaryDirectory(prefix="pybuild-copy-", dir=scratch_dir) as tmp:
-            for i, spec in enumerate(sources):
-                if spec.kind == "path":
-                    assert spec.tree is not None, "a path source needs its tree"
-                    unpack = is_add if unpack_archives is None else unpack_archives
-                    _copy_path(copier, spec.tree, spec.source, drel, dir_hint, parents, excludes, unpack)
-                else:
-                    scratch = Path(tmp, str(i))
-                    scratch.mkdir()
-                    _copy_special(copier, spec, scratch, drel, dir_hint, excludes, bool(unpack_archives))
-            copier.finish()
+            try:
+                for i, spec in enumerate(sources):
+                    if spec.kind == "path":
+                        assert spec.tree is not None, "a path source needs its tree"
+                        unpack = is_add if unpack_archives is None else unpack_archives
+                        _copy_path(copier, spec.tree, spec.source, drel, dir_hint, parents, excludes, unpack,
+                                   observe)
+                    else:
+                        scratch = Path(tmp, str(i))
+                        scratch.mkdir()
+                        _copy_special(copier, spec, scratch, drel, dir_hint, excludes, bool(unpack_archives))
+                copier.finish()
+            finally:
+                copier.close()  # no copy thread may outlive the scratch files it reads
     except OSError as err:
         where = err.filename or ""
         if isinstance(where, str) and where.startswith(root):
@@ -138,6 +148,7 @@ def _copy_path(
     parents: bool,
     excludes: Sequence[str],
     unpack: bool,
+    observe: Observer | None = None,
 ) -> None:
     if parents:
         from builder.copy_parents import select_parents
@@ -146,7 +157,7 @@ def _copy_path(
             target = f"{drel}/{sub}" if drel else sub
             copier.ensure_dir(drel)
             copier.copy_parents_chain(tree, match, sub, drel)
-            copier.copy_match(tree, match, target, dir_hint=match.is_dir, excludes=excludes)
+            copier.copy_match(tree, match, target, dir_hint=match.is_dir, excludes=excludes, observe=observe)
         return
     try:
         matches = tree.select(pattern, excludes=excludes)
@@ -160,8 +171,10 @@ def _copy_path(
 
             host = os.path.join(os.fspath(tree.root), match.resolved)
             if extract_if_archive(host, copier, drel):
+                if observe is not None:
+                    observe(match.rel, TreeEntry("", host, os.lstat(host)))
                 continue
-        copier.copy_match(tree, match, drel, dir_hint=dir_hint, excludes=excludes)
+        copier.copy_match(tree, match, drel, dir_hint=dir_hint, excludes=excludes, observe=observe)
 
 
 def _copy_special(
@@ -199,7 +212,12 @@ def _copy_special(
 
 class _Copier:
     """Writes entries under one destination root; remembers hard links and the
-    directories whose metadata is applied last (children change a directory's mtime)."""
+    directories whose metadata is applied last (children change a directory's mtime).
+
+    Regular files below a directory source are written by a small thread pool (the
+    syscalls release the GIL, so the walk goes on meanwhile); everything that depends on
+    order (directories, hard links, overwrites, other sources) stays on the caller's
+    thread, and the pool is drained before anything that could see a file in flight."""
 
     def __init__(
         self, root: str, *, chown: tuple[int, int] | None, chmod: Chmod | None, mtime: int | None, verb: str
@@ -213,6 +231,10 @@ class _Copier:
         self._pending_dirs: list[tuple[str, os.stat_result, SourceTree, str, bool]] = []
         self._inodes: dict[tuple[int, int], str] = {}
         self._created: list[str] = []  # parents made by ensure_dir, re-timed last (fsutil)
+        # Directories this walk made: nothing can be in them but what the walk wrote, so
+        # their children need no lstat (on an overlay, a miss searches every lower).
+        self._fresh: set[str] = set()
+        self._pool: _FilePool | None = None
 
     # -- paths
 
@@ -256,7 +278,8 @@ class _Copier:
     # -- copying
 
     def copy_match(
-        self, tree: SourceTree, match: SourceMatch, drel: str, *, dir_hint: bool, excludes: Sequence[str]
+        self, tree: SourceTree, match: SourceMatch, drel: str, *, dir_hint: bool, excludes: Sequence[str],
+        observe: Observer | None = None,
     ) -> None:
         """fsutil's Copy for one selected source into ``drel``."""
         ensure = drel if dir_hint else drel.rpartition("/")[0]
@@ -273,9 +296,19 @@ class _Copier:
             self.ensure_dir(dst)
         else:
             self.ensure_dir(dst.rpartition("/")[0])
-        for entry in tree.walk(match, excludes=excludes):
-            target = dst if not entry.rel else (f"{dst}/{entry.rel}" if dst else entry.rel)
-            self._copy_entry(tree, entry, target, overwrite_meta=bool(entry.rel))
+        if match.is_dir and self._pool is None:
+            self._pool = _FilePool(_WORKERS)
+        self._fresh.clear()
+        try:
+            for entry in tree.walk(match, excludes=excludes):
+                target = dst if not entry.rel else (f"{dst}/{entry.rel}" if dst else entry.rel)
+                self._copy_entry(tree, entry, target, overwrite_meta=bool(entry.rel))
+                if observe is not None:
+                    observe(match.rel, entry)
+        finally:
+            self._fresh.clear()
+        # The next source may write the same paths: every file of this one is in place first.
+        self.drain()
 
     def copy_parents_chain(self, tree: SourceTree, match: SourceMatch, sub: str, drel: str) -> None:
         """--parents: directories between the pivot and a match are created with the
@@ -297,14 +330,17 @@ class _Copier:
     def _copy_entry(self, tree: SourceTree, entry: TreeEntry, target: str, *, overwrite_meta: bool) -> None:
         st = entry.st
         host = self.host(target)
-        try:
-            tst: os.stat_result | None = os.lstat(host)
-        except FileNotFoundError:
-            tst = None
+        tst: os.stat_result | None = None
+        if host.rpartition("/")[0] not in self._fresh:
+            try:
+                tst = os.lstat(host)
+            except FileNotFoundError:
+                pass
         mode = st.st_mode
         if stat.S_ISDIR(mode):
             if tst is None:
                 os.mkdir(host, 0o700)
+                self._fresh.add(host)
                 self._pending_dirs.append((host, st, tree, entry.path, True))
             elif not stat.S_ISDIR(tst.st_mode):
                 raise self.fail(f"cannot copy to non-directory: /{target}")
@@ -319,14 +355,19 @@ class _Copier:
         if stat.S_ISREG(mode):
             if st.st_nlink > 1:
                 first = self._inodes.setdefault((st.st_dev, st.st_ino), host)
-                if first != host:
+                if first != host:  # the first link was written on this thread
                     os.link(first, host)
                     return
-            _copy_file_data(entry.path, host)
-        elif stat.S_ISLNK(mode):
+            uid, gid, perm, times = self._meta(st, tree)
+            if self._pool is not None and st.st_nlink == 1:
+                self._pool.submit(self._write_file, entry.path, host, uid, gid, perm, times)
+            else:
+                self._write_file(entry.path, host, uid, gid, perm, times)
+            return
+        if stat.S_ISLNK(mode):
             os.symlink(os.readlink(entry.path), host)
         elif stat.S_ISSOCK(mode) and tree.sockets_as_files:
-            open(host, "wb").close()
+            os.close(os.open(host, _DST_FLAGS, 0o600))
         else:
             try:
                 os.mknod(host, mode, st.st_rdev)
@@ -336,23 +377,58 @@ class _Copier:
                 return  # devices need privileges; an unprivileged copy leaves them out
         self._apply_info(host, st, tree, entry.path)
 
-    def _apply_info(self, host: str, st: os.stat_result, tree: SourceTree, src: str | None) -> None:
+    def _write_file(self, src: str, dst: str, uid: int, gid: int, perm: int | None,
+                    times: tuple[int, int]) -> None:
+        """A regular file's bytes, then owner, mode, xattrs and times (the order of
+        ``_apply_info``: a chown clears setuid bits, a write moves the mtime), all
+        through descriptors so each path is looked up once."""
+        sfd = os.open(src, _SRC_FLAGS)
+        try:
+            dfd = os.open(dst, _DST_FLAGS, 0o600)
+            try:
+                try:
+                    _copy_fd(sfd, dfd)
+                    self._lchown(dfd, uid, gid)
+                    if perm is not None:
+                        os.chmod(dfd, perm)
+                    _copy_xattrs(sfd, dfd)
+                    os.utime(dfd, ns=times)
+                except OSError as err:
+                    if err.filename is None:  # a descriptor's error: name the file for the message
+                        err.filename = dst
+                    raise
+            finally:
+                os.close(dfd)
+        finally:
+            os.close(sfd)
+
+    def _meta(self, st: os.stat_result, tree: SourceTree) -> tuple[int, int, int | None, tuple[int, int]]:
+        """(uid, gid, permission bits or None for a link, (atime, mtime) in ns) of a copy."""
         if self.chown is not None:
             uid, gid = self.chown
         elif tree.owner is not None:
             uid, gid = tree.owner
         else:
             uid, gid = st.st_uid, st.st_gid
-        self._lchown(host, uid, gid)
-        is_link = stat.S_ISLNK(st.st_mode)
-        if not is_link:
+        perm: int | None = None
+        if not stat.S_ISLNK(st.st_mode):
             perm = stat.S_IMODE(st.st_mode)
             if self.chmod is not None:
                 perm = self.chmod.apply(perm, is_dir=stat.S_ISDIR(st.st_mode))
+        if self.mtime_ns is not None:
+            times = (self.mtime_ns, self.mtime_ns)
+        else:
+            times = (st.st_atime_ns, st.st_mtime_ns)
+        return uid, gid, perm, times
+
+    def _apply_info(self, host: str, st: os.stat_result, tree: SourceTree, src: str | None) -> None:
+        uid, gid, perm, times = self._meta(st, tree)
+        self._lchown(host, uid, gid)
+        if perm is not None:
             os.chmod(host, perm)
         if src is not None:
             _copy_xattrs(src, host)
-        self._set_times(host, st)
+        os.utime(host, ns=times, follow_symlinks=False)
 
     def _set_times(self, host: str, st: os.stat_result) -> None:
         if self.mtime_ns is not None:
@@ -361,9 +437,12 @@ class _Copier:
             times = (st.st_atime_ns, st.st_mtime_ns)
         os.utime(host, ns=times, follow_symlinks=False)
 
-    def _lchown(self, host: str, uid: int, gid: int) -> None:
+    def _lchown(self, host: str | int, uid: int, gid: int) -> None:
         try:
-            os.lchown(host, uid, gid)
+            if isinstance(host, int):
+                os.chown(host, uid, gid)
+            else:
+                os.lchown(host, uid, gid)
         except PermissionError:
             if self.is_root:
                 raise
@@ -377,8 +456,14 @@ class _Copier:
                 "namespace does not map that id",
                 hint="give your user a range in /etc/subuid and /etc/subgid, or build as root") from None
 
+    def drain(self) -> None:
+        """Wait for the files in flight; raise the first error one of them met."""
+        if self._pool is not None:
+            self._pool.drain()
+
     def finish(self) -> None:
-        """Apply directory metadata, children before parents."""
+        """Apply directory metadata, children before parents, once every file is written."""
+        self.drain()
         for host, st, tree, src, full in reversed(self._pending_dirs):
             if full:
                 self._apply_info(host, st, tree, src)
@@ -390,23 +475,126 @@ class _Copier:
                 os.utime(host, ns=(self.mtime_ns, self.mtime_ns), follow_symlinks=False)
         self._created.clear()
 
+    def close(self) -> None:
+        """Stop the pool's threads (after their files); errors are drain's to raise."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
-def _copy_file_data(src: str, dst: str) -> None:
-    """Copy bytes with the kernel's help (copy_file_range/sendfile), never whole in memory."""
-    with open(src, "rb") as fsrc, open(dst, "xb") as fdst:
-        shutil.copyfileobj(fsrc, fdst, 1 << 20)
+
+# Threads copying files: the kernel work of creating files on an overlay overlaps the
+# walk (20,000 small files: 3.0 -> 2.0 s with 4 threads on 2 cores, tmpfs upper).
+_WORKERS = 4
+_SRC_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
+_DST_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
+# errnos that say "this way of copying does not work here", not "this file failed".
+_UNSUPPORTED = frozenset({errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP,
+                          errno.EBADF, errno.ETXTBSY, errno.EPERM})
+_methods = {"copy_file_range": hasattr(os, "copy_file_range"), "sendfile": hasattr(os, "sendfile")}
 
 
-def _copy_xattrs(src: str, dst: str) -> None:
+def _copy_fd(sfd: int, dfd: int) -> None:
+    """Copy a whole file between descriptors in the kernel: copy_file_range (which may
+    share extents), else sendfile, else read/write in 1 MiB chunks, never whole in memory.
+    A way the kernel refuses for the first file is not tried again in this process."""
+    for name in ("copy_file_range", "sendfile"):
+        if not _methods[name]:
+            continue
+        call = os.copy_file_range if name == "copy_file_range" else _sendfile
+        done = 0
+        try:
+            while n := call(sfd, dfd, _KERNEL_CHUNK):
+                done += n
+            return
+        except OSError as err:
+            if err.errno not in _UNSUPPORTED or done:
+                raise
+            _methods[name] = False if err.errno in (errno.ENOSYS, errno.EXDEV) else _methods[name]
+    while data := os.read(sfd, 1 << 20):
+        view = memoryview(data)
+        while view:
+            view = view[os.write(dfd, view):]
+
+
+_KERNEL_CHUNK = 1 << 30
+
+
+def _sendfile(sfd: int, dfd: int, count: int) -> int:
+    return os.sendfile(dfd, sfd, None, count)
+
+
+class _FilePool:
+    """A few threads writing files, at most ``limit`` queued at once, so memory stays
+    flat however many files a context holds; the first error is kept for ``drain``.
+    Plain threads on a SimpleQueue: a Future per file would cost more than its copy."""
+
+    def __init__(self, workers: int, limit: int = 256) -> None:
+        self._queue: queue.SimpleQueue[tuple[Callable[..., None], tuple[object, ...]] | None] = \
+            queue.SimpleQueue()
+        self._limit = limit
+        self._cond = threading.Condition()
+        self._pending = 0
+        self._error: BaseException | None = None
+        self._threads = [threading.Thread(target=self._work, name=f"pybuild-copy-{i}", daemon=True)
+                         for i in range(workers)]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, fn: Callable[..., None], *args: object) -> None:
+        with self._cond:
+            while self._pending >= self._limit:
+                self._cond.wait()
+            if self._error is not None:
+                self._raise()
+            self._pending += 1
+        self._queue.put((fn, args))
+
+    def _work(self) -> None:
+        while (item := self._queue.get()) is not None:
+            fn, args = item
+            try:
+                fn(*args)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread by drain
+                with self._cond:
+                    if self._error is None:
+                        self._error = exc
+            finally:
+                with self._cond:
+                    self._pending -= 1
+                    if self._pending in (0, self._limit - 1):  # drain, or a full queue, waits
+                        self._cond.notify_all()
+
+    def drain(self) -> None:
+        with self._cond:
+            while self._pending:
+                self._cond.wait()
+            if self._error is not None:
+                self._raise()
+
+    def _raise(self) -> None:
+        err, self._error = self._error, None
+        assert err is not None
+        raise err
+
+    def close(self) -> None:
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join()
+
+
+def _copy_xattrs(src: str | int, dst: str | int) -> None:
+    """Extended attributes, by path (links not followed) or by descriptor."""
+    follow = not isinstance(src, str)
     try:
-        names = os.listxattr(src, follow_symlinks=False)
+        names = os.listxattr(src, follow_symlinks=follow)
     except OSError:
         return
     for name in names:
         if name.startswith(_SKIP_XATTR_PREFIXES):
             continue
         try:
-            os.setxattr(dst, name, os.getxattr(src, name, follow_symlinks=False), follow_symlinks=False)
+            os.setxattr(dst, name, os.getxattr(src, name, follow_symlinks=follow), follow_symlinks=follow)
         except OSError as err:
             if err.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EACCES):
                 raise

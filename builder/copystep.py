@@ -194,9 +194,15 @@ def plan_copy(solver: Solver, stage: Stage, node: ins.Copy | ins.Add, image: Ima
                 root = stack.enter_context(solver.runner.merged(lowers, upper))
                 owner_root = root
             ids = resolve_chown(owner_root, chown) if chown else None
+            # The explainer remembers the files this step copied: listed as they are copied.
+            explainer = solver.explainer if source_label == "context" else None
+            recorder = explainer.files_recorder(op) if explainer is not None else None
             copy_into(root, specs, dest, workdir=workdir, chown=ids, chmod=chmod, parents=parents,
                       excludes=excludes, is_add=is_add, unpack_archives=getattr(node, "unpack", None),
-                      mtime=solver.opts.source_date_epoch, scratch_dir=store.root / "tmp")
+                      mtime=solver.opts.source_date_epoch, scratch_dir=store.root / "tmp",
+                      observe=recorder)
+            if recorder is not None:
+                recorder.done()
 
     return CopyPlan(op, action, title, history, link)
 

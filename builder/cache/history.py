@@ -5,25 +5,34 @@ the last build keyed there, so a later miss can say which input changed (cache.e
 ``Observation``. It is read for every step and rewritten only when the key at that
 position changed, so an unchanged rebuild writes nothing. It is independent of the
 Dockerfile's path and of the context's, so a moved project still explains itself.
+
+A COPY from the context is remembered with the digest of each file it selected. A build
+that does not explain (``enabled=False``) takes that list from the copy's own walk
+(``files_recorder``): no second walk of a large context, no file read twice; a step
+that explains, or a hit that moves a position, walks the selection once through the
+stat cache the step's key just filled.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import stat
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..digest import canonical_json, sha256_bytes
 from .explain import Observation, reasons
 
 if TYPE_CHECKING:
+    from ..context import StatCache, TreeEntry
     from .keys import CacheKey
     from .store import Store
 
-__all__ = ["Explainer", "StepVerdict"]
+__all__ = ["Explainer", "FilesRecorder", "StepVerdict"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +59,9 @@ class Explainer:
         self.verdicts: list[StepVerdict] = []
         self._counters: dict[str, int] = {}
         self._mutex = threading.Lock()
+        # Observations written without their files, waiting for the copy that lists them:
+        # {op digest: [(position file, observation)]}.
+        self._awaiting: dict[str, list[tuple[Path, Observation]]] = {}
         (store.root / "positions").mkdir(exist_ok=True)
 
     def _position(self, stage: str) -> str:
@@ -82,6 +94,11 @@ class Explainer:
             new = self._observation(key, parent, base_name)
             why = tuple(reasons(old, new, arg_names=arg_names))
         if remember and not same:
+            if new is None and not hit and self._lists_files(key.inputs.get("op") or {}):
+                # About to run: the copy's walk lists the files (files_recorder).
+                new = self._observation(key, parent, base_name, files=False)
+                with self._mutex:
+                    self._awaiting.setdefault(_op_id(key.inputs["op"]), []).append((path, new))
             new = new or self._observation(key, parent, base_name)
             self.store._write_atomic(path, canonical_json(new.to_json()))
         verdict = StepVerdict(stage, title, hit, why)
@@ -89,33 +106,77 @@ class Explainer:
             self.verdicts.append(verdict)
         return verdict
 
-    def _observation(self, key: CacheKey, parent: CacheKey, base_name: str | None) -> Observation:
+    def _observation(self, key: CacheKey, parent: CacheKey, base_name: str | None, *,
+                     files: bool = True) -> Observation:
         parent_inputs = dict(parent.inputs) if "base" in parent.inputs else None
         op = key.inputs.get("op") or {}
         return Observation(str(key.digest), dict(key.inputs), parent_inputs,
-                           self._files(op), base_name)
+                           self._files(op) if files else None, base_name)
+
+    def _lists_files(self, op: Mapping[str, Any]) -> bool:
+        return op.get("kind") in ("copy", "add") and op.get("from") is None and self.context is not None
+
+    def files_recorder(self, op: Mapping[str, Any]) -> FilesRecorder | None:
+        """For the COPY step of ``op`` about to run: a recorder its copy feeds with what
+        it copies, or None when no observation waits for that list."""
+        with self._mutex:
+            if _op_id(op) not in self._awaiting:
+                return None
+        return FilesRecorder(self, op, _stat_cache(self.store.root))
+
+    def _files_copied(self, op: Mapping[str, Any], files: dict[str, str]) -> None:
+        with self._mutex:
+            waiting = self._awaiting.pop(_op_id(op), [])
+        for path, obs in waiting:
+            self.store._write_atomic(path, canonical_json(replace(obs, files=files).to_json()))
 
     def _files(self, op: Mapping[str, Any]) -> dict[str, str] | None:
-        """{path: digest} of what a COPY from the context selects (through the stat cache,
-        so unchanged files are not read again)."""
-        if op.get("kind") not in ("copy", "add") or op.get("from") is not None or self.context is None:
+        """{path: digest} of what a COPY from the context selects (through the stat cache
+        the step's key filled, so no file is read again)."""
+        if not self._lists_files(op):
             return None
-        from ..context import StatCache
-
-        cache = StatCache(self.store.root / "statcache.json")
-        out: dict[str, str] = {}
+        recorder = FilesRecorder(self, op, _stat_cache(self.store.root))
+        excludes = op.get("excludes") or ()
         try:
             for src in op.get("sources") or []:
                 if "://" in src or src.startswith("git@"):
                     continue
-                for match in self.context.select(src, excludes=op.get("excludes") or ()):
-                    for entry in self.context.walk(match, excludes=op.get("excludes") or ()):
-                        rel = os.path.join(match.rel, entry.rel) if entry.rel else match.rel
-                        if entry.st is not None and os.path.isfile(entry.path) and not os.path.islink(entry.path):
-                            out[rel] = str(cache.digest(entry.path, entry.st))
-                        else:
-                            out[rel] = "-"
+                for match in self.context.select(src, excludes=excludes):
+                    for entry in self.context.walk(match, excludes=excludes):
+                        recorder(match.rel, entry)
         except Exception:  # noqa: BLE001 - the file list only refines a message
             return None
-        cache.save()
-        return out
+        recorder.cache.save()
+        return recorder.files
+
+
+class FilesRecorder:
+    """Called with each entry a COPY from the context writes: the ``{path: digest}`` an
+    observation keeps ("-" for what is not a regular file); ``done`` hands it over."""
+
+    def __init__(self, explainer: Explainer, op: Mapping[str, Any], cache: StatCache) -> None:
+        self.explainer = explainer
+        self.op = op
+        self.cache = cache
+        self.files: dict[str, str] = {}
+
+    def __call__(self, match_rel: str, entry: TreeEntry) -> None:
+        rel = os.path.join(match_rel, entry.rel) if entry.rel else match_rel
+        if stat.S_ISREG(entry.st.st_mode):
+            self.files[rel] = "sha256:" + self.cache.hexdigest(entry.path, entry.st)
+        else:
+            self.files[rel] = "-"
+
+    def done(self) -> None:
+        self.cache.save()
+        self.explainer._files_copied(self.op, self.files)
+
+
+def _op_id(op: Mapping[str, Any]) -> str:
+    return sha256_bytes(canonical_json(dict(op))).hex
+
+
+def _stat_cache(root: Path) -> StatCache:
+    from ..context import StatCache
+
+    return StatCache.shared(root / "statcache.json")
