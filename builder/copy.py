@@ -232,8 +232,11 @@ class _Copier:
         self._inodes: dict[tuple[int, int], str] = {}
         self._created: list[str] = []  # parents made by ensure_dir, re-timed last (fsutil)
         # Directories this walk made: nothing can be in them but what the walk wrote, so
-        # their children need no lstat (on an overlay, a miss searches every lower).
-        self._fresh: set[str] = set()
+        # their children need no lstat (on an overlay, a miss searches every lower); with
+        # the group a file created in them gets, so a chown that would change nothing is
+        # skipped (on ext4 each one is another journaled inode update).
+        self._fresh: dict[str, int] = {}
+        self._ids = (os.geteuid(), os.getegid())
         self._pool: _FilePool | None = None
 
     # -- paths
@@ -331,7 +334,8 @@ class _Copier:
         st = entry.st
         host = self.host(target)
         tst: os.stat_result | None = None
-        if host.rpartition("/")[0] not in self._fresh:
+        fresh_gid = self._fresh.get(host.rpartition("/")[0])
+        if fresh_gid is None:
             try:
                 tst = os.lstat(host)
             except FileNotFoundError:
@@ -340,7 +344,8 @@ class _Copier:
         if stat.S_ISDIR(mode):
             if tst is None:
                 os.mkdir(host, 0o700)
-                self._fresh.add(host)
+                made = os.lstat(host)  # in a setgid directory it is setgid too
+                self._fresh[host] = made.st_gid if made.st_mode & stat.S_ISGID else self._ids[1]
                 self._pending_dirs.append((host, st, tree, entry.path, True))
             elif not stat.S_ISDIR(tst.st_mode):
                 raise self.fail(f"cannot copy to non-directory: /{target}")
@@ -359,10 +364,11 @@ class _Copier:
                     os.link(first, host)
                     return
             uid, gid, perm, times = self._meta(st, tree)
+            owner = None if (uid, fresh_gid) == (self._ids[0], gid) else (uid, gid)
             if self._pool is not None and st.st_nlink == 1:
-                self._pool.submit(self._write_file, entry.path, host, uid, gid, perm, times)
+                self._pool.submit(self._write_file, entry.path, host, owner, perm, times)
             else:
-                self._write_file(entry.path, host, uid, gid, perm, times)
+                self._write_file(entry.path, host, owner, perm, times)
             return
         if stat.S_ISLNK(mode):
             os.symlink(os.readlink(entry.path), host)
@@ -377,18 +383,19 @@ class _Copier:
                 return  # devices need privileges; an unprivileged copy leaves them out
         self._apply_info(host, st, tree, entry.path)
 
-    def _write_file(self, src: str, dst: str, uid: int, gid: int, perm: int | None,
+    def _write_file(self, src: str, dst: str, owner: tuple[int, int] | None, perm: int | None,
                     times: tuple[int, int]) -> None:
-        """A regular file's bytes, then owner, mode, xattrs and times (the order of
-        ``_apply_info``: a chown clears setuid bits, a write moves the mtime), all
-        through descriptors so each path is looked up once."""
+        """A regular file's bytes, then owner (None: it is created with the right one),
+        mode, xattrs and times (the order of ``_apply_info``: a chown clears setuid bits, a
+        write moves the mtime), all through descriptors so each path is looked up once."""
         sfd = os.open(src, _SRC_FLAGS)
         try:
             dfd = os.open(dst, _DST_FLAGS, 0o600)
             try:
                 try:
                     _copy_fd(sfd, dfd)
-                    self._lchown(dfd, uid, gid)
+                    if owner is not None:
+                        self._lchown(dfd, *owner)
                     if perm is not None:
                         os.chmod(dfd, perm)
                     _copy_xattrs(sfd, dfd)

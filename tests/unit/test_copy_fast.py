@@ -151,3 +151,19 @@ def test_a_build_remembers_the_files_its_copy_wrote_and_explains_later(tmp_path:
     loud = Explainer(store, context=ctx, enabled=True)  # pybuild build --explain
     verdict = loud.observe_step(_Stage(), "COPY . /app", parent, key2, False)
     assert verdict.reasons == ("app/main.py changed",)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a directory another group needs root")
+def test_files_under_a_setgid_directory_still_get_the_copy_owner(tmp_path: Path) -> None:
+    ctx_dir = tmp_path / "ctx"
+    (ctx_dir / "d" / "sub").mkdir(parents=True)
+    for n in range(20):
+        (ctx_dir / "d" / "sub" / f"f{n}").write_text("x")
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "dst").mkdir(parents=True)
+    os.chown(rootfs / "dst", 0, 1234)
+    os.chmod(rootfs / "dst", 0o2775)  # new entries take group 1234
+    copy_into(rootfs, [SourceSpec.path(BuildContext.open(ctx_dir), "d")], "/dst/")
+    owners = {(p.stat().st_uid, p.stat().st_gid) for p in (rootfs / "dst" / "sub").iterdir()}
+    assert owners == {(0, 0)}
+    assert (rootfs / "dst").stat().st_gid == 1234
