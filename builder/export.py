@@ -50,8 +50,8 @@ def ensure_layer_blob(store: Store, layer: LayerRef, *, compression: str, level:
     if keep and compressed:
         return compressed[0]
     # (an uncompressed base layer, e.g. from `pybuild import`, is compressed as asked)
-    if usable:
-        blob = _recompress(store, next(iter(usable.values())), compression, level)
+    if usable:  # the plain tar when there is one: nothing to decompress
+        blob = _recompress(store, usable.get(plain) or next(iter(usable.values())), compression, level)
     else:
         from .layers.tar import write_layer
 
@@ -62,7 +62,7 @@ def ensure_layer_blob(store: Store, layer: LayerRef, *, compression: str, level:
         tmp = store.tempfile("layer-")
         rec = write_layer(snap, tmp, compression=compression, level=level,  # type: ignore[arg-type]
                           source_date_epoch=source_date_epoch)
-        store.put_blob_file(tmp, rec.digest)
+        store.put_blob_file(tmp, rec.digest, verified=True)
         blob = LayerBlob(rec.diff_id, rec.digest, rec.size, rec.media_type)
     store.add_layer_blob(blob)
     return blob
@@ -70,28 +70,35 @@ def ensure_layer_blob(store: Store, layer: LayerRef, *, compression: str, level:
 
 def _recompress(store: Store, source: LayerBlob, compression: str, level: int | None) -> LayerBlob:
     """The same layer tar in another compression, streamed from the blob the store has: the
-    diff_id cannot change (it is checked on the way), the tar is never rewritten."""
+    diff_id cannot change (it is checked on the way, unless the source is the plain tar,
+    whose digest is its diff_id), the tar is never rewritten; the result is hashed as it
+    is written."""
     import hashlib
 
-    from .digest import CHUNK, sha256_file
-    from .layers.compress import CompressingWriter, open_decompressed
+    from .digest import CHUNK
+    from .layers.compress import CompressingWriter, media_type_for, open_decompressed
+    from .layers.tar import HashingWriter
 
+    plain_source = source.media_type == media_type_for("uncompressed") and source.digest == source.diff_id
     tmp = store.tempfile("layer-")
-    raw = hashlib.sha256()
+    raw = None if plain_source else hashlib.sha256()
     with open(store.blob_path(source.digest), "rb") as src, open_decompressed(src) as plain, \
             open(tmp, "wb") as out:
-        with CompressingWriter(out, compression, level) as writer:  # type: ignore[arg-type]
+        blob = HashingWriter(out)  # type: ignore[arg-type]
+        with CompressingWriter(blob, compression, level) as writer:  # type: ignore[arg-type]
             while chunk := plain.read(CHUNK):
-                raw.update(chunk)
+                if raw is not None:
+                    raw.update(chunk)
                 writer.write(chunk)
         media = writer.media_type
-    if f"sha256:{raw.hexdigest()}" != str(source.diff_id):
+        out.flush()
+        os.fsync(out.fileno())
+    if raw is not None and f"sha256:{raw.hexdigest()}" != str(source.diff_id):
         tmp.unlink()
         raise BuildError(f"layer blob {source.digest} does not hold its diff_id {source.diff_id}",
                          hint="run `pybuild cache verify --repair` and build again")
-    digest, size = sha256_file(tmp)
-    store.put_blob_file(tmp, digest)
-    return LayerBlob(source.diff_id, digest, size, media)
+    store.put_blob_file(tmp, blob.digest, verified=True)
+    return LayerBlob(source.diff_id, blob.digest, blob.size, media)
 
 
 def _base_layer_count(result: StageResult) -> int:

@@ -270,7 +270,8 @@ def write_layer(snapshot: Path, out: Path, *, compression: Compression = "gzip",
         with open(tmp, "wb") as f:
             blob = HashingWriter(f)  # type: ignore[arg-type]
             comp = CompressingWriter(blob, compression, level)  # type: ignore[arg-type]
-            raw = HashingWriter(comp)
+            # a plain tar is its own blob: one hash serves as both digest and diff_id
+            raw = blob if compression == "uncompressed" else HashingWriter(comp)
             tw = TarWriter(raw)
             for change in changes(Path(snapshot)):
                 if owner is not None and change.kind == "entry":
