@@ -452,8 +452,7 @@ class DirTree:
         (``NAME.d/<sha256 of the tree's folder>.json``), so that a build of a small context
         never parses the entries of a large one."""
         if stat_cache is not None:
-            folder = hashlib.sha256(os.fsencode(self._root_s)).hexdigest()[:32]
-            stat_cache = stat_cache.with_name(stat_cache.name + ".d") / f"{folder}.json"
+            stat_cache = stat_cache_file(stat_cache, self._root_s)
         cache = StatCache.shared(stat_cache)
         h = hashlib.sha256()
         h.update(CHECKSUM_VERSION.encode() + b"\n")
@@ -557,6 +556,13 @@ class BuildContext(DirTree):
 
 
 # ---------------------------------------------------------------- stat cache
+
+
+def stat_cache_file(store_cache: Path, folder: str) -> Path:
+    """The stat cache of one context folder: ``NAME.d/<sha256 of the folder>.json`` beside
+    the store's ``NAME`` (one file per folder: a small context never parses a large one's)."""
+    name = hashlib.sha256(os.fsencode(folder)).hexdigest()[:32]
+    return store_cache.with_name(store_cache.name + ".d") / f"{name}.json"
 
 
 class StatCache:

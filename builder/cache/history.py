@@ -113,6 +113,13 @@ class Explainer:
         return Observation(str(key.digest), dict(key.inputs), parent_inputs,
                            self._files(op) if files else None, base_name)
 
+    def _stat_cache(self) -> StatCache:
+        """The stat cache the COPY key's checksum of this context filled."""
+        from ..context import StatCache, stat_cache_file
+
+        return StatCache.shared(stat_cache_file(self.store.root / "statcache.json",
+                                                os.fspath(self.context.root)))
+
     def _lists_files(self, op: Mapping[str, Any]) -> bool:
         return op.get("kind") in ("copy", "add") and op.get("from") is None and self.context is not None
 
@@ -122,7 +129,7 @@ class Explainer:
         with self._mutex:
             if _op_id(op) not in self._awaiting:
                 return None
-        return FilesRecorder(self, op, _stat_cache(self.store.root))
+        return FilesRecorder(self, op, self._stat_cache())
 
     def _files_copied(self, op: Mapping[str, Any], files: dict[str, str]) -> None:
         with self._mutex:
@@ -135,7 +142,7 @@ class Explainer:
         the step's key filled, so no file is read again)."""
         if not self._lists_files(op):
             return None
-        recorder = FilesRecorder(self, op, _stat_cache(self.store.root))
+        recorder = FilesRecorder(self, op, self._stat_cache())
         excludes = op.get("excludes") or ()
         try:
             for src in op.get("sources") or []:
@@ -175,9 +182,3 @@ class FilesRecorder:
 
 def _op_id(op: Mapping[str, Any]) -> str:
     return sha256_bytes(canonical_json(dict(op))).hex
-
-
-def _stat_cache(root: Path) -> StatCache:
-    from ..context import StatCache
-
-    return StatCache.shared(root / "statcache.json")
