@@ -244,6 +244,9 @@ class PyBuild(Builder):
     def __init__(self, work: Path, log: Path) -> None:
         super().__init__("pybuild", work, log)
         self.root = work / "store"
+        # Installed Python programs keep their compiled bytecode; an environment that says
+        # PYTHONDONTWRITEBYTECODE=1 would have every run compile every module again.
+        self.env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
     def cmd(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "builder", *args]
