@@ -75,22 +75,24 @@ def _mkdir(path: Path, what: str) -> None:
 
 
 def _v2(memory: int | None, cpus: float | None, name: str) -> StepCgroup:
-    base = CGROUP_ROOT / _own_cgroups().get("", "/").lstrip("/")
     wanted = {c for c, on in (("memory", memory), ("cpu", cpus)) if on is not None}
-    available = set((base / "cgroup.controllers").read_text().split())
-    missing = wanted - available
-    if missing:
-        raise ExecError(f"cgroup v2 at {base} does not offer {', '.join(sorted(missing))}",
-                        hint="enable the controller in the parent's cgroup.subtree_control")
-    enabled = set((base / "cgroup.subtree_control").read_text().split())
-    if wanted - enabled:
+    own = CGROUP_ROOT / _own_cgroups().get("", "/").lstrip("/")
+    try:
+        base = _delegate(own, wanted)
+    except ExecError:
+        # On a systemd host pybuild usually runs in a session or service cgroup that has
+        # processes in it, and v2 lets no such cgroup hand controllers to children. As
+        # root, step cgroups then go below a cgroup of pybuild's own under the root (which
+        # is exempt from that rule), as docker's cgroupfs driver does.
+        if os.geteuid() != 0 or own == CGROUP_ROOT:
+            raise
+        _delegate(CGROUP_ROOT, wanted)
+        base = CGROUP_ROOT / "pybuild"
         try:
-            (base / "cgroup.subtree_control").write_text(
-                " ".join(f"+{c}" for c in sorted(wanted - enabled)))
+            base.mkdir(exist_ok=True)
         except OSError as e:
-            raise ExecError(f"cannot enable {', '.join(sorted(wanted))} below {base}: "
-                            f"{e.strerror}", hint="on cgroup v2 a cgroup with processes in it "
-                            "cannot delegate controllers; run pybuild in its own cgroup") from e
+            raise ExecError(f"cannot create {base}: {e.strerror}") from e
+        base = _delegate(base, wanted)
     path = base / name
     _mkdir(path, " and ".join(sorted(wanted)))
     group = StepCgroup((path,))
@@ -105,6 +107,28 @@ def _v2(memory: int | None, cpus: float | None, name: str) -> StepCgroup:
         group.remove()
         raise
     return group
+
+
+def _delegate(base: Path, wanted: set[str]) -> Path:
+    """``base``, with the ``wanted`` controllers enabled for its children (cgroup v2)."""
+    try:
+        available = set((base / "cgroup.controllers").read_text().split())
+    except OSError as e:
+        raise ExecError(f"cannot read the controllers of {base}: {e.strerror}") from e
+    missing = wanted - available
+    if missing:
+        raise ExecError(f"cgroup v2 at {base} does not offer {', '.join(sorted(missing))}",
+                        hint="enable the controller in the parent's cgroup.subtree_control")
+    try:
+        enabled = set((base / "cgroup.subtree_control").read_text().split())
+        if wanted - enabled:
+            (base / "cgroup.subtree_control").write_text(
+                " ".join(f"+{c}" for c in sorted(wanted - enabled)))
+    except OSError as e:
+        raise ExecError(f"cannot enable {', '.join(sorted(wanted))} below {base}: "
+                        f"{e.strerror}", hint="on cgroup v2 a cgroup with processes in it "
+                        "cannot delegate controllers; run pybuild in its own cgroup") from e
+    return base
 
 
 def _v1(memory: int | None, cpus: float | None, name: str) -> StepCgroup:
