@@ -302,8 +302,7 @@ def _build(req: BuildRequest, store: Any, progress: Progress, context_dir: Path,
     shown = req.tags[0] if req.tags else "image"
     summary = f"built {shown} {image_id} in {elapsed:.1f}s ({cached}/{len(steps)} steps cached)"
     recorder = getattr(progress, "recorder", None)
-    if recorder is not None and cached == len(steps) and not req.outputs and not bases.fetched \
-            and not _fetches(dockerfile):
+    if recorder is not None and not req.outputs and not bases.fetched and not _fetches(dockerfile):
         _record(recorder, store, solver, bases, image, req, shown, metadata)
     return BuildResult(image_id, image.manifest_digest, summary, steps, metadata)
 
@@ -384,8 +383,8 @@ def _fetches(dockerfile: Any) -> bool:
 
 def _record(recorder: Any, store: Any, solver: Any, bases: Any, image: Any, req: BuildRequest,
             shown: str, metadata: Mapping[str, Any]) -> None:
-    """Remember a fully cached build for ``builder.warm.replay``: every store file it relied
-    on, and what it showed."""
+    """Remember a build for ``builder.warm.replay``: every store file it relied on, and what
+    the same build shows next time (its steps then all cache hits)."""
     from .images import ImageStore
 
     watch = recorder.watch
@@ -406,8 +405,12 @@ def _record(recorder: Any, store: Any, solver: Any, bases: Any, image: Any, req:
         watch.append(str(store.blob_path(digest)))
     for tag in req.tags:
         watch.append(str(store._ref_path(ImageStore.normalize(tag))))
+    # What the next identical build shows: every step a cache hit, found at once.
+    cached_meta = dict(metadata)
+    cached_meta["pybuild.steps"] = [{**s, "cached": True, "duration": 0.0}
+                                    for s in metadata["pybuild.steps"]]
     recorder.commit(steps=[Digest.parse(s.key).hex for s in solver.steps],
-                    image_id=str(image.config_digest), shown=shown, metadata=dict(metadata))
+                    image_id=str(image.config_digest), shown=shown, metadata=cached_meta)
 
 
 def _write_text(path: Path, text: str) -> None:

@@ -50,10 +50,12 @@ class ImageStore:
             raise UsageError(f"invalid image name {name!r}: {exc}") from None
 
     def tag(self, name: str, image: Any) -> None:
-        self.store.put_ref(self.normalize(name), {
-            "manifest": str(image.manifest_digest),
-            "config": str(image.config_digest),
-        })
+        name = self.normalize(name)
+        doc = {"manifest": str(image.manifest_digest), "config": str(image.config_digest)}
+        held = self.store.get_ref(name) or {}
+        if all(held.get(k) == v for k, v in doc.items()):
+            return  # already so: rewriting it would only make remembered builds stale
+        self.store.put_ref(name, doc)
 
     def tag_many(self, names: Sequence[str], image: Any) -> None:
         normalized = [self.normalize(n) for n in names]  # all valid before any is written

@@ -1,12 +1,12 @@
-"""The no-change rebuild without building: a fully cached build remembered by its inputs.
+"""The no-change rebuild without building: a build's result remembered by its inputs.
 
 A rebuild in which every step is a cache hit does no work but still pays for the whole
 machinery: importing the parser, the solver and the image code, parsing the Dockerfile,
 checksumming the context through the stat cache, keying every step. This module lets the
-command line skip all of it when nothing can have changed since a fully cached build of
-the same command, and replay that build's result instead (its progress events, summary,
-metadata file, image ID file): the same output, the same image, in the time it takes to
-start Python and stat the context.
+command line skip all of it when nothing can have changed since the last build of the
+same command, and replay what that build would show now (its progress events with every
+step a cache hit, summary, metadata file, image ID file): the same output and image as a
+fully cached build, in the time it takes to start Python and stat the context.
 
 What "nothing can have changed" means, checked before anything is trusted:
 
@@ -18,16 +18,17 @@ What "nothing can have changed" means, checked before anything is trusted:
 * the same context: every entry under the context folder (except top-level entries that
   a .dockerignore without exceptions excludes by plain name) by path, type and mode, size,
   inode, mtime, ctime and owner, and the same Dockerfile. A memo is only written when no
-  entry changed (ctime) in the two seconds before the build read the context, so a change made in the
-  same clock tick as the memo cannot hide behind an equal timestamp (git's "racily clean");
+  entry changed (ctime) in the two seconds before the build read the context, so a change
+  made in the same clock tick cannot hide behind an equal timestamp (git's "racily clean");
 * the same store: every file the build relied on -- the cache records of its steps, their
   snapshots and blobs, the base images' names and manifests, the image's manifest, config
   and layers, the tags it wrote -- still there, unchanged (inode, size, mtime). A prune, a
   repair, a re-tag or a pull in between sends the build down the normal path.
 
 A replay counts a cache hit for each step, as the normal path does. The memo is written by
-the normal path (``Recorder``), after a build that succeeded with every step cached, so a
-cold build or one that ran a step never leaves one behind.
+the normal path (``Recorder``) after a build that succeeded: the steps it ran are cache
+hits for the next identical build (their records, snapshots and blobs are watched like the
+rest), their output is not shown again, and the metadata file marks every step cached.
 """
 from __future__ import annotations
 
@@ -347,9 +348,18 @@ class Recorder:
 
     def commit(self, *, steps: list[str], image_id: str, shown: str, metadata: dict[str, Any]) -> None:
         token = self.token
-        if token["racy"] or any(kind not in ("start", "cached", "internal_done", "warn", "info")
-                                for kind, _ in self.events):
+        if token["racy"]:
             return
+        # As the next identical build shows it: the steps that ran are cache hits then,
+        # and their output is not shown again.
+        events = []
+        for kind, arg in self.events:
+            if kind == "done":
+                events.append(["cached", arg])
+            elif kind in ("start", "cached", "internal_done", "warn", "info"):
+                events.append([kind, arg])
+            elif kind != "output":
+                return  # an error: nothing to remember
         watch = []
         for path in dict.fromkeys(self.watch):
             sig = _signature(path)
@@ -357,7 +367,7 @@ class Recorder:
                 return
             watch.append([path, sig])
         memo = {"v": MEMO_VERSION, "stamp": token["stamp"], "dockerfile": token["dockerfile"],
-                "watch": watch, "events": self.events, "steps": steps, "image_id": image_id,
+                "watch": watch, "events": events, "steps": steps, "image_id": image_id,
                 "shown": shown, "metadata": json.dumps(metadata, indent=2) + "\n"}
         path = _memo_path(token["root"], token["key"])
         try:

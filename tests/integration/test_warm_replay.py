@@ -57,15 +57,20 @@ def test_replay_shows_what_the_build_showed(project: tuple[Path, Path], tmp_path
             "--progress=plain", "-t", "app:1"]
     replayed, _, cold = build(store, ctx, *meta)
     assert not replayed and "(0/3 steps cached)" in cold
-    replayed, _, warm = build(store, ctx, *meta)  # fully cached: remembered
+    assert "#4 DONE" in cold  # the RUN ran
+    # the same build looking every step up (what a replay must show)
+    replayed, _, warm = build(store, ctx, *meta, env={"PYBUILD_NO_REPLAY": "1"})
     assert not replayed and "(3/3 steps cached)" in warm
-    warm_meta = (tmp_path / "meta.json").read_text()
+    warm_meta = json.loads((tmp_path / "meta.json").read_text())
+    for step in warm_meta["pybuild.steps"]:
+        step["duration"] = 0.0  # a replay finds every step at once
+    warm_meta = json.dumps(warm_meta, indent=2) + "\n"
     (tmp_path / "meta.json").unlink()
     (tmp_path / "iid").unlink()
     usage = sorted((store / "usage").iterdir())
     hits = [p.stat().st_size for p in usage]
 
-    replayed, _, again = build(store, ctx, *meta)
+    replayed, _, again = build(store, ctx, *meta)  # remembered by the cold build
     assert replayed
     strip = [line for line in warm.splitlines() if not line.startswith("built ") and "DONE" not in line]
     assert [line for line in again.splitlines() if not line.startswith("built ") and "DONE" not in line] == strip
