@@ -2,9 +2,9 @@
 
 * small: a no-change rebuild of a small Dockerfile (busybox from an OCI layout; WORKDIR,
   COPY, two RUNs)                                          target <= 0.25 s
-  (each no-change row is measured twice: as a user sees it, the fully cached build
-  answered from its memo (builder.warm), and with PYBUILD_NO_REPLAY=1, the build that
-  looks every step up in the cache -- what the first no-change rebuild does)
+  (each no-change row is measured twice: as a user sees it, answered from the memo of the
+  last build (builder.warm), and with PYBUILD_NO_REPLAY=1, the build that looks every step
+  up in the cache -- what a rebuild does when the memo cannot be trusted)
 * large: a no-change rebuild with a 20,000-file, 200 MB context (COPY . /ctx)
                                                            target <= 0.5 s
 * one file: the large build after changing one file; the COPY must run again, so the
@@ -103,11 +103,11 @@ def main() -> int:
         time.sleep(2.1)  # past the racy window of the stat cache and the memo, as files are
         timed(small_cmd)  # between edits
         t_small_full, small_full_cpu = median_of(opts.runs, ["NO_REPLAY", *small_cmd])
-        timed(small_cmd)  # writes the memo of the fully cached build
+        timed(small_cmd)  # (the memo of the first build is still valid: nothing was rewritten)
         t_small, small_cpu = median_of(opts.runs, small_cmd)
         t_cold = timed(large_cmd)
         time.sleep(2.1)
-        timed(large_cmd)  # the stat cache now holds every file, the memo is written
+        timed(large_cmd)  # the stat cache now holds every file, the memo is written (not racy)
         t_large_full, large_full_cpu = median_of(opts.runs, ["NO_REPLAY", *large_cmd])
         t_large, large_cpu = median_of(opts.runs, large_cmd)
 
