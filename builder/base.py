@@ -113,6 +113,8 @@ class BaseResolver:
                     image = self._from_context(self.contexts[name.lower()], pull)
                 else:
                     image = self._from_reference(name, pull)
+                if (image.config.get("config") or {}).get("OnBuild"):
+                    self.fetched = True  # its triggers may ADD from anywhere: never replayed
                 self._resolved[cache_key] = image
             return self._resolved[cache_key]
 
@@ -127,10 +129,7 @@ class BaseResolver:
             resolved = layout.resolve(nc.tag)
             # a replay must see the layout's tags and the image they name unchanged
             self.watch += [Path(nc.value) / "index.json", layout.blob_path(resolved.manifest_digest)]
-            image = self._adopt(f"oci-layout://{nc.value}", resolved, layout.blob_path)
-            if (image.config.get("config") or {}).get("OnBuild"):
-                self.fetched = True
-            return image
+            return self._adopt(f"oci-layout://{nc.value}", resolved, layout.blob_path)
         self.fetched = True  # a folder is read whole each build: never replayed
         return self._from_folder(nc)
 
@@ -168,8 +167,6 @@ class BaseResolver:
                 if loaded is not None:
                     config, layers = loaded
                     self.refs_read.append((str(ref), digest))
-                    if (config.get("config") or {}).get("OnBuild"):
-                        self.fetched = True  # its triggers may ADD from anywhere
                     return BaseImage(str(ref), base_key(manifest_digest=str(digest)), config,
                                      tuple(layers), digest)
         return self._pull(ref)

@@ -19,6 +19,7 @@ from typing import Any, BinaryIO
 from .digest import Digest
 from .errors import BuildError, ContextError, UsageError
 from .progress import Progress
+from .warm import write_text
 
 __all__ = ["BuildRequest", "BuildResult", "run_build"]
 
@@ -171,14 +172,14 @@ def run_build(req: BuildRequest) -> BuildResult:
     started = time.monotonic()
     progress = Progress(req.progress)
     store = Store(Path(req.root) if req.root else default_root())
-    _start_recording(req, store, progress)
+    recorder = _start_recording(req, store, progress)
 
     if req.context == "-":
         if req.dockerfile == "-":
             raise UsageError("the build context and the Dockerfile cannot both come from stdin")
         context_dir, stdin_dockerfile = _context_from_stdin(store.root / "tmp")
         try:
-            return _build(req, store, progress, context_dir, stdin_dockerfile, started)
+            return _build(req, store, progress, context_dir, stdin_dockerfile, started, None)
         finally:
             _remove(context_dir)
     else:
@@ -186,11 +187,11 @@ def run_build(req: BuildRequest) -> BuildResult:
         if not context_dir.is_dir():
             raise ContextError(f"the build context {req.context} is not a folder",
                                hint="give the folder holding the Dockerfile, e.g. `pybuild .`")
-    return _build(req, store, progress, context_dir, None, started)
+    return _build(req, store, progress, context_dir, None, started, recorder)
 
 
 def _build(req: BuildRequest, store: Any, progress: Progress, context_dir: Path,
-           stdin_dockerfile: bytes | None, started: float) -> BuildResult:
+           stdin_dockerfile: bytes | None, started: float, recorder: Any) -> BuildResult:
     from .base import parse_named_contexts
     from .context import BuildContext
     from .graph import build_graph
@@ -281,7 +282,7 @@ def _build(req: BuildRequest, store: Any, progress: Progress, context_dir: Path,
         export_cache(store, solver, req.cache_to, insecure=req.insecure_registries, progress=progress)
     image_id = image.config_digest
     if req.iidfile:
-        _write_text(Path(req.iidfile), str(image_id))
+        write_text(req.iidfile, str(image_id))
     steps = tuple(solver.steps)
     metadata = {
         "containerimage.digest": str(image.manifest_digest),
@@ -296,12 +297,11 @@ def _build(req: BuildRequest, store: Any, progress: Progress, context_dir: Path,
             for s in steps],
     }
     if req.metadata_file:
-        _write_text(Path(req.metadata_file), json.dumps(metadata, indent=2) + "\n")
+        write_text(req.metadata_file, json.dumps(metadata, indent=2) + "\n")
     elapsed = time.monotonic() - started
     cached = sum(1 for s in steps if s.cached)
     shown = req.tags[0] if req.tags else "image"
     summary = f"built {shown} {image_id} in {elapsed:.1f}s ({cached}/{len(steps)} steps cached)"
-    recorder = getattr(progress, "recorder", None)
     if recorder is not None and not req.outputs and not bases.fetched and not _fetches(dockerfile):
         _record(recorder, store, solver, bases, image, req, shown, metadata)
     return BuildResult(image_id, image.manifest_digest, summary, steps, metadata)
@@ -352,19 +352,19 @@ def _solver_options(req: BuildRequest, **extra: Any) -> Any:
     return BuildOptions(**{name: getattr(req, name) for name in shared}, **extra)
 
 
-def _start_recording(req: BuildRequest, store: Any, progress: Progress) -> None:
-    """When the command line stamped this build for a replay (``builder.warm``), keep its
-    events so that a fully cached result can be remembered."""
+def _start_recording(req: BuildRequest, store: Any, progress: Progress) -> Any:
+    """When the command line stamped this build for a replay (``builder.warm``): the
+    recorder that keeps its events, so that its result can be remembered."""
     from . import warm
 
     token = warm.pending()
     warm.clear_pending()  # one build per stamp
     if token is None or req.context == "-" or token["root"] != os.path.abspath(store.root) \
             or token["context"] != str(Path(req.context).resolve()):
-        return
+        return None
     recorder = warm.Recorder(token)
     progress.journal = recorder.events
-    progress.recorder = recorder  # type: ignore[attr-defined]
+    return recorder
 
 
 def _fetches(dockerfile: Any) -> bool:
@@ -389,34 +389,24 @@ def _record(recorder: Any, store: Any, solver: Any, bases: Any, image: Any, req:
 
     watch = recorder.watch
     for step in solver.steps:
-        key = Digest.parse(step.key)
-        watch.append(str(store.root / "index" / f"{key.hex}.json"))
-        record = store.get_record(key) or {}
-        if not record.get("empty"):
-            if "diff_id" not in record or "digest" not in record:
-                return
-            watch.append(str(store.snapshot_path(Digest.parse(record["diff_id"]))))
-            watch.append(str(store.blob_path(Digest.parse(record["digest"]))))
+        watch.append(str(store.record_path(Digest.parse(step.key))))
+        if step.layer:  # what a cache hit needs (Solver._record_usable)
+            watch.append(str(store.snapshot_path(Digest.parse(step.diff_id))))
+            watch.append(str(store.blob_path(Digest.parse(step.layer))))
     watch.extend(str(path) for path in bases.watch)
     for name, manifest in bases.refs_read:
-        watch.append(str(store._ref_path(name)))
+        watch.append(str(store.ref_path(name)))
         watch.append(str(store.blob_path(manifest)))
     for digest in (image.manifest_digest, image.config_digest, *(d.digest for d in image.layers)):
         watch.append(str(store.blob_path(digest)))
     for tag in req.tags:
-        watch.append(str(store._ref_path(ImageStore.normalize(tag))))
+        watch.append(str(store.ref_path(ImageStore.normalize(tag))))
     # What the next identical build shows: every step a cache hit, found at once.
     cached_meta = dict(metadata)
     cached_meta["pybuild.steps"] = [{**s, "cached": True, "duration": 0.0}
                                     for s in metadata["pybuild.steps"]]
     recorder.commit(steps=[Digest.parse(s.key).hex for s in solver.steps],
                     image_id=str(image.config_digest), shown=shown, metadata=cached_meta)
-
-
-def _write_text(path: Path, text: str) -> None:
-    part = path.with_name(f".{path.name}.part")
-    part.write_text(text)
-    os.replace(part, path)
 
 
 def isolate_mounts() -> None:

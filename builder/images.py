@@ -152,7 +152,7 @@ class ImageStore:
         removed = []
         for image in targets:
             # Store has no public delete for a ref yet; its path is the store's own helper.
-            self.store._ref_path(image.name).unlink(missing_ok=True)
+            self.store.ref_path(image.name).unlink(missing_ok=True)
             removed.append(image.name)
         return removed
 

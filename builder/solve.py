@@ -123,6 +123,7 @@ class StepReport:
     seconds: float
     layer: str | None = None
     size: int | None = None
+    diff_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -384,7 +385,8 @@ class Solver:
             stage=stage.display_name, instruction=title, line=node.range.start,
             key=str(key.digest), cached=cached, seconds=round(time.monotonic() - t0, 3),
             layer=None if record.get("empty") else record.get("digest"),
-            size=None if record.get("empty") else record.get("size")))
+            size=None if record.get("empty") else record.get("size"),
+            diff_id=None if record.get("empty") else record.get("diff_id")))
 
     def _execute(self, stage: Stage, fs: FsState, action: Callable[[list[Path], Path, int], None],
                  link_base: bool, sid: int) -> dict[str, Any]:

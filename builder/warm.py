@@ -40,7 +40,10 @@ import sys
 import time
 from typing import Any
 
-__all__ = ["Recorder", "clear_pending", "pending", "prepare", "replay"]
+from .cache.paths import count_hit, default_root
+from .cli import _COMMANDS, _GROUP_OPTIONS
+
+__all__ = ["Recorder", "clear_pending", "pending", "prepare", "replay", "write_text"]
 
 MEMO_VERSION = 1
 RACY_NS = 2_000_000_000  # entries touched this close to the read are not trusted by stat
@@ -56,9 +59,6 @@ _VALUE_OPTIONS = {
     "--jobs": "jobs", "--build-context": "build-context",
 }
 _FLAG_OPTIONS = {"-q": "quiet", "--quiet": "quiet"}
-_COMMAND_WORDS = frozenset({
-    "cache", "images", "completion", "import", "inspect", "load", "login", "logout", "plan",
-    "parse", "pull", "push", "rmi", "run", "save", "tag", "--version", "-h", "--help", "--debug"})
 
 _PENDING: dict[str, Any] | None = None
 
@@ -71,8 +71,8 @@ def _parse(argv: list[str]) -> dict[str, Any] | None:
         return None  # `pybuild` alone is a usage message, not a build
     if args[0] == "build":
         args = args[1:]
-    elif args[0] in _COMMAND_WORDS:
-        return None
+    elif args[0] in _COMMANDS or args[0] in _GROUP_OPTIONS:
+        return None  # another command, or an option of pybuild itself (--debug among them)
     opts: dict[str, list[str]] = {}
     positional: list[str] = []
     i = 0
@@ -111,11 +111,7 @@ def _one(opts: dict[str, list[str]], name: str) -> str | None:
 
 
 def _store_root(opts: dict[str, list[str]]) -> str:
-    root = _one(opts, "root") or os.environ.get("PYBUILD_ROOT")
-    if root:
-        return os.path.abspath(root)
-    data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return os.path.join(data, "pybuild")
+    return os.path.abspath(_one(opts, "root") or default_root())
 
 
 def _dockerfile_path(context: str, opts: dict[str, list[str]]) -> str:
@@ -291,16 +287,8 @@ def replay(argv: list[str], started: float) -> int | None:
 def _show(memo: dict[str, Any], token: dict[str, Any], started: float) -> None:
     from .progress import Progress
 
-    usage = os.path.join(token["root"], "usage")
     for key in memo["steps"]:
-        try:  # a cache hit, counted as the normal path counts it (store.touch_record)
-            fd = os.open(os.path.join(usage, key), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            try:
-                os.write(fd, b".")
-            finally:
-                os.close(fd)
-        except OSError:
-            pass
+        count_hit(token["root"], key)  # as the normal path counts a hit
     progress = Progress(token["progress"])
     ids: dict[int, int] = {}
     for kind, arg in memo["events"]:
@@ -316,9 +304,9 @@ def _show(memo: dict[str, Any], token: dict[str, Any], started: float) -> None:
             progress.info(arg)
     progress.close()
     if token["iidfile"]:
-        _write_text(token["iidfile"], memo["image_id"])
+        write_text(token["iidfile"], memo["image_id"])
     if token["metadata_file"]:
-        _write_text(token["metadata_file"], memo["metadata"])
+        write_text(token["metadata_file"], memo["metadata"])
     if token["quiet"]:
         sys.stdout.write(memo["image_id"] + "\n")
     else:
@@ -327,7 +315,9 @@ def _show(memo: dict[str, Any], token: dict[str, Any], started: float) -> None:
                          f"{time.monotonic() - started:.1f}s ({n}/{n} steps cached)\n")
 
 
-def _write_text(path: str, text: str) -> None:
+def write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write a user's output file (metadata, image ID) aside, then rename it into place."""
+    path = os.fspath(path)
     part = os.path.join(os.path.dirname(path) or ".", f".{os.path.basename(path)}.part")
     with open(part, "w", encoding="utf-8") as f:
         f.write(text)
@@ -336,7 +326,7 @@ def _write_text(path: str, text: str) -> None:
 
 class Recorder:
     """Collects, during a normal build, what a memo needs; ``commit`` writes it when the
-    build qualifies (every step cached, nothing pulled, the context not racily touched)."""
+    build qualifies (it succeeded, nothing was pulled, the context was not racily touched)."""
 
     def __init__(self, token: dict[str, Any]) -> None:
         self.token = token
@@ -372,6 +362,6 @@ class Recorder:
         path = _memo_path(token["root"], token["key"])
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            _write_text(path, json.dumps(memo, sort_keys=True))
+            write_text(path, json.dumps(memo, sort_keys=True))
         except OSError:
             pass  # a memo is an optimisation: without it the next build takes the normal path

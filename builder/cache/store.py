@@ -40,16 +40,9 @@ from typing import Any
 from ..digest import Digest, canonical_json, sha256_bytes, sha256_stream
 from ..errors import CacheError
 from .lease import process_lease
+from .paths import count_hit, default_root
 
 __all__ = ["LayerBlob", "Store", "default_root"]
-
-
-def default_root() -> Path:
-    env = os.environ.get("PYBUILD_ROOT")
-    if env:
-        return Path(env)
-    data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return Path(data) / "pybuild"
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,34 +176,31 @@ class Store:
             self._write_atomic(path, canonical_json(doc), durable=False)
 
     # -- the cache index -------------------------------------------------------------
+    def record_path(self, key: Digest) -> Path:
+        return self.root / "index" / f"{key.hex}.json"
+
     def get_record(self, key: Digest) -> dict[str, Any] | None:
         self._hold("key", key.hex)
-        return self._read_json(self.root / "index" / f"{key.hex}.json")
+        return self._read_json(self.record_path(key))
 
     def put_record(self, key: Digest, record: dict[str, Any]) -> None:
         self._hold("key", key.hex)
         record = {**record, "created": record.get("created", time.time())}
-        self._write_atomic(self.root / "index" / f"{key.hex}.json", canonical_json(record))
+        self._write_atomic(self.record_path(key), canonical_json(record))
 
     def touch_record(self, key: Digest) -> None:
-        """Count a cache hit: one byte appended to usage/<key> (its size is the number of
-        hits, its mtime the last use); the index entry itself is never rewritten."""
-        with contextlib.suppress(OSError):
-            fd = os.open(self.root / "usage" / key.hex, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            try:
-                os.write(fd, b".")
-            finally:
-                os.close(fd)
+        """Count a cache hit (``paths.count_hit``)."""
+        count_hit(self.root, key.hex)
 
     # -- references (base images, local names) --------------------------------------
-    def _ref_path(self, name: str) -> Path:
+    def ref_path(self, name: str) -> Path:
         return self.root / "refs" / f"{sha256_bytes(name.encode()).hex}.json"
 
     def get_ref(self, name: str) -> dict[str, Any] | None:
-        return self._read_json(self._ref_path(name))
+        return self._read_json(self.ref_path(name))
 
     def put_ref(self, name: str, doc: dict[str, Any]) -> None:
-        self._write_atomic(self._ref_path(name), canonical_json({"name": name, **doc}))
+        self._write_atomic(self.ref_path(name), canonical_json({"name": name, **doc}))
 
     # -- locks ------------------------------------------------------------------------
     @contextlib.contextmanager

@@ -12,7 +12,7 @@ def command(shell: str) -> None:
     """Print the completion script for SHELL, e.g. `eval "$(pybuild completion bash)"`."""
     from click.shell_completion import get_completion_class
 
-    from ..cli import cli
+    from ..cli_app import cli
 
     cls = get_completion_class(shell)
     assert cls is not None
