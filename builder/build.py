@@ -225,7 +225,8 @@ def _build(req: BuildRequest, store: Any, progress: Progress, context_dir: Path,
     opts = _solver_options(req, context_dir=context_dir, dockerfile_name=name)
     bases = BaseResolver(store, progress=progress, insecure=req.insecure_registries,
                          contexts=contexts, context_root=context_dir)
-    runner = StepRunner(store.root, secrets=dict(req.secrets), ssh=dict(req.ssh))
+    runner = StepRunner(store.root, secrets=dict(req.secrets), ssh=dict(req.ssh),
+                        warn=progress.warn)
     solver = Solver(graph, dockerfile, opts, store=store, context=context, progress=progress,
                     bases=bases, runner=runner)
     from .cache.history import Explainer

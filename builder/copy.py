@@ -41,6 +41,7 @@ from builder.context import (
 )
 from builder.copy_mode import Chmod, parse_chmod
 from builder.errors import ContextError
+from builder.fsutil import copy_fd
 
 __all__ = ["SourceSpec", "copy_into", "parse_chmod", "Chmod"]
 
@@ -393,7 +394,7 @@ class _Copier:
             dfd = os.open(dst, _DST_FLAGS, 0o600)
             try:
                 try:
-                    _copy_fd(sfd, dfd)
+                    copy_fd(sfd, dfd)
                     if owner is not None:
                         self._lchown(dfd, *owner)
                     if perm is not None:
@@ -494,40 +495,6 @@ class _Copier:
 _WORKERS = 4
 _SRC_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
 _DST_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
-# errnos that say "this way of copying does not work here", not "this file failed".
-_UNSUPPORTED = frozenset({errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP,
-                          errno.EBADF, errno.ETXTBSY, errno.EPERM})
-_methods = {"copy_file_range": hasattr(os, "copy_file_range"), "sendfile": hasattr(os, "sendfile")}
-
-
-def _copy_fd(sfd: int, dfd: int) -> None:
-    """Copy a whole file between descriptors in the kernel: copy_file_range (which may
-    share extents), else sendfile, else read/write in 1 MiB chunks, never whole in memory.
-    A way the kernel refuses for the first file is not tried again in this process."""
-    for name in ("copy_file_range", "sendfile"):
-        if not _methods[name]:
-            continue
-        call = os.copy_file_range if name == "copy_file_range" else _sendfile
-        done = 0
-        try:
-            while n := call(sfd, dfd, _KERNEL_CHUNK):
-                done += n
-            return
-        except OSError as err:
-            if err.errno not in _UNSUPPORTED or done:
-                raise
-            _methods[name] = False if err.errno in (errno.ENOSYS, errno.EXDEV) else _methods[name]
-    while data := os.read(sfd, 1 << 20):
-        view = memoryview(data)
-        while view:
-            view = view[os.write(dfd, view):]
-
-
-_KERNEL_CHUNK = 1 << 30
-
-
-def _sendfile(sfd: int, dfd: int, count: int) -> int:
-    return os.sendfile(dfd, sfd, None, count)
 
 
 class _FilePool:

@@ -11,7 +11,7 @@ import os
 import stat
 from pathlib import Path
 
-__all__ = ["MAX_SYMLINKS", "resolve_rel", "secure_join"]
+__all__ = ["MAX_SYMLINKS", "copy_fd", "resolve_rel", "secure_join"]
 
 MAX_SYMLINKS = 255
 
@@ -55,3 +55,39 @@ def secure_join(root: str | os.PathLike[str], unsafe: str) -> Path:
     """``root`` joined with ``unsafe`` as ``resolve_rel`` resolves it."""
     rel = resolve_rel(root, unsafe)
     return Path(os.path.abspath(root), rel) if rel else Path(os.path.abspath(root))
+
+
+# errnos that say "this way of copying does not work here", not "this file failed".
+_UNSUPPORTED = frozenset({errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP,
+                          errno.EBADF, errno.ETXTBSY, errno.EPERM})
+_methods = {"copy_file_range": hasattr(os, "copy_file_range"), "sendfile": hasattr(os, "sendfile")}
+
+
+def copy_fd(sfd: int, dfd: int) -> None:
+    """Copy a whole file between descriptors in the kernel: copy_file_range (which may
+    share extents), else sendfile, else read/write in 1 MiB chunks, never whole in memory.
+    A way the kernel refuses for the first file is not tried again in this process."""
+    for name in ("copy_file_range", "sendfile"):
+        if not _methods[name]:
+            continue
+        call = os.copy_file_range if name == "copy_file_range" else _sendfile
+        done = 0
+        try:
+            while n := call(sfd, dfd, _KERNEL_CHUNK):
+                done += n
+            return
+        except OSError as err:
+            if err.errno not in _UNSUPPORTED or done:
+                raise
+            _methods[name] = False if err.errno in (errno.ENOSYS, errno.EXDEV) else _methods[name]
+    while data := os.read(sfd, 1 << 20):
+        view = memoryview(data)
+        while view:
+            view = view[os.write(dfd, view):]
+
+
+_KERNEL_CHUNK = 1 << 30
+
+
+def _sendfile(sfd: int, dfd: int, count: int) -> int:
+    return os.sendfile(dfd, sfd, None, count)

@@ -33,6 +33,10 @@ def _image_layers(store: Store, name: str) -> tuple[dict, list]:
     return loaded
 
 
+def _warn(message: str) -> None:
+    print(f"WARNING: {message}", file=sys.stderr)
+
+
 def run_image(store: Store, name: str, command: Sequence[str], *, env: Sequence[str] = (),
               network: str = "default", volumes: Sequence[str] = (), user: str | None = None,
               workdir: str | None = None, entrypoint: str | None = None) -> int:
@@ -77,6 +81,14 @@ def run_image(store: Store, name: str, command: Sequence[str], *, env: Sequence[
             out.write(chunk)
             out.flush()
 
+        from .steps import StepRunner
+
+        if StepRunner(store.root, warn=_warn).copies():
+            from .executor import DirRoot
+            from .layers.copydiff import CopiedRoot
+
+            return run_step(spec, DirRoot(CopiedRoot(lowers, scratch / "root").path),
+                            output=output)
         return run_step(spec, RootFS(lowers or [empty], upper, work), output=output)
     finally:
         remove_tree(scratch)

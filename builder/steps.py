@@ -81,10 +81,22 @@ class StepRunner:
     """Runs steps on real overlays with the executor (root, or a user namespace)."""
 
     def __init__(self, store_root: Path, *, secrets: dict[str, tuple[str, str]] | None = None,
-                 ssh: dict[str, str] | None = None) -> None:
+                 ssh: dict[str, str] | None = None,
+                 warn: Callable[[str], None] | None = None) -> None:
         self.store_root = store_root
         self.secrets = secrets or {}
         self.ssh = ssh or {}  # id -> the agent socket to forward
+        self.warn = warn
+        self._copies: bool | None = None
+
+    def copies(self) -> bool:
+        """Whether steps run on copies of their root filesystem instead of overlays (the
+        copy-based snapshotter, ``layers.copydiff``): ``PYBUILD_SNAPSHOTTER=copy``, or
+        ``auto`` (the default) where an overlay cannot be mounted in the store. Decided
+        once, on first use."""
+        if self._copies is None:
+            self._copies = _use_copies(self.store_root / "tmp", self.warn)
+        return self._copies
 
     # -- overlays for the builder's own file operations --------------------------------
     @contextlib.contextmanager
@@ -96,6 +108,14 @@ class StepRunner:
         with contextlib.ExitStack() as stack:
             scratch = Path(tempfile.mkdtemp(prefix="ovl-", dir=self.store_root / "tmp"))
             stack.callback(_rmtree, scratch)
+            if self.copies():
+                from .layers.copydiff import CopiedRoot
+
+                copied = CopiedRoot(lowers, scratch / "root")
+                yield copied.path
+                if upper is not None:
+                    copied.diff_into(upper)
+                return
             empty = scratch / "empty"
             empty.mkdir()
             if upper is None:
@@ -206,7 +226,7 @@ class StepRunner:
             cwd: str, user: str, network: str, mounts: Sequence[MountDef],
             output: Callable[[bytes], None], script: Any = None, memory: int | None = None,
             cpus: float | None = None, solver: Solver | None = None) -> int:
-        from .executor import Mount, RootFS, RunSpec, run_step
+        from .executor import DirRoot, Mount, RootFS, RunSpec, run_step
 
         env = list(env)
         with contextlib.ExitStack() as stack:
@@ -235,6 +255,15 @@ class StepRunner:
             spec = RunSpec(argv=tuple(argv), env=tuple(env), cwd=cwd, user=user,
                            network=network,  # type: ignore[arg-type]
                            mounts=tuple(emounts), memory=memory, cpus=cpus)
+            if self.copies():
+                from .layers.copydiff import CopiedRoot
+
+                copied = CopiedRoot(lowers, scratch / "root")
+                root = DirRoot(copied.path)
+                code = run_step(spec, root, output=output)
+                if code == 0:  # a failed step's changes are thrown away anyway
+                    copied.diff_into(upper, root.touched)
+                return code
             return run_step(spec, RootFS(list(lowers) or [empty], upper, work), output=output)
 
     def _prepare_mount(self, m: MountDef, scratch: Path, stack: contextlib.ExitStack,
@@ -375,6 +404,33 @@ class StepRunner:
         proxy = stack.enter_context(_SSHProxy(socket_path, mode=int(m.options.get("mode", "600"), 8),
                                               options=m.options))
         return [Mount("ssh", m.target, source=proxy)]
+
+
+_SNAPSHOTTERS = ("auto", "overlay", "copy")
+
+
+def _use_copies(scratch: Path, warn: Callable[[str], None] | None) -> bool:
+    choice = os.environ.get("PYBUILD_SNAPSHOTTER", "").strip().lower() or "auto"
+    if choice not in _SNAPSHOTTERS:
+        from .errors import UsageError
+
+        raise UsageError(f"PYBUILD_SNAPSHOTTER={choice!r} is not a snapshotter",
+                         hint="use auto (the default), overlay or copy")
+    if choice != "auto":
+        return choice == "copy"
+    if os.geteuid() != 0:
+        # Each step mounts its overlay in a user namespace of its own: nothing to probe here.
+        return False
+    from .executor.rootfs import overlay_problem
+
+    problem = overlay_problem(scratch)
+    if problem is None:
+        return False
+    if warn is not None:
+        warn(f"overlayfs cannot be mounted for the store in {scratch.parent} ({problem}): "
+             "steps run on copies of their root filesystem instead, which is slower "
+             "(PYBUILD_SNAPSHOTTER=copy chooses this without trying overlay)")
+    return True
 
 
 def _chown(path: Path, options: dict[str, str]) -> None:

@@ -2,7 +2,7 @@
 
 Owns: the overlay option string (short symlinked paths, so hundreds of layers fit in one
 page), ``mounted_rootfs`` for the builder's own COPY steps (with ``userxattr`` in a user
-namespace), ``enter_private_mount_namespace`` for the CLI, ``secure_join`` (resolve a path inside a root as if chrooted), and the stubs:
+namespace), ``overlay_problem`` (can overlay be mounted here at all), ``enter_private_mount_namespace`` for the CLI, ``secure_join`` (resolve a path inside a root as if chrooted), and the stubs:
 files and directories made only to mount on, recorded when made and removed from the
 upper directory afterwards so that they leave no trace in the layer, as BuildKit does.
 """
@@ -32,11 +32,13 @@ __all__ = [
     "overlay_options",
     "mount_overlay",
     "mounted_rootfs",
+    "overlay_problem",
     "enter_private_mount_namespace",
     "make_stub",
     "remove_stubs",
 ]
 
+OVERLAY_FAILED = "cannot mount the step's root filesystem"
 # mount(2) copies its data argument into one page.
 _MAX_OPTIONS = 4095
 
@@ -95,7 +97,7 @@ def mount_overlay(target: Path, options: str) -> None:
         else:
             hint = ("the upper and work directories must be on one filesystem that supports "
                     "overlayfs upper layers (not overlayfs itself)")
-        raise ExecError(f"cannot mount the step's root filesystem: {e.strerror}", hint=hint) from e
+        raise ExecError(f"{OVERLAY_FAILED}: {e.strerror}", hint=hint) from e
 
 
 @contextlib.contextmanager
@@ -117,6 +119,28 @@ def mounted_rootfs(rootfs: RootFS) -> Iterator[Path]:
                 # Busy (a file still open): detach now, the kernel finishes when it is closed.
                 libc.umount(merged, libc.MNT_DETACH)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def overlay_problem(scratch: Path) -> str | None:
+    """Why a step's overlay cannot be mounted with its upper directory in ``scratch`` (an
+    old kernel, a filesystem that cannot be an upper layer, a user namespace that may not
+    mount overlay), or None when it can: a small overlay is mounted there and removed."""
+    probe = Path(tempfile.mkdtemp(prefix="probe-", dir=scratch))
+    try:
+        for name in ("lower", "upper", "work", "m"):
+            (probe / name).mkdir()
+        rootfs = RootFS([probe / "lower"], probe / "upper", probe / "work")
+        try:
+            with mounted_rootfs(rootfs) as merged:
+                (merged / "f").write_bytes(b"")  # an upper layer the kernel refuses fails here
+        except (ExecError, OSError) as e:
+            cause = e.__cause__ if isinstance(e, ExecError) else e
+            if isinstance(cause, OSError) and cause.errno:
+                return f"{os.strerror(cause.errno)} (errno {cause.errno})"
+            return str(e)
+        return None
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
 
 
 def enter_private_mount_namespace() -> None:

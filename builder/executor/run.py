@@ -1,7 +1,7 @@
 """``run_step``: the builder's side of running one RUN step in namespaces.
 
-Owns preparing a step (the resolv.conf/hosts/hostname files, the overlay options, the
-cgroup), forking the sandbox (see ``sandbox``), writing a rootless child's id maps,
+Owns preparing a step (the resolv.conf/hosts/hostname files, the overlay options or the
+plain root folder, the cgroup), forking the sandbox (see ``sandbox``), writing a rootless child's id maps,
 streaming its output, turning its reports into an exit code or an ``ExecError``, ending it
 on SIGINT/SIGTERM, and cleaning up: stubs out of the upper dir, cgroup and temp dir gone.
 Mounts all live in the step's own mount namespace, so they die with its processes.
@@ -24,9 +24,9 @@ from builder.errors import ExecError
 
 from . import libc
 from .cgroups import create_cgroup
-from .rootfs import Stub, overlay_options, remove_stubs
+from .rootfs import OVERLAY_FAILED, Stub, overlay_options, remove_stubs
 from .sandbox import Plan, outer_child
-from .spec import DEFAULT_PATH, RootFS, RunSpec, StepInterrupted
+from .spec import DEFAULT_PATH, DirRoot, RootFS, RunSpec, StepInterrupted
 from .userns import in_user_namespace, subids, write_id_maps
 
 __all__ = ["interrupt_steps", "run_step", "step_owner"]
@@ -111,14 +111,20 @@ def step_owner(uid: int, gid: int) -> tuple[int, int]:
     return _ns_owner(os.stat_result((0, 0, 0, 0, uid, gid, 0, 0, 0, 0)))
 
 
-def run_step(spec: RunSpec, rootfs: RootFS, *, output: Callable[[bytes], None]) -> int:
+def run_step(spec: RunSpec, rootfs: RootFS | DirRoot, *,
+             output: Callable[[bytes], None]) -> int:
     """Run ``spec`` on ``rootfs``; stream its merged stdout/stderr to ``output``; return its
-    exit code (128+N when killed by signal N). The step's changes land in ``rootfs.upper``."""
-    if rootfs.upper is None or rootfs.work is None:
-        raise ExecError("a RUN step needs an upper directory for its changes")
-    for path in (*rootfs.lowers, rootfs.upper, rootfs.work):
-        if not path.is_dir():
-            raise ExecError(f"layer directory {path} does not exist")
+    exit code (128+N when killed by signal N). The step's changes land in ``rootfs.upper``
+    (in the folder itself for a ``DirRoot``)."""
+    if isinstance(rootfs, DirRoot):
+        if not rootfs.path.is_dir():
+            raise ExecError(f"root directory {rootfs.path} does not exist")
+    else:
+        if rootfs.upper is None or rootfs.work is None:
+            raise ExecError("a RUN step needs an upper directory for its changes")
+        for path in (*rootfs.lowers, rootfs.upper, rootfs.work):
+            if not path.is_dir():
+                raise ExecError(f"layer directory {path} does not exist")
     # Unprivileged (pybuild did not enter its own namespace): each step makes a user
     # namespace. Already in one (rootless pybuild is its root): the step needs no other,
     # but the overlay still needs userxattr and /dev its host nodes bound.
@@ -137,25 +143,41 @@ def run_step(spec: RunSpec, rootfs: RootFS, *, output: Callable[[bytes], None]) 
             files.append((target, str(host_file)))
         linkdir = tmp / "l"
         linkdir.mkdir()
-        options = overlay_options(rootfs, linkdir, relative=True, userxattr=rootless)
-        merged = tmp / "m"
-        merged.mkdir()
+        if isinstance(rootfs, DirRoot):
+            # The folder is bound onto itself in the step's namespace (pivot_root wants a
+            # mount point); the stubs made for mounts are taken out of it again afterwards.
+            options, merged, changed = "", rootfs.path, rootfs.path
+            discard: tuple[Path, ...] = ()
+        else:
+            assert rootfs.upper is not None and rootfs.work is not None
+            options = overlay_options(rootfs, linkdir, relative=True, userxattr=rootless)
+            merged = tmp / "m"
+            merged.mkdir()
+            changed = rootfs.upper
+            discard = (rootfs.upper, rootfs.work)
         cgroup = create_cgroup(spec.memory, spec.cpus)
         plan = Plan(argv=spec.argv, env=_env(spec), cwd=spec.cwd, user=spec.user,
                     hostname=spec.hostname, network=spec.network, mounts=spec.mounts,
                     files=tuple(files), linkdir=str(linkdir), overlay=options,
-                    merged=str(merged), upper=str(rootfs.upper), userns=new_userns,
+                    merged=str(merged), upper=str(changed), userns=new_userns,
                     rootless=rootless,
                     cgroup=cgroup, last_cap=libc.last_cap(), parent_pid=os.getpid())
-        return _supervise(plan, rootfs, output)
+        code, stubs = _supervise(plan, changed, discard, output)
+        if isinstance(rootfs, DirRoot):
+            rootfs.touched.extend(sorted({stub.path.rpartition("/")[0] for stub in stubs}))
+        return code
     finally:
         if cgroup is not None:
             cgroup.remove()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _supervise(plan: Plan, rootfs: RootFS, output: Callable[[bytes], None]) -> int:
-    assert rootfs.upper is not None and rootfs.work is not None
+def _supervise(plan: Plan, changed: Path, discard: tuple[Path, ...],
+               output: Callable[[bytes], None]) -> tuple[int, list[Stub]]:
+    """Fork the sandbox, relay its output and reports, end it on a signal; return the exit
+    code and the stubs made. ``changed`` is where the step's changes land (stubs are
+    removed from it); ``discard`` is removed when the step is interrupted (a half-made
+    upper directory)."""
     out_r, out_w = os.pipe()
     status_r, status_w = os.pipe()
     sync_r, sync_w = os.pipe() if plan.userns else (None, None)
@@ -227,15 +249,20 @@ def _supervise(plan: Plan, rootfs: RootFS, output: Callable[[bytes], None]) -> i
         with _running_lock:
             _running.discard(step)
         if step.signum is None or step.signum == signal.SIGKILL:
-            remove_stubs(rootfs.upper, stubs, _ns_owner if plan.userns else None)
+            remove_stubs(changed, stubs, _ns_owner if plan.userns else None)
     if step.signum is not None and step.signum != signal.SIGKILL:
         # The step is half done: its upper directory is worth nothing, drop it.
-        shutil.rmtree(rootfs.upper, ignore_errors=True)
-        shutil.rmtree(rootfs.work, ignore_errors=True)
+        for path in discard:
+            shutil.rmtree(path, ignore_errors=True)
         raise StepInterrupted(step.signum)
     if errors:
-        raise ExecError(errors[0])
+        hint = None
+        if errors[0].startswith(OVERLAY_FAILED):
+            hint = ("this kernel or the store's filesystem refuses overlayfs here: "
+                    "PYBUILD_SNAPSHOTTER=copy (or auto, the default) runs steps on copies "
+                    "of their root filesystem instead")
+        raise ExecError(errors[0], hint=hint)
     if wait_status is None:
         raise ExecError("the step's sandbox process ended without reporting a status")
     code = os.waitstatus_to_exitcode(wait_status)
-    return code if code >= 0 else 128 - code
+    return (code if code >= 0 else 128 - code), stubs

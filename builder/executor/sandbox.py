@@ -4,9 +4,10 @@ Two processes run this code. The *outer* child (forked from the builder) leaves 
 builder's session, joins the step's cgroup, optionally enters a user namespace (and waits
 for the builder to write its id maps), unshares mount/UTS/IPC/PID (and network) namespaces
 and forks the *inner* child, which is PID 1 of the new PID namespace. The inner child
-mounts the overlay, /proc, /dev, /sys and the step's files and mounts, pivots into the
-root, sets hostname, user, umask and capabilities, and execs the step. The outer child
-waits and reports the inner one's wait status.
+mounts the overlay (or binds a plain root folder onto itself), /proc, /dev, /sys and the
+step's files and mounts, pivots into the root, sets hostname, user, umask and
+capabilities, and execs the step. The outer child waits and reports the inner one's wait
+status.
 
 Both talk to the builder through one pipe, one line per message:
 ``P pid`` (the inner child's host pid), ``C json`` (a stub made), ``U`` (id maps wanted),
@@ -31,7 +32,7 @@ from builder.errors import BuildError
 
 from . import libc
 from .cgroups import StepCgroup
-from .rootfs import make_stub
+from .rootfs import OVERLAY_FAILED, make_stub
 from .spec import DEFAULT_CAPABILITIES, Mount
 from .userns import UNMAPPED_HINT, is_mapped
 from .users import lookup_user
@@ -67,9 +68,9 @@ class Plan:
     mounts: tuple[Mount, ...]
     files: tuple[tuple[str, str], ...]      # (target in the root, host file) bound read-only
     linkdir: str                            # cwd for the relative overlay options
-    overlay: str
+    overlay: str                            # "": ``merged`` is a plain folder, bound as is
     merged: str
-    upper: str
+    upper: str                              # where stubs land (the folder itself if plain)
     userns: bool                            # create a user namespace for the step
     rootless: bool                          # in a user namespace, one made here or earlier
     cgroup: StepCgroup | None
@@ -302,8 +303,14 @@ def _inner_child(plan: Plan, status_fd: int) -> NoReturn:
         # and after pivot_root the host's cgroup tree is out of sight.
         cgroup_fds = [os.open(p, os.O_WRONLY | os.O_CLOEXEC)
                       for p in (plan.cgroup.procs_files if plan.cgroup else ())]
-        os.chdir(plan.linkdir)  # the overlay options name the layers relative to it
-        libc.mount("overlay", plan.merged, "overlay", 0, plan.overlay)
+        if plan.overlay:
+            os.chdir(plan.linkdir)  # the overlay options name the layers relative to it
+            try:
+                libc.mount("overlay", plan.merged, "overlay", 0, plan.overlay)
+            except OSError as e:
+                raise OSError(e.errno, f"{OVERLAY_FAILED}: {os.strerror(e.errno)}") from None
+        else:
+            libc.mount(plan.merged, plan.merged, None, libc.MS_BIND | libc.MS_REC)
         root = _Root(plan, status_fd)
         libc.mount("proc", root.target("/proc", is_dir=True), "proc",
                    libc.MS_NOSUID | libc.MS_NOEXEC | libc.MS_NODEV)

@@ -2,7 +2,8 @@
 
 Owns ``RunSpec`` (one RUN step's process), ``Mount`` (a ``RUN --mount`` already resolved
 by the caller to a host path or a tmpfs), ``RootFS`` (overlay lower dirs and the upper dir
-that collects the step's changes), ``StepInterrupted``, and the defaults BuildKit and
+that collects the step's changes), ``DirRoot`` (a plain folder the step runs on and
+changes in place, where overlay cannot be mounted), ``StepInterrupted``, and the defaults BuildKit and
 Docker apply to a build step (PATH, hostname, capability set).
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ __all__ = [
     "DEFAULT_HOSTNAME",
     "DEFAULT_CAPABILITIES",
     "MOUNT_TYPES",
+    "DirRoot",
     "Mount",
     "RootFS",
     "RunSpec",
@@ -105,6 +107,19 @@ class RootFS:
         object.__setattr__(self, "work", None if work is None else Path(work))
         if (upper is None) != (work is None):
             raise ExecError("an overlay needs both an upper and a work directory, or neither")
+
+
+@dataclass(frozen=True, slots=True)
+class DirRoot:
+    """A plain folder used as the step's root as it is: the step changes it in place. For
+    the copy-based snapshotter, which copies the layers below into ``path`` first and
+    compares afterwards (see ``builder.layers.copydiff``)."""
+
+    path: Path
+    # Filled by ``run_step``: the directories (relative to ``path``) in which it made mount
+    # points and took them out again. Their ctime moved though the step may not have
+    # touched them; with an overlay they would not be in the layer.
+    touched: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ from builder.errors import LayerError
 from builder.layers.types import Change
 
 __all__ = [
+    "Walker",
     "changes",
     "walk_tree",
     "read_xattrs",
@@ -93,7 +94,10 @@ def _join(parent: str, name: str) -> str:
     return f"{parent}/{name}" if parent else name
 
 
-class _Walker:
+class Walker:
+    """Reads entries as ``Change`` values, remembering (dev, inode) so that the second path
+    of a hard link comes out as a link to the first. ``overlay`` reads whiteout spellings."""
+
     def __init__(self, root: Path, *, overlay: bool) -> None:
         self.root = root
         self.overlay = overlay
@@ -175,7 +179,7 @@ def changes(upper: Path) -> Iterator[Change]:
     opaque, which yields ``Change("", "opaque")`` first.
     """
     root = os.fspath(upper)
-    walker = _Walker(Path(root), overlay=True)
+    walker = Walker(Path(root), overlay=True)
     xattrs = read_xattrs(root, overlay=True)
     _check_representable("", xattrs)
     yield from walker.children("", root, opaque=_is_opaque(xattrs))
@@ -184,5 +188,5 @@ def changes(upper: Path) -> Iterator[Change]:
 def walk_tree(root: Path) -> Iterator[Change]:
     """Every entry below a plain (flattened) tree, in the same order, whiteout spellings
     taken literally. Used for ``-o type=tar``."""
-    walker = _Walker(root, overlay=False)
+    walker = Walker(root, overlay=False)
     yield from walker.children("", os.fspath(root))

@@ -38,8 +38,11 @@ def _snapshots(store: Path) -> set[str]:
     return set(os.listdir(store / "snapshots")) if (store / "snapshots").is_dir() else set()
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_signal_during_run_leaves_nothing(project: Project, tmp_path: Path, signum: int) -> None:
+@pytest.mark.parametrize(("signum", "snapshotter"), [(signal.SIGINT, "overlay"),
+                                                     (signal.SIGTERM, "overlay"),
+                                                     (signal.SIGTERM, "copy")])
+def test_signal_during_run_leaves_nothing(project: Project, tmp_path: Path, signum: int,
+                                          snapshotter: str) -> None:
     marker = f"654{signum}"
     # A tree of processes: a background sleep, a subshell with its own, a writer filling
     # the upper dir.
@@ -53,7 +56,7 @@ def test_signal_during_run_leaves_nothing(project: Project, tmp_path: Path, sign
     private_tmp = tmp_path / "tmp"
     private_tmp.mkdir()
     # Everything pybuild makes outside its store goes to this TMPDIR, checked empty after.
-    env = {**os.environ, "TMPDIR": str(private_tmp)}
+    env = {**os.environ, "TMPDIR": str(private_tmp), "PYBUILD_SNAPSHOTTER": snapshotter}
     proc = subprocess.Popen(
         ["pybuild", "build", "--root", str(project.store), "--progress", "plain",
          "--build-context", project.contexts[0], str(project.root)],

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from builder import copy as copymod
+from builder import fsutil
 from builder.cache.history import Explainer
 from builder.cache.keys import base_key, step_key
 from builder.cache.store import Store
@@ -27,16 +28,16 @@ def _big(path: Path, size: int) -> bytes:
 @pytest.mark.parametrize("allowed", [("copy_file_range", "sendfile"), ("sendfile",), ()])
 def test_each_way_of_copying_gives_the_same_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                   allowed: tuple[str, ...]) -> None:
-    monkeypatch.setattr(copymod, "_methods", {name: name in allowed and hasattr(os, name)
+    monkeypatch.setattr(fsutil, "_methods", {name: name in allowed and hasattr(os, name)
                                               for name in ("copy_file_range", "sendfile")})
-    monkeypatch.setattr(copymod, "_KERNEL_CHUNK", 1 << 20)  # several calls per file
+    monkeypatch.setattr(fsutil, "_KERNEL_CHUNK", 1 << 20)  # several calls per file
     for size in (0, 5, 3 * (1 << 20) + 7):
         src, dst = tmp_path / f"src{size}", tmp_path / f"dst{size}"
         data = _big(src, size) if size else b""
         src.write_bytes(data)  # (the empty one)
         sfd, dfd = os.open(src, os.O_RDONLY), os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
         try:
-            copymod._copy_fd(sfd, dfd)
+            fsutil.copy_fd(sfd, dfd)
         finally:
             os.close(sfd)
             os.close(dfd)
