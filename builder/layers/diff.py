@@ -30,6 +30,7 @@ from builder.layers.types import Change
 __all__ = [
     "Walker",
     "changes",
+    "merged_lookup",
     "walk_tree",
     "read_xattrs",
     "is_overlay_xattr",
@@ -190,3 +191,59 @@ def walk_tree(root: Path) -> Iterator[Change]:
     taken literally. Used for ``-o type=tar``."""
     walker = Walker(root, overlay=False)
     yield from walker.children("", os.fspath(root))
+
+
+def _hidden_below(layer: str, parts: list[str]) -> bool:
+    """Whether ``layer`` hides ``parts`` from the layers under it with a whiteout (either
+    spelling) or an opaque parent directory."""
+    parent = os.path.join(layer, *parts[:-1])
+    whiteout = os.path.join(layer, *parts)
+    try:
+        if _is_whiteout_device(os.lstat(whiteout)):
+            return True
+    except OSError:
+        pass
+    return os.path.lexists(os.path.join(parent, WHITEOUT_PREFIX + parts[-1]))
+
+
+def _opaque_dir(path: str) -> bool:
+    return (_is_opaque(read_xattrs(path, overlay=True))
+            or os.path.lexists(os.path.join(path, OPAQUE_MARKER)))
+
+
+def merged_lookup(lowers: list[Path], rel: str) -> list[tuple[str, os.stat_result, str]] | None:
+    """What the overlay of ``lowers`` (top first) shows along ``rel``, without mounting it:
+    for each component that exists, (its relative path, its lstat, the layer path that
+    shows it), stopping at the first one missing. None when a component other than the
+    last is not a directory (a symlink or a file in the way: only a real lookup can say)."""
+    parts = [p for p in rel.split("/") if p]
+    layers = [os.fspath(p) for p in lowers]
+    found: list[tuple[str, os.stat_result, str]] = []
+    for depth in range(1, len(parts) + 1):
+        prefix = parts[:depth]
+        shown: tuple[str, os.stat_result, str] | None = None
+        below: list[str] = []
+        for layer in layers:
+            path = os.path.join(layer, *prefix)
+            try:
+                st = os.lstat(path)
+            except (FileNotFoundError, NotADirectoryError):
+                if _hidden_below(layer, prefix):
+                    break
+                continue
+            if _is_whiteout_device(st):
+                break
+            if shown is None:
+                shown = ("/".join(prefix), st, path)
+            if not stat.S_ISDIR(st.st_mode):
+                break
+            below.append(layer)
+            if _opaque_dir(path):
+                break
+        if shown is None:
+            return found
+        if depth < len(parts) and not stat.S_ISDIR(shown[1].st_mode):
+            return None
+        found.append(shown)
+        layers = below
+    return found

@@ -1,0 +1,41 @@
+"""The layer of a COPY whose destination no layer below has: written straight into the
+upper directory, its existing parent folders copied up as overlay would (owner, mode),
+the same entries as a COPY into an existing folder, which goes through the overlay."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.integration import runbuild
+from tests.integration.runbuild import Project
+
+# fixtures
+bb_layout = runbuild.bb_layout
+project = runbuild.project
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="builds mount overlays: needs root")
+
+
+def test_copy_into_a_new_folder_copies_up_its_parents(project: Project) -> None:
+    project.dockerfile(
+        "FROM bb\n"
+        "RUN mkdir -p /app/deep && chmod 0750 /app && chown 1000:1002 /app && "
+        "echo keep > /app/deep/keep\n"
+        "COPY f /app/new/dir/\n"      # /app/new is nowhere below: straight into the upper
+        "COPY f /app/deep/\n"         # /app/deep exists below: through the overlay
+        "COPY --chown=1000:1000 f /fresh\n"
+        "RUN (cat /app/new/dir/f /app/deep/keep /fresh && stat -c '%u:%g %a' /app /fresh) > /check\n",
+        f="copied\n")
+    project.build()
+    img = project.image()
+    # what a step on top sees: the merged view
+    assert img.layer(5)["check"][1] == b"copied\nkeep\ncopied\n1000:1002 750\n1000:1000 644\n"
+    direct, through, fresh = img.layer(2), img.layer(3), img.layer(4)
+    assert sorted(direct) == ["app", "app/new", "app/new/dir", "app/new/dir/f"]
+    assert sorted(through) == ["app", "app/deep", "app/deep/f"]
+    for layer in (direct, through):
+        app = layer["app"][0]
+        assert (app.mode, app.uid, app.gid) == (0o750, 1000, 1002)
+    assert direct["app/new"][0].mode == 0o755 and direct["app/new/dir/f"][1] == b"copied\n"
+    assert sorted(fresh) == ["fresh"] and (fresh["fresh"][0].uid, fresh["fresh"][0].gid) == (1000, 1000)
