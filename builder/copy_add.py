@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import bz2
-import email.utils
 import gzip
 import hashlib
 import lzma
@@ -257,6 +256,8 @@ def fetch_url(url: str, scratch: os.PathLike[str] | str, *, checksum: str | None
     os.chmod(dest, 0o600)
     if last_modified:
         try:
+            import email.utils
+
             ts = email.utils.parsedate_to_datetime(last_modified).timestamp()
             os.utime(dest, (ts, ts))
         except (TypeError, ValueError):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import errno
 import os
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,7 +169,7 @@ def create_cgroup(memory: int | None, cpus: float | None) -> StepCgroup | None:
     """A fresh cgroup with the limits set, or None when the step has no limits."""
     if memory is None and cpus is None:
         return None
-    name = f"pybuild-{uuid.uuid4().hex[:12]}"
+    name = f"pybuild-{os.urandom(6).hex()}"
     if (CGROUP_ROOT / "cgroup.controllers").exists():
         return _v2(memory, cpus, name)
     return _v1(memory, cpus, name)

@@ -13,12 +13,11 @@ import queue
 import threading
 import zlib
 from collections.abc import Iterator
-from typing import BinaryIO, Literal
+from typing import Any, BinaryIO, Literal
 
 import zstandard
 
 from builder.errors import LayerError
-from builder.layers.gzip_parallel import ParallelGzipWriter
 from builder.layers.types import (
     MEDIA_TYPE_TAR,
     MEDIA_TYPE_TAR_GZIP,
@@ -264,11 +263,13 @@ class CompressingWriter:
         self.level = level if level is not None else DEFAULT_LEVELS.get(compression, 0)
         self._out = out
         self._closed = False
-        self._gz: ParallelGzipWriter | None = None
+        self._gz: Any = None  # a gzip_parallel.ParallelGzipWriter
         self._zst: zstandard.ZstdCompressionWriter | None = None
         if compression == "gzip":
             if not 0 <= self.level <= 9:
                 raise LayerError(f"gzip level must be 0-9, not {self.level}")
+            from builder.layers.gzip_parallel import ParallelGzipWriter
+
             self._gz = ParallelGzipWriter(out, self.level, threads)
         elif compression == "zstd":
             if not -7 <= self.level <= 22:

@@ -37,7 +37,6 @@ is the same in the layer below).
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import shutil
 import stat
@@ -52,12 +51,11 @@ from builder.errors import LayerError
 from builder.fsutil import copy_fd
 from builder.layers.diff import Walker, changes, read_xattrs
 from builder.layers.tar import TarWriter
-from builder.layers.types import Change
+from builder.layers.types import Change, log_warning
 from builder.layers.unpack import UnpackMode, unpack_layer
 
 __all__ = ["CopiedRoot", "stream_changes"]
 
-log = logging.getLogger(__name__)
 
 _PIPE_BUFFER = 1 << 20
 
@@ -170,7 +168,8 @@ def _apply(snapshot: Path, dest: str) -> None:
                 os.mknod(target, stat.S_IFMT(mode) | 0o600,
                          os.makedev(change.devmajor, change.devminor))
             except PermissionError:
-                log.warning("cannot make device %s here (no privilege): left out", change.path)
+                log_warning(__name__, "cannot make device %s here (no privilege): left out",
+                            change.path)
                 continue
         _set_meta(target, change)
         if stat.S_ISDIR(mode):
@@ -184,19 +183,20 @@ _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
 
 def _set_meta(target: str, change: Change) -> None:
     try:
-        os.chown(target, change.uid, change.gid, follow_symlinks=False)  # before chmod: it clears set-uid
+        # before chmod: a chown clears set-uid bits
+        os.chown(target, change.uid, change.gid, follow_symlinks=False)
     except OSError as e:
         if e.errno not in (errno.EINVAL, errno.EPERM):
             raise
-        log.warning("cannot give %s its owner %d:%d here: %s", change.path, change.uid,
-                    change.gid, e.strerror)
+        log_warning(__name__, "cannot give %s its owner %d:%d here: %s", change.path,
+                    change.uid, change.gid, e.strerror)
     if not stat.S_ISLNK(change.mode):
         os.chmod(target, stat.S_IMODE(change.mode))
     for name, value in change.xattrs:
         try:
             os.setxattr(target, name, value, follow_symlinks=False)
         except OSError as e:
-            log.warning("cannot set xattr %s on %s here: %s", name, change.path, e.strerror)
+            log_warning(__name__, "cannot set xattr %s on %s here: %s", name, change.path, e.strerror)
     if not stat.S_ISDIR(change.mode):
         os.utime(target, ns=(change.mtime_ns, change.mtime_ns), follow_symlinks=False)
 

@@ -18,14 +18,13 @@ the host, not of the image) are not part of a change. A snapshot made with
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import stat
 from pathlib import Path
 from typing import Iterator
 
 from builder.errors import LayerError
-from builder.layers.types import Change
+from builder.layers.types import Change, log_warning
 
 __all__ = [
     "Walker",
@@ -39,7 +38,6 @@ __all__ = [
     "OPAQUE_MARKER",
 ]
 
-log = logging.getLogger(__name__)
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
@@ -148,13 +146,14 @@ class Walker:
                     if name == OPAQUE_MARKER:
                         opaque = True
                     elif name.startswith(WHITEOUT_PREFIX + WHITEOUT_PREFIX):
-                        log.warning("ignoring overlay metadata file %s", _join(rel, name))
+                        log_warning(__name__, "ignoring overlay metadata file %s",
+                                    _join(rel, name))
                     else:
                         whiteouts.append(name[len(WHITEOUT_PREFIX):])
                     continue
             if stat.S_ISSOCK(st.st_mode):
                 # A tar cannot carry a socket; docker and buildkit drop them too.
-                log.warning("skipping socket %s", _join(rel, name))
+                log_warning(__name__, "skipping socket %s", _join(rel, name))
                 continue
             entries.append((name, st))
         if opaque:

@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from builder.errors import LayerError
+
+if TYPE_CHECKING:  # concurrent.futures (and logging with it) only once a file is written
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 __all__ = ["FileWriter", "PendingFile"]
 
@@ -62,6 +65,8 @@ class FileWriter:
 
     def submit(self, f: PendingFile) -> None:
         if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="unpack")
         while self._inflight and (self._bytes + len(f.data) > self.max_bytes
                                   or len(self._inflight) >= self.max_files):

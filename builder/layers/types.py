@@ -13,6 +13,7 @@ from builder.digest import Digest
 
 __all__ = [
     "Compression",
+    "log_warning",
     "ChangeKind",
     "LayerRecord",
     "UnpackResult",
@@ -73,3 +74,11 @@ class Change:
     xattrs: tuple[tuple[str, bytes], ...] = ()  # sorted by name, overlay's own excluded
     hardlink_to: str | None = None  # earlier path of the same inode in this snapshot
     source: Path | None = None  # where the entry lives on disk (to read its content)
+
+
+def log_warning(module: str, message: str, *args: object) -> None:
+    """``logging.getLogger(module).warning``, importing logging only when there is something
+    to say: the import costs a few milliseconds at every start of the command."""
+    import logging
+
+    logging.getLogger(module).warning(message, *args)

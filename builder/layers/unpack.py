@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import logging
 import os
 import shutil
 import stat
@@ -46,11 +45,10 @@ from builder.layers.diff import (
 )
 from builder.layers.filewriter import FileWriter, PendingFile
 from builder.layers.paths import clean_name, join_rel, secure_join
-from builder.layers.types import UnpackResult
+from builder.layers.types import UnpackResult, log_warning
 
 __all__ = ["unpack_layer", "unpack_blob", "UnpackMode"]
 
-log = logging.getLogger(__name__)
 
 UnpackMode = Literal["snapshot", "apply"]
 _CHUNK = 1 << 20
@@ -158,7 +156,7 @@ class _Unpacker:
             if once in self._warned:
                 return
             self._warned.add(once)
-        log.warning("%s", message)
+        log_warning(__name__, "%s", message)
         self.warnings.append(message)
 
     def save_times(self, rel: str) -> None:
