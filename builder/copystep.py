@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import stat
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -90,7 +89,7 @@ def _read_db(root: Path | None, rel: str) -> list[list[str]]:
 
 def plan_copy(solver: Solver, stage: Stage, node: ins.Copy | ins.Add, image: ImageState,
               env: StageEnv) -> CopyPlan:
-    from .copy import SourceSpec, copy_into
+    from .copy import SourceSpec, copy_into, dest_path
     from .expand import expand_heredoc
 
     is_add = isinstance(node, ins.Add)
@@ -188,7 +187,7 @@ def plan_copy(solver: Solver, stage: Stage, node: ins.Copy | ins.Add, image: Ima
                 elif kinds[src] == "url":
                     specs.append(SourceSpec.url(src, checksum=checksum_flag))
             specs.extend(SourceSpec.inline(n, t.encode()) for n, t in heredocs)
-            if link or _copy_up_parents(lowers, upper, dest, workdir):
+            if link or solver.runner.copy_up_to(lowers, upper, dest_path(dest, workdir)[0]):
                 # --link, or a destination no layer below has: what the step writes cannot
                 # meet anything below it, so it goes straight into the upper directory
                 # (creating files through an overlay mount costs about twice as much).
@@ -209,30 +208,6 @@ def plan_copy(solver: Solver, stage: Stage, node: ins.Copy | ins.Add, image: Ima
                 recorder.done()
 
     return CopyPlan(op, action, title, history, link)
-
-
-def _copy_up_parents(lowers: list[Path], upper: Path, dest: str, workdir: str) -> bool:
-    """When ``dest`` is missing from the merged view of ``lowers`` and every folder above it
-    that exists is a real directory, make those folders in ``upper`` as overlay's copy-up
-    would (owner, mode, xattrs of the merged view) and return True: the COPY can then write
-    into ``upper`` directly. False (nothing made) when anything below could be met."""
-    from .copy import dest_path
-    from .layers.diff import merged_lookup, read_xattrs
-
-    rel, _ = dest_path(dest, workdir)
-    if not rel or not lowers:
-        return False
-    shown = merged_lookup(lowers, rel)
-    if shown is None or len(shown) == len(rel.split("/")):
-        return False
-    for path, st, where in shown:
-        made = upper / path
-        made.mkdir(mode=0o700)
-        os.chown(made, st.st_uid, st.st_gid)
-        os.chmod(made, stat.S_IMODE(st.st_mode))
-        for name, value in read_xattrs(where).items():
-            os.setxattr(made, name, value)
-    return True
 
 
 def _source_tree(solver: Solver, node: ins.Instruction, from_value: str | None,

@@ -1,6 +1,7 @@
-"""The layer of a COPY whose destination no layer below has: written straight into the
-upper directory, its existing parent folders copied up as overlay would (owner, mode),
-the same entries as a COPY into an existing folder, which goes through the overlay."""
+"""The layer of a COPY or WORKDIR whose destination no layer below has: written straight
+into the upper directory, its existing parent folders copied up as overlay would (owner,
+mode), the same entries as a COPY into an existing folder, which goes through the
+overlay."""
 from __future__ import annotations
 
 import os
@@ -39,3 +40,25 @@ def test_copy_into_a_new_folder_copies_up_its_parents(project: Project) -> None:
         assert (app.mode, app.uid, app.gid) == (0o750, 1000, 1002)
     assert direct["app/new"][0].mode == 0o755 and direct["app/new/dir/f"][1] == b"copied\n"
     assert sorted(fresh) == ["fresh"] and (fresh["fresh"][0].uid, fresh["fresh"][0].gid) == (1000, 1000)
+
+
+def test_workdir_made_straight_into_the_upper_dir(project: Project) -> None:
+    project.dockerfile(
+        "FROM bb\n"
+        "RUN mkdir -p /app/deep && chmod 0750 /app && chown 1000:1002 /app\n"
+        "WORKDIR /app/new/deeper\n"   # /app/new is nowhere below
+        "USER app\n"
+        "WORKDIR /srv/mine\n"         # made for the user named, found in the image's passwd
+        "WORKDIR /app/deep\n"         # exists: an empty layer
+        "RUN stat -c '%u:%g %a %n' /app /app/new/deeper /srv/mine > /tmp/check\n")
+    project.build()
+    img = project.image()
+    made, mine = img.layer(2), img.layer(3)
+    assert sorted(made) == ["app", "app/new", "app/new/deeper"]
+    assert (made["app"][0].mode, made["app"][0].uid, made["app"][0].gid) == (0o750, 1000, 1002)
+    assert made["app/new/deeper"][0].mode == 0o755 and made["app/new/deeper"][0].uid == 0
+    assert sorted(mine) == ["srv", "srv/mine"]
+    assert (mine["srv/mine"][0].uid, mine["srv/mine"][0].gid) == (1000, 1000)
+    assert [h.get("empty_layer", False) for h in img.history][-2] is True
+    assert img.layer(4)["tmp/check"][1] == (b"1000:1002 750 /app\n0:0 755 /app/new/deeper\n"
+                                             b"1000:1000 755 /srv/mine\n")
