@@ -66,11 +66,12 @@ class Setup:
         os.chown(self.work, 65534, 65534)
 
     def as_nobody(self, python: str, *args: str, ctx: Path | None = None,
-                  ) -> subprocess.CompletedProcess[str]:
-        return self.as_user(NOBODY, self.work, python, *args, ctx=ctx)
+                  env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return self.as_user(NOBODY, self.work, python, *args, ctx=ctx, env=env)
 
     def as_user(self, user: list[str], work: Path, python: str, *args: str,
-                ctx: Path | None = None) -> subprocess.CompletedProcess[str]:
+                ctx: Path | None = None, env: dict[str, str] | None = None,
+                ) -> subprocess.CompletedProcess[str]:
         repo = Path(__file__).resolve().parents[2]
         argv = [*user, python, "-m", "builder", *args]
         if args[0] == "build":
@@ -80,7 +81,7 @@ class Setup:
         return subprocess.run(
             argv, capture_output=True, text=True, timeout=120, cwd=work, check=False,
             env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(work),
-                 "TMPDIR": str(work), "PYTHONPATH": f"{SITE}:{repo}"})
+                 "TMPDIR": str(work), "PYTHONPATH": f"{SITE}:{repo}", **(env or {})})
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +121,25 @@ def test_rootless_build_gives_the_root_build_image(python_for_nobody: str, setup
     # what pybuild left on disk is nobody's, and nothing stays mounted or half-made
     strangers = [p for p in runbuild.store_files(setup.work / "store") if p.lstat().st_uid != 65534]
     assert strangers == []
+    assert list((setup.work / "store" / "tmp").iterdir()) == []
+    assert _mounts_under(setup.top) == []
+
+
+def test_rootless_copy_snapshotter_gives_the_overlay_image(python_for_nobody: str,
+                                                          setup: Setup) -> None:
+    """In a user namespace, steps on copies of their root (the fallback where overlay is
+    refused) give the image the overlay gives, and leave nothing behind either."""
+    images = {}
+    for snapshotter in ("overlay", "copy"):
+        out = setup.work / f"{snapshotter}.tar"
+        done = setup.as_nobody(python_for_nobody, "build", "--no-cache", "-o",
+                               f"type=oci,dest={out}",
+                               env={"PYBUILD_SNAPSHOTTER": snapshotter})
+        assert done.returncode == 0, done.stderr
+        images[snapshotter] = OciImage(out)
+    assert images["copy"].config == images["overlay"].config
+    assert images["copy"].layer_digests == images["overlay"].layer_digests
+    assert images["copy"].layer(5)["app/run.txt"][1] == b"built\nfrom the tar\n"
     assert list((setup.work / "store" / "tmp").iterdir()) == []
     assert _mounts_under(setup.top) == []
 
