@@ -142,13 +142,20 @@ class StepRunner:
         shown = merged_lookup(list(lowers), rel)
         if shown is None or len(shown) == len(rel.split("/")):
             return False
-        for path, st, where in shown:
-            made = upper / path
-            made.mkdir(mode=0o700)
-            os.chown(made, st.st_uid, st.st_gid)
-            os.chmod(made, stat.S_IMODE(st.st_mode))
-            for name, value in read_xattrs(where).items():
-                os.setxattr(made, name, value)
+        try:
+            for path, st, where in shown:
+                made = upper / path
+                made.mkdir(mode=0o700)
+                os.chown(made, st.st_uid, st.st_gid)
+                os.chmod(made, stat.S_IMODE(st.st_mode))
+                for name, value in read_xattrs(where).items():
+                    os.setxattr(made, name, value)
+        except OSError:
+            # An owner or xattr this process may not give (a user namespace): overlay's
+            # own copy-up decides instead.
+            if shown:
+                _rmtree(upper / shown[0][0])
+            return False
         return True
 
     def mkdir(self, lowers: Sequence[Path], upper: Path, path: str, *, user: str) -> None:
