@@ -98,23 +98,21 @@ _AT_FDCWD = -100
 
 def _birth_ns(path: str) -> int | None:
     """The inode's birth time (statx), or None where the filesystem keeps none."""
+    import ctypes
+
     global _statx
     if _statx is None:
-        import ctypes
-
         _statx = getattr(ctypes.CDLL(None, use_errno=True), "statx", False)
     if not _statx:
         return None
-    buf = bytearray(256)
-    import ctypes
-
-    raw = (ctypes.c_char * 256).from_buffer(buf)
+    buf = bytearray(256)  # struct statx
+    raw = (ctypes.c_char * len(buf)).from_buffer(buf)
     if _statx(_AT_FDCWD, os.fsencode(path), _AT_SYMLINK_NOFOLLOW, _STATX_BTIME, raw) != 0:
         return None
-    mask, = struct.unpack_from("<I", buf, 0)
+    mask, = struct.unpack_from("=I", buf, 0)  # stx_mask
     if not mask & _STATX_BTIME:
         return None
-    sec, nsec = struct.unpack_from("<qI", buf, 80)
+    sec, nsec = struct.unpack_from("=qI", buf, 80)  # stx_btime
     return sec * 1_000_000_000 + nsec
 
 
