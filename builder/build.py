@@ -237,7 +237,10 @@ def _build(req: BuildRequest, store: Any, progress: Progress, context_dir: Path,
 
         solver.cache_import = open_imports(store, req.cache_from, insecure=req.insecure_registries,
                                            progress=progress)
-    result = solver.solve()
+    try:
+        result = solver.solve()
+    finally:
+        runner.close()
     if req.dry_run or req.explain:
         return_plan = _explained(req, solver, result, started)
         if return_plan is not None:

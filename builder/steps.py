@@ -15,6 +15,7 @@ import re
 import shutil
 import stat
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,6 +89,8 @@ class StepRunner:
         self.ssh = ssh or {}  # id -> the agent socket to forward
         self.warn = warn
         self._copies: bool | None = None
+        self._kept: tuple[tuple[Any, ...], Path, Any] | None = None
+        self._kept_lock = threading.Lock()
 
     def copies(self) -> bool:
         """Whether steps run on copies of their root filesystem instead of overlays (the
@@ -109,12 +112,16 @@ class StepRunner:
             scratch = Path(tempfile.mkdtemp(prefix="ovl-", dir=self.store_root / "tmp"))
             stack.callback(_rmtree, scratch)
             if self.copies():
-                from .layers.copydiff import CopiedRoot
-
-                copied = CopiedRoot(lowers, scratch / "root")
-                yield copied.path
-                if upper is not None:
-                    copied.diff_into(upper)
+                copied, holder = self._copy_of(lowers, reuse=upper is not None)
+                kept = False
+                try:
+                    yield copied.path
+                    if upper is not None:
+                        copied.diff_into(upper)
+                        kept = self._keep(copied, holder, lowers, upper)
+                finally:
+                    if not kept:
+                        _rmtree(holder)
                 return
             empty = scratch / "empty"
             empty.mkdir()
@@ -127,6 +134,51 @@ class StepRunner:
                 rootfs = RootFS([*lowers] or [empty], upper=upper, work=work)
             merged = stack.enter_context(mounted_rootfs(rootfs))
             yield Path(merged)
+
+    # -- the copy-based snapshotter: one copy carried from step to step -----------------
+    def _copy_of(self, lowers: Sequence[Path], *, reuse: bool) -> tuple[Any, Path]:
+        """A copy of ``lowers`` (top first) and the folder holding it: the one the last
+        step of this build left, when ``lowers`` are exactly what it holds (a step on top
+        of the previous one, as most are), else a new one."""
+        from .layers.copydiff import CopiedRoot, folder_identity
+
+        kept = None
+        if reuse:
+            with self._kept_lock:
+                kept, self._kept = self._kept, None
+        if kept is not None:
+            identity, holder, copied = kept
+            if identity == tuple(folder_identity(p) for p in lowers):
+                copied.rebase()
+                return copied, holder
+            _rmtree(holder)
+        holder = Path(tempfile.mkdtemp(prefix="copy-", dir=self.store_root / "tmp"))
+        try:
+            return CopiedRoot(lowers, holder / "root"), holder
+        except BaseException:
+            _rmtree(holder)
+            raise
+
+    def _keep(self, copied: Any, holder: Path, lowers: Sequence[Path], upper: Path) -> bool:
+        """Keep the copy a step changed for the next step: it now is the copy of ``upper``
+        (which the solver stores as the step's snapshot, renamed, so the same folder) on
+        ``lowers``, or of ``lowers`` alone when the step changed nothing."""
+        from .layers.copydiff import folder_identity
+
+        tops = [upper] if any(os.scandir(upper)) else []
+        identity = tuple(folder_identity(p) for p in (*tops, *lowers))
+        with self._kept_lock:
+            stale, self._kept = self._kept, (identity, holder, copied)
+        if stale is not None:
+            _rmtree(stale[1])
+        return True
+
+    def close(self) -> None:
+        """Remove the copy kept for a next step (the copy-based snapshotter)."""
+        with self._kept_lock:
+            kept, self._kept = self._kept, None
+        if kept is not None:
+            _rmtree(kept[1])
 
     def copy_up_to(self, lowers: Sequence[Path], upper: Path, rel: str) -> bool:
         """When ``rel`` is missing from the merged view of ``lowers`` and every folder above
@@ -294,13 +346,17 @@ class StepRunner:
                            network=network,  # type: ignore[arg-type]
                            mounts=tuple(emounts), memory=memory, cpus=cpus)
             if self.copies():
-                from .layers.copydiff import CopiedRoot
-
-                copied = CopiedRoot(lowers, scratch / "root")
-                root = DirRoot(copied.path)
-                code = run_step(spec, root, output=output)
-                if code == 0:  # a failed step's changes are thrown away anyway
-                    copied.diff_into(upper, root.touched)
+                copied, holder = self._copy_of(lowers, reuse=True)
+                kept = False
+                try:
+                    root = DirRoot(copied.path)
+                    code = run_step(spec, root, output=output)
+                    if code == 0:  # a failed step's changes are thrown away anyway
+                        copied.diff_into(upper, root.touched)
+                        kept = self._keep(copied, holder, lowers, upper)
+                finally:
+                    if not kept:
+                        _rmtree(holder)
                 return code
             return run_step(spec, RootFS(list(lowers) or [empty], upper, work), output=output)
 

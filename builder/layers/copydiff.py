@@ -36,6 +36,7 @@ is the same in the layer below).
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -54,7 +55,7 @@ from builder.layers.tar import TarWriter
 from builder.layers.types import Change, log_warning
 from builder.layers.unpack import UnpackMode, unpack_layer
 
-__all__ = ["CopiedRoot", "stream_changes"]
+__all__ = ["CopiedRoot", "folder_identity", "stream_changes"]
 
 
 _PIPE_BUFFER = 1 << 20
@@ -114,6 +115,13 @@ def _birth_ns(path: str) -> int | None:
         return None
     sec, nsec = struct.unpack_from("=qI", buf, 80)  # stx_btime
     return sec * 1_000_000_000 + nsec
+
+
+def folder_identity(path: Path) -> tuple[int, int, int | None]:
+    """(device, inode, birth time) of a folder: the same after a rename, and not taken
+    over by a folder made later on a reused inode number."""
+    st = os.stat(path)
+    return st.st_dev, st.st_ino, _birth_ns(os.fspath(path))
 
 
 def _apply(snapshot: Path, dest: str) -> None:
@@ -177,6 +185,32 @@ def _apply(snapshot: Path, dest: str) -> None:
 
 
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
+
+
+def _own_copy(path: str, st: os.stat_result) -> os.stat_result:
+    """Replace ``path``, one name of a hard-linked file, by a copy of its own (content,
+    owner, mode, xattrs, times); returns the copy's lstat."""
+    part = f"{path}.pb-unlink"
+    sfd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    try:
+        dfd = os.open(part, _NEW_FILE, 0o600)
+        try:
+            copy_fd(sfd, dfd)
+            os.fchown(dfd, st.st_uid, st.st_gid)
+            os.fchmod(dfd, stat.S_IMODE(st.st_mode))
+            for name, value in read_xattrs(path).items():
+                os.setxattr(dfd, name, value)
+            os.utime(dfd, ns=(st.st_atime_ns, st.st_mtime_ns))
+        finally:
+            os.close(dfd)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(part)
+        raise
+    finally:
+        os.close(sfd)
+    os.rename(part, path)
+    return os.lstat(path)
 
 
 def _set_meta(target: str, change: Change) -> None:
@@ -262,9 +296,22 @@ class CopiedRoot:
         os.chmod(self.path, 0o755)  # the root of every image, as the overlay's upper has it
         for lower in reversed(list(lowers)):
             _apply(Path(lower), os.fspath(self.path))
-        self.seen: dict[str, _Seen] = {}
         self._touched: frozenset[str] = frozenset()
+        self.rebase()
+
+    def rebase(self) -> None:
+        """Record what the folder holds now as the state the next step starts from (after
+        ``diff_into``, the folder is the copy of the layers below plus the new one)."""
+        for path in getattr(self, "_sockets", ()):
+            # A step's sockets are not in its layer (a tar cannot carry them): nor in the
+            # copy the next step gets, as the overlay would show it.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        self._sockets: list[str] = []
+        self._linked: dict[tuple[int, int], tuple[str, str]] = {}
+        self.seen: dict[str, _Seen] = {}
         newest = self._record("", os.fspath(self.path), os.lstat(self.path))
+        self._linked.clear()
         _wait_past(self.path, newest)
 
     def _record(self, rel: str, full: str, st: os.stat_result) -> int:
@@ -272,14 +319,32 @@ class CopiedRoot:
         names = _names(full)
         self.seen[rel] = _seen(st, full, frozenset(names))
         newest = st.st_ctime_ns
+        unlinked = False
         for name in names:
             child_rel, child = _join(rel, name), os.path.join(full, name)
             child_st = os.lstat(child)
             if stat.S_ISDIR(child_st.st_mode):
                 newest = max(newest, self._record(child_rel, child, child_st))
-            else:
-                self.seen[child_rel] = _seen(child_st)
-                newest = max(newest, child_st.st_ctime_ns)
+                continue
+            if child_st.st_nlink > 1 and stat.S_ISREG(child_st.st_mode):
+                # Hard links a step made are in a layer below for the next step: through
+                # overlay, a write to one name copies up that name only (as _apply does).
+                first = self._linked.setdefault((child_st.st_dev, child_st.st_ino),
+                                                (child_rel, child))
+                if first[1] != child:
+                    child_st = _own_copy(child, child_st)
+                    unlinked = True
+                    # the first name lost a link: its ctime moved
+                    first_st = os.lstat(first[1])
+                    self.seen[first[0]] = _seen(first_st)
+                    newest = max(newest, first_st.st_ctime_ns)
+            self.seen[child_rel] = _seen(child_st)
+            newest = max(newest, child_st.st_ctime_ns)
+        if unlinked:  # the copies were renamed in: the folder's times as they were
+            os.utime(full, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+            st = os.lstat(full)
+            self.seen[rel] = _seen(st, full, frozenset(names))
+            newest = max(newest, st.st_ctime_ns)
         return newest
 
     def changes(self, touched: Iterable[str] = ()) -> Iterator[Change]:
@@ -303,7 +368,8 @@ class CopiedRoot:
             child_rel, child = _join(rel, name), os.path.join(full, name)
             st = os.lstat(child)
             if stat.S_ISSOCK(st.st_mode):
-                continue  # a tar cannot carry a socket (diff.changes drops them too)
+                self._sockets.append(child)  # a tar cannot carry one (diff.changes drops them)
+                continue
             old = None if fresh else self.seen.get(child_rel)
             if not stat.S_ISDIR(st.st_mode):
                 if old is None or _seen(st) != old:

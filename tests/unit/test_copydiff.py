@@ -127,3 +127,24 @@ def test_diff_into_writes_a_snapshot_diff_reads_back(lowers: list[Path], tmp_pat
     copied.diff_into(upper)
     assert [(c.kind, c.path) for c in changes(upper)] == [
         ("entry", "etc"), ("entry", "etc/c"), ("entry", "keep"), ("whiteout", "keep/k")]
+
+
+def test_a_kept_copy_starts_the_next_step_as_overlay_would(lowers: list[Path],
+                                                           tmp_path: Path) -> None:
+    """After a step, the same copy serves the step on top of it (StepRunner keeps it):
+    hard links that step made now belong to a layer below, so a write through one name
+    changes that name only, and the folder holding them keeps its times."""
+    copied = CopiedRoot(lowers, tmp_path / "root")
+    root = copied.path
+    (root / "keep/one").write_text("1")
+    os.link(root / "keep/one", root / "keep/two")
+    os.utime(root / "keep", ns=(1_000_000_000, 1_000_000_000))
+    assert [p for _, p in _summary(copied)] == ["keep", "keep/one", "keep/two"]
+    copied.rebase()
+    assert os.stat(root / "keep/one").st_ino != os.stat(root / "keep/two").st_ino
+    assert os.stat(root / "keep").st_mtime_ns == 1_000_000_000
+    assert _summary(copied) == []
+    with open(root / "keep/one", "a") as f:
+        f.write("+")
+    assert _summary(copied) == [("dir", "keep"), ("file", "keep/one")]
+    assert (root / "keep/two").read_text() == "1"
