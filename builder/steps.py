@@ -91,14 +91,16 @@ class StepRunner:
         self._copies: bool | None = None
         self._kept: tuple[tuple[Any, ...], Path, Any] | None = None
         self._kept_lock = threading.Lock()
+        self._decide_lock = threading.Lock()
 
     def copies(self) -> bool:
         """Whether steps run on copies of their root filesystem instead of overlays (the
         copy-based snapshotter, ``layers.copydiff``): ``PYBUILD_SNAPSHOTTER=copy``, or
         ``auto`` (the default) where an overlay cannot be mounted in the store. Decided
         once, on first use."""
-        if self._copies is None:
-            self._copies = _use_copies(self.store_root / "tmp", self.warn)
+        with self._decide_lock:  # stages on threads: one probe, one warning
+            if self._copies is None:
+                self._copies = _use_copies(self.store_root / "tmp", self.warn)
         return self._copies
 
     # -- overlays for the builder's own file operations --------------------------------
