@@ -26,12 +26,13 @@ def test_copy_into_a_new_folder_copies_up_its_parents(project: Project) -> None:
         "COPY f /app/new/dir/\n"      # /app/new is nowhere below: straight into the upper
         "COPY f /app/deep/\n"         # /app/deep exists below: through the overlay
         "COPY --chown=1000:1000 f /fresh\n"
+        "COPY --chown=app:other f /named/\n"  # names looked up in the merged view
         "RUN (cat /app/new/dir/f /app/deep/keep /fresh && stat -c '%u:%g %a' /app /fresh) > /check\n",
         f="copied\n")
     project.build()
     img = project.image()
     # what a step on top sees: the merged view
-    assert img.layer(5)["check"][1] == b"copied\nkeep\ncopied\n1000:1002 750\n1000:1000 644\n"
+    assert img.layer(6)["check"][1] == b"copied\nkeep\ncopied\n1000:1002 750\n1000:1000 644\n"
     direct, through, fresh = img.layer(2), img.layer(3), img.layer(4)
     assert sorted(direct) == ["app", "app/new", "app/new/dir", "app/new/dir/f"]
     assert sorted(through) == ["app", "app/deep", "app/deep/f"]
@@ -40,6 +41,9 @@ def test_copy_into_a_new_folder_copies_up_its_parents(project: Project) -> None:
         assert (app.mode, app.uid, app.gid) == (0o750, 1000, 1002)
     assert direct["app/new"][0].mode == 0o755 and direct["app/new/dir/f"][1] == b"copied\n"
     assert sorted(fresh) == ["fresh"] and (fresh["fresh"][0].uid, fresh["fresh"][0].gid) == (1000, 1000)
+    named = img.layer(5)
+    assert sorted(named) == ["named", "named/f"]
+    assert {(e.uid, e.gid) for e, _ in named.values()} == {(1000, 1002)}
 
 
 def test_workdir_made_straight_into_the_upper_dir(project: Project) -> None:
