@@ -110,21 +110,15 @@ class StepRunner:
         ``upper=None`` gives a read-only view."""
         from .executor import RootFS, mounted_rootfs
 
+        if self.copies():
+            with self._copy_for_step(lowers, reuse=upper is not None) as (copied, done):
+                yield copied.path
+                if upper is not None:
+                    done(upper, ())
+            return
         with contextlib.ExitStack() as stack:
             scratch = Path(tempfile.mkdtemp(prefix="ovl-", dir=self.store_root / "tmp"))
             stack.callback(_rmtree, scratch)
-            if self.copies():
-                copied, holder = self._copy_of(lowers, reuse=upper is not None)
-                kept = False
-                try:
-                    yield copied.path
-                    if upper is not None:
-                        copied.diff_into(upper)
-                        kept = self._keep(copied, holder, lowers, upper)
-                finally:
-                    if not kept:
-                        _rmtree(holder)
-                return
             empty = scratch / "empty"
             empty.mkdir()
             if upper is None:
@@ -138,6 +132,27 @@ class StepRunner:
             yield Path(merged)
 
     # -- the copy-based snapshotter: one copy carried from step to step -----------------
+    @contextlib.contextmanager
+    def _copy_for_step(self, lowers: Sequence[Path], *, reuse: bool,
+                       ) -> Iterator[tuple[Any, Callable[[Path, Sequence[str]], None]]]:
+        """A ``CopiedRoot`` of ``lowers`` for one step, and ``done(upper, touched)`` to call
+        when the step succeeded: its changes go into ``upper`` and the copy is kept for the
+        next step. Otherwise the copy is removed on leaving."""
+        copied, holder = self._copy_of(lowers, reuse=reuse)
+        kept = False
+
+        def done(upper: Path, touched: Sequence[str]) -> None:
+            nonlocal kept
+            copied.diff_into(upper, touched)
+            self._keep(copied, holder, lowers, upper)
+            kept = True
+
+        try:
+            yield copied, done
+        finally:
+            if not kept:
+                _rmtree(holder)
+
     def _copy_of(self, lowers: Sequence[Path], *, reuse: bool) -> tuple[Any, Path]:
         """A copy of ``lowers`` (top first) and the folder holding it: the one the last
         step of this build left, when ``lowers`` are exactly what it holds (a step on top
@@ -161,19 +176,19 @@ class StepRunner:
             _rmtree(holder)
             raise
 
-    def _keep(self, copied: Any, holder: Path, lowers: Sequence[Path], upper: Path) -> bool:
+    def _keep(self, copied: Any, holder: Path, lowers: Sequence[Path], upper: Path) -> None:
         """Keep the copy a step changed for the next step: it now is the copy of ``upper``
         (which the solver stores as the step's snapshot, renamed, so the same folder) on
         ``lowers``, or of ``lowers`` alone when the step changed nothing."""
         from .layers.copydiff import folder_identity
 
-        tops = [upper] if any(os.scandir(upper)) else []
+        with os.scandir(upper) as entries:
+            tops = [upper] if any(entries) else []
         identity = tuple(folder_identity(p) for p in (*tops, *lowers))
         with self._kept_lock:
             stale, self._kept = self._kept, (identity, holder, copied)
         if stale is not None:
             _rmtree(stale[1])
-        return True
 
     def close(self) -> None:
         """Remove the copy kept for a next step (the copy-based snapshotter)."""
@@ -348,17 +363,11 @@ class StepRunner:
                            network=network,  # type: ignore[arg-type]
                            mounts=tuple(emounts), memory=memory, cpus=cpus)
             if self.copies():
-                copied, holder = self._copy_of(lowers, reuse=True)
-                kept = False
-                try:
+                with self._copy_for_step(lowers, reuse=True) as (copied, done):
                     root = DirRoot(copied.path)
                     code = run_step(spec, root, output=output)
                     if code == 0:  # a failed step's changes are thrown away anyway
-                        copied.diff_into(upper, root.touched)
-                        kept = self._keep(copied, holder, lowers, upper)
-                finally:
-                    if not kept:
-                        _rmtree(holder)
+                        done(upper, root.touched)
                 return code
             return run_step(spec, RootFS(list(lowers) or [empty], upper, work), output=output)
 

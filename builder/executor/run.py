@@ -1,9 +1,10 @@
 """``run_step``: the builder's side of running one RUN step in namespaces.
 
 Owns preparing a step (the resolv.conf/hosts/hostname files, the overlay options or the
-plain root folder, the cgroup), forking the sandbox (see ``sandbox``), writing a rootless child's id maps,
-streaming its output, turning its reports into an exit code or an ``ExecError``, ending it
-on SIGINT/SIGTERM, and cleaning up: stubs out of the upper dir, cgroup and temp dir gone.
+plain root folder, the cgroup), forking the sandbox (see ``sandbox``), writing a rootless
+child's id maps, streaming its output, turning its reports into an exit code or an
+``ExecError``, ending it on SIGINT/SIGTERM, and cleaning up: stubs out of the upper dir,
+cgroup and temp dir gone.
 Mounts all live in the step's own mount namespace, so they die with its processes.
 """
 from __future__ import annotations

@@ -53,9 +53,9 @@ from builder.fsutil import copy_fd
 from builder.layers.diff import Walker, changes, read_xattrs
 from builder.layers.tar import TarWriter
 from builder.layers.types import Change, log_warning
-from builder.layers.unpack import UnpackMode, unpack_layer
+from builder.layers.unpack import unpack_layer
 
-__all__ = ["CopiedRoot", "folder_identity", "stream_changes"]
+__all__ = ["CopiedRoot", "folder_identity"]
 
 
 _PIPE_BUFFER = 1 << 20
@@ -153,15 +153,7 @@ def _apply(snapshot: Path, dest: str) -> None:
             # where a write to one name copies up that name only (the others keep the old
             # content and stay out of the step's layer).
             assert change.source is not None
-            sfd = os.open(change.source, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-            try:
-                dfd = os.open(target, _NEW_FILE, 0o600)
-                try:
-                    copy_fd(sfd, dfd)
-                finally:
-                    os.close(dfd)
-            finally:
-                os.close(sfd)
+            _copy_body(os.fspath(change.source), target)
         elif stat.S_ISDIR(mode):
             if old is None:
                 os.mkdir(target, 0o700)
@@ -187,28 +179,31 @@ def _apply(snapshot: Path, dest: str) -> None:
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
 
 
-def _own_copy(path: str, st: os.stat_result) -> os.stat_result:
-    """Replace ``path``, one name of a hard-linked file, by a copy of its own (content,
-    owner, mode, xattrs, times); returns the copy's lstat."""
-    part = f"{path}.pb-unlink"
-    sfd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+def _copy_body(source: str, target: str) -> None:
+    """A new file ``target`` (mode 0600 until ``_set_meta``) with the bytes of ``source``,
+    copied in the kernel."""
+    sfd = os.open(source, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     try:
-        dfd = os.open(part, _NEW_FILE, 0o600)
+        dfd = os.open(target, _NEW_FILE, 0o600)
         try:
             copy_fd(sfd, dfd)
-            os.fchown(dfd, st.st_uid, st.st_gid)
-            os.fchmod(dfd, stat.S_IMODE(st.st_mode))
-            for name, value in read_xattrs(path).items():
-                os.setxattr(dfd, name, value)
-            os.utime(dfd, ns=(st.st_atime_ns, st.st_mtime_ns))
         finally:
             os.close(dfd)
+    finally:
+        os.close(sfd)
+
+
+def _own_copy(walker: Walker, rel: str, path: str, st: os.stat_result) -> os.stat_result:
+    """Replace ``path``, one name of a hard-linked file, by a copy of its own (content,
+    owner, mode, xattrs, mtime); returns the copy's lstat."""
+    part = f"{path}.pb-unlink"
+    try:
+        _copy_body(path, part)
+        _set_meta(part, walker.entry(rel, path, st, read_xattrs(path)))
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(part)
         raise
-    finally:
-        os.close(sfd)
     os.rename(part, path)
     return os.lstat(path)
 
@@ -253,9 +248,9 @@ def _names(full: str) -> list[str]:
         return sorted((e.name for e in it), key=os.fsencode)
 
 
-def stream_changes(items: Iterable[Change], dest: Path, *, mode: UnpackMode) -> None:
+def _unpack_changes(items: Iterable[Change], dest: Path) -> None:
     """Write ``items`` as a layer tar into a pipe and unpack it from the other end into
-    ``dest`` (``unpack_layer``'s two modes), without the tar ever touching the disk."""
+    ``dest`` as a snapshot, without the tar ever touching the disk."""
     read_fd, write_fd = os.pipe()
     failed: list[BaseException] = []
 
@@ -275,7 +270,7 @@ def stream_changes(items: Iterable[Change], dest: Path, *, mode: UnpackMode) -> 
     thread.start()
     try:
         with open(read_fd, "rb", buffering=_PIPE_BUFFER) as inp:
-            unpack_layer(inp, dest, mode=mode)
+            unpack_layer(inp, dest, mode="snapshot")
     except BaseException:
         thread.join()
         if failed:  # a truncated tar only says that the writer stopped: say why
@@ -296,26 +291,27 @@ class CopiedRoot:
         os.chmod(self.path, 0o755)  # the root of every image, as the overlay's upper has it
         for lower in reversed(list(lowers)):
             _apply(Path(lower), os.fspath(self.path))
-        self._touched: frozenset[str] = frozenset()
+        self._sockets: list[str] = []  # met by the last comparison
         self.rebase()
 
     def rebase(self) -> None:
         """Record what the folder holds now as the state the next step starts from (after
         ``diff_into``, the folder is the copy of the layers below plus the new one)."""
-        for path in getattr(self, "_sockets", ()):
+        for path in self._sockets:
             # A step's sockets are not in its layer (a tar cannot carry them): nor in the
             # copy the next step gets, as the overlay would show it.
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
-        self._sockets: list[str] = []
-        self._linked: dict[tuple[int, int], tuple[str, str]] = {}
+        self._sockets = []
         self.seen: dict[str, _Seen] = {}
-        newest = self._record("", os.fspath(self.path), os.lstat(self.path))
-        self._linked.clear()
+        walker = Walker(self.path, overlay=False)
+        newest = self._record(walker, {}, "", os.fspath(self.path), os.lstat(self.path))
         _wait_past(self.path, newest)
 
-    def _record(self, rel: str, full: str, st: os.stat_result) -> int:
-        """Records directory ``rel`` and everything below it; returns the newest ctime."""
+    def _record(self, walker: Walker, linked: dict[tuple[int, int], tuple[str, str]],
+                rel: str, full: str, st: os.stat_result) -> int:
+        """Records directory ``rel`` and everything below it; returns the newest ctime.
+        ``linked``: the first name seen of each hard-linked file."""
         names = _names(full)
         self.seen[rel] = _seen(st, full, frozenset(names))
         newest = st.st_ctime_ns
@@ -324,15 +320,15 @@ class CopiedRoot:
             child_rel, child = _join(rel, name), os.path.join(full, name)
             child_st = os.lstat(child)
             if stat.S_ISDIR(child_st.st_mode):
-                newest = max(newest, self._record(child_rel, child, child_st))
+                newest = max(newest, self._record(walker, linked, child_rel, child, child_st))
                 continue
             if child_st.st_nlink > 1 and stat.S_ISREG(child_st.st_mode):
                 # Hard links a step made are in a layer below for the next step: through
                 # overlay, a write to one name copies up that name only (as _apply does).
-                first = self._linked.setdefault((child_st.st_dev, child_st.st_ino),
-                                                (child_rel, child))
+                first = linked.setdefault((child_st.st_dev, child_st.st_ino),
+                                          (child_rel, child))
                 if first[1] != child:
-                    child_st = _own_copy(child, child_st)
+                    child_st = _own_copy(walker, child_rel, child, child_st)
                     unlinked = True
                     # the first name lost a link: its ctime moved
                     first_st = os.lstat(first[1])
@@ -352,14 +348,15 @@ class CopiedRoot:
         ``touched``: directories whose ctime the executor moved (mount points made in them
         and removed), which count as changed only when something visible of them did."""
         walker = Walker(self.path, overlay=False)
-        self._touched = frozenset(touched)
-        yield from self._children(walker, "", os.fspath(self.path), fresh=False)
+        yield from self._children(walker, frozenset(touched), "", os.fspath(self.path),
+                                  fresh=False)
 
     def diff_into(self, upper: Path, touched: Iterable[str] = ()) -> None:
         """Write what the step changed into ``upper`` (empty) in overlay upper-dir form."""
-        stream_changes(self.changes(touched), Path(upper), mode="snapshot")
+        _unpack_changes(self.changes(touched), Path(upper))
 
-    def _children(self, walker: Walker, rel: str, full: str, *, fresh: bool) -> Iterator[Change]:
+    def _children(self, walker: Walker, touched: frozenset[str], rel: str, full: str, *,
+                  fresh: bool) -> Iterator[Change]:
         names = _names(full)
         if not fresh:
             for name in sorted(self.seen[rel].children.difference(names), key=os.fsencode):
@@ -377,31 +374,30 @@ class CopiedRoot:
                 continue
             if old is None:  # a new directory: everything in it is new
                 yield walker.entry(child_rel, child, st, read_xattrs(child))
-                yield from self._children(walker, child_rel, child, fresh=True)
+                yield from self._children(walker, touched, child_rel, child, fresh=True)
             elif (not stat.S_ISDIR(old.mode) or old.ino != st.st_ino
                   or old.born_ns != _birth_ns(child)):
                 # It replaced what was there: hides it all, as overlay's opaque directory.
                 yield walker.entry(child_rel, child, st, read_xattrs(child))
                 yield Change(path=child_rel, kind="opaque")
-                yield from self._children(walker, child_rel, child, fresh=True)
+                yield from self._children(walker, touched, child_rel, child, fresh=True)
             else:
                 # Any change to a directory moves its ctime: a child made (even if removed
                 # again), a chmod or chown to what it already was, an xattr. Overlay copies
                 # the directory up for each of these, so each puts it in the layer.
-                xattrs = read_xattrs(child)
                 own = (st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns)
                 if own != (old.mode, old.uid, old.gid, old.mtime_ns) or (
                         st.st_ctime_ns != old.ctime_ns and (
-                            child_rel not in self._touched
-                            or tuple(sorted(xattrs.items())) != old.xattrs)):
-                    yield walker.entry(child_rel, child, st, xattrs)
-                    yield from self._children(walker, child_rel, child, fresh=False)
+                            child_rel not in touched
+                            or tuple(sorted(read_xattrs(child).items())) != old.xattrs)):
+                    yield walker.entry(child_rel, child, st, read_xattrs(child))
+                    yield from self._children(walker, touched, child_rel, child, fresh=False)
                     continue
                 # Unchanged itself: it appears only as the parent of a change below it.
-                below = self._children(walker, child_rel, child, fresh=False)
+                below = self._children(walker, touched, child_rel, child, fresh=False)
                 first = next(below, None)
                 if first is not None:
-                    yield walker.entry(child_rel, child, st, xattrs)
+                    yield walker.entry(child_rel, child, st, read_xattrs(child))
                     yield first
                     yield from below
 

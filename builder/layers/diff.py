@@ -193,15 +193,9 @@ def walk_tree(root: Path) -> Iterator[Change]:
 
 
 def _hidden_below(layer: str, parts: list[str]) -> bool:
-    """Whether ``layer`` hides ``parts`` from the layers under it with a whiteout (either
-    spelling) or an opaque parent directory."""
+    """Whether ``layer`` hides ``parts`` from the layers under it with a ``.wh.NAME`` file
+    (the whiteout device spelling is met by the caller's own lstat)."""
     parent = os.path.join(layer, *parts[:-1])
-    whiteout = os.path.join(layer, *parts)
-    try:
-        if _is_whiteout_device(os.lstat(whiteout)):
-            return True
-    except OSError:
-        pass
     return os.path.lexists(os.path.join(parent, WHITEOUT_PREFIX + parts[-1]))
 
 
