@@ -32,6 +32,7 @@ rest), their output is not shown again, and the metadata file marks every step c
 """
 from __future__ import annotations
 
+import array
 import hashlib
 import json
 import os
@@ -45,7 +46,7 @@ from .cli import _COMMANDS, _GROUP_OPTIONS
 
 __all__ = ["Recorder", "clear_pending", "pending", "prepare", "replay", "write_text"]
 
-MEMO_VERSION = 1
+MEMO_VERSION = 2  # 2: the context stamp packs its numbers (a version-1 memo never matches)
 RACY_NS = 2_000_000_000  # entries touched this close to the read are not trusted by stat
 
 # `pybuild build` options a replay understands; any other option means "build normally".
@@ -129,36 +130,53 @@ def _dockerfile_path(context: str, opts: dict[str, list[str]]) -> str:
 
 def _tree_stamp(top: str, skip: frozenset[str] = frozenset(), *, meta: bool = True) -> tuple[str, int]:
     """A digest of every entry below ``top`` (lstat: type, mode, size, inode, mtime, ctime,
-    owner; with ``meta`` False only name, size and mtime) and the newest ctime seen.
+    owner; with ``meta`` False only name, size and mtime, and no __pycache__ folder) and
+    the newest ctime seen.
 
     Entries are taken in the order the folder lists them: an unchanged folder lists them
-    in the same order, and a different order only costs a real build."""
-    rows: list[tuple[Any, ...]] = []
-    add = rows.append
+    in the same order, and a different order only costs a real build. This walk is most
+    of a replay's time on a big context, so it stats each name relative to its open folder
+    (no path lookup from the root) and packs the numbers into one array."""
+    names: list[str] = []
+    nums = array.array("q")
+    add_name, add_nums = names.append, nums.extend
     newest = 0
     stack = [top]
     while stack:
         path = stack.pop()
         try:
-            it = os.scandir(path)
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
         except OSError as exc:
-            add((path, "error", exc.errno))
+            add_name(f"{path}/error {exc.errno}")
             continue
-        with it:
-            for entry in it:
-                if path is top and entry.name in skip:
+        try:
+            listed = os.listdir(fd)
+            add_name(f"{path}/")
+            for name in listed:
+                if (path is top and name in skip) or (not meta and name == "__pycache__"):
                     continue
-                st = entry.stat(follow_symlinks=False)
+                try:
+                    st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                except OSError as exc:  # removed while listed
+                    add_name(f"{name}/error {exc.errno}")
+                    continue
+                add_name(name)
                 if meta:
-                    add((entry.path, st.st_mode, st.st_size, st.st_ino, st.st_mtime_ns,
-                         st.st_ctime_ns, st.st_uid, st.st_gid))
+                    add_nums((st.st_mode, st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns,
+                              st.st_uid, st.st_gid))
                     if st.st_ctime_ns > newest:
                         newest = st.st_ctime_ns
                 else:
-                    add((entry.path, st.st_size, st.st_mtime_ns))
-                if stat.S_ISDIR(st.st_mode) and (meta or entry.name != "__pycache__"):
-                    stack.append(entry.path)
-    return hashlib.sha256(repr(rows).encode("utf-8", "surrogateescape")).hexdigest(), newest
+                    add_nums((st.st_size, st.st_mtime_ns))
+                if stat.S_ISDIR(st.st_mode):
+                    stack.append(f"{path}/{name}")
+        except OSError as exc:
+            add_name(f"{path}/error {exc.errno}")
+        finally:
+            os.close(fd)
+    digest = hashlib.sha256("\0".join(names).encode("utf-8", "surrogateescape"))
+    digest.update(nums.tobytes())
+    return digest.hexdigest(), newest
 
 
 def _ignored_top_level(context: str, dockerfile: str) -> frozenset[str]:

@@ -1,6 +1,8 @@
 """Which command lines a replay of a fully cached build may answer (builder.warm)."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from builder.warm import _ignored_top_level, _parse
@@ -50,3 +52,45 @@ def test_only_plain_top_level_names_are_skipped(tmp_path) -> None:
     (tmp_path / "Dockerfile.dockerignore").unlink()
     (tmp_path / ".dockerignore").write_text(".dockerignore\nDockerfile\nnode_modules\n")
     assert _ignored_top_level(str(tmp_path), str(tmp_path / "Dockerfile")) == {"node_modules"}
+
+
+def test_the_context_stamp_sees_every_kind_of_change(tmp_path) -> None:
+    from builder.warm import _tree_stamp
+
+    top = tmp_path / "ctx"
+    (top / "a" / "deep").mkdir(parents=True)
+    (top / "b").mkdir()
+    (top / "a" / "deep" / "f.txt").write_text("one\n")
+    (top / "b" / "g.txt").write_text("two\n")
+    (top / "skipped").mkdir()
+    seen = {_tree_stamp(str(top))[0]}
+
+    def changed() -> bool:
+        stamp = _tree_stamp(str(top), frozenset({"skipped"}))[0]
+        new = stamp not in seen
+        seen.add(stamp)
+        return new
+
+    assert changed()  # the skip list is part of what is stamped
+    assert not changed()  # the same tree gives the same stamp
+    (top / "skipped" / "x").write_text("x\n")
+    assert not changed()  # a skipped top-level name is not walked
+    (top / "a" / "deep" / "f.txt").write_text("ONE\n")  # same size, two folders down
+    assert changed()
+    os.chmod(top / "b" / "g.txt", 0o600)
+    assert changed()
+    (top / "b" / "g.txt").rename(top / "a" / "g.txt")  # the same name in another folder
+    assert changed()
+    (top / "b" / "empty").mkdir()
+    assert changed()
+    os.symlink("a", top / "link")
+    assert changed()
+    stamp, newest = _tree_stamp(str(top))
+    assert newest == max(os.lstat(p).st_ctime_ns for p in [*top.rglob("*")])
+    # the code stamp (meta=False) skips __pycache__ folders but not their neighbours
+    (top / "__pycache__").mkdir()
+    before = _tree_stamp(str(top), meta=False)[0]
+    (top / "__pycache__" / "m.pyc").write_bytes(b"x")
+    assert _tree_stamp(str(top), meta=False)[0] == before
+    (top / "m.py").write_text("x\n")
+    assert _tree_stamp(str(top), meta=False)[0] != before
