@@ -15,6 +15,7 @@ import argparse
 import datetime
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -167,15 +168,35 @@ class Bench:
             if not b.build(ctx, tag).ok:
                 raise BenchError(f"{b.name} could not build {name}; see {self.logfile}")
 
-        def runners(cold: bool) -> dict[str, Callable[[], Sample]]:
-            return {b.name: (lambda b=b: b.build(ctx, tag, cold=cold)) for b in self.builders}
+        def runners(mode: str) -> dict[str, Callable[[], Sample]]:
+            out: dict[str, Callable[[], Sample]] = {
+                b.name: (lambda b=b: b.build(ctx, tag, cold=mode == "cold")) for b in self.builders}
+            for ref, argv in self.floors(name, mode, ctx).items():
+                out[ref] = lambda argv=argv: measure(argv, log=self.logfile, env=self.builders[0].env)
+            return out
 
         for mode in ("cold", "warm", "incremental"):
             row = Row(name, mode, target=TARGETS.get((mode, name), 1.0))
             before = (lambda run: change_file(ctx, workload.touch, run)) if mode == "incremental" else None
-            self.paired(row, runners(mode == "cold"), before)
+            self.paired(row, runners(mode), before)
         if name == "heavyrun":
             self.heavy_reference(ctx)
+
+    def floors(self, name: str, mode: str, ctx: Path) -> dict[str, list[str]]:
+        """What any Python builder pays at least, measured beside the rows where pybuild's
+        time is close to it: the interpreter's start (the same one and environment that
+        runs pybuild), and for the warm big context that start plus a stat of every file
+        of the context by `find` (in C), which is what telling "nothing changed" takes
+        without a process that stays running."""
+        if self.smoke:
+            return {}
+        start = [sys.executable, "-c", "pass"]
+        if name == "hello":
+            return {"ref:python start": start}
+        if name == "bigctx" and mode == "warm":
+            walk = f"find {shlex.quote(str(ctx))} -printf '%i %s %T@ %C@ %m %U %G %p\\n' | sha256sum"
+            return {"ref:python start + find": ["sh", "-c", f"{shlex.join(start)} && {walk}"]}
+        return {}
 
     def heavy_reference(self, ctx: Path) -> None:
         """The physical floor of the heavy RUN: the same cp -a and rm on the host."""
