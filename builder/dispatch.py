@@ -113,7 +113,10 @@ def normalize_workdir(current: str, path: str) -> str:
 
 
 def _with_shell(state: ImageState, args: Sequence[str]) -> tuple[str, ...]:
-    return tuple(state.effective_shell()) + tuple(args)
+    """The shell form's argv: the shell and the command line as one argument. A bare
+    `RUN`, `CMD` or `ENTRYPOINT` gives the shell an empty command (`/bin/sh -c ""`),
+    as BuildKit does, not a `-c` without its argument."""
+    return (*state.effective_shell(), " ".join(args))
 
 
 def apply_metadata(node: ins.Instruction, state: ImageState, env: StageEnv) -> ImageState:

@@ -67,6 +67,8 @@ CASES: dict[str, tuple[str, list[str]]] = {
         "CMD [\"--help\"]\n"
         "ENTRYPOINT exec /bin/echo \"$HOME\"\n"
         "HEALTHCHECK CMD test -e /tmp || exit 1\n"), []),
+    # bare shell forms: the shell gets an empty command, `/bin/sh -c ""`
+    "bare_shell_forms": ("ARG BASE\nFROM $BASE\nENTRYPOINT\nCMD\n", []),
     "healthcheck_none_and_user_name": ((
         "ARG BASE\nFROM $BASE\n"
         "HEALTHCHECK NONE\n"

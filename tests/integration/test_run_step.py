@@ -211,11 +211,13 @@ def test_cpu_max_is_set(project: Project, tmp_path: Path) -> None:
 
 
 def test_history_marks_empty_run(project: Project) -> None:
-    project.dockerfile("FROM bb\nRUN true\nRUN echo x > /x\n")
+    # a bare RUN is the shell with an empty command, as in BuildKit: it succeeds, changes nothing
+    project.dockerfile("FROM bb\nRUN true\nRUN echo x > /x\nRUN\n")
     project.build()
     img = project.image()
     runs = [h for h in img.history if h["created_by"].startswith("RUN")]
-    assert [h.get("empty_layer", False) for h in runs] == [True, False]
+    assert [h.get("empty_layer", False) for h in runs] == [True, False, True]
+    assert runs[2]["created_by"] == "RUN /bin/sh -c  # buildkit"
     assert len(img.layer_digests) == 2
     meta = project.metadata()
     steps = {s["instruction"]: s for s in meta["pybuild.steps"]}
