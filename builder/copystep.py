@@ -249,13 +249,13 @@ def _source_tree(solver: Solver, node: ins.Instruction, from_value: str | None,
 
     kind = "context" if nc is not None else "image"
     base = solver.bases.resolve(from_value, kind=kind, pull=solver.opts.pull)
-    from .solve import LayerRef
+    from .solve import LayerRef, lower_dirs
 
     layers = [LayerRef(b.diff_id, b) for b in base.layers]
 
     @contextlib.contextmanager
     def image_tree() -> Iterator[Any]:
-        lowers = [solver.ensure_snapshot(layer) for layer in reversed(layers)]
+        lowers = lower_dirs(solver.store, layers)
         with solver.runner.merged(lowers, None) as root:
             yield DirTree(root, label=f"image {from_value}")
 

@@ -41,7 +41,7 @@ def run_image(store: Store, name: str, command: Sequence[str], *, env: Sequence[
               network: str = "default", volumes: Sequence[str] = (), user: str | None = None,
               workdir: str | None = None, entrypoint: str | None = None) -> int:
     from .executor import Mount, RootFS, RunSpec, run_step
-    from .solve import LayerRef, ensure_snapshot
+    from .solve import LayerRef, lower_dirs
 
     config, layers = _image_layers(store, name)
     cfg = config.get("config") or {}
@@ -66,7 +66,7 @@ def run_image(store: Store, name: str, command: Sequence[str], *, env: Sequence[
             raise UsageError(f"volume source {host} does not exist")
         mounts.append(Mount("bind", target, source=Path(host).resolve(), readonly=readonly))
 
-    lowers = [ensure_snapshot(store, LayerRef(b.diff_id, b)) for b in reversed(layers)]
+    lowers = lower_dirs(store, [LayerRef(b.diff_id, b) for b in layers])
     scratch = Path(tempfile.mkdtemp(prefix="run-", dir=store.root / "tmp"))
     try:
         upper, work, empty = scratch / "upper", scratch / "work", scratch / "empty"

@@ -14,7 +14,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -66,6 +66,20 @@ def ensure_snapshot(store: Store, layer: LayerRef) -> Path:
         except BaseException:
             remove_tree(tmp)
             raise
+
+
+def lower_dirs(store: Store, layers: Sequence[LayerRef]) -> list[Path]:
+    """The snapshots of ``layers`` (bottom first) as overlay lower directories, top first.
+    A layer that is there twice (two steps that made the same files, or nothing) is kept
+    where it is highest: overlayfs refuses a folder twice, and the lower copy shows nothing
+    the higher one does not decide already."""
+    out: list[Path] = []
+    seen: set[Digest] = set()
+    for layer in reversed(layers):
+        if layer.diff_id not in seen:
+            seen.add(layer.diff_id)
+            out.append(ensure_snapshot(store, layer))
+    return out
 
 
 def format_time(seconds: float) -> str:
@@ -394,7 +408,7 @@ class Solver:
 
         upper = self.store.tempdir("upper-")
         try:
-            lowers = [] if link_base else [self.ensure_snapshot(layer) for layer in reversed(fs.layers)]
+            lowers = [] if link_base else self.lowers_of(fs)
             _root_like(upper)
             action(lowers, upper, sid)
             if not any(os.scandir(upper)):
@@ -525,7 +539,7 @@ class Solver:
         return None
 
     def lowers_of(self, fs: FsState) -> list[Path]:
-        return [self.ensure_snapshot(layer) for layer in reversed(fs.layers)]
+        return lower_dirs(self.store, fs.layers)
 
 
 def _root_like(upper: Path) -> None:

@@ -1,0 +1,33 @@
+"""Where pybuild's images differed from current BuildKit's for the same Dockerfile (found by
+building realistic Dockerfiles with both and comparing configs, history, layers and files):
+each test pins what BuildKit (Dockerfile frontend 1.24) does. The cases docker 20.10 can
+build too are also compared with it in test_build_vs_docker."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.integration.runbuild import Project
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="builds mount overlays: needs root")
+
+
+@pytest.fixture()
+def bb(tmp_path: Path, local_busybox: Path) -> Project:
+    root = tmp_path / "ctx"
+    root.mkdir()
+    return Project(root, tmp_path / "store", tmp_path / "out.tar",
+                   contexts=(f"bb=oci-layout://{local_busybox}:latest",))
+
+
+def test_a_layer_made_again_stacks_with_itself(bb: Project) -> None:
+    # the second COPY makes the very layer the first made: overlayfs refuses the same lower
+    # folder twice, and the step after it failed ("Too many levels of symbolic links")
+    bb.dockerfile("FROM bb\nCOPY a.txt /a\nRUN rm /a\nCOPY a.txt /a\nRUN cat /a > /b\n",
+                  **{"a.txt": "again\n"})
+    bb.build()
+    img = bb.image()
+    assert img.layer_digests[1] == img.layer_digests[3]
+    assert img.layer(4)["b"][1] == b"again\n"
