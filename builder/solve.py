@@ -319,8 +319,9 @@ class Solver:
         """Key a step, reuse its cached result or run ``action(lowers, upper)``.
 
         Returns the new FsState and the step's history entry (``created_by`` left empty for
-        the caller): ``empty_layer`` when the step changed nothing, ``created`` from the
-        cache record so that a cached rebuild gives the same image.
+        the caller) and ``created`` from the cache record so that a cached rebuild gives the
+        same image. A step that changed nothing still has a layer (an empty tar), as in
+        BuildKit, where every RUN, COPY, ADD and WORKDIR other than ``/`` makes one.
         ``action`` gets the lower directories (top first), the upper directory and the
         progress id of the step. ``link_base``: the step does not read the layers below (COPY --link), so its key
         starts from scratch and the cached layer can be reused on any base."""
@@ -373,7 +374,9 @@ class Solver:
 
     def _record_usable(self, record: Mapping[str, Any]) -> bool:
         if record.get("empty"):
-            return True
+            # Written by an older pybuild, which made no layer for a step that changed
+            # nothing: run the step again so that it gets its (empty) layer.
+            return False
         try:
             diff_id = Digest.parse(record["diff_id"])
             blob = Digest.parse(record["digest"])
@@ -385,8 +388,6 @@ class Solver:
                       record: Mapping[str, Any]) -> tuple[FsState, HistoryEntry]:
         created = format_time(self.opts.source_date_epoch if self.opts.source_date_epoch is not None
                               else float(record.get("created") or 0))
-        if record.get("empty"):
-            return FsState(key, fs.layers), HistoryEntry("", empty_layer=True, created=created)
         diff_id = Digest.parse(record["diff_id"])
         blob = LayerBlob(diff_id, Digest.parse(record["digest"]), int(record["size"]),
                          str(record["media_type"]))
@@ -411,9 +412,6 @@ class Solver:
             lowers = [] if link_base else self.lowers_of(fs)
             _root_like(upper)
             action(lowers, upper, sid)
-            if not any(os.scandir(upper)):
-                remove_tree(upper)
-                return {"empty": True}
             tmp = self.store.tempfile("layer-")
             # Rootless, the step's files belong to the building user on the host: the layer
             # records them as the step saw them (root, or the subordinate ids).

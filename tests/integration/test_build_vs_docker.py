@@ -9,8 +9,9 @@ Dockerfile reference pybuild follows. Only these documented differences are norm
 * HEALTHCHECK history: docker 20.10's text lacks the StartInterval duration (added with
   `--start-interval` in Dockerfile 1.6).
 * RUN layers: docker 20.10's runc leaves empty mount-point folders (/proc, /sys, /dev/...)
-  in RUN layers, so a RUN that changes nothing still makes a layer there. The RUN steps below
-  all write a file, and layer contents (diff_ids) are not compared, only their number.
+  in RUN layers, so layer contents (diff_ids) are not compared, only their number. (Both
+  make a layer for every RUN, COPY, ADD and WORKDIR other than `/`, even one that changes
+  nothing: current BuildKit's is an empty tar.)
 
 (A stage built FROM another stage that declared ARGs is not among the cases: current BuildKit
 lists the parent's ARGs in the RUN `|N K=V` prefix, docker 20.10 does not; see test_build_args.)
@@ -94,6 +95,15 @@ CASES: dict[str, tuple[str, list[str]]] = {
         "COPY --from=1 /b/b.txt /copied-by-index.txt\n"
         "RUN cat /onbuild-ran /from-onbuild.txt > /child\n"
         "EXPOSE 8080/tcp 8080\n"), []),
+    # steps that change nothing still make a layer each (an empty one in BuildKit)
+    "steps_that_change_nothing": ((
+        "ARG BASE\nFROM $BASE\n"
+        "RUN mkdir -p /app/data && echo x > /app/data/x\n"
+        "WORKDIR /app/data\n"
+        "COPY nothing-matches-* /app/\n"
+        "RUN true\n"
+        "WORKDIR /\n"
+        "COPY a.txt .\n"), []),
     # the parent is built and pushed by docker (see onbuild_parent): its triggers run here
     "onbuild_from_image": ((
         "ARG PARENT\n"

@@ -63,6 +63,7 @@ def test_workdir_made_straight_into_the_upper_dir(project: Project) -> None:
     assert made["app/new/deeper"][0].mode == 0o755 and made["app/new/deeper"][0].uid == 0
     assert sorted(mine) == ["srv", "srv/mine"]
     assert (mine["srv/mine"][0].uid, mine["srv/mine"][0].gid) == (1000, 1000)
-    assert [h.get("empty_layer", False) for h in img.history][-2] is True
-    assert img.layer(4)["tmp/check"][1] == (b"1000:1002 750 /app\n0:0 755 /app/new/deeper\n"
+    assert [h.get("empty_layer", False) for h in img.history][-2] is False
+    assert list(img.layer(4)) == []  # WORKDIR of a folder that exists: an empty layer
+    assert img.layer(5)["tmp/check"][1] == (b"1000:1002 750 /app\n0:0 755 /app/new/deeper\n"
                                              b"1000:1000 755 /srv/mine\n")

@@ -103,7 +103,8 @@ def _check_layers(img: runbuild.OciImage) -> None:
     assert run["tmp/mine"][1] == b"made\n" and run["tmp/from-ctx"][1] == b"from the context\n"
     # nothing the executor made for the step: mount points, /dev, /etc/hosts, ...
     assert not [n for n in run if n.split("/")[0] in ("t", "ctx", "dev", "proc", "sys", "etc", "var")]
-    assert [h.get("empty_layer", False) for h in img.history][-1] is True  # RUN true
+    assert [h.get("empty_layer", False) for h in img.history][-1] is False  # RUN true
+    assert list(img.layer(len(img.layer_digests) - 1)) == []  # ... has an empty layer
 
 
 def test_copy_snapshotter_makes_the_overlay_image(project: Project, tmp_path: Path) -> None:

@@ -93,8 +93,9 @@ def _build(tmp: Path, store: Path, layout: Path, dockerfile: str, name: str) -> 
 def test_run_layer_entries(deb_store: Path, debian_layout: Path, tmp_path: Path) -> None:
     img = _build(tmp_path, deb_store, debian_layout, CHANGES, "changes")
     runs = [h for h in img.history if h["created_by"].startswith("RUN")]
-    assert [h.get("empty_layer", False) for h in runs] == [False, False, True]
-    assert len(img.layer_digests) == 3  # base + two RUN layers; `RUN true` made none
+    assert [h.get("empty_layer", False) for h in runs] == [False, False, False]
+    assert len(img.layer_digests) == 4  # base + three RUN layers; `RUN true`'s is empty
+    assert list(img.layer(3)) == []
     layer = img.layer(2)
     names = list(layer)
     # whiteouts first in their directory, as BuildKit's differ writes them

@@ -210,16 +210,21 @@ def test_cpu_max_is_set(project: Project, tmp_path: Path) -> None:
     assert not list(Path("/sys/fs/cgroup").glob("**/pybuild-*"))  # removed afterwards
 
 
-def test_history_marks_empty_run(project: Project) -> None:
-    # a bare RUN is the shell with an empty command, as in BuildKit: it succeeds, changes nothing
+def test_run_that_changes_nothing_has_an_empty_layer(project: Project) -> None:
+    # as in BuildKit: every RUN has a layer, an empty tar when the step changed nothing;
+    # a bare RUN is the shell with an empty command: it succeeds and changes nothing
     project.dockerfile("FROM bb\nRUN true\nRUN echo x > /x\nRUN\n")
     project.build()
     img = project.image()
     runs = [h for h in img.history if h["created_by"].startswith("RUN")]
-    assert [h.get("empty_layer", False) for h in runs] == [True, False, True]
+    assert [h.get("empty_layer", False) for h in runs] == [False, False, False]
     assert runs[2]["created_by"] == "RUN /bin/sh -c  # buildkit"
-    assert len(img.layer_digests) == 2
+    assert len(img.layer_digests) == 4
+    assert list(img.layer(1)) == [] and list(img.layer(3)) == []
+    # the diff_id of BuildKit's empty layers: a tar of its 1024-byte end marker alone
+    empty = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
+    assert img.config["rootfs"]["diff_ids"][1] == empty == img.config["rootfs"]["diff_ids"][3]
     meta = project.metadata()
     steps = {s["instruction"]: s for s in meta["pybuild.steps"]}
-    assert steps["RUN true"]["layer"] is None
+    assert steps["RUN true"]["layer"] is not None
     json.dumps(meta)
