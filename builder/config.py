@@ -216,23 +216,69 @@ class ImageState:
         return cfg
 
 
-_PORT = re.compile(r"^(\d+)(?:-(\d+))?(?:/(\w+))?$")
+_PORT_NUMBER = re.compile(r"[+-]?[0-9]+")
+_PROTOCOLS = ("tcp", "udp", "sctp")
 
 
 def expand_ports(words: Sequence[str]) -> list[str]:
-    """EXPOSE arguments as docker records them: `80` -> `80/tcp`, `7000-7002/udp` -> three ports."""
+    """EXPOSE arguments as BuildKit records them, in order and with repeats (the config's
+    ExposedPorts keeps each once): `80` -> `80/tcp`, `7000-7002/udp` -> three ports.
+    As in BuildKit, `[IP:][HOSTPORT:]PORT[/PROTO]` is accepted and only PORT/PROTO kept,
+    and a protocol other than tcp, udp or sctp is an error."""
     out: list[str] = []
     for word in words:
-        m = _PORT.match(word.strip())
-        if not m:
-            raise BuildError(f"invalid containerPort: {word}")
-        lo = int(m.group(1))
-        hi = int(m.group(2)) if m.group(2) else lo
-        proto = (m.group(3) or "tcp").lower()
-        if hi < lo or hi > 65535:
-            raise BuildError(f"invalid range of ports: {word}")
-        for port in range(lo, hi + 1):
-            name = f"{port}/{proto}"
-            if name not in out:
-                out.append(name)
+        ip, host_port, container = _split_port_parts(word)
+        container, slash, proto = container.partition("/")
+        if not container:
+            raise BuildError(f'invalid port: "{word}": no port specified')
+        proto = proto.lower() if slash else "tcp"
+        if proto not in _PROTOCOLS:
+            raise BuildError(f'invalid port: "{word}": invalid proto: {proto}')
+        if ip:
+            _check_ip(ip)
+        lo, hi = _port_range(container, "containerPort")
+        if host_port:
+            host_lo, host_hi = _port_range(host_port, "hostPort")
+            if hi - lo != host_hi - host_lo and hi != lo:
+                raise BuildError("invalid ranges specified for container and host Ports: "
+                                 f"{container} and {host_port}")
+        out.extend(f"{port}/{proto}" for port in range(lo, hi + 1))
     return out
+
+
+def _split_port_parts(word: str) -> tuple[str, str, str]:
+    """(ip, host port, container port[/proto]) of ``[ip:][hostport:]port[/proto]``."""
+    parts = word.split(":")
+    if len(parts) == 1:
+        return "", "", parts[0]
+    if len(parts) == 2:
+        return "", parts[0], parts[1]
+    return ":".join(parts[:-2]), parts[-2], parts[-1]
+
+
+def _check_ip(ip: str) -> None:
+    import ipaddress
+
+    text = ip[1:-1] if ip.startswith("[") and ip.endswith("]") else ip
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        raise BuildError(f"invalid IP address: {ip}") from None
+
+
+def _port_range(text: str, what: str) -> tuple[int, int]:
+    """``8000`` or ``8000-8002`` as (first, last); each 0-65535 and first <= last."""
+    start, dash, end = text.partition("-")
+
+    def number(part: str) -> int:
+        if not _PORT_NUMBER.fullmatch(part) or not 0 <= int(part) <= 65535:
+            raise BuildError(f"invalid {what}: {text}")
+        return int(part)
+
+    lo = number(start)
+    if not dash or start == end:
+        return lo, lo
+    hi = number(end)
+    if hi < lo:
+        raise BuildError(f"invalid {what}: {text}")
+    return lo, hi

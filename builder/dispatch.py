@@ -136,14 +136,16 @@ def apply_metadata(node: ins.Instruction, state: ImageState, env: StageEnv) -> I
         new = state.changed(author=node.name)
         return hist(f"MAINTAINER {node.name}")
     if isinstance(node, ins.Expose):
-        words = [w for word in node.ports for w in _split_ws(env.expand(word, state, node))]
+        # BuildKit sorts the words as written, before expanding them, and its history
+        # lists every port that results (Go's %v of a []string).
+        words = [w for word in sorted(node.ports)
+                 for w in _split_ws(env.expand(word, state, node))]
         try:
             ports = expand_ports(words)
         except BuildError as exc:
             raise BuildError(exc.message, location=node.range) from None
         new = state.with_ports(ports)
-        shown = " ".join(f"{p}:{{}}" for p in sorted(ports))
-        return hist(f"EXPOSE map[{shown}]")
+        return hist("EXPOSE [" + " ".join(ports) + "]")
     if isinstance(node, ins.Volume):
         paths = env.expand_all(node.paths, state, node)
         for p in paths:

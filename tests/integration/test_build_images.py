@@ -74,7 +74,7 @@ def test_metadata_and_copy_build_matches_buildkit_config(project: Path, store: s
         "LABEL x=y",
         "WORKDIR /app",
         "COPY a.txt . # buildkit",
-        "EXPOSE map[7000/udp:{} 7001/udp:{} 80/tcp:{}]",
+        "EXPOSE [7000/udp 7001/udp 80/tcp]",
         "USER nobody",
         'CMD ["/bin/sh" "-c" "echo hello"]',
         'ENTRYPOINT ["/bin/sh"]',

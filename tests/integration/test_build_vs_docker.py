@@ -8,6 +8,9 @@ Dockerfile reference pybuild follows. Only these documented differences are norm
   (`ARG V=1`); current BuildKit records the value in effect (`ARG V=2`).
 * HEALTHCHECK history: docker 20.10's text lacks the StartInterval duration (added with
   `--start-interval` in Dockerfile 1.6).
+* EXPOSE history: docker 20.10 writes the ports as a Go map (`EXPOSE map[80/tcp:{}]`);
+  current BuildKit lists them as it read them (`EXPOSE [80/tcp]`, the words sorted before
+  they are expanded). Both are compared as the set of ports they name.
 * RUN layers: docker 20.10's runc leaves empty mount-point folders (/proc, /sys, /dev/...)
   in RUN layers, so layer contents (diff_ids) are not compared, only their number. (Both
   make a layer for every RUN, COPY, ADD and WORKDIR other than `/`, even one that changes
@@ -147,6 +150,8 @@ def _normalise_docker(config: dict[str, Any], build_args: list[str]) -> list[dic
                 name = word.split("=", 1)[0]
                 words.append(f"{name}={overrides[name]}" if name in overrides else word)
             text = "ARG " + " ".join(words)
+        elif text.startswith("EXPOSE map["):
+            text = _ports_shown(text[len("EXPOSE map["):-1].replace(":{}", "").split())
         elif text.startswith("HEALTHCHECK &{"):
             # insert the StartInterval duration after StartPeriod: `"30s" "5s" "10s" '...'`
             text = re.sub(r'^(HEALTHCHECK &\{\[.*\] "[^"]*" "[^"]*" "[^"]*") ', r'\1 "0s" ', text)
@@ -154,9 +159,18 @@ def _normalise_docker(config: dict[str, Any], build_args: list[str]) -> list[dic
     return out
 
 
+def _ports_shown(ports: list[str]) -> str:
+    return "EXPOSE " + " ".join(sorted(set(ports)))
+
+
 def _ours(config: dict[str, Any]) -> list[dict[str, Any]]:
-    return [{"created_by": h.get("created_by", ""), "empty_layer": bool(h.get("empty_layer"))}
-            for h in config.get("history", [])]
+    out = []
+    for h in config.get("history", []):
+        text = h.get("created_by", "")
+        if text.startswith("EXPOSE ["):
+            text = _ports_shown(text[len("EXPOSE ["):-1].split())
+        out.append({"created_by": text, "empty_layer": bool(h.get("empty_layer"))})
+    return out
 
 
 def _oci_archive_config(archive: Path) -> dict[str, Any]:

@@ -31,3 +31,21 @@ def test_a_layer_made_again_stacks_with_itself(bb: Project) -> None:
     img = bb.image()
     assert img.layer_digests[1] == img.layer_digests[3]
     assert img.layer(4)["b"][1] == b"again\n"
+
+
+def test_expose_history_lists_the_ports_and_checks_protocols(bb: Project) -> None:
+    # the words are sorted as written, then expanded; every port is listed, repeats too
+    bb.dockerfile("FROM bb\nENV P=3000\nEXPOSE 80 ${P}/udp 7000-7001 80 127.0.0.1:8080:8081/TCP\n")
+    bb.build()
+    cfg = bb.image().config
+    assert cfg["history"][-1]["created_by"] == \
+        "EXPOSE [3000/udp 8081/tcp 7000/tcp 7001/tcp 80/tcp 80/tcp]"
+    assert sorted(cfg["config"]["ExposedPorts"]) == \
+        ["3000/udp", "7000/tcp", "7001/tcp", "80/tcp", "8081/tcp"]
+    for line, message in [("EXPOSE 80/foo", 'invalid port: "80/foo": invalid proto: foo'),
+                          ("EXPOSE 9000-8000", "invalid containerPort: 9000-8000"),
+                          ("EXPOSE 70000", "invalid containerPort: 70000")]:
+        bb.dockerfile(f"FROM bb\n{line}\n")
+        failed = bb.build(check=False)
+        assert f"Dockerfile:2: {message}" in failed.stderr, failed.stderr
+        assert "Traceback" not in failed.stderr
