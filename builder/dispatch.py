@@ -14,7 +14,7 @@ from . import instructions as ins
 from .config import HistoryEntry, ImageState, expand_ports
 from .errors import BuildError, ExpandError
 from .expand import expand_word
-from .parse_go import go_quote, go_quote_list
+from .parse_go import go_quote_list
 
 __all__ = [
     "METADATA",
@@ -84,25 +84,32 @@ class StageEnv:
 
 
 def _go_duration(seconds: float | None) -> str:
-    if not seconds:
+    """Go's time.Duration.String: `0s`, `1.5µs`, `100ms`, `1m30.5s`, `1h0m0s`."""
+    ns = int(round((seconds or 0) * 1e9))
+    if ns == 0:
         return "0s"
-    ns = int(round(seconds * 1e9))
-    if ns % 1_000_000_000 == 0:
-        total = ns // 1_000_000_000
-        h, rem = divmod(total, 3600)
-        m, s = divmod(rem, 60)
-        if h:
-            return f"{h}h{m}m{s}s"
-        if m:
-            return f"{m}m{s}s"
-        return f"{s}s"
+    sign, ns = ("-", -ns) if ns < 0 else ("", ns)
+
+    def fraction(value: int, digits: int) -> str:
+        whole, part = divmod(value, 10 ** digits)
+        tail = f"{part:0{digits}d}".rstrip("0")
+        return f"{whole}.{tail}" if tail else str(whole)
+
     if ns < 1_000:
-        return f"{ns}ns"
+        return f"{sign}{ns}ns"
     if ns < 1_000_000:
-        return f"{ns / 1e3:g}µs"
+        return f"{sign}{fraction(ns, 3)}µs"
     if ns < 1_000_000_000:
-        return f"{ns / 1e6:g}ms"
-    return f"{seconds:g}s"
+        return f"{sign}{fraction(ns, 6)}ms"
+    total_s, part = divmod(ns, 1_000_000_000)
+    minutes, sec = divmod(total_s, 60)
+    hours, minutes = divmod(minutes, 60)
+    text = fraction(sec * 1_000_000_000 + part, 9) + "s"
+    if minutes or hours:
+        text = f"{minutes}m{text}"
+    if hours:
+        text = f"{hours}h{text}"
+    return sign + text
 
 
 def normalize_workdir(current: str, path: str) -> str:
@@ -185,11 +192,13 @@ def apply_metadata(node: ins.Instruction, state: ImageState, env: StageEnv) -> I
         if node.retries:
             hc["Retries"] = node.retries
         new = state.changed(healthcheck=hc)
-        text = "HEALTHCHECK &{%s %s %s %s %s '%s'}" % (
-            go_quote_list(test), go_quote(_go_duration(node.interval)),
-            go_quote(_go_duration(node.timeout)), go_quote(_go_duration(node.start_period)),
-            go_quote(_go_duration(node.start_interval)), _go_rune(node.retries or 0))
-        return hist(text)
+        # BuildKit's %+v of the HealthcheckConfig (Dockerfile frontend 1.24 and later)
+        return hist(f"HEALTHCHECK {{Test:[{' '.join(test)}] "
+                    f"Interval:{_go_duration(node.interval)} "
+                    f"Timeout:{_go_duration(node.timeout)} "
+                    f"StartPeriod:{_go_duration(node.start_period)} "
+                    f"StartInterval:{_go_duration(node.start_interval)} "
+                    f"Retries:{node.retries or 0}}}")
     if isinstance(node, ins.Shell):
         new = state.changed(shell=tuple(node.shell))
         return hist("SHELL [" + " ".join(node.shell) + "]")
@@ -200,14 +209,6 @@ def apply_metadata(node: ins.Instruction, state: ImageState, env: StageEnv) -> I
         words, new = env.declare(node, state)
         return hist("ARG " + " ".join(words))
     raise AssertionError(f"not a metadata instruction: {node.keyword}")
-
-
-def _go_rune(n: int) -> str:
-    if 0x20 <= n < 0x7F and chr(n) not in "'\\":
-        return chr(n)
-    if n < 0x80:
-        return f"\\x{n:02x}"
-    return chr(n)
 
 
 def _split_ws(text: str) -> list[str]:

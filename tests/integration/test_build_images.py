@@ -80,7 +80,8 @@ def test_metadata_and_copy_build_matches_buildkit_config(project: Path, store: s
         'ENTRYPOINT ["/bin/sh"]',
         "VOLUME [/data]",
         "STOPSIGNAL SIGTERM",
-        'HEALTHCHECK &{["CMD-SHELL" "true"] "5s" "0s" "0s" "0s" \'\\x00\'}',
+        "HEALTHCHECK {Test:[CMD-SHELL true] Interval:5s Timeout:0s StartPeriod:0s "
+        "StartInterval:0s Retries:0}",
         "SHELL [/bin/sh -ec]",
     ]
     empty = [h.get("empty_layer", False) for h in cfg["history"]]

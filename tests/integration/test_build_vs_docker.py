@@ -6,8 +6,10 @@ Dockerfile reference pybuild follows. Only these documented differences are norm
 
 * ARG history: docker 20.10 records an ARG's default even when --build-arg overrides it
   (`ARG V=1`); current BuildKit records the value in effect (`ARG V=2`).
-* HEALTHCHECK history: docker 20.10's text lacks the StartInterval duration (added with
-  `--start-interval` in Dockerfile 1.6).
+* HEALTHCHECK history: docker 20.10 writes Go's %q of the config, `&{["CMD-SHELL" "x"] "30s"
+  "0s" "0s" '\\x03'}`; Dockerfile 1.24 writes its %+v, `{Test:[CMD-SHELL x] Interval:30s
+  Timeout:0s StartPeriod:0s StartInterval:0s Retries:3}`, with the StartInterval that
+  `--start-interval` (Dockerfile 1.6) added.
 * EXPOSE history: docker 20.10 writes the ports as a Go map (`EXPOSE map[80/tcp:{}]`);
   current BuildKit lists them as it read them (`EXPOSE [80/tcp]`, the words sorted before
   they are expanded). Both are compared as the set of ports they name.
@@ -21,6 +23,7 @@ lists the parent's ARGs in the RUN `|N K=V` prefix, docker 20.10 does not; see t
 """
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -153,10 +156,20 @@ def _normalise_docker(config: dict[str, Any], build_args: list[str]) -> list[dic
         elif text.startswith("EXPOSE map["):
             text = _ports_shown(text[len("EXPOSE map["):-1].replace(":{}", "").split())
         elif text.startswith("HEALTHCHECK &{"):
-            # insert the StartInterval duration after StartPeriod: `"30s" "5s" "10s" '...'`
-            text = re.sub(r'^(HEALTHCHECK &\{\[.*\] "[^"]*" "[^"]*" "[^"]*") ', r'\1 "0s" ', text)
+            text = _healthcheck_now(text)
         out.append({"created_by": text, "empty_layer": bool(entry.get("empty_layer"))})
     return out
+
+
+def _healthcheck_now(text: str) -> str:
+    """docker 20.10's `HEALTHCHECK &{["CMD" "a b"] "30s" "5s" "10s" '\\x03'}` as Dockerfile
+    1.24 writes it (StartInterval, which docker 20.10 lacks, is 0s)."""
+    m = re.fullmatch(r'HEALTHCHECK &\{\[(.*)\] "([^"]*)" "([^"]*)" "([^"]*)" (\'.*\')\}', text)
+    assert m, text
+    test = [json.loads(q) for q in re.findall(r'"(?:[^"\\]|\\.)*"', m.group(1))]
+    retries = ord(ast.literal_eval(m.group(5)))
+    return (f"HEALTHCHECK {{Test:[{' '.join(test)}] Interval:{m.group(2)} Timeout:{m.group(3)} "
+            f"StartPeriod:{m.group(4)} StartInterval:0s Retries:{retries}}}")
 
 
 def _ports_shown(ports: list[str]) -> str:
