@@ -49,3 +49,17 @@ def test_expose_history_lists_the_ports_and_checks_protocols(bb: Project) -> Non
         failed = bb.build(check=False)
         assert f"Dockerfile:2: {message}" in failed.stderr, failed.stderr
         assert "Traceback" not in failed.stderr
+
+
+def test_cmd_entrypoint_and_healthcheck_as_buildkit_writes_them(bb: Project) -> None:
+    bb.dockerfile("FROM bb\nENTRYPOINT\nCMD\n"
+                  "HEALTHCHECK --interval=90s --start-period=1500ms --retries=7 CMD [\"true\"]\n")
+    bb.build()
+    cfg = bb.image().config
+    # a shell form with no words is the shell and an empty command line
+    assert cfg["config"]["Entrypoint"] == ["/bin/sh", "-c", ""]
+    assert cfg["config"]["Cmd"] == ["/bin/sh", "-c", ""]
+    assert [h["created_by"] for h in cfg["history"][1:]] == [
+        'ENTRYPOINT ["/bin/sh" "-c" ""]', 'CMD ["/bin/sh" "-c" ""]',
+        "HEALTHCHECK {Test:[CMD true] Interval:1m30s Timeout:0s StartPeriod:1.5s "
+        "StartInterval:0s Retries:7}"]
