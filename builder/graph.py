@@ -163,6 +163,7 @@ def build_graph(
                          hint="every Dockerfile needs a FROM line to start a stage")
 
     contexts = {c.lower() for c in named_contexts}
+    warnings: list[str] = []
     stages: list[Stage] = []
     names: dict[str, int] = {}
     current: ins.From | None = None
@@ -207,9 +208,10 @@ def build_graph(
         name = current.stage_name.lower() if current.stage_name else None
         if name:
             if name in names:
-                raise GraphError(f"duplicate stage name {current.stage_name!r}",
-                                 location=current.range,
-                                 source_line=dockerfile.source_line(current.range.start))
+                # BuildKit's DuplicateStageName check warns and builds: from here on the name
+                # means this stage (in later FROM and --from, and for --target).
+                warnings.append(f'DuplicateStageName: Duplicate stage name "{name}", stage '
+                                f"names should be unique (line {current.range.start})")
             names[name] = index
         stages.append(Stage(index, name, base, plat, current, tuple(body), frozenset(deps),
                             tuple(external)))
@@ -250,7 +252,6 @@ def build_graph(
         for node in stages[i].instructions:
             if isinstance(node, ins.Arg):
                 used.update(name for name, _ in node.args)
-    warnings = []
     unused = sorted(k for k in build_args if k not in used and k not in PROXY_ARGS
                     and k not in platform_args())
     if unused:

@@ -110,6 +110,10 @@ CASES: dict[str, tuple[str, list[str]]] = {
         "RUN true\n"
         "WORKDIR /\n"
         "COPY a.txt .\n"), []),
+    # a stage name used twice is a warning: later references mean the last such stage
+    "duplicate_stage_names": ((
+        "ARG BASE\nFROM $BASE AS a\nENV WHICH=first\nFROM $BASE AS a\nENV WHICH=second\n"
+        "FROM a\nRUN echo $WHICH > /which\n"), []),
     # the parent is built and pushed by docker (see onbuild_parent): its triggers run here
     "onbuild_from_image": ((
         "ARG PARENT\n"

@@ -63,3 +63,15 @@ def test_cmd_entrypoint_and_healthcheck_as_buildkit_writes_them(bb: Project) -> 
         'ENTRYPOINT ["/bin/sh" "-c" ""]', 'CMD ["/bin/sh" "-c" ""]',
         "HEALTHCHECK {Test:[CMD true] Interval:1m30s Timeout:0s StartPeriod:1.5s "
         "StartInterval:0s Retries:7}"]
+
+
+def test_duplicate_stage_names_warn_and_the_last_one_counts(bb: Project) -> None:
+    # BuildKit's DuplicateStageName check is a warning: later references mean the last stage
+    bb.dockerfile("FROM bb AS a\nENV WHICH=first\nFROM bb AS a\nENV WHICH=second\n"
+                  "FROM a\nRUN echo $WHICH > /which\n")
+    done = bb.build()
+    assert 'DuplicateStageName: Duplicate stage name "a", stage names should be unique (line 3)' \
+        in done.stderr
+    assert bb.image().layer(1)["which"][1] == b"second\n"
+    bb.build("--target", "a")
+    assert "WHICH=second" in bb.image().config["config"]["Env"]
