@@ -190,19 +190,23 @@ def build_graph(
             base = StageBase("scratch", "scratch")
         else:
             base = StageBase("image", base_word)
-        for node in body:
+        # A parent stage's ONBUILD triggers run first in this stage, so a COPY --from among
+        # them may name a stage of this Dockerfile, as in BuildKit (errors point at FROM).
+        triggers = [(n.instruction, current) for n in stages[ref].instructions
+                    if isinstance(n, ins.Onbuild)] if base.kind == "stage" else []
+        for node, where in [*triggers, *((n, n) for n in body)]:
             for value in _from_values(node):
-                word = _expand(value, meta, escape, node, used)
+                word = _expand(value, meta, escape, where, used)
                 try:
                     dep = _stage_ref(word, names, index) if word.lower() not in contexts else None
                 except GraphError as exc:
-                    raise GraphError(exc.message, location=node.range,
-                                     source_line=dockerfile.source_line(node.range.start)) from None
+                    raise GraphError(exc.message, location=where.range,
+                                     source_line=dockerfile.source_line(where.range.start)) from None
                 if dep is not None:
                     deps.add(dep)
                 elif word.lower() == (current.stage_name or "").lower() and word:
-                    raise GraphError(f"stage {word!r} cannot copy from itself", location=node.range,
-                                     source_line=dockerfile.source_line(node.range.start))
+                    raise GraphError(f"stage {word!r} cannot copy from itself", location=where.range,
+                                     source_line=dockerfile.source_line(where.range.start))
                 else:
                     external.append(word)
         name = current.stage_name.lower() if current.stage_name else None

@@ -75,3 +75,17 @@ def test_duplicate_stage_names_warn_and_the_last_one_counts(bb: Project) -> None
     assert bb.image().layer(1)["which"][1] == b"second\n"
     bb.build("--target", "a")
     assert "WHICH=second" in bb.image().config["config"]["Env"]
+
+
+def test_onbuild_copy_from_names_a_stage_of_the_dockerfile(bb: Project) -> None:
+    # BuildKit resolves --from in the triggers against the Dockerfile's stages; pybuild
+    # looked for an image called "files" in a registry
+    bb.dockerfile("FROM bb AS files\nRUN echo data > /data\n"
+                  "FROM bb AS parent\nONBUILD COPY --from=files /data /onbuild-data\n"
+                  "FROM parent\nRUN cat /onbuild-data > /seen\n")
+    bb.build()
+    img = bb.image()
+    assert img.layer(1)["onbuild-data"][1] == b"data\n"
+    assert img.layer(2)["seen"][1] == b"data\n"
+    assert [h["created_by"] for h in img.history[1:]] == [
+        "COPY /data /onbuild-data # buildkit", "RUN /bin/sh -c cat /onbuild-data > /seen # buildkit"]
