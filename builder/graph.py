@@ -195,6 +195,13 @@ def build_graph(
         triggers = [(n.instruction, current) for n in stages[ref].instructions
                     if isinstance(n, ins.Onbuild)] if base.kind == "stage" else []
         for node, where in [*triggers, *((n, n) for n in body)]:
+            if isinstance(node, ins.Copy) and node.from_stage and \
+                    _expand(node.from_stage, {}, escape, where) != node.from_stage:
+                # as BuildKit: a stage's name is known before any ARG is, so none is expanded
+                raise GraphError("variable expansion is not supported for --from, define a new "
+                                 "stage with FROM using ARG from global scope as a workaround",
+                                 location=where.range,
+                                 source_line=dockerfile.source_line(where.range.start))
             for value in _from_values(node):
                 word = _expand(value, meta, escape, where, used)
                 try:

@@ -89,3 +89,12 @@ def test_onbuild_copy_from_names_a_stage_of_the_dockerfile(bb: Project) -> None:
     assert img.layer(2)["seen"][1] == b"data\n"
     assert [h["created_by"] for h in img.history[1:]] == [
         "COPY /data /onbuild-data # buildkit", "RUN /bin/sh -c cat /onbuild-data > /seen # buildkit"]
+
+
+def test_copy_from_with_a_variable_is_refused(bb: Project) -> None:
+    bb.dockerfile("ARG SRC=bb\nFROM bb\nCOPY --from=${SRC} /etc/passwd /p\n")
+    failed = bb.build(check=False)
+    assert failed.returncode == 1
+    assert ("Dockerfile:3: variable expansion is not supported for --from, define a new stage "
+            "with FROM using ARG from global scope as a workaround") in failed.stderr
+    assert "Traceback" not in failed.stderr
