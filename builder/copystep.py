@@ -107,7 +107,9 @@ def plan_copy(solver: Solver, stage: Stage, node: ins.Copy | ins.Add, image: Ima
 
         try:
             parse_chmod(chmod)
-        except (ValueError, ContextError) as exc:
+        except ContextError as exc:  # BuildKit's own sentence, which names the value
+            raise BuildError(exc.message) from None
+        except ValueError as exc:
             raise BuildError(f"invalid chmod parameter: {chmod!r} ({exc})") from None
 
     heredocs = []

@@ -98,3 +98,10 @@ def test_copy_from_with_a_variable_is_refused(bb: Project) -> None:
     assert ("Dockerfile:3: variable expansion is not supported for --from, define a new stage "
             "with FROM using ARG from global scope as a workaround") in failed.stderr
     assert "Traceback" not in failed.stderr
+
+
+def test_a_bad_chmod_is_one_sentence(bb: Project) -> None:
+    bb.dockerfile("FROM bb\nCOPY --chmod=999 a.txt /a\n", **{"a.txt": "a"})
+    failed = bb.build(check=False)
+    assert "Dockerfile:2: invalid chmod parameter: '999'. it should be octal string and between " \
+        "0 and 07777\n" in failed.stderr
