@@ -103,11 +103,9 @@ def copy_into(
     mode = parse_chmod(chmod) if not isinstance(chmod, Chmod) and chmod is not None else chmod
     drel, dir_hint = dest_path(dest, workdir)
     root = os.fspath(dest_root)
+    # Several sources and a destination without a trailing /: BuildKit copies them one
+    # after the other to the same path (no error, unlike docker's classic builder).
     copier = _Copier(root, chown=chown, chmod=mode, mtime=mtime, verb=verb)
-    if len(sources) > 1 and not dir_hint and not copier.is_dir(drel):
-        raise ContextError(
-            f"When using {verb} with more than one source file, the destination must be a directory and end with a /"
-        )
     try:
         with tempfile.TemporaryDirectory(prefix="pybuild-copy-", dir=scratch_dir) as tmp:
             try:

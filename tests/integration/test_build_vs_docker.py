@@ -114,6 +114,9 @@ CASES: dict[str, tuple[str, list[str]]] = {
     "duplicate_stage_names": ((
         "ARG BASE\nFROM $BASE AS a\nENV WHICH=first\nFROM $BASE AS a\nENV WHICH=second\n"
         "FROM a\nRUN echo $WHICH > /which\n"), []),
+    # several sources and a destination without a trailing /: copied in turn, no error
+    "several_sources_one_path": (
+        "ARG BASE\nFROM $BASE\nCOPY a.txt b.txt /notadir\nCOPY a.txt b.txt /dir/\n", []),
     # the parent is built and pushed by docker (see onbuild_parent): its triggers run here
     "onbuild_from_image": ((
         "ARG PARENT\n"
