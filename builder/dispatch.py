@@ -113,9 +113,12 @@ def _go_duration(seconds: float | None) -> str:
 
 
 def normalize_workdir(current: str, path: str) -> str:
-    if not path.startswith("/"):
-        path = posixpath.join(current or "/", path)
-    norm = posixpath.normpath(path)
+    """The new working directory as BuildKit's NormalizeWorkdir makes it on Linux: an
+    absolute path is kept as written (`/app/` stays `/app/`); a relative one (or none) is
+    joined to the current one and cleaned, as Go's path.Join does."""
+    if path.startswith("/"):
+        return path
+    norm = posixpath.normpath(posixpath.join(current or "/", path))
     return "/" if norm in ("", ".") else ("/" + norm.lstrip("/"))
 
 

@@ -117,6 +117,9 @@ CASES: dict[str, tuple[str, list[str]]] = {
     # several sources and a destination without a trailing /: copied in turn, no error
     "several_sources_one_path": (
         "ARG BASE\nFROM $BASE\nCOPY a.txt b.txt /notadir\nCOPY a.txt b.txt /dir/\n", []),
+    # an absolute WORKDIR is kept as written; a relative one is joined and cleaned
+    "workdir_as_written": (
+        "ARG BASE\nFROM $BASE\nWORKDIR /app/\nWORKDIR ./sub/../other/.\nWORKDIR //x//y\n", []),
     # the parent is built and pushed by docker (see onbuild_parent): its triggers run here
     "onbuild_from_image": ((
         "ARG PARENT\n"

@@ -105,3 +105,13 @@ def test_a_bad_chmod_is_one_sentence(bb: Project) -> None:
     failed = bb.build(check=False)
     assert "Dockerfile:2: invalid chmod parameter: '999'. it should be octal string and between " \
         "0 and 07777\n" in failed.stderr
+
+
+def test_an_absolute_workdir_is_kept_as_written(bb: Project) -> None:
+    bb.dockerfile("FROM bb\nWORKDIR /app/\nRUN pwd > /first\nWORKDIR sub/../other/.\n")
+    bb.build()
+    img = bb.image()
+    assert [h["created_by"] for h in img.history[1:3]] == [
+        "WORKDIR /app/", "RUN /bin/sh -c pwd > /first # buildkit"]
+    assert img.layer(2)["first"][1] == b"/app\n"
+    assert img.config["config"]["WorkingDir"] == "/app/other"
