@@ -47,13 +47,13 @@ def _column(line: str, needle: str) -> int:
 
 def parse_nodes(text: str | bytes, *, filename: str = "Dockerfile") -> ParsedNodes:
     """The untyped parse of ``text``; ParseError where buildkit's parser fails."""
-    source = to_text(text)
-    source = source.removeprefix("\ufeff")
+    raw = to_text(text)
+    source = raw.removeprefix("\ufeff")
     # kept printable: errors anywhere in pybuild quote these lines to a terminal
     lines = tuple(printable(line.rstrip("\r")) for line in source.split("\n"))
     if lines and lines[-1] == "" and source.endswith("\n"):
         lines = lines[:-1]
-    scan = scan_lines(source, filename=filename)
+    scan = scan_lines(raw, filename=filename)
     nodes: list[Node] = []
     warnings: list[str] = []
     for logical in scan.lines:

@@ -182,13 +182,15 @@ def _check_line_lengths(text: str, filename: str) -> None:
             raise ParseError(
                 f"dockerfile line greater than max allowed size of {MAX_LINE_BYTES}",
                 location=SourceRange(line_no, line_no, 0, filename),
-                source_line=printable(m.group(0)[:200]),
+                source_line=printable(m.group(0)[:200].removeprefix("\ufeff")),
             )
 
 
 def scan_lines(text: str, *, filename: str = "Dockerfile") -> Scan:
-    """Logical lines of ``text`` (already decoded, BOM removed)."""
+    """Logical lines of ``text`` (already decoded). A leading byte-order mark is dropped, but
+    only after the line-length check: buildkit's line scanner reads it as part of line 1."""
     _check_line_lengths(text, filename)
+    text = text.removeprefix("\ufeff")
     source = text.split("\n")
     tables = _get_tables()
     state = _State(filename, source)

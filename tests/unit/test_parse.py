@@ -38,11 +38,11 @@ def one(text: str):  # type: ignore[no-untyped-def]
     return df.instructions[1]
 
 
-def dump(text: str) -> str:
+def dump(text: str | bytes) -> str:
     return dump_buildkit(parse_nodes(text))
 
 
-def error(text: str) -> ParseError:
+def error(text: str | bytes) -> ParseError:
     with pytest.raises(ParseError) as info:
         parse_dockerfile(text)
     return info.value
@@ -271,6 +271,19 @@ def test_huge_line_and_many_continuations() -> None:
     text = "FROM a\nRUN a \\\n" + "  b \\\n" * 20000 + "  c\n"
     run = parse_dockerfile(text).instructions[1]
     assert run.range.end == 20003
+
+
+def test_a_byte_order_mark_counts_toward_the_first_lines_length() -> None:
+    # buildkit's line scanner reads the BOM as part of line 1, and a line may have 65,536 bytes
+    # with its newline: after 3 bytes of BOM, 65,532 are left for the text
+    bom = b"\xef\xbb\xbf"
+    fits = ("RUN " + "a" * 65528).encode()
+    assert dump(bom + fits + b"\nFROM a\n").startswith('(run "aaa')
+    err = error(bom + fits + b"a\nFROM a\n")
+    assert "greater than max allowed size of 65535" in err.message
+    assert err.location is not None and err.location.start == 1
+    assert "\ufeff" not in err.render()
+    assert dump(fits + b"aaa\nFROM a\n").startswith('(run "aaa')  # without a BOM it fits
 
 
 def test_deep_nesting_is_an_answer_not_a_recursion_error() -> None:
