@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = ["MountDef", "StepRunner", "parse_mount_flag"]
 
-_SIZE = re.compile(r"^(\d+)([kmgKMG]?)[bB]?$")
+_SIZE = re.compile(r"^(\d+(?:\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?$")
 
 
 @dataclass(frozen=True)
@@ -57,25 +57,77 @@ class MountDef:
                 "content": self.content_key}
 
 
-def parse_mount_flag(spec: str) -> dict[str, str]:
-    """`type=cache,target=/x,ro` -> {"type": "cache", "target": "/x", "ro": "true"}."""
-    out: dict[str, str] = {}
-    for field_ in next(csv.reader([spec]), []):
+_MOUNT_TYPES = ("bind", "cache", "tmpfs", "secret", "ssh")
+_MOUNT_KEYS = {"type": "type", "from": "from", "source": "source", "src": "source",
+               "target": "target", "dst": "target", "destination": "target", "readonly": "ro",
+               "ro": "ro", "readwrite": "rw", "rw": "rw", "id": "id", "sharing": "sharing",
+               "required": "required", "size": "size", "mode": "mode", "uid": "uid", "gid": "gid",
+               "env": "env"}
+_BOOLS = {"1": True, "t": True, "T": True, "TRUE": True, "true": True, "True": True,
+          "0": False, "f": False, "F": False, "FALSE": False, "false": False, "False": False}
+
+
+def parse_mount_flag(spec: str, expand: Callable[[str], str] = str) -> dict[str, str]:
+    """A `RUN --mount` value -> canonical options, checked as BuildKit checks them (after
+    ``expand`` of each value): `type=cache,dst=/x,readonly` -> {"type": "cache",
+    "target": "/x", "ro": "true"}. Flags without a value are ro/rw and, for secret and
+    ssh mounts, required; a bad key, value or type is a BuildError with BuildKit's text."""
+    out: dict[str, str] = {"type": "bind"}
+    try:
+        fields = next(csv.reader([spec], strict=True), [])
+    except csv.Error as exc:
+        raise BuildError(f"failed to parse csv mounts: {exc}") from None
+    for field_ in fields:
         key, sep, value = field_.partition("=")
-        key = key.strip().lower()
-        if not key:
+        key = key.lower()
+        kind = out["type"]
+        if not sep:
+            if key in ("readonly", "ro", "readwrite", "rw"):
+                out["ro"] = "true" if key in ("readonly", "ro") else "false"
+            elif key == "required" and kind in ("secret", "ssh"):
+                out["required"] = "true"
+            elif key == "required":
+                raise BuildError(f"unexpected key '{key}' for mount type '{kind}'")
+            else:
+                raise BuildError(f"invalid field '{field_}' must be a key=value pair")
             continue
-        out[key] = value if sep else "true"
-    aliases = {"dst": "target", "destination": "target", "src": "source", "readonly": "ro"}
-    for alias, name in aliases.items():
-        if alias in out and name not in out:
-            out[name] = out.pop(alias)
-    out.setdefault("type", "bind")
+        if key == "from" and "$" in value[:-1]:
+            raise BuildError(f"'{key}' doesn't support variable expansion, define alias stage instead")
+        value = expand(value)
+        name = _MOUNT_KEYS.get(key)
+        if name is None:
+            raise BuildError(f"unexpected key '{key}' in '{field_}'")
+        if name == "type":
+            value = value.lower()
+            if value not in _MOUNT_TYPES:
+                raise BuildError(f"unsupported mount type {value!r}",
+                                 hint="use " + ", ".join(_MOUNT_TYPES[:-1]) + " or ssh")
+        elif name in ("ro", "rw", "required"):
+            if value not in _BOOLS:
+                raise BuildError(f"invalid value for {key}: {value}")
+            if name == "required" and kind not in ("secret", "ssh"):
+                raise BuildError(f"unexpected key '{key}' for mount type '{kind}'")
+            flag = _BOOLS[value]
+            name, value = ("ro", str(not flag).lower()) if name == "rw" else (name, str(flag).lower())
+        elif name == "size":
+            if kind != "tmpfs":
+                raise BuildError(f"unexpected key '{key}' for mount type '{kind}'")
+            if _parse_size(value) is None:
+                raise BuildError(f"invalid value for {key}: {value}")
+        elif name == "sharing":
+            value = value.lower()
+            if value not in ("shared", "private", "locked"):
+                raise BuildError(f"unsupported sharing value {value!r}",
+                                 hint="use shared, private or locked")
+        elif name in ("mode", "uid", "gid"):
+            try:
+                number = int(value, 8 if name == "mode" else 10)
+            except ValueError:
+                number = -1
+            if not 0 <= number < 1 << 32 or not value.isdigit():
+                raise BuildError(f"invalid value {value} for {name}")
+        out[name] = value
     return out
-
-
-def _truthy(value: str | None) -> bool:
-    return (value or "true").lower() in ("true", "1", "yes", "")
 
 
 class StepRunner:
@@ -261,20 +313,13 @@ class StepRunner:
         out = []
         ssh_index = 0
         for raw in node.mounts:
-            opts = parse_mount_flag(raw)
-            opts = {k: env.expand(v, image, node) for k, v in opts.items()}
-            kind = opts.pop("type").lower()
-            if kind not in ("bind", "cache", "tmpfs", "secret", "ssh"):
-                raise BuildError(f"unsupported mount type {kind!r} in --mount={raw}",
-                                 hint="use bind, cache, tmpfs, secret or ssh")
+            opts = parse_mount_flag(raw, lambda v: env.expand(v, image, node))
+            kind = opts.pop("type")
             for key in ("mode", "uid", "gid"):
                 if key in opts and kind not in ("secret", "ssh", "cache"):
                     raise BuildError(f"{key} not allowed for {kind!r} type mounts")
             if "sharing" in opts and kind != "cache":
                 raise BuildError(f"invalid cache sharing set for {kind} mount")
-            if opts.get("sharing", "shared").lower() not in ("shared", "private", "locked"):
-                raise BuildError(f"unsupported sharing value {opts['sharing']!r}",
-                                 hint="use shared, private or locked")
             target = opts.pop("target", "")
             if kind == "secret":
                 if "from" in opts:
@@ -300,12 +345,7 @@ class StepRunner:
                 target = os.path.normpath(os.path.join("/", image.workdir or "/", target))
                 if target == "/":
                     raise BuildError(f"invalid mount target {target!r}")
-            if "ro" in opts:
-                readonly = _truthy(opts["ro"])
-            elif "rw" in opts:
-                readonly = not _truthy(opts["rw"])
-            else:
-                readonly = kind not in ("cache", "tmpfs")
+            readonly = opts["ro"] == "true" if "ro" in opts else kind not in ("cache", "tmpfs")
             if kind == "cache":
                 opts.setdefault("id", target)
             stage = None
@@ -464,7 +504,7 @@ class StepRunner:
 
         sid = m.options["id"]
         if sid not in self.secrets:
-            if _truthy(m.options.get("required", "false")) and "required" in m.options:
+            if m.options.get("required") == "true":
                 raise BuildError(f"secret {sid} not found", hint=f"pass it with --secret id="
                                  f"{sid},src=FILE or --secret id={sid},env=VAR")
             return []
@@ -502,7 +542,7 @@ class StepRunner:
         sid = m.options["id"]
         socket_path = self.ssh.get(sid)
         if socket_path is None:
-            if _truthy(m.options.get("required", "false")) and "required" in m.options:
+            if m.options.get("required") == "true":
                 raise BuildError(f"no SSH key {sid!r} forwarded from the client",
                                  hint=f"pass --ssh {sid}" + ("" if sid == "default" else "=SOCKET"))
             return []
@@ -641,12 +681,17 @@ def _pump(src: Any, dst: Any) -> None:
             dst.shutdown(socket.SHUT_WR)
 
 
-def _parse_size(text: str) -> int:
-    m = _SIZE.match(text.strip())
+def _parse_size(text: str) -> int | None:
+    """A tmpfs size as BuildKit reads it (docker's RAMInBytes: `64m`, `1.5g`, `512 KiB`,
+    binary multiples), or None."""
+    m = _SIZE.match(text)
     if not m:
-        raise BuildError(f"invalid tmpfs size {text!r}")
-    mult = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[m.group(2).lower()]
-    return int(m.group(1)) * mult
+        return None
+    try:
+        number = float(m.group(1))
+    except ValueError:  # "1.2.3"
+        return None
+    return int(number * (1 << (10 * "kmgtp".find(m.group(2).lower()) + 10) if m.group(2) else 1))
 
 
 def _rmtree(path: Path) -> None:

@@ -123,6 +123,14 @@ def test_tmpfs_mount(project: Project) -> None:
     assert not _under(layers, "scratch")
 
 
+def test_a_bad_mount_option_names_the_line(project: Project) -> None:
+    project.dockerfile("FROM bb\nARG U=abc\nRUN --mount=type=cache,target=/c,uid=$U true\n")
+    failed = project.build(check=False)
+    assert failed.returncode == 1
+    assert "Dockerfile:3: invalid value abc for uid" in failed.stderr
+    assert "Traceback" not in failed.stderr
+
+
 SECRET = "s3cr3t-VALUE-9f2d1c"
 
 
