@@ -176,7 +176,8 @@ def plan_copy(solver: Solver, stage: Stage, node: ins.Copy | ins.Add, image: Ima
     workdir = image.workdir or "/"
     link = bool(node.link)
 
-    def action(lowers: list[Path], upper: Path, _sid: int) -> None:
+    def action(lowers: list[Path], upper: Path, sid: int) -> None:
+        donor = None
         with contextlib.ExitStack() as stack:
             specs = []
             if local:
@@ -195,6 +196,7 @@ def plan_copy(solver: Solver, stage: Stage, node: ins.Copy | ins.Add, image: Ima
                 # (creating files through an overlay mount costs about twice as much).
                 owner_root = stack.enter_context(solver.runner.merged(lowers, None)) if lowers and chown else None
                 root = upper
+                donor = solver.donor(sid)
             else:
                 root = stack.enter_context(solver.runner.merged(lowers, upper))
                 owner_root = root
@@ -205,7 +207,7 @@ def plan_copy(solver: Solver, stage: Stage, node: ins.Copy | ins.Add, image: Ima
             copy_into(root, specs, dest, workdir=workdir, chown=ids, chmod=chmod, parents=parents,
                       excludes=excludes, is_add=is_add, unpack_archives=getattr(node, "unpack", None),
                       mtime=solver.opts.source_date_epoch, scratch_dir=store.root / "tmp",
-                      observe=recorder)
+                      observe=recorder, donor=donor)
             if recorder is not None:
                 recorder.done()
 

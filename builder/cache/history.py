@@ -62,6 +62,8 @@ class Explainer:
         # Observations written without their files, waiting for the copy that lists them:
         # {op digest: [(position file, observation)]}.
         self._awaiting: dict[str, list[tuple[Path, Observation]]] = {}
+        # new key -> the key the last build made at the same position (the step's donor)
+        self._replaced: dict[str, str] = {}
         (store.root / "positions").mkdir(exist_ok=True)
 
     def _position(self, stage: str) -> str:
@@ -88,6 +90,9 @@ class Explainer:
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
             old = Observation.from_json(json.loads(path.read_bytes()))
         same = old is not None and old.key == str(key.digest)
+        if old is not None and not same:
+            with self._mutex:
+                self._replaced[str(key.digest)] = old.key
         new: Observation | None = None
         why: tuple[str, ...] = ()
         if not hit and self.enabled:
@@ -105,6 +110,11 @@ class Explainer:
         with self._mutex:
             self.verdicts.append(verdict)
         return verdict
+
+    def replaced(self, key: CacheKey) -> str | None:
+        """The key the last build made at ``key``'s position, when it was another one."""
+        with self._mutex:
+            return self._replaced.get(str(key.digest))
 
     def _observation(self, key: CacheKey, parent: CacheKey, base_name: str | None, *,
                      files: bool = True) -> Observation:

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -121,12 +122,20 @@ def _ref_blobs(store: Store) -> tuple[set[str], set[str]]:
     return blobs, diffs
 
 
-def _tree_size(path: Path) -> int:
+def _tree_size(path: Path, seen: set[tuple[int, int]] | None = None) -> int:
+    """Bytes below ``path``; a file with several links counts once across every call that
+    shares ``seen`` (a COPY run again links unchanged files from its earlier snapshot)."""
     total = 0
+    seen = set() if seen is None else seen
     for dirpath, dirnames, filenames in os.walk(path):
         for name in filenames + dirnames:
             with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(dirpath, name)).st_size
+                st = os.lstat(os.path.join(dirpath, name))
+                if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode):
+                    if (st.st_dev, st.st_ino) in seen:
+                        continue
+                    seen.add((st.st_dev, st.st_ino))
+                total += st.st_size
     return total
 
 
@@ -138,6 +147,7 @@ def disk_usage(store: Store) -> dict[str, tuple[int, int]]:
     snaps = [store.root / "snapshots" / h for h in _hexes(store.root / "snapshots")]
     index = list(_hexes(store.root / "index", ".json"))
     tmp = [Path(e.path) for e in os.scandir(store.root / "tmp")]
+    linked: set[tuple[int, int]] = set()
 
     def size(p: Path) -> int:
         with contextlib.suppress(OSError):
@@ -146,7 +156,7 @@ def disk_usage(store: Store) -> dict[str, tuple[int, int]]:
 
     return {
         "blobs": (len(blobs), sum(size(p) for p in blobs)),
-        "snapshots": (len(snaps), sum(_tree_size(p) for p in snaps)),
+        "snapshots": (len(snaps), sum(_tree_size(p, linked) for p in snaps)),
         "index records": (len(index), sum(size(store.root / "index" / f"{h}.json") for h in index)),
         "tmp": (len(tmp), sum(size(p) for p in tmp)),
     }

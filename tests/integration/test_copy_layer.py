@@ -67,3 +67,27 @@ def test_workdir_made_straight_into_the_upper_dir(project: Project) -> None:
     assert list(img.layer(4)) == []  # WORKDIR of a folder that exists: an empty layer
     assert img.layer(5)["tmp/check"][1] == (b"1000:1002 750 /app\n0:0 755 /app/new/deeper\n"
                                              b"1000:1000 755 /srv/mine\n")
+
+
+def test_a_copy_run_again_takes_unchanged_files_from_its_last_layer(project: Project) -> None:
+    files = {f"app/d{i % 4}/f{i}.txt": f"file {i}\n" * (i + 1) for i in range(40)}
+    project.dockerfile("FROM bb\nCOPY app /srv/\nRUN cat /srv/d1/f1.txt > /check\n", **files)
+    project.build()
+    first = project.image().config["rootfs"]["diff_ids"][1]
+    (project.root / "app/d1/f1.txt").write_text("changed\n")
+    project.build()
+    img = project.image()
+    second = img.config["rootfs"]["diff_ids"][1]
+    assert second != first and img.layer(2)["check"][1] == b"changed\n"
+    snapshots = project.store / "snapshots"
+    old, new = snapshots / first.split(":")[1], snapshots / second.split(":")[1]
+    # every unchanged file of the new layer is the old layer's file, hard-linked ...
+    for rel in files:
+        same = os.stat(old / "srv" / rel[4:]).st_ino == os.stat(new / "srv" / rel[4:]).st_ino
+        assert same == (rel != "app/d1/f1.txt"), rel
+    assert (new / "srv/d1/f1.txt").read_text() == "changed\n"
+    assert (old / "srv/d1/f1.txt").read_text() == "file 1\nfile 1\n"
+    # ... and the layer is the one a copy without a donor makes of the same files (--no-cache
+    # runs the step again with the key its position already has: nothing to take from)
+    project.build("--no-cache")
+    assert project.image().config["rootfs"]["diff_ids"][1] == second

@@ -54,6 +54,13 @@ def test_ls_counts_hits_and_orders_by_last_use(store: Store, tmp_path: Path) -> 
     assert entries[0].step == "COPY b /"
     usage = manage.disk_usage(store)
     assert usage["index records"][0] == 2 and usage["blobs"][0] == 2 and usage["snapshots"][0] == 2
+    # a file two snapshots share (a COPY run again links unchanged files) counts once
+    snaps = sorted((store.root / "snapshots").iterdir())
+    (snaps[0] / "big").write_bytes(b"x" * 10_000)
+    grown = manage.disk_usage(store)["snapshots"][1]
+    assert grown == usage["snapshots"][1] + 10_000
+    os.link(snaps[0] / "big", snaps[1] / "big")
+    assert manage.disk_usage(store)["snapshots"][1] == grown
 
 
 def test_verify_finds_and_repairs_damage(store: Store, tmp_path: Path) -> None:
