@@ -15,12 +15,29 @@ from .expand import expand_word
 from .hostplatform import host_machine
 
 __all__ = ["PROXY_ARGS", "UNUSED_ARGS_WARNING", "BuildGraph", "Stage", "StageBase", "build_graph",
-           "platform_args"]
+           "platform_args", "proxy_env"]
 
-PROXY_ARGS = frozenset(
-    n for base in ("HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "NO_PROXY", "ALL_PROXY")
-    for n in (base, base.lower())
-)
+_PROXY_NAMES = ("HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "NO_PROXY", "ALL_PROXY")
+PROXY_ARGS = frozenset(n for base in _PROXY_NAMES for n in (base, base.lower()))
+
+
+def proxy_env(build_args: dict[str, str]) -> dict[str, str]:
+    """The proxy variables every RUN gets from the build args, whether or not an ARG declares them.
+
+    As BuildKit (proxyEnvFromBuildArgs, then ExecOp's proxyEnvList): a build arg names a proxy in
+    any case (`https_proxy`, `HTTPS_PROXY`); of several spellings the last in sorted order wins;
+    an empty value sets nothing; and a set one is given under both the upper- and the lower-case
+    name, over any ENV or ARG of those names, since these are appended to the step's environment.
+    """
+    out: dict[str, str] = {}
+    for name in _PROXY_NAMES:
+        value = ""
+        for key in sorted(build_args):
+            if key.casefold() == name.casefold():
+                value = build_args[key]
+        if value:
+            out[name] = out[name.lower()] = value
+    return out
 
 
 UNUSED_ARGS_WARNING = "[Warning] One or more build-args [{}] were not consumed"

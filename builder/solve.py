@@ -35,7 +35,7 @@ from .dispatch import (
 )
 from .errors import BuildError, ExecError
 from .executor import StepInterrupted, interrupt_steps, step_owner
-from .graph import PROXY_ARGS, BuildGraph, Stage
+from .graph import BuildGraph, Stage, proxy_env
 from .progress import Progress
 from .steps import StepRunner
 
@@ -488,12 +488,10 @@ class Solver:
         proc_env = dict(lookup)
         if "PATH" not in proc_env:
             proc_env["PATH"] = DEFAULT_PATH
-        # Undeclared proxy build args reach the process but, as in BuildKit (ExecOp's
+        # Proxy build args reach the process, declared or not, but, as in BuildKit (ExecOp's
         # CacheMap drops Meta.ProxyEnv), not the cache key: another proxy reuses the layer.
         key_env = sorted(f"{k}={v}" for k, v in proc_env.items())
-        for name in PROXY_ARGS:
-            if name in self.graph.build_args and name not in proc_env:
-                proc_env[name] = self.graph.build_args[name]
+        proc_env.update(proxy_env(self.graph.build_args))
         network = node.network or self.opts.network
         mounts = self.runner.parse_mounts(node, env, image, self)
         self.cache_mount_ids.update(m.options["id"] for m in mounts if m.type == "cache")

@@ -150,6 +150,30 @@ def test_proxy_args_reach_run_but_not_the_image(project: Path, store: str, local
     assert [s["cached"] for s in steps] == [True, True]
 
 
+def test_proxy_args_are_given_in_both_cases_over_env(project: Path, store: str,
+                                                      local_busybox: Path, tmp_path: Path) -> None:
+    # BuildKit gives each proxy under both names whatever the build arg's case, and after the
+    # step's own environment, so it wins over an ENV of the same name (docker does the same)
+    write(project, {"Dockerfile": (
+        "FROM base\n"
+        "ENV ftp_proxy=from-env\n"
+        "ARG no_proxy\n"
+        "RUN env > /env.txt\n")})
+    out, oci = tmp_path / "rootfs", tmp_path / "oci.tar"
+    pybuild("build", "--root", store, "--build-context", f"base=oci-layout://{local_busybox}",
+            "--build-arg", "https_proxy=http://low.invalid:1", "--build-arg", "ftp_proxy=ftp://f.invalid",
+            "--build-arg", "no_proxy=a,b", "--build-arg", "ALL_PROXY=",
+            "-o", f"type=local,dest={out}", "-o", f"type=oci,dest={oci}", str(project))
+    env = _env_file(out / "env.txt")
+    proxies = {k: v for k, v in env.items() if "proxy" in k.lower()}
+    assert proxies == {"HTTPS_PROXY": "http://low.invalid:1", "https_proxy": "http://low.invalid:1",
+                       "FTP_PROXY": "ftp://f.invalid", "ftp_proxy": "ftp://f.invalid",
+                       "NO_PROXY": "a,b", "no_proxy": "a,b"}
+    cfg = oci_config(f"oci-archive:{oci}")
+    assert "ftp_proxy=from-env" in cfg["config"]["Env"]
+    assert cfg["history"][-1]["created_by"] == "RUN |1 no_proxy=a,b /bin/sh -c env > /env.txt # buildkit"
+
+
 def test_unused_build_arg_warns_as_docker(project: Path, store: str) -> None:
     write(project, {"a": "a", "Dockerfile": (
         "ARG USED_GLOBAL\nFROM scratch AS other\nARG ONLY_IN_OTHER\n"
