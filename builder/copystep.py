@@ -47,8 +47,12 @@ def _kind(src: str, is_add: bool) -> str:
 
 def resolve_chown(root: Path | None, spec: str) -> tuple[int, int]:
     """`--chown=user[:group]` as BuildKit reads it: names through the image's /etc/passwd
-    and /etc/group (a name not found stays 0), a bare number is both uid and gid."""
-    user, _, group = spec.partition(":")
+    and /etc/group (a name not found stays 0), a bare number is both uid and gid.
+
+    Once there is a colon the group is given, even empty: BuildKit's llb.WithUser keeps the
+    empty word as a name and UserOpt's marshal sends an unnamed user as id 0, so `alice:` is
+    alice's uid with gid 0, not alice's primary group."""
+    user, colon, group = spec.partition(":")
     uid = gid = 0
     if user.isdigit():
         uid = gid = int(user)
@@ -57,8 +61,10 @@ def resolve_chown(root: Path | None, spec: str) -> tuple[int, int]:
             if len(fields) >= 4 and fields[0] == user:
                 uid, gid = _int(fields[2]), _int(fields[3])
                 break
-    if group:
-        if group.isdigit():
+    if colon:
+        if not group:
+            gid = 0
+        elif group.isdigit():
             gid = int(group)
         else:
             for fields in _read_db(root, "etc/group"):

@@ -115,3 +115,17 @@ def test_an_absolute_workdir_is_kept_as_written(bb: Project) -> None:
         "WORKDIR /app/", "RUN /bin/sh -c pwd > /first # buildkit"]
     assert img.layer(2)["first"][1] == b"/app\n"
     assert img.config["config"]["WorkingDir"] == "/app/other"
+
+
+def test_chown_with_an_empty_group_is_gid_0(bb: Project) -> None:
+    # `user:` names the group, as an empty word: BuildKit sends it as id 0, so the file is not
+    # given the user's primary group (docker 20.10 does the same)
+    bb.dockerfile("FROM bb\n"
+                  "RUN echo 'alice:x:1500:1600::/home/alice:/bin/sh' >> /etc/passwd"
+                  " && echo 'team:x:1700:' >> /etc/group\n"
+                  "COPY --chown=alice: f /g0\nCOPY --chown=alice f /g1\nCOPY --chown=alice:team f /g2\n"
+                  "COPY --chown=alice:nosuchgroup f /g3\nCOPY --chown=:team f /g4\n", f="f")
+    bb.build()
+    img = bb.image()
+    owners = [(img.layer(n)[f"g{n - 2}"][0].uid, img.layer(n)[f"g{n - 2}"][0].gid) for n in range(2, 7)]
+    assert owners == [(1500, 0), (1500, 1600), (1500, 1700), (1500, 1600), (0, 1700)]
