@@ -174,7 +174,7 @@ class Solver:
         self._no_cache_stages = {s.lower() for s in options.no_cache_filter}
         self._interrupted: int | None = None  # the signal that asked the build to stop
         self.explainer: Any = None  # cache.history.Explainer: remembers positions, says why steps miss
-        self._donors: dict[int, Path] = {}  # running step's progress id -> its donor snapshot
+        self._running: dict[int, CacheKey] = {}  # progress id of a step being run -> its key
         self.cache_import: Any = None  # cache.remote.CacheImport: the records --cache-from offers
         self.cache_mount_ids: set[str] = set()  # RUN --mount=type=cache ids seen (--cache-to mounts=true)
 
@@ -353,13 +353,11 @@ class Solver:
             # Another build may have made it while we waited for the lock.
             record = None if no_cache else self._lookup(key.digest)
             if record is None or not self._record_usable(record):
-                donor = self._donor_snapshot(key)
-                if donor is not None:
-                    self._donors[sid] = donor
+                self._running[sid] = key
                 try:
                     record = self._execute(stage, fs, action, link_base, sid)
                 finally:
-                    self._donors.pop(sid, None)
+                    del self._running[sid]
                 record = {**record, "step": title, "stage": stage.display_name,
                           "created": time.time()}
                 self.store.put_record(key.digest, record)
@@ -371,11 +369,12 @@ class Solver:
         self._report(stage, node, title, key, not executed, t0, record)
         return self._apply_record(fs, chained, record)
 
-    def _donor_snapshot(self, key: CacheKey) -> Path | None:
-        """The snapshot the last build made at this step's position (another key: an input
-        changed), if the store still has it: a COPY may take unchanged files from it
-        (``copy.copy_into``'s ``donor``)."""
-        previous = self.explainer.replaced(key) if self.explainer is not None else None
+    def donor(self, sid: int) -> Path | None:
+        """For the action of the running step ``sid``: the snapshot the last build made at
+        its position (another key: an input changed), if the store still has it. A COPY
+        may take unchanged files from it (``copy.copy_into``'s ``donor``)."""
+        key = self._running.get(sid)
+        previous = self.explainer.replaced(key) if key is not None and self.explainer is not None else None
         if previous is None:
             return None
         try:
@@ -386,10 +385,6 @@ class Solver:
         if diff_id is None or not self.store.has_snapshot(diff_id):
             return None
         return self.store.snapshot_path(diff_id)
-
-    def donor(self, sid: int) -> Path | None:
-        """For the action of the running step ``sid``: see ``_donor_snapshot``."""
-        return self._donors.get(sid)
 
     def _lookup(self, key: Digest) -> dict[str, Any] | None:
         """The local record of a key; failing a usable one, the --cache-from record (taken

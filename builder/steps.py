@@ -121,12 +121,18 @@ def parse_mount_flag(spec: str, expand: Callable[[str], str] = str) -> dict[str,
                                  hint="use shared, private or locked")
         elif name in ("mode", "uid", "gid"):
             try:
-                number = int(value, 8 if name == "mode" else 10)
-            except ValueError:
-                number = -1
-            if not 0 <= number < 1 << 32 or not value.isdigit():
+                ok = value.isdigit() and int(value, 8 if name == "mode" else 10) < 1 << 32
+            except ValueError:  # 8 or 9 in a mode
+                ok = False
+            if not ok:
                 raise BuildError(f"invalid value {value} for {name}")
         out[name] = value
+    kind = out["type"]
+    for key in ("mode", "uid", "gid"):
+        if key in out and kind not in ("secret", "ssh", "cache"):
+            raise BuildError(f"{key} not allowed for {kind!r} type mounts")
+    if "sharing" in out and kind != "cache":
+        raise BuildError(f"invalid cache sharing set for {kind} mount")
     return out
 
 
@@ -315,11 +321,6 @@ class StepRunner:
         for raw in node.mounts:
             opts = parse_mount_flag(raw, lambda v: env.expand(v, image, node))
             kind = opts.pop("type")
-            for key in ("mode", "uid", "gid"):
-                if key in opts and kind not in ("secret", "ssh", "cache"):
-                    raise BuildError(f"{key} not allowed for {kind!r} type mounts")
-            if "sharing" in opts and kind != "cache":
-                raise BuildError(f"invalid cache sharing set for {kind} mount")
             target = opts.pop("target", "")
             if kind == "secret":
                 if "from" in opts:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,12 @@ from tests.fixtures.buildtools import oci_config, pybuild, write
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="builds mount overlays: needs root")
 
 ARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+
+
+def _build(store: str, local_busybox: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`pybuild build` with the busybox layout as the named context `base`."""
+    return pybuild("build", "--root", store, "--build-context", f"base=oci-layout://{local_busybox}",
+                   *args)
 
 
 def _env_file(path: Path) -> dict[str, str]:
@@ -47,8 +54,8 @@ def test_arg_scopes_defaults_overrides_and_env(project: Path, store: str, local_
     out = tmp_path / "rootfs"
     meta = tmp_path / "oci.tar"
     pybuild("build", "--root", store, "--build-context", f"base=oci-layout://{local_busybox}:latest",
-            "--build-arg", "OVERRIDDEN=cli", "--build-arg", "FROMCLI",
-            "-o", f"type=local,dest={out}", "-o", f"type=oci,dest={meta}", str(project),
+           "--build-arg", "OVERRIDDEN=cli", "--build-arg", "FROMCLI",
+           "-o", f"type=local,dest={out}", "-o", f"type=oci,dest={meta}", str(project),
             env={"FROMCLI": "from environment"})
     env = _env_file(out / "env.txt")
     assert env["GLOBAL"] == "gdefault"
@@ -100,8 +107,8 @@ def test_global_args_in_from_and_platform_args(project: Path, store: str, local_
         "ARG MINE=m\n"
         "RUN echo \"[$TARGETPLATFORM]\" > /q.txt\n")})
     out, oci = tmp_path / "rootfs", tmp_path / "oci.tar"
-    pybuild("build", "--root", store, "--build-context", f"base=oci-layout://{local_busybox}",
-            "-o", f"type=local,dest={out}", "-o", f"type=oci,dest={oci}", str(project))
+    _build(store, local_busybox,
+           "-o", f"type=local,dest={out}", "-o", f"type=oci,dest={oci}", str(project))
     plat, build_os, build_arch, variant = (out / "p.txt").read_text().strip().split("|")
     assert plat.startswith(f"linux/{ARCH}") and build_os == "linux" and build_arch == ARCH
     assert variant == ("" if ARCH in ("amd64", "arm64") else variant)  # declared: set, maybe empty
@@ -113,8 +120,8 @@ def test_global_args_in_from_and_platform_args(project: Path, store: str, local_
 
     # a FROM that a global build arg changes
     write(project, {"Dockerfile": "ARG BASE=nothing-here\nFROM $BASE\nRUN test -x /bin/busybox\n"})
-    pybuild("build", "--root", store, "--build-context", f"base=oci-layout://{local_busybox}",
-            "--build-arg", "BASE=base", str(project))
+    _build(store, local_busybox,
+           "--build-arg", "BASE=base", str(project))
 
 
 def test_proxy_args_reach_run_but_not_the_image(project: Path, store: str, local_busybox: Path,
@@ -125,10 +132,10 @@ def test_proxy_args_reach_run_but_not_the_image(project: Path, store: str, local
         "ARG no_proxy\n"
         "RUN env > /env2.txt\n")})
     out, oci = tmp_path / "rootfs", tmp_path / "oci.tar"
-    pybuild("build", "--root", store, "--build-context", f"base=oci-layout://{local_busybox}",
-            "--build-arg", "HTTP_PROXY=http://proxy.invalid:3128",
-            "--build-arg", "no_proxy=localhost",
-            "-o", f"type=local,dest={out}", "-o", f"type=oci,dest={oci}", str(project))
+    _build(store, local_busybox,
+           "--build-arg", "HTTP_PROXY=http://proxy.invalid:3128",
+           "--build-arg", "no_proxy=localhost",
+           "-o", f"type=local,dest={out}", "-o", f"type=oci,dest={oci}", str(project))
     env = _env_file(out / "env.txt")
     assert env["HTTP_PROXY"] == "http://proxy.invalid:3128"
     assert env["no_proxy"] == "localhost"
@@ -143,9 +150,9 @@ def test_proxy_args_reach_run_but_not_the_image(project: Path, store: str, local
 
     # another proxy is not another step: BuildKit keeps proxy args out of the cache key
     meta = tmp_path / "meta.json"
-    pybuild("build", "--root", store, "--build-context", f"base=oci-layout://{local_busybox}",
-            "--build-arg", "HTTP_PROXY=http://other-proxy.invalid:8080",
-            "--build-arg", "no_proxy=localhost", "--metadata-file", str(meta), str(project))
+    _build(store, local_busybox,
+           "--build-arg", "HTTP_PROXY=http://other-proxy.invalid:8080",
+           "--build-arg", "no_proxy=localhost", "--metadata-file", str(meta), str(project))
     steps = json.loads(meta.read_text())["pybuild.steps"]
     assert [s["cached"] for s in steps] == [True, True]
 
@@ -160,10 +167,10 @@ def test_proxy_args_are_given_in_both_cases_over_env(project: Path, store: str,
         "ARG no_proxy\n"
         "RUN env > /env.txt\n")})
     out, oci = tmp_path / "rootfs", tmp_path / "oci.tar"
-    pybuild("build", "--root", store, "--build-context", f"base=oci-layout://{local_busybox}",
-            "--build-arg", "https_proxy=http://low.invalid:1", "--build-arg", "ftp_proxy=ftp://f.invalid",
-            "--build-arg", "no_proxy=a,b", "--build-arg", "ALL_PROXY=",
-            "-o", f"type=local,dest={out}", "-o", f"type=oci,dest={oci}", str(project))
+    _build(store, local_busybox,
+           "--build-arg", "https_proxy=http://low.invalid:1", "--build-arg", "ftp_proxy=ftp://f.invalid",
+           "--build-arg", "no_proxy=a,b", "--build-arg", "ALL_PROXY=",
+           "-o", f"type=local,dest={out}", "-o", f"type=oci,dest={oci}", str(project))
     env = _env_file(out / "env.txt")
     proxies = {k: v for k, v in env.items() if "proxy" in k.lower()}
     assert proxies == {"HTTPS_PROXY": "http://low.invalid:1", "https_proxy": "http://low.invalid:1",
