@@ -63,6 +63,10 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 
+        from . import codecache
+
+        codecache.install()
+
         module, attr = _LAZY[name]
         value = getattr(importlib.import_module(module), attr)
         globals()[name] = value

@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> Any:
                 return None
         except Exception:  # noqa: BLE001 - a replay that cannot finish leaves it to a real build
             pass
+    from . import codecache
+
+    codecache.install()
     from .cli_app import main as app_main
 
     return app_main(args)
