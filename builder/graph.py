@@ -3,6 +3,8 @@
 The graph knows which stage needs which (FROM an earlier stage, COPY --from, RUN
 --mount from=) and prunes to what the target needs, so a stage that is not needed is
 never resolved or built. Build args are evaluated here as far as FROM lines need them.
+As in BuildKit, a --from may name any stage, and a loop among stages or a stage needed
+before it is built is refused here, before anything runs.
 """
 from __future__ import annotations
 
@@ -84,6 +86,9 @@ class Stage:
     deps: frozenset[int]
     # COPY --from / mount from= values that are not stages: named contexts or images
     external: tuple[str, ...] = ()
+    # BuildKit's error for the first step here that names a stage defined after this one
+    # (or this one), and that step: raised if this stage is ever built.
+    late_ref: tuple[str, ins.Instruction] | None = None
 
     @property
     def display_name(self) -> str:
@@ -101,9 +106,16 @@ class BuildGraph:
     escape: str = "\\"
     warnings: tuple[str, ...] = ()
     used_args: frozenset[str] = field(default_factory=frozenset)
+    # stage name -> index; of stages with the same name the last (as BuildKit's --from)
+    names: Mapping[str, int] = field(default_factory=dict)
 
     def stage(self, index: int) -> Stage:
         return self.stages[index]
+
+    def stage_index(self, value: str) -> int | None:
+        """The stage a --from value names (a name, or a number), if any."""
+        index = _stage_index(value, len(self.stages))
+        return index if index is not None else self.names.get(value.lower())
 
     def layers_of_order(self) -> list[list[int]]:
         """The needed stages grouped in waves: each wave depends only on earlier waves."""
@@ -126,17 +138,27 @@ def _expand(word: str, env: Mapping[str, str], escape: str, where: ins.Instructi
         raise ExpandError(exc.message, location=where.range) from None
 
 
-def _stage_ref(value: str, names: Mapping[str, int], before: int) -> int | None:
-    """The stage a --from or FROM word names, if any: a stage name or an index."""
-    key = value.lower()
-    if key in names and names[key] < before:
-        return names[key]
-    if value.isdigit():
-        idx = int(value)
-        if idx < before:
-            return idx
-        raise GraphError(f"invalid stage index {value}: only stages before this one can be used")
-    return None
+def _stage_index(value: str, count: int) -> int | None:
+    """A --from value that is a number (as Go's strconv.Atoi reads one) names a stage by
+    its index, before or after the current one."""
+    digits = value[1:] if value[:1] in "+-" else value
+    if not (digits.isascii() and digits.isdigit()):
+        return None
+    index = int(value)
+    if not 0 <= index < count:
+        raise GraphError(f"invalid stage index {index}")
+    return index
+
+
+def late_ref_error(value: str, mount_target: str | None, stage_name: str) -> str:
+    """BuildKit's words for a step naming a stage that is not built before its own."""
+    from .parse_go import go_quote
+
+    if mount_target is not None:
+        return (f"cannot mount from stage {go_quote(value)} to {go_quote(mount_target)}, "
+                "stage needs to be defined before current command")
+    return (f"cannot copy from stage {go_quote(value)}, it needs to be defined before "
+            f"current stage {go_quote(stage_name)}")
 
 
 def build_graph(
@@ -182,7 +204,16 @@ def build_graph(
     contexts = {c.lower() for c in named_contexts}
     warnings: list[str] = []
     stages: list[Stage] = []
-    names: dict[str, int] = {}
+    names: dict[str, int] = {}  # the stages so far: what a FROM word may name
+    # Every stage, the last of a name winning: what a --from may name (BuildKit resolves
+    # those after all stages are known, so a later stage can be named, and is then refused).
+    all_names: dict[str, int] = {}
+    froms = [n for n in instrs[pos:] if isinstance(n, ins.From)]
+    for i, node in enumerate(froms):
+        if node.stage_name:
+            all_names[node.stage_name.lower()] = i
+    # per stage: (stage named, the step's location, the --from value, a mount's target)
+    refs: list[list[tuple[int, ins.Instruction, str, str | None]]] = []
     current: ins.From | None = None
     body: list[ins.Instruction] = []
 
@@ -197,7 +228,7 @@ def build_graph(
         plat = _expand(current.platform, meta, escape, current, used) if current.platform else None
         deps: set[int] = set()
         external: list[str] = []
-        ref = _stage_ref(base_word, names, index) if not base_word.isdigit() else None
+        ref = names.get(base_word.lower())
         if base_word.lower() in contexts:
             base = StageBase("context", base_word)
         elif ref is not None:
@@ -211,6 +242,7 @@ def build_graph(
         # them may name a stage of this Dockerfile, as in BuildKit (errors point at FROM).
         triggers = [(n.instruction, current) for n in stages[ref].instructions
                     if isinstance(n, ins.Onbuild)] if base.kind == "stage" else []
+        named: list[tuple[int, ins.Instruction, str, str | None]] = []
         for node, where in [*triggers, *((n, n) for n in body)]:
             if isinstance(node, ins.Copy) and node.from_stage and \
                     _expand(node.from_stage, {}, escape, where) != node.from_stage:
@@ -219,30 +251,36 @@ def build_graph(
                                  "stage with FROM using ARG from global scope as a workaround",
                                  location=where.range,
                                  source_line=dockerfile.source_line(where.range.start))
-            for value in _from_values(node):
+            for value, mount_target in from_refs(node):
                 word = _expand(value, meta, escape, where, used)
-                try:
-                    dep = _stage_ref(word, names, index) if word.lower() not in contexts else None
-                except GraphError as exc:
-                    raise GraphError(exc.message, location=where.range,
-                                     source_line=dockerfile.source_line(where.range.start)) from None
-                if dep is not None:
-                    deps.add(dep)
-                elif word.lower() == (current.stage_name or "").lower() and word:
-                    raise GraphError(f"stage {word!r} cannot copy from itself", location=where.range,
-                                     source_line=dockerfile.source_line(where.range.start))
-                else:
+                dep = None
+                if word.lower() not in contexts:
+                    try:
+                        dep = _stage_index(word, len(froms))
+                    except GraphError as exc:
+                        raise GraphError(exc.message, location=where.range,
+                                         source_line=dockerfile.source_line(where.range.start)) from None
+                    if dep is None:
+                        dep = all_names.get(word.lower())
+                if dep is None:
                     external.append(word)
+                else:
+                    deps.add(dep)
+                    named.append((dep, where, word, mount_target))
+        refs.append(named)
+        late = next(((late_ref_error(word, target, current.stage_name.lower()
+                                      if current.stage_name else f"stage-{index}"), where)
+                     for dep, where, word, target in named if dep >= index), None)
         name = current.stage_name.lower() if current.stage_name else None
         if name:
             if name in names:
-                # BuildKit's DuplicateStageName check warns and builds: from here on the name
-                # means this stage (in later FROM and --from, and for --target).
+                # BuildKit's DuplicateStageName check warns and builds: in a later FROM the
+                # name means this stage; in --from and --target, the last of that name.
                 warnings.append(f'DuplicateStageName: Duplicate stage name "{name}", stage '
                                 f"names should be unique (line {current.range.start})")
             names[name] = index
         stages.append(Stage(index, name, base, plat, current, tuple(body), frozenset(deps),
-                            tuple(external)))
+                            tuple(external), late))
 
     for node in instrs[pos:]:
         if isinstance(node, ins.From):
@@ -252,6 +290,7 @@ def build_graph(
         else:
             body.append(node)
     finish()
+    _refuse_cycles(stages, refs, dockerfile)
 
     if target:
         key = target.lower()
@@ -274,6 +313,12 @@ def build_graph(
         needed.append(i)
 
     visit(target_index)
+    for i in sorted(needed):  # BuildKit meets these as it converts the stages, in order
+        late_ref = stages[i].late_ref
+        if late_ref is not None:
+            message, where = late_ref
+            raise GraphError(message, location=where.range,
+                             source_line=dockerfile.source_line(where.range.start))
 
     # Build args declared in the needed stages count as used (as in docker's warning).
     for i in needed:
@@ -295,20 +340,56 @@ def build_graph(
         escape=escape,
         warnings=tuple(warnings),
         used_args=frozenset(used),
+        names=all_names,
     )
 
 
-def _from_values(node: ins.Instruction) -> list[str]:
-    """The --from values a step uses: COPY/ADD --from and RUN --mount from=."""
-    out: list[str] = []
+def _refuse_cycles(stages: Sequence[Stage], refs: Sequence[Sequence[tuple[int, ins.Instruction, str, str | None]]],
+                   dockerfile: ins.Dockerfile) -> None:
+    """BuildKit's check, over every stage (needed or not): no stage may need itself through
+    the stages its steps name. The error names the first stage, in Dockerfile order, from
+    which such a loop is reached, and points at that stage's step on the way."""
+    visited: set[int] = set()
+    path: set[int] = set()
+
+    def visit(i: int, first: ins.Instruction | None) -> ins.Instruction | None:
+        if i in visited:
+            return None
+        visited.add(i)
+        path.add(i)
+        for dep, where, _, _ in sorted(refs[i], key=lambda r: r[0]):
+            step = first or where
+            if dep in path:
+                return step
+            found = visit(dep, step)
+            if found is not None:
+                return found
+        path.discard(i)
+        return None
+
+    for stage in stages:
+        step = visit(stage.index, None)
+        if step is not None:
+            raise GraphError(f"circular dependency detected on stage: {stage.display_name}",
+                             location=step.range,
+                             source_line=dockerfile.source_line(step.range.start))
+
+
+def from_refs(node: ins.Instruction) -> list[tuple[str, str | None]]:
+    """The --from values a step uses, each with its mount's target (None for COPY/ADD
+    --from): COPY/ADD --from and RUN --mount from=."""
+    out: list[tuple[str, str | None]] = []
     src = getattr(node, "from_stage", None)
     if src:
-        out.append(src)
+        out.append((src, None))
     for spec in getattr(node, "mounts", ()) or ():
+        fields = {}
         for part in _split_mount(spec):
             key, _, value = part.partition("=")
-            if key.strip().lower() == "from" and value:
-                out.append(value.strip())
+            fields.setdefault(key.strip().lower(), value.strip())
+        if fields.get("from"):
+            target = fields.get("target", fields.get("dst", fields.get("destination", "")))
+            out.append((fields["from"], target))
     return out
 
 

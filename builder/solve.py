@@ -170,6 +170,7 @@ class Solver:
         self.bases = bases
         self.runner = runner
         self.results: dict[int, StageResult] = {}
+        self._stage_locks: dict[int, threading.Lock] = {}  # one per stage: built once
         self.steps: list[StepReport] = []
         self._no_cache_stages = {s.lower() for s in options.no_cache_filter}
         self._interrupted: int | None = None  # the signal that asked the build to stop
@@ -212,16 +213,35 @@ class Solver:
         for wave in self.graph.layers_of_order():
             if len(wave) == 1 or jobs == 1:
                 for index in wave:
-                    self.results[index] = self.build_stage(self.graph.stage(index))
+                    self._stage_built(index)
             else:
                 # imported here: a one-chain build (the common case) never needs threads
                 from concurrent.futures import ThreadPoolExecutor
 
                 with ThreadPoolExecutor(max_workers=min(jobs, len(wave))) as pool:
-                    futures = {i: pool.submit(self.build_stage, self.graph.stage(i)) for i in wave}
-                    for i, fut in futures.items():
-                        self.results[i] = fut.result()
+                    futures = [pool.submit(self._stage_built, i) for i in wave]
+                    for fut in futures:
+                        fut.result()
         return self.results[self.graph.target]
+
+    def _stage_built(self, index: int) -> StageResult:
+        """The result of a stage, built first if it is not yet (with what it needs): the
+        stages the graph orders, and one that only a base image's ONBUILD trigger names."""
+        for dep in sorted(self.graph.stage(index).deps):
+            if dep < index:  # the graph refused any other before the build began
+                self._stage_built(dep)
+        # Locks are taken from a later stage to an earlier one only, so they cannot deadlock.
+        lock = self._stage_locks.setdefault(index, threading.Lock())
+        with lock:
+            result = self.results.get(index)
+            if result is None:
+                stage = self.graph.stage(index)
+                if stage.late_ref is not None:
+                    message, where = stage.late_ref
+                    raise BuildError(message, location=where.range,
+                                     source_line=self._source_line(where))
+                result = self.results[index] = self.build_stage(stage)
+            return result
 
     def _source_line(self, node: ins.Instruction) -> str:
         return self.dockerfile.source_line(node.range.start)
@@ -266,6 +286,8 @@ class Solver:
         nodes: list[ins.Instruction] = []
         for trigger in onbuild:
             nodes.extend(self._parse_trigger(trigger, stage))
+        if nodes and stage.base.kind != "stage":
+            self._build_trigger_sources(stage, nodes)
         nodes.extend(stage.instructions)
         no_cache = self.opts.no_cache or (stage.name or "") in self._no_cache_stages or \
             str(stage.index) in self._no_cache_stages
@@ -287,6 +309,25 @@ class Solver:
         if stage.index == self.graph.target and self.opts.labels:
             image = image.with_labels(list(self.opts.labels.items()))
         return StageResult(stage, fs, image, base)
+
+    def _build_trigger_sources(self, stage: Stage, triggers: Sequence[ins.Instruction]) -> None:
+        """A base image's ONBUILD triggers may name stages of this Dockerfile (COPY --from,
+        RUN --mount from=), which the graph could not see before the image was fetched: as in
+        BuildKit, those stages are built now, and one defined after this stage is refused."""
+        from .graph import from_refs, late_ref_error
+
+        for node in triggers:
+            for value, mount_target in from_refs(node):
+                try:
+                    index = self.graph.stage_index(value)
+                except BuildError as exc:
+                    raise BuildError(exc.message, location=stage.from_.range) from None
+                if index is None:
+                    continue
+                if index >= stage.index:
+                    raise BuildError(late_ref_error(value, mount_target, stage.display_name),
+                                     location=stage.from_.range)
+                self._stage_built(index)
 
     def _parse_trigger(self, trigger: str, stage: Stage) -> list[ins.Instruction]:
         from .parse import parse_dockerfile
@@ -549,12 +590,10 @@ class Solver:
         return fs, image.with_history(replace(hist, created_by=plan.history))
 
     def stage_result(self, name: str) -> StageResult | None:
-        """A finished stage named by a --from value (name or index)."""
-        key = name.lower()
-        for index, result in self.results.items():
-            if result.stage.name == key or str(index) == name:
-                return result
-        return None
+        """The stage a --from value names (a name or an index), built; None if the value
+        names no stage (an image or a named context)."""
+        index = self.graph.stage_index(name)
+        return None if index is None else self.results[index]
 
     def lowers_of(self, fs: FsState) -> list[Path]:
         return lower_dirs(self.store, fs.layers)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.runbuild import Project
+from tests.integration.runbuild import Project, pybuild
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="builds mount overlays: needs root")
 
@@ -129,3 +129,72 @@ def test_chown_with_an_empty_group_is_gid_0(bb: Project) -> None:
     img = bb.image()
     owners = [(img.layer(n)[f"g{n - 2}"][0].uid, img.layer(n)[f"g{n - 2}"][0].gid) for n in range(2, 7)]
     assert owners == [(1500, 0), (1500, 1600), (1500, 1700), (1500, 1600), (0, 1700)]
+
+
+def test_copy_from_a_stage_defined_later_is_refused(bb: Project) -> None:
+    # BuildKit knows every stage's name before it reads --from values, so a later stage is
+    # found (pybuild looked for an image of that name) and then refused, as it is not built yet
+    body = "FROM bb AS first\n{}\nFROM bb AS later\nRUN echo later > /out\n"
+    for step, message in [
+        ("COPY --from=later /out /got",
+         'cannot copy from stage "later", it needs to be defined before current stage "first"'),
+        ("COPY --from=1 /out /got",
+         'cannot copy from stage "1", it needs to be defined before current stage "first"'),
+        ("RUN --mount=from=later,target=/m cat /m/out",
+         'cannot mount from stage "later" to "/m", stage needs to be defined before current command'),
+        ("COPY --from=7 /out /got", "invalid stage index 7"),
+    ]:
+        bb.dockerfile(body.format(step))
+        failed = bb.build("--target", "first", check=False)
+        assert failed.returncode == 1
+        assert f"Dockerfile:2: {message}\n" in failed.stderr, failed.stderr
+        assert "Traceback" not in failed.stderr
+    # a stage the target does not need is never converted: its reference is no error
+    bb.dockerfile(body.format("COPY --from=later /out /got"))
+    bb.build()
+    assert bb.image().layer(1)["out"][1] == b"later\n"
+
+
+def test_a_stage_that_needs_itself_is_refused_even_when_not_built(bb: Project) -> None:
+    bb.dockerfile("FROM bb AS stage0\nCOPY --from=stage2 /a /a\nFROM bb AS stage1\n"
+                  "COPY --from=stage0 /a /a\nFROM bb AS stage2\nCOPY --from=stage1 /a /a\n"
+                  "FROM bb AS stage3\nCOPY --from=stage3 /b /b\nFROM bb\n")
+    failed = bb.build(check=False)
+    assert failed.returncode == 1
+    assert "Dockerfile:2: circular dependency detected on stage: stage0\n" in failed.stderr
+    bb.dockerfile("FROM bb\nRUN true\nFROM bb\nCOPY --from=1 /a /a\n")
+    failed = bb.build(check=False)
+    assert "Dockerfile:4: circular dependency detected on stage: stage-1\n" in failed.stderr
+
+
+def test_copy_from_a_repeated_name_means_the_last_stage_of_that_name(bb: Project) -> None:
+    bb.dockerfile("FROM bb AS a\nRUN echo 1 > /n\nFROM bb AS a\nRUN echo 2 > /n\n"
+                  "FROM bb\nCOPY --from=a /n /n\n")
+    bb.build()
+    assert bb.image().layer(1)["n"][1] == b"2\n"
+    bb.dockerfile("FROM bb AS a\nRUN echo 1 > /n\nFROM bb AS b\nCOPY --from=a /n /n\n"
+                  "FROM bb AS a\nRUN echo 2 > /n\n")
+    failed = bb.build("--target", "b", check=False)
+    assert 'Dockerfile:4: cannot copy from stage "a", it needs to be defined before current ' \
+        'stage "b"\n' in failed.stderr
+
+
+def test_onbuild_of_a_base_image_may_copy_from_a_stage_of_the_dockerfile(bb: Project) -> None:
+    # The triggers come with the base image, after the stage graph was made: the stage they
+    # name is built then, even though nothing else in the Dockerfile needs it
+    bb.dockerfile("FROM bb\nONBUILD COPY --from=builder /out /got\n"
+                  "ONBUILD RUN --mount=from=builder,target=/m cat /m/out > /mounted\n")
+    pybuild("build", "--root", str(bb.store), "--build-context", bb.contexts[0],
+            "-t", "onbuild-base:1", str(bb.root))  # into the store, where FROM finds it
+    bb.dockerfile("FROM bb AS builder\nRUN echo built > /out\nFROM onbuild-base:1\n"
+                  "RUN cat /got > /seen\n")
+    done = bb.build()
+    img = bb.image()
+    assert [img.layer(i).get(name, (None, None))[1] for i, name in
+            [(1, "got"), (2, "mounted"), (3, "seen")]] == [b"built\n"] * 3
+    assert "[builder] RUN echo built > /out" in done.stderr
+    # a stage defined after the one whose base brings the trigger is refused, at its FROM
+    bb.dockerfile("FROM onbuild-base:1 AS app\nFROM bb AS builder\nRUN echo built > /out\n")
+    failed = bb.build("--target", "app", check=False)
+    assert 'Dockerfile:1: cannot copy from stage "builder", it needs to be defined before ' \
+        'current stage "app"\n' in failed.stderr
