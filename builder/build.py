@@ -201,6 +201,8 @@ def _build(req: BuildRequest, store: Any, progress: Progress, context_dir: Path,
         text, name, df_path = stdin_dockerfile, "Dockerfile", None
     else:
         text, name, df_path = _read_dockerfile(req, context_dir)
+    if not text:  # as BuildKit's converter; a file of blanks and comments is the parser's
+        raise ContextError("the Dockerfile cannot be empty", hint=f"{name} is an empty file")
     dockerfile = parse_dockerfile(text, filename=name)
     for warning in dockerfile.warnings:
         progress.warn(warning)

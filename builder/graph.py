@@ -150,6 +150,21 @@ def _stage_index(value: str, count: int) -> int | None:
     return index
 
 
+def _suggest_var(message: str, word: str, known: Mapping[str, str]) -> str:
+    """BuildKit's hint on an expression that came out empty: the first of its variables that
+    is not set and is close to the name of one that is."""
+    import re
+
+    from .parse_typed import suggest
+
+    for name in re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", word):
+        if name not in known:
+            match = suggest(name, list(known), case_sensitive=True)
+            if match:
+                return f"{message} (did you mean {match}?)"
+    return message
+
+
 def late_ref_error(value: str, mount_target: str | None, stage_name: str) -> str:
     """BuildKit's words for a step naming a stage that is not built before its own."""
     from .parse_go import go_quote
@@ -226,6 +241,11 @@ def build_graph(
                              location=current.range,
                              source_line=dockerfile.source_line(current.range.start))
         plat = _expand(current.platform, meta, escape, current, used) if current.platform else None
+        if plat == "":
+            raise GraphError(_suggest_var(f"empty platform value from expression {current.platform}",
+                                          current.platform, meta),
+                             location=current.range,
+                             source_line=dockerfile.source_line(current.range.start))
         deps: set[int] = set()
         external: list[str] = []
         ref = names.get(base_word.lower())
@@ -295,8 +315,15 @@ def build_graph(
     if target:
         key = target.lower()
         if key not in names:
-            known = ", ".join(s.name for s in stages if s.name) or "none"
-            raise GraphError(f"target stage {target!r} could not be found (stages: {known})")
+            from .parse_go import go_quote
+            from .parse_typed import suggest
+
+            known = [s.name for s in stages if s.name]
+            match = suggest(target, known, case_sensitive=True)
+            raise GraphError(f"target stage {go_quote(target)} could not be found"
+                             + (f" (did you mean {match}?)" if match else ""),
+                             hint=f"the stages with a name: {', '.join(known)}" if known else
+                             "no stage has a name (FROM image AS name)")
         target_index = names[key]
     else:
         target_index = len(stages) - 1

@@ -198,3 +198,23 @@ def test_onbuild_of_a_base_image_may_copy_from_a_stage_of_the_dockerfile(bb: Pro
     failed = bb.build("--target", "app", check=False)
     assert 'Dockerfile:1: cannot copy from stage "builder", it needs to be defined before ' \
         'current stage "app"\n' in failed.stderr
+
+
+def test_converter_errors_read_as_buildkit_s(bb: Project) -> None:
+    cases = [
+        ("FROM bb AS build\nFROM bb\n", ("--target", "biuld"),
+         'target stage "biuld" could not be found (did you mean build?)\n'
+         "the stages with a name: build\n"),
+        ("FROM --platform=$TARGETPLATFROM bb\n", (),
+         "Dockerfile:1: empty platform value from expression $TARGETPLATFROM "
+         "(did you mean TARGETPLATFORM?)\n"),
+        ("FROM --platform=${NOPE} bb\n", (),
+         "Dockerfile:1: empty platform value from expression ${NOPE}\n"),
+        ("", (), "the Dockerfile cannot be empty\nDockerfile is an empty file\n"),
+    ]
+    for dockerfile, args, stderr in cases:
+        bb.dockerfile(dockerfile)
+        failed = bb.build(*args, check=False)
+        assert failed.returncode == 1
+        assert stderr in failed.stderr, failed.stderr
+        assert "Traceback" not in failed.stderr
