@@ -150,6 +150,26 @@ def _stage_index(value: str, count: int) -> int | None:
     return index
 
 
+def _check_reference(name: str, where: ins.Instruction, dockerfile: ins.Dockerfile) -> None:
+    """An image a stage starts from or copies from must be a valid reference, in every stage,
+    needed or not: BuildKit parses them all before it builds anything."""
+    from .reference import ImageRef, InvalidReference
+
+    try:
+        ImageRef.parse(name)
+    except InvalidReference as exc:
+        if exc.go_message is not None:
+            raise GraphError(f"failed to parse stage name {_quote(name)}: {exc.go_message}",
+                             location=where.range,
+                             source_line=dockerfile.source_line(where.range.start)) from None
+
+
+def _quote(text: str) -> str:
+    from .parse_go import go_quote
+
+    return go_quote(text)
+
+
 def _suggest_var(message: str, word: str, known: Mapping[str, str]) -> str:
     """BuildKit's hint on an expression that came out empty: the first of its variables that
     is not set and is close to the name of one that is."""
@@ -258,6 +278,7 @@ def build_graph(
             base = StageBase("scratch", "scratch")
         else:
             base = StageBase("image", base_word)
+            _check_reference(base_word, current, dockerfile)
         # A parent stage's ONBUILD triggers run first in this stage, so a COPY --from among
         # them may name a stage of this Dockerfile, as in BuildKit (errors point at FROM).
         triggers = [(n.instruction, current) for n in stages[ref].instructions
@@ -283,6 +304,8 @@ def build_graph(
                     if dep is None:
                         dep = all_names.get(word.lower())
                 if dep is None:
+                    if word.lower() not in contexts:
+                        _check_reference(word, where, dockerfile)
                     external.append(word)
                 else:
                     deps.add(dep)

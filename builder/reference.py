@@ -48,12 +48,15 @@ _DIGEST_LENGTHS = {"sha256": 64, "sha384": 96, "sha512": 128}
 
 
 class InvalidReference(ValueError):
-    """A reference that docker would refuse. ``str()`` is ``invalid reference "X": why``."""
+    """A reference that docker would refuse. ``str()`` is ``invalid reference "X": why``;
+    ``go_message`` is distribution/reference's own error (what BuildKit prints), or None
+    where that library accepts the text and only a pull would fail."""
 
-    def __init__(self, reference: str, reason: str) -> None:
+    def __init__(self, reference: str, reason: str, go_message: str | None = "") -> None:
         super().__init__(f'invalid reference "{reference}": {reason}')
         self.reference = reference
         self.reason = reason
+        self.go_message = reason if go_message == "" else go_message
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,11 +72,15 @@ class ImageRef:
     def parse(cls, text: str) -> ImageRef:
         """Parse and normalise: ``busybox`` -> ``docker.io/library/busybox:latest``."""
         if _IDENTIFIER.fullmatch(text):
-            raise InvalidReference(text, "cannot specify 64-byte hexadecimal strings")
+            raise InvalidReference(text, "cannot specify 64-byte hexadecimal strings",
+                                   f"invalid repository name ({text}), cannot specify 64-byte "
+                                   "hexadecimal strings")
         domain, remainder = _split_docker_domain(text)
         remote = remainder.partition(":")[0]
         if remote.lower() != remote:
-            raise InvalidReference(text, "repository name must be lowercase")
+            raise InvalidReference(text, "repository name must be lowercase",
+                                   f"invalid reference format: repository name ({remote}) must "
+                                   "be lowercase")
         full = f"{domain}/{remainder}"
         m = _REFERENCE.fullmatch(full)
         if m is None:
@@ -87,7 +94,7 @@ class ImageRef:
         if name["domain"] is None:
             # "a_b.c/x": taken for a host, but not a valid one. distribution/reference
             # then returns a name without a registry, which nothing can pull; refuse it.
-            raise InvalidReference(text, "invalid reference format")
+            raise InvalidReference(text, "invalid reference format", None)
         if len(name["path"]) > MAX_NAME_LENGTH:
             raise InvalidReference(
                 text, f"repository name must not be more than {MAX_NAME_LENGTH} characters")

@@ -218,3 +218,19 @@ def test_converter_errors_read_as_buildkit_s(bb: Project) -> None:
         assert failed.returncode == 1
         assert stderr in failed.stderr, failed.stderr
         assert "Traceback" not in failed.stderr
+
+
+def test_every_image_reference_is_checked_before_the_build(bb: Project) -> None:
+    # BuildKit parses the base of every stage and every --from image, needed or not
+    for dockerfile, message in [
+        ("FROM Ubuntu AS unused\nFROM bb\n",
+         'Dockerfile:1: failed to parse stage name "Ubuntu": invalid reference format: '
+         "repository name (library/Ubuntu) must be lowercase"),
+        ("FROM bb AS unused\nCOPY --from=bb:1@sha256:abc /x /x\nFROM bb\n",
+         'Dockerfile:2: failed to parse stage name "bb:1@sha256:abc": invalid reference format'),
+    ]:
+        bb.dockerfile(dockerfile)
+        failed = bb.build(check=False)
+        assert failed.returncode == 1
+        assert message + "\n" in failed.stderr, failed.stderr
+        assert "#1 " not in failed.stderr  # nothing started

@@ -256,3 +256,19 @@ def test_only_invalid_reference_escapes(text: str) -> None:
     except InvalidReference:
         return
     assert ImageRef.parse(str(ref)) == ref
+
+
+@pytest.mark.parametrize(("text", "go_message"), [
+    ("Busybox", "invalid reference format: repository name (library/Busybox) must be lowercase"),
+    ("docker/Docker", "invalid reference format: repository name (docker/Docker) must be lowercase"),
+    ("Bad/Name:1", "invalid reference format: repository name (Name) must be lowercase"),
+    (HEX64, f"invalid repository name ({HEX64}), cannot specify 64-byte hexadecimal strings"),
+    ("busybox:", "invalid reference format"),
+    ("busybox@sha256:" + "a" * 63, "invalid checksum digest length"),
+    ("0_0.0/x", None),  # distribution/reference takes it (a name without a registry)
+])
+def test_the_go_library_s_own_words(text: str, go_message: str | None) -> None:
+    # what BuildKit prints after 'failed to parse stage name ...'
+    with pytest.raises(InvalidReference) as info:
+        ImageRef.parse(text)
+    assert info.value.go_message == go_message
