@@ -280,6 +280,7 @@ class DirTree:
         owner: tuple[int, int] | None = None,
         ignore: IgnoreMatcher | None = None,
         sockets_as_files: bool = False,
+        snapshots: Sequence[Path] = (),
     ) -> None:
         self.root = Path(root)
         self.label = label
@@ -287,6 +288,9 @@ class DirTree:
         self.ignore = ignore
         self.sockets_as_files = sockets_as_files
         self._root_s = os.fspath(self.root)
+        # The finished snapshots (top first) whose read-only overlay ``root`` is, for a
+        # stage or an image: a copy may hard-link their files instead of writing them again.
+        self.snapshots = tuple(os.fspath(p) for p in snapshots)
 
     # -- visibility
 

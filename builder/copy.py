@@ -229,7 +229,11 @@ class _Copier:
     ) -> None:
         self.root = root
         self.donor = donor
-        self._donated: set[int] = set()  # donor inodes linked here: each at most once
+        self._donated: set[int] = set()  # inodes linked here from snapshots: each at most once
+        try:  # a snapshot's file can be linked only within one filesystem
+            self.root_dev: int | None = os.stat(root).st_dev
+        except OSError:
+            self.root_dev = None
         self.chown = chown
         self.chmod = chmod
         self.mtime_ns = mtime * 1_000_000_000 if mtime is not None else None
@@ -366,6 +370,9 @@ class _Copier:
                     return
             uid, gid, perm, times = self._meta(st, tree)
             owner = None if (uid, fresh_gid) == (self._ids[0], gid) else (uid, gid)
+            if st.st_nlink == 1 and st.st_size >= LINK_SOURCE_MIN and \
+                    self._link_from_snapshot(tree, entry.path, host, perm, times, st, uid, gid):
+                return
             if self._pool is not None and st.st_nlink == 1:
                 # Linking from the donor is a few short syscalls: done here, in order, it
                 # costs less than handing it to the pool's threads, which fight for the GIL.
@@ -413,6 +420,27 @@ class _Copier:
         finally:
             os.close(sfd)
 
+    def _link_from_snapshot(self, tree: SourceTree, src: str, dst: str, perm: int | None,
+                            times: tuple[int, int], st: os.stat_result, uid: int, gid: int) -> bool:
+        """Hard-link ``dst`` to the very file a stage or image source shows at ``src``, in
+        the finished snapshot it comes from, when the copy would keep everything of it:
+        owner, permissions and mtime unchanged, no xattrs, and no other path of this copy
+        linked to it. The overlay shows that file itself (the same inode number, size and
+        mtime are checked), so no byte needs comparing; neither snapshot is ever written."""
+        layers = getattr(tree, "snapshots", ())
+        if not layers or self.root_dev is None:
+            return False
+        from builder.layers.diff import merged_lookup
+
+        rel = os.path.relpath(src, os.fspath(tree.root))
+        found = merged_lookup(list(layers), rel)
+        if not found or found[-1][0] != "/".join(p for p in rel.split("/") if p):
+            return False
+        _, have, there = found[-1]
+        if have.st_ino != st.st_ino or have.st_dev != self.root_dev:
+            return False
+        return self._link_if_kept(there, have, dst, perm, times, st, uid, gid, compare=None)
+
     def _link_from_donor(self, src: str, dst: str, perm: int | None, times: tuple[int, int],
                          st: os.stat_result, uid: int, gid: int) -> bool:
         """Hard-link ``dst`` to the donor's file at the same path when that file is what
@@ -427,15 +455,25 @@ class _Copier:
             have = os.lstat(there)
         except OSError:
             return False
+        return self._link_if_kept(there, have, dst, perm, times, st, uid, gid, compare=src)
+
+    def _link_if_kept(self, there: str, have: os.stat_result, dst: str, perm: int | None,
+                      times: tuple[int, int], st: os.stat_result, uid: int, gid: int,
+                      compare: str | None) -> bool:
+        """Link ``dst`` to the finished snapshot's file ``there`` (lstat ``have``) if it is
+        what the copy would write: a regular file of the copy's size, owner, permission bits
+        and mtime, without xattrs, not yet linked by this copy, and, given ``compare``, with
+        that file's bytes and no xattrs on it either."""
         if not (stat.S_ISREG(have.st_mode) and have.st_size == st.st_size
                 and (have.st_uid, have.st_gid) == (uid, gid)
                 and stat.S_IMODE(have.st_mode) == perm and have.st_mtime_ns == times[1]
                 and have.st_ino not in self._donated):
             return False
         try:
-            if os.listxattr(there, follow_symlinks=False) or os.listxattr(src, follow_symlinks=False):
+            if os.listxattr(there, follow_symlinks=False):
                 return False
-            if not _same_bytes(src, there):
+            if compare is not None and (os.listxattr(compare, follow_symlinks=False)
+                                        or not _same_bytes(compare, there)):
                 return False
             self._donated.add(have.st_ino)
             os.link(there, dst, follow_symlinks=False)
@@ -526,6 +564,10 @@ class _Copier:
 # Threads copying files: the kernel work of creating files on an overlay overlaps the
 # walk (20,000 small files: 3.0 -> 2.0 s with 4 threads on 2 cores, tmpfs upper).
 _WORKERS = 4
+# From this size a file of a stage or image source is hard-linked from its snapshot when
+# it may be (see _Copier._link_from_snapshot): below it, the lookup costs about what
+# writing the bytes does.
+LINK_SOURCE_MIN = 64 * 1024
 
 
 def _same_bytes(a: str, b: str, chunk: int = 1 << 20) -> bool:

@@ -242,7 +242,7 @@ def _source_tree(solver: Solver, node: ins.Instruction, from_value: str | None,
         def stage_tree() -> Iterator[Any]:
             lowers = solver.lowers_of(lowers_fs)
             with solver.runner.merged(lowers, None) as root:
-                yield DirTree(root, label=f"stage {from_value}")
+                yield DirTree(root, label=f"stage {from_value}", snapshots=lowers)
 
         return "stage", stage_tree, str(result.fs.key.digest)
 
@@ -267,7 +267,7 @@ def _source_tree(solver: Solver, node: ins.Instruction, from_value: str | None,
     def image_tree() -> Iterator[Any]:
         lowers = lower_dirs(solver.store, layers)
         with solver.runner.merged(lowers, None) as root:
-            yield DirTree(root, label=f"image {from_value}")
+            yield DirTree(root, label=f"image {from_value}", snapshots=lowers)
 
     return "image", image_tree, str(base.key.digest)
 

@@ -91,3 +91,27 @@ def test_a_copy_run_again_takes_unchanged_files_from_its_last_layer(project: Pro
     # runs the step again with the key its position already has: nothing to take from)
     project.build("--no-cache")
     assert project.image().config["rootfs"]["diff_ids"][1] == second
+
+
+def test_copy_from_a_stage_links_its_big_files_and_the_layer_is_a_plain_copy(project: Project) -> None:
+    big = "".join(f"line {i:06d}\n" for i in range(12_000))  # 144 KiB: linked
+    project.dockerfile("FROM bb AS build\nCOPY out /out\n"
+                       "FROM bb\nCOPY --from=build /out /app/\n"
+                       "COPY --from=build --chmod=700 /out/big /chmod/big\n",
+                       **{"out/big": big, "out/small": "small\n"})
+    os.utime(project.root / "out/big", ns=(1_600_000_000_000_000_000,) * 2)
+    project.build()
+    img = project.image()
+    snapshots = project.store / "snapshots"
+    [source] = [p for p in snapshots.glob("*/out/big")]
+    app, chmod = (snapshots / d.split(":")[1] for d in img.config["rootfs"]["diff_ids"][1:3])
+    # the big file of the stage is the stage's own file; a small one and a changed one are copies
+    assert os.stat(app / "app/big").st_ino == os.stat(source).st_ino
+    assert os.stat(app / "app/small").st_ino != os.stat(source.parent / "small").st_ino
+    assert os.stat(chmod / "chmod/big").st_ino != os.stat(source).st_ino
+    assert (os.stat(source).st_mode & 0o777, source.read_text()) == (0o644, big)  # untouched
+    # what the layers hold is a plain copy: a regular file, the source's mode, mtime and bytes
+    info, data = img.layer(1)["app/big"]
+    assert (info.isreg(), info.mode, info.mtime, data) == (True, 0o644, 1_600_000_000, big.encode())
+    info, data = img.layer(2)["chmod/big"]
+    assert (info.isreg(), info.mode, data) == (True, 0o700, big.encode())
