@@ -530,7 +530,9 @@ class Solver:
         proc_env.update(proxy_env(self.graph.build_args))
         network = node.network or self.opts.network
         mounts = self.runner.parse_mounts(node, env, image, self)
-        self.cache_mount_ids.update(m.options["id"] for m in mounts if m.type == "cache")
+        self.cache_mount_ids.update(m.cache for m in mounts if m.cache is not None)
+        if no_cache:
+            self.runner.prune_caches(mounts)
         script = None
         if argv and argv[0].startswith("/dev/pipes/") and node.heredocs:
             script = node.heredocs[0]

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import fcntl
 import os
+import posixpath
 import re
 import shutil
 import stat
@@ -22,7 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import instructions as ins
-from .digest import sha256_bytes
+from .cachemount import cache_name, folder, prune
+from .cachemount import locked as cachemount_locked
 from .errors import BuildError, ExecError
 
 if TYPE_CHECKING:
@@ -46,6 +49,7 @@ class MountDef:
     content_key: str | None = None  # bind: checksum of the source files
     source_dir: Path | None = None  # bind of the context: the folder to bind
     source_stage: Any = None  # bind/cache from a stage: its StageResult
+    cache: str | None = None  # cache: the name its folder is kept under (builder.cachemount)
 
     def key_json(self) -> dict[str, Any]:
         opts = {k: v for k, v in self.options.items() if k not in ("env",)}
@@ -150,6 +154,8 @@ class StepRunner:
         self._kept: tuple[tuple[Any, ...], Path, Any] | None = None
         self._kept_lock = threading.Lock()
         self._decide_lock = threading.Lock()
+        self._pruned: set[tuple[str, bool]] = set()  # caches emptied by this build (--no-cache)
+        self._pruned_lock = threading.Lock()
 
     def copies(self) -> bool:
         """Whether steps run on copies of their root filesystem instead of overlays (the
@@ -342,13 +348,15 @@ class StepRunner:
                 ssh_index += 1
             if not target and not (kind == "secret" and "env" in opts):
                 raise BuildError(f"--mount={raw}: the mount needs a target")
+            if kind == "cache":
+                # BuildKit's default id is the target as written, cleaned: a relative target
+                # names the same cache under every WORKDIR.
+                opts.setdefault("id", posixpath.normpath(target))
             if target:
                 target = os.path.normpath(os.path.join("/", image.workdir or "/", target))
                 if target == "/":
                     raise BuildError(f"invalid mount target {target!r}")
             readonly = opts["ro"] == "true" if "ro" in opts else kind not in ("cache", "tmpfs")
-            if kind == "cache":
-                opts.setdefault("id", target)
             stage = None
             content = None
             source_dir = None
@@ -366,9 +374,25 @@ class StepRunner:
                 except BuildError as exc:
                     raise BuildError(f"--mount source {src or '.'!r}: {exc.message}") from None
                 content = str(solver.context.checksum(matches))
+            cache = None
+            if kind == "cache":
+                cache = cache_name(opts["id"], _cache_base(opts, content))
             out.append(MountDef(kind, target, opts, readonly=readonly, content_key=content,
-                                source_dir=source_dir, source_stage=stage))
+                                source_dir=source_dir, source_stage=stage, cache=cache))
         return out
+
+    def prune_caches(self, mounts: Sequence[MountDef]) -> None:
+        """A step that ignores the cache first empties the caches it mounts, once a build
+        (as BuildKit prunes them when it loads such steps; see builder.cachemount)."""
+        for m in mounts:
+            if m.cache is None:
+                continue
+            which = (m.options["id"], m.cache != m.options["id"])
+            with self._pruned_lock:
+                if which in self._pruned:
+                    continue
+                self._pruned.add(which)
+                prune(self.store_root, which[0], based=which[1], remove=_rmtree)
 
     def run(self, lowers: Sequence[Path], upper: Path, *, argv: Sequence[str], env: Sequence[str],
             cwd: str, user: str, network: str, mounts: Sequence[MountDef],
@@ -455,36 +479,32 @@ class StepRunner:
 
     def _cache_mount(self, m: MountDef, scratch: Path, stack: contextlib.ExitStack,
                      solver: Solver | None) -> Any:
-        """A folder in the store kept between builds, keyed by the cache id (BuildKit's
-        default id is the target); made on first use with mode/uid/gid, seeded from
-        ``from``/``source`` when given."""
+        """A folder in the store kept between builds (builder.cachemount names it), made on
+        first use: empty with mode/uid/gid, or seeded from the ``from`` stage."""
         from .executor import Mount
+        from .fsutil import secure_join
 
-        cid = m.options["id"]
-        base = self.store_root / "cache-mounts" / sha256_bytes(cid.encode()).hex[:32]
-        lock_path = self.store_root / "cache-mounts" / (base.name + ".lock")
-        (self.store_root / "cache-mounts").mkdir(parents=True, exist_ok=True)
+        assert m.cache is not None
+        base = folder(self.store_root, m.cache)
         sharing = m.options.get("sharing", "shared").lower()
-        import fcntl
-
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        stack.callback(os.close, fd)
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        fd = stack.enter_context(cachemount_locked(base))
         if not base.exists():
             # Made aside and renamed: a half-seeded cache is never seen.
             part = Path(tempfile.mkdtemp(prefix="cache-", dir=self.store_root / "tmp"))
             try:
-                if m.source_stage is not None:
+                source = posixpath.join("/", m.options.get("source", ""))
+                if m.source_stage is not None and not (source == "/" and _sets_owner(m.options)):
                     assert solver is not None
                     with self.merged(solver.lowers_of(m.source_stage.fs), None) as root:
-                        from .fsutil import secure_join
-
-                        src = secure_join(root, m.options.get("source", "/"))
-                        if src.is_dir():
-                            os.rmdir(part)
-                            shutil.copytree(src, part, symlinks=True)
-                os.chmod(part, int(m.options.get("mode", "755"), 8))
-                _chown(part, m.options)
+                        src = secure_join(root, source)
+                        if not src.is_dir():
+                            raise BuildError(f"--mount from={m.options['from']}: {source} is "
+                                             "not a directory in that stage")
+                        os.rmdir(part)
+                        _copy_tree(src, part)
+                else:
+                    os.chmod(part, int(m.options.get("mode", "755"), 8))
+                    _chown(part, m.options)
                 os.rename(part, base)
             except BaseException:
                 _rmtree(part)
@@ -495,8 +515,14 @@ class StepRunner:
             # A private instance for this step: others' writes are not seen, its own kept
             # nowhere (BuildKit keeps a second instance; pybuild keeps one per id).
             priv = scratch / _fresh(scratch, "cache")
-            shutil.copytree(base, priv, symlinks=True)
+            _copy_tree(base, priv)
             base = priv
+        if m.source_stage is None and m.options.get("source", "").strip("/"):
+            # Without from=, source= names a folder inside the cache.
+            base = secure_join(base, m.options["source"])
+            if not base.is_dir():
+                raise BuildError(f"--mount source {m.options['source']!r}: no such folder in "
+                                 f"cache {m.options['id']!r}")
         return Mount("cache", m.target, source=base, readonly=m.readonly)
 
     def _secret_mount(self, m: MountDef, scratch: Path, stack: contextlib.ExitStack,
@@ -577,6 +603,34 @@ def _use_copies(scratch: Path, warn: Callable[[str], None] | None) -> bool:
              "steps run on copies of their root filesystem instead, which is slower "
              "(PYBUILD_SNAPSHOTTER=copy chooses this without trying overlay)")
     return True
+
+
+def _sets_owner(options: dict[str, str]) -> bool:
+    return any(k in options for k in ("uid", "gid", "mode"))
+
+
+def _cache_base(options: dict[str, str], stage_digest: str | None) -> str | None:
+    """What a cache mount starts from, in BuildKit's terms (convert_runmount.go): the
+    ``from`` stage (at ``source``), a folder made with uid/gid/mode (only where no source
+    is given), or nothing."""
+    source = posixpath.join("/", options.get("source", ""))
+    made = (f"mkdir {int(options.get('mode', '755'), 8):o} {options.get('uid', '0')} "
+            f"{options.get('gid', '0')}" if source == "/" and _sets_owner(options) else "")
+    if stage_digest is not None:
+        return f"stage {stage_digest} {source} {made}".rstrip()
+    return made or None
+
+
+def _copy_tree(src: Path, dest: Path) -> None:
+    """``src`` copied to ``dest`` (absent), with modes, times and owners."""
+    shutil.copytree(src, dest, symlinks=True)
+    if os.geteuid() != 0:
+        return
+    for dirpath, dirnames, filenames in os.walk(src):
+        for name in ("", *dirnames, *filenames):
+            st = os.lstat(os.path.join(dirpath, name))
+            os.lchown(os.path.join(dest, os.path.relpath(os.path.join(dirpath, name), src)),
+                      st.st_uid, st.st_gid)
 
 
 def _chown(path: Path, options: dict[str, str]) -> None:

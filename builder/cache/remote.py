@@ -14,16 +14,16 @@ is, so a machine downloads only the layers of the steps it actually reuses.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import gzip
 import os
 import shutil
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..cachemount import folder, locked
 from ..digest import Digest, canonical_json, sha256_bytes
 from ..errors import BuildError, CacheError, UsageError
 from .store import LayerBlob, Store, remove_tree
@@ -88,20 +88,11 @@ def parse_cache_spec(opts: Mapping[str, str], *, export: bool) -> CacheSpec:
 
 
 def mount_dir(store_root: Path, cache_id: str) -> Path:
-    """Where a RUN --mount=type=cache folder lives (as builder.steps names it)."""
-    return store_root / "cache-mounts" / sha256_bytes(cache_id.encode()).hex[:32]
+    """Where a RUN --mount=type=cache folder lives (``cache_id``: the name
+    builder.cachemount.cache_name gives it)."""
+    return folder(store_root, cache_id)
 
 
-@contextlib.contextmanager
-def _mount_lock(folder: Path) -> Iterator[None]:
-    """The lock builder.steps takes to make a cache mount (and holds for sharing=locked)."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder.parent / (folder.name + ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
 
 
 # ------------------------------------------------------------------ sources and sinks
@@ -320,7 +311,7 @@ def _restore_mounts(store: Store, source: _Source, mounts: Mapping[str, Any],
             os.chmod(part, int(info.get("mode", 0o755)))
             with contextlib.suppress(OSError):
                 os.chown(part, int(info.get("uid", 0)), int(info.get("gid", 0)))
-            with _mount_lock(folder):
+            with locked(folder):
                 if folder.is_dir() and not any(os.scandir(folder)):
                     folder.rmdir()
                 if not folder.exists():
@@ -371,7 +362,7 @@ def _mount_tar(store: Store, cache_id: str) -> tuple[Path, Digest, int, dict[str
     if not folder.is_dir():
         return None
     out = store.tempfile("mount-")
-    with _mount_lock(folder), open(out, "wb") as f:
+    with locked(folder), open(out, "wb") as f:
         st = os.stat(folder)
         # mtime 0 and no name in the gzip header: unchanged content gives the same blob.
         with gzip.GzipFile(filename="", mode="wb", fileobj=f, mtime=0) as gz:

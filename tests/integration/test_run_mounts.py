@@ -34,25 +34,27 @@ def _all_layers(img) -> dict:
 
 
 def test_cache_mount_kept_between_builds_and_never_in_a_layer(project: Project) -> None:
+    owned = "mode=0770,uid=1000,gid=1002"
     project.dockerfile(
         "FROM bb AS seed\n"
         "RUN mkdir -p /seed/sub && echo seeded > /seed/sub/s\n"
         "FROM bb\n"
+        # every RUN below runs again when N changes
+        "ARG N\n"
         # default id is the target; a first build finds it empty and fills it
         "RUN --mount=type=cache,target=/var/cache/app "
         "ls /var/cache/app > /seen-1; date +%s%N > /var/cache/app/stamp-$RANDOM\n"
         # id shared between targets, mode/uid/gid of the new cache folder
-        "RUN --mount=type=cache,id=shared,target=/a,mode=0770,uid=1000,gid=1002 "
+        f"RUN --mount=type=cache,id=shared,target=/a,{owned} "
         "stat -c '%a %u %g' /a > /a-stat; echo from-a > /a/f\n"
-        "RUN --mount=type=cache,id=shared,target=/b,sharing=locked cat /b/f > /b-saw\n"
+        f"RUN --mount=type=cache,id=shared,target=/b,{owned},sharing=locked cat /b/f > /b-saw\n"
         # private: a copy for this step, its writes not seen by the next one
-        "RUN --mount=type=cache,id=shared,target=/p,sharing=private echo p > /p/f\n"
-        "RUN --mount=type=cache,id=shared,target=/b,ro cat /b/f > /ro-saw; "
+        f"RUN --mount=type=cache,id=shared,target=/p,{owned},sharing=private echo p > /p/f\n"
+        f"RUN --mount=type=cache,id=shared,target=/b,{owned},ro cat /b/f > /ro-saw; "
         "touch /b/x 2>/dev/null && echo writable >> /ro-saw || echo read-only >> /ro-saw\n"
         # from/source: the cache starts as a copy of another stage's folder
         "RUN --mount=type=cache,id=seeded,target=/s,from=seed,source=/seed/sub "
         "cat /s/s > /s-saw; echo more > /s/t\n"
-        "ARG N\n"
         "RUN --mount=type=cache,target=/var/cache/app ls /var/cache/app | wc -l > /seen-2-$N\n")
     project.build("--build-arg", "N=1")
     layers = _all_layers(project.image())
@@ -64,14 +66,55 @@ def test_cache_mount_kept_between_builds_and_never_in_a_layer(project: Project) 
     assert layers["seen-2-1"][1] == b"1\n"
     # the mount points and their contents leave no trace in any RUN layer
     assert not _under(layers, "var", "a", "b", "p", "s")
-    # a second build (--no-cache: every step runs again) sees the first build's cache
-    project.build("--build-arg", "N=2", "--no-cache")
+    # a second build (every step runs again) sees the first build's cache
+    project.build("--build-arg", "N=2")
     layers = _all_layers(project.image())
     assert layers["seen-1"][1].decode().startswith("stamp-")
     assert layers["seen-2-2"][1] == b"2\n"
     assert layers["b-saw"][1] == b"from-a\n"  # the private write was not kept
     caches = list((project.store / "cache-mounts").iterdir())
     assert len([c for c in caches if c.is_dir()]) == 3  # /var/cache/app, shared, seeded
+
+
+def test_cache_mount_is_keyed_by_what_it_starts_from(project: Project) -> None:
+    # BuildKit keys a cache by id and base (mounts.go getRefCacheDir): uid/gid/mode or
+    # from= make another cache of the same id; a relative target is its own default id
+    project.dockerfile(
+        "FROM bb AS seed\nRUN mkdir -p /s && echo seeded > /s/seed\n"
+        "FROM bb\n"
+        "RUN --mount=type=cache,id=x,target=/a,uid=1000 touch /a/f1\n"
+        "RUN --mount=type=cache,id=x,target=/b ls /b > /ls1; touch /b/f2\n"
+        "RUN --mount=type=cache,id=x,target=/c,uid=1000 ls /c > /ls2\n"
+        "RUN --mount=type=cache,id=x,target=/d,mode=0700 ls /d > /ls3\n"
+        "RUN --mount=type=cache,id=x,target=/e,from=seed,source=/s ls /e > /ls4; touch /e/f3\n"
+        "RUN --mount=type=cache,id=x,target=/f,from=seed,source=/s ls /f > /ls5\n"
+        "RUN --mount=type=cache,id=x,target=/g ls /g > /ls6\n"
+        "RUN --mount=type=cache,id=x,target=/g,from=seed ls /g > /ls7\n"
+        "WORKDIR /w1\nRUN --mount=type=cache,target=rel touch rel/r1\n"
+        "WORKDIR /w2\nRUN --mount=type=cache,target=rel ls rel > /ls8\n"
+        "RUN --mount=type=cache,target=/w1/rel ls /w1/rel > /ls9\n")
+    project.build()
+    layers = _all_layers(project.image())
+    seen = {name: layers[name][1].decode().split() for name in layers if name.startswith("ls")}
+    assert seen == {"ls1": [], "ls2": ["f1"], "ls3": [], "ls4": ["seed"], "ls5": ["f3", "seed"],
+                    "ls6": ["f2"], "ls7": ["bin", "etc", "home", "root", "s", "tmp"],
+                    "ls8": ["r1"], "ls9": []}
+
+
+def test_no_cache_empties_the_cache_mounts_its_steps_use(project: Project) -> None:
+    # BuildKit prunes the cache mounts of the steps that ignore the cache before they run
+    # (vertex.go detectPrunedCacheID); later builds see what the last one left
+    project.dockerfile("FROM bb\nARG N\n"
+                       "RUN --mount=type=cache,target=/c echo $N >> /c/log && cat /c/log > /seen\n"
+                       "RUN --mount=type=cache,target=/m,mode=0700 echo $N >> /m/log && "
+                       "cat /m/log > /seen-m\n")
+    seen = []
+    for args in (["N=1"], ["N=2"], ["N=3", "--no-cache"], ["N=4"]):
+        project.build("--build-arg", *args)
+        layers = _all_layers(project.image())
+        seen.append((layers["seen"][1], layers["seen-m"][1]))
+    assert seen == [(b"1\n", b"1\n"), (b"1\n2\n", b"1\n2\n"), (b"3\n", b"3\n"),
+                    (b"3\n4\n", b"3\n4\n")]
 
 
 def test_bind_mounts(project: Project) -> None:
