@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from .graph import Stage
     from .solve import Solver
 
-__all__ = ["CopyPlan", "plan_copy", "resolve_chown"]
+__all__ = ["CopyPlan", "plan_copy", "resolve_chown", "source_tree"]
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,7 @@ def plan_copy(solver: Solver, stage: Stage, node: ins.Copy | ins.Add, image: Ima
             text = expand_heredoc(text, env.lookup(image), used=env.used)
         heredocs.append((doc.name, text))
 
-    source_label, tree_factory, content_key = _source_tree(solver, node, from_value, image)
+    source_label, tree_factory, content_key = source_tree(solver, node, from_value, image)
     store = solver.store
     stat_cache = store.root / "statcache.json"
     checksums: list[str] = []
@@ -220,7 +220,7 @@ def plan_copy(solver: Solver, stage: Stage, node: ins.Copy | ins.Add, image: Ima
     return CopyPlan(op, action, title, history, link)
 
 
-def _source_tree(solver: Solver, node: ins.Instruction, from_value: str | None,
+def source_tree(solver: Solver, node: ins.Instruction, from_value: str | None,
                  image: ImageState) -> tuple[str, Callable[[], Any], str | None]:
     """(label, a context manager giving the SourceTree, the key of the source's identity)."""
     from .context import DirTree

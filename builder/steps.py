@@ -48,7 +48,7 @@ class MountDef:
     readonly: bool = True
     content_key: str | None = None  # bind: checksum of the source files
     source_dir: Path | None = None  # bind of the context: the folder to bind
-    source_stage: Any = None  # bind/cache from a stage: its StageResult
+    source_tree: Any = None  # bind/cache from=: a context manager giving its DirTree
     cache: str | None = None  # cache: the name its folder is kept under (builder.cachemount)
 
     def key_json(self) -> dict[str, Any]:
@@ -357,28 +357,33 @@ class StepRunner:
                 if target == "/":
                     raise BuildError(f"invalid mount target {target!r}")
             readonly = opts["ro"] == "true" if "ro" in opts else kind not in ("cache", "tmpfs")
-            stage = None
+            tree = None
             content = None
             source_dir = None
             if kind in ("bind", "cache") and "from" in opts:
-                stage = solver.stage_result(opts["from"])
-                if stage is None:
-                    raise BuildError(f"--mount from={opts['from']}: no such stage (named contexts "
-                                     "and images are not supported as mount sources yet)")
-                content = str(stage.fs.key.digest)
+                # A stage, a named context or an image, as COPY --from finds them.
+                from .copystep import source_tree
+
+                label, tree, content = source_tree(solver, node, opts["from"], image)
+                if label == "folder":
+                    with tree() as folder_tree:
+                        matches = folder_tree.select(opts.get("source", "") or ".")
+                        content = f"{content} {folder_tree.checksum(matches)}"
             elif kind == "bind":
                 source_dir = solver.context.root
                 src = opts.get("source", "")
                 try:
                     matches = solver.context.select(src or ".")
                 except BuildError as exc:
-                    raise BuildError(f"--mount source {src or '.'!r}: {exc.message}") from None
+                    # The context's own message is worded for COPY.
+                    why = exc.message.removeprefix("COPY failed: ")
+                    raise BuildError(f"--mount source {src or '.'!r}: {why}") from None
                 content = str(solver.context.checksum(matches))
             cache = None
             if kind == "cache":
                 cache = cache_name(opts["id"], _cache_base(opts, content))
             out.append(MountDef(kind, target, opts, readonly=readonly, content_key=content,
-                                source_dir=source_dir, source_stage=stage, cache=cache))
+                                source_dir=source_dir, source_tree=tree, cache=cache))
         return out
 
     def prune_caches(self, mounts: Sequence[MountDef]) -> None:
@@ -446,11 +451,10 @@ class StepRunner:
                 opts.append(f"size={_parse_size(m.options['size'])}")
             return [Mount("tmpfs", m.target, options=tuple(opts), readonly=m.readonly)]
         if m.type == "cache":
-            return [self._cache_mount(m, scratch, stack, solver)]
+            return [self._cache_mount(m, scratch, stack)]
         if m.type == "bind":
-            if m.source_stage is not None:
-                assert solver is not None
-                root = stack.enter_context(self.merged(solver.lowers_of(m.source_stage.fs), None))
+            if m.source_tree is not None:
+                root = stack.enter_context(m.source_tree()).root
             else:
                 assert m.source_dir is not None and solver is not None
                 root = m.source_dir
@@ -477,8 +481,7 @@ class StepRunner:
             return self._ssh_mount(m, stack)
         raise ExecError(f"RUN --mount=type={m.type} is not supported")
 
-    def _cache_mount(self, m: MountDef, scratch: Path, stack: contextlib.ExitStack,
-                     solver: Solver | None) -> Any:
+    def _cache_mount(self, m: MountDef, scratch: Path, stack: contextlib.ExitStack) -> Any:
         """A folder in the store kept between builds (builder.cachemount names it), made on
         first use: empty with mode/uid/gid, or seeded from the ``from`` stage."""
         from .executor import Mount
@@ -493,13 +496,12 @@ class StepRunner:
             part = Path(tempfile.mkdtemp(prefix="cache-", dir=self.store_root / "tmp"))
             try:
                 source = posixpath.join("/", m.options.get("source", ""))
-                if m.source_stage is not None and not (source == "/" and _sets_owner(m.options)):
-                    assert solver is not None
-                    with self.merged(solver.lowers_of(m.source_stage.fs), None) as root:
-                        src = secure_join(root, source)
+                if m.source_tree is not None and not (source == "/" and _sets_owner(m.options)):
+                    with m.source_tree() as tree:
+                        src = secure_join(tree.root, source)
                         if not src.is_dir():
                             raise BuildError(f"--mount from={m.options['from']}: {source} is "
-                                             "not a directory in that stage")
+                                             "not a folder there")
                         os.rmdir(part)
                         _copy_tree(src, part)
                 else:
@@ -517,7 +519,7 @@ class StepRunner:
             priv = scratch / _fresh(scratch, "cache")
             _copy_tree(base, priv)
             base = priv
-        if m.source_stage is None and m.options.get("source", "").strip("/"):
+        if m.source_tree is None and m.options.get("source", "").strip("/"):
             # Without from=, source= names a folder inside the cache.
             base = secure_join(base, m.options["source"])
             if not base.is_dir():

@@ -153,6 +153,27 @@ def test_bind_mounts(project: Project) -> None:
     assert "RUN --mount=type=bind,source=data,target=/d cat /d/a.txt > /d-copy" in ran
 
 
+def test_mounts_from_an_image_or_a_named_context(project: Project, tmp_path: Path) -> None:
+    # from= names a stage, a named context or an image, as COPY --from does (BuildKit's
+    # dispatchRunMounts takes any of them); a folder context is keyed by its content
+    folder = tmp_path / "tools"
+    folder.mkdir()
+    (folder / "v").write_text("1\n")
+    project.contexts = (*project.contexts, f"tools={folder}")
+    project.dockerfile(
+        "FROM bb\n"
+        "RUN --mount=from=bb,source=/etc,target=/x head -1 /x/passwd > /p1\n"
+        "RUN --mount=type=cache,from=bb,source=/etc,target=/y,id=img head -1 /y/group > /p2\n"
+        "RUN --mount=from=tools,target=/t cat /t/v > /p3\n")
+    project.build()
+    layers = _all_layers(project.image())
+    assert (layers["p1"][1], layers["p2"][1], layers["p3"][1]) == \
+        (b"root:x:0:0:root:/root:/bin/sh\n", b"root:x:0:\n", b"1\n")
+    (folder / "v").write_text("2\n")
+    project.build()
+    assert _all_layers(project.image())["p3"][1] == b"2\n"
+
+
 def test_tmpfs_mount(project: Project) -> None:
     project.dockerfile(
         "FROM bb\n"
