@@ -120,7 +120,7 @@ def plan_copy(solver: Solver, stage: Stage, node: ins.Copy | ins.Add, image: Ima
 
     heredocs = []
     for doc in node.heredocs:
-        text = doc.content
+        text = doc.data  # <<- strips the leading tabs (instructions/parse.go parseSourcesAndDest)
         if doc.expand:
             text = expand_heredoc(text, env.lookup(image), used=env.used)
         heredocs.append((doc.name, text))

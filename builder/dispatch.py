@@ -234,7 +234,7 @@ def run_argv(node: ins.Run, state: ImageState) -> tuple[str, ...]:
     files = tuple(node.heredocs or ())
     if files:
         first = files[0]
-        data = first.content
+        data = first.data  # a lone heredoc runs chomped; a shell reading the others chomps them
         if len(files) == 1 and len(args) == 1 and args[0].strip().startswith("<<") and \
                 args[0].strip().lstrip("<-").strip("'\"") == first.name:
             if data.startswith("#!"):

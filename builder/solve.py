@@ -550,7 +550,7 @@ class Solver:
             "network": network,
             "security": node.security or "sandbox",
             "mounts": [m.key_json() for m in mounts],
-            "script": script.content if script else None,
+            "script": script.data if script else None,
             # The layer's file times are clamped to SOURCE_DATE_EPOCH: part of its result.
             "epoch": self.opts.source_date_epoch,
         }

@@ -416,7 +416,7 @@ class StepRunner:
                 pipes = scratch / "pipes"
                 pipes.mkdir()
                 path = pipes / script.name
-                path.write_text(script.content)
+                path.write_text(script.data)
                 path.chmod(0o755)
                 emounts.append(Mount("bind", "/dev/pipes", source=pipes, readonly=True))
             ssh_targets = []

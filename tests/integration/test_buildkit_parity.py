@@ -234,3 +234,25 @@ def test_every_image_reference_is_checked_before_the_build(bb: Project) -> None:
         assert failed.returncode == 1
         assert message + "\n" in failed.stderr, failed.stderr
         assert "#1 " not in failed.stderr  # nothing started
+
+
+def test_heredocs_with_a_dash_lose_their_leading_tabs(bb: Project) -> None:
+    # `<<-`: BuildKit chomps a RUN's lone heredoc before it runs it (dispatchRun) and a COPY
+    # heredoc's file (parseSourcesAndDest); a chomped script with #! runs as a file
+    bb.dockerfile("FROM bb\n"
+                  "RUN <<-EOF\n\techo tabbed > /r\n\t\techo two >> /r\n\tEOF\n"
+                  "COPY <<-EOF /c\n\tchomped\n\t\ttwo\n\tEOF\n"
+                  "RUN <<-EOF\n\t#!/bin/sh\n\techo script > /s\n\tEOF\n"
+                  "RUN cat <<-EOF > /kept\n\tthe shell chomps this one\n\tEOF\n")
+    bb.build()
+    img = bb.image()
+    assert [h["created_by"] for h in img.history[1:]] == [
+        "RUN /bin/sh -c echo tabbed > /r\necho two >> /r\n # buildkit",
+        "COPY <<EOF /c # buildkit",
+        "RUN /bin/sh -c /dev/pipes/EOF # buildkit",
+        # the others are given to the shell as written, closed by the bare word
+        "RUN /bin/sh -c cat <<-EOF > /kept\n\tthe shell chomps this one\nEOF # buildkit"]
+    assert img.layer(1)["r"][1] == b"tabbed\ntwo\n"
+    assert img.layer(2)["c"][1] == b"chomped\ntwo\n"
+    assert img.layer(3)["s"][1] == b"script\n"
+    assert img.layer(4)["kept"][1] == b"the shell chomps this one\n"
