@@ -508,6 +508,10 @@ class Solver:
             return fs, image.with_history(HistoryEntry(f"WORKDIR {wd}", empty_layer=True))
         op = {"kind": "mkdir", "path": wd, "user": image.user, "mode": 0o755,
               "epoch": self.opts.source_date_epoch}
+        if image.user:
+            # The owner is now read as --chown reads it (a bare uid is also the gid): a
+            # folder made under the earlier reading must not be reused.
+            op["owner"] = "chown"
         user = image.user
 
         def action(lowers: list[Path], upper: Path, _sid: int) -> None:

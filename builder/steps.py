@@ -292,7 +292,9 @@ class StepRunner:
         return True
 
     def mkdir(self, lowers: Sequence[Path], upper: Path, path: str, *, user: str) -> None:
-        from .executor import resolve_user
+        """WORKDIR's missing folders, owned by USER as BuildKit's mkdir reads it: like
+        --chown (llb.WithUser), so an unknown name is 0 and a bare uid is also the gid."""
+        from .copystep import resolve_chown
         from .fsutil import secure_join
 
         with contextlib.ExitStack() as stack:
@@ -304,9 +306,7 @@ class StepRunner:
                 owner_root = stack.enter_context(self.merged(lowers, None)) if user else None
             else:
                 root = owner_root = stack.enter_context(self.merged(lowers, upper))
-            uid, gid = 0, 0
-            if user:
-                uid, gid, _ = resolve_user(owner_root, user)
+            uid, gid = resolve_chown(owner_root, user) if user else (0, 0)
             target = secure_join(root, path)
             missing = []
             p = target

@@ -256,3 +256,16 @@ def test_heredocs_with_a_dash_lose_their_leading_tabs(bb: Project) -> None:
     assert img.layer(2)["c"][1] == b"chomped\ntwo\n"
     assert img.layer(3)["s"][1] == b"script\n"
     assert img.layer(4)["kept"][1] == b"the shell chomps this one\n"
+
+
+def test_workdir_folders_are_owned_as_chown_reads_user(bb: Project) -> None:
+    # BuildKit makes WORKDIR with llb.WithUser(USER), read as --chown is: a bare uid is also
+    # the gid, a name not in /etc/passwd is 0 (no error); docker 20.10 does the same
+    bb.dockerfile("FROM bb\n"
+                  "RUN echo 'u5:x:1500:1600::/:/bin/sh' >> /etc/passwd && echo 'g6:x:1700:' >> /etc/group\n"
+                  "USER 1500\nWORKDIR /a\nUSER u5\nWORKDIR /b\nUSER nosuch:g6\nWORKDIR /c\n"
+                  "USER u5:\nWORKDIR /d\nUSER nosuch\nWORKDIR /e\n")
+    bb.build()
+    img = bb.image()
+    owners = [(img.layer(n)[d][0].uid, img.layer(n)[d][0].gid) for n, d in enumerate("abcde", 2)]
+    assert owners == [(1500, 1500), (1500, 1600), (0, 1700), (1500, 0), (0, 0)]
