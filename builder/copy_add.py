@@ -6,7 +6,7 @@
   replaced, existing directories kept (their metadata taken from the archive), owners
   from the archive unless --chown, no whiteout processing, and the destination acts as
   ``/``: symlinks inside it resolve inside it and a ``..`` that would leave it is refused.
-* URLs are streamed to a scratch file (mode 0600, mtime from Last-Modified), checked
+* URLs are streamed to a scratch file (mode 0600, mtime from Last-Modified or 0), checked
   against ``--checksum``, named after the URL's last path component; never extracted
   unless ``--unpack``.
 * Git sources (BuildKit's ParseGitRef forms) are cloned with ``git``, checked out at the
@@ -17,6 +17,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import hashlib
+import json
 import lzma
 import os
 import re
@@ -24,8 +25,9 @@ import shutil
 import stat
 import subprocess
 import tarfile
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import IO, TYPE_CHECKING, Iterator
+from typing import IO, TYPE_CHECKING
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from builder.context import clean_source, resolve_in_root
@@ -35,7 +37,7 @@ from builder.errors import ContextError
 if TYPE_CHECKING:
     from builder.copy import _Copier
 
-__all__ = ["classify_source", "is_archive", "extract_if_archive", "fetch_url", "git_checkout", "GitRef", "parse_git_ref"]
+__all__ = ["GitRef", "classify_source", "extract_if_archive", "fetch_url", "git_checkout", "is_archive", "parse_git_ref"]
 
 _SCP = re.compile(r"^[A-Za-z0-9_.+-]+@[A-Za-z0-9_.-]+:")
 _PROTO = re.compile(r"^([A-Za-z0-9]+)://")
@@ -251,17 +253,19 @@ def fetch_url(url: str, scratch: os.PathLike[str] | str, *, checksum: str | None
     got = Digest.sha256(h.hexdigest())
     if want is not None and got != want:
         os.unlink(tmp)
-        raise ContextError(f"ADD failed: checksum mismatch for {url}: expected {want}, got {got}")
+        raise ContextError(f"digest mismatch for {url}: {got} (expected: {want})")
     os.replace(tmp, dest)
     os.chmod(dest, 0o600)
+    # As BuildKit's http source: the time Last-Modified gives, else (none, or unparsable) 0.
+    ts = 0.0
     if last_modified:
         try:
             import email.utils
 
             ts = email.utils.parsedate_to_datetime(last_modified).timestamp()
-            os.utime(dest, (ts, ts))
         except (TypeError, ValueError):
-            pass  # an unparsable header leaves the download time, as BuildKit
+            pass
+    os.utime(dest, (ts, ts))
     return name
 
 
@@ -320,7 +324,7 @@ def git_checkout(
     keep = gr.keep_git_dir if gr.keep_git_dir is not None else keep_git_dir
     want = checksum or gr.checksum
     if checksum and gr.checksum and checksum != gr.checksum:
-        raise ContextError(f"checksum mismatch {checksum!r} != {gr.checksum!r}")
+        raise ContextError(f"checksum mismatch {json.dumps(checksum)} != {json.dumps(gr.checksum)}")
     repo = os.path.join(os.fspath(scratch), "repo")
     _git(["clone", "--quiet", "--no-checkout", "--", gr.remote, repo])
     commit = ""
@@ -338,7 +342,7 @@ def git_checkout(
     if not commit:
         raise ContextError(f"git source {gr.remote}: ref {gr.ref or 'HEAD'!r} not found")
     if want and not commit.startswith(want.lower()):
-        raise ContextError(f"ADD failed: checksum mismatch for {gr.remote}: expected commit {want}, got {commit}")
+        raise ContextError(f"expected checksum to match {want}, got {commit}")  # BuildKit's git source
     _git(["checkout", "--quiet", "--detach", commit], cwd=repo)
     if os.path.exists(os.path.join(repo, ".gitmodules")):
         _git(["submodule", "update", "--init", "--recursive", "--quiet"], cwd=repo)

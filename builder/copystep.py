@@ -131,6 +131,8 @@ def plan_copy(solver: Solver, stage: Stage, node: ins.Copy | ins.Add, image: Ima
     checksums: list[str] = []
     remote: list[dict[str, Any]] = []
     kinds = {src: _kind(src, is_add) for src in sources}
+    if checksum_flag and len(sources) != 1:  # heredocs are not counted
+        raise BuildError("checksum can't be specified for multiple sources")
     for src in sources:
         if kinds[src] == "git":
             remote.append({"git": src, "commit": _git_commit(src), "keep": bool(node.keep_git_dir)})  # type: ignore[union-attr]
@@ -306,13 +308,18 @@ def _url_identity(url: str) -> str:
     try:
         resp = requests.head(url, allow_redirects=True, timeout=30)
         tags = [resp.headers.get(h, "") for h in ("ETag", "Last-Modified", "Content-Length")]
+        # Without Last-Modified the file's time is 0 (it was the download time before).
+        undated = "" if tags[1] else "|mtime0"
         if resp.ok and (tags[0] or tags[1]):
-            return "head:" + "|".join(tags)
+            return "head:" + "|".join(tags) + undated
         h = hashlib.sha256()
         with requests.get(url, stream=True, timeout=60) as got:
-            got.raise_for_status()
+            if got.status_code != 200:  # BuildKit's http source words it so
+                raise BuildError(f"failed to load cache key: invalid response status "
+                                 f"{got.status_code}")
             for chunk in got.iter_content(1 << 20):
                 h.update(chunk)
-        return "sha256:" + h.hexdigest()
+            undated = "" if got.headers.get("Last-Modified") else "|mtime0"
+        return "sha256:" + h.hexdigest() + undated
     except requests.RequestException as exc:
         raise BuildError(f"failed to fetch {url}: {exc}") from None
