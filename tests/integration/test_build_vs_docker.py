@@ -1,5 +1,6 @@
 """The image config pybuild writes is the one `docker build` (BuildKit) writes, field for field,
-for a set of Dockerfiles built by both from the same base image in the same registry.
+for a set of Dockerfiles built by both from the same base image in the same registry; for a
+second set (FILE_CASES), the files of each layer too: names, modes, owners and contents.
 
 The reference here is Debian's docker 20.10, whose built-in BuildKit is older than the
 Dockerfile reference pybuild follows. Only these documented differences are normalised:
@@ -24,10 +25,13 @@ lists the parent's ARGs in the RUN `|N K=V` prefix, docker 20.10 does not; see t
 from __future__ import annotations
 
 import ast
+import gzip
+import io
 import json
 import os
 import re
 import tarfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -232,3 +236,91 @@ def test_config_matches_docker_buildkit(case: str, docker_cli, busybox_image, tm
     assert (ours["architecture"], ours["os"]) == (theirs["architecture"], theirs["os"])
     assert _ours(ours) == _normalise_docker(theirs, args), case
     assert len(ours["rootfs"]["diff_ids"]) == len(theirs["rootfs"]["diff_ids"])
+
+
+# Files compared layer by layer: (name, type, mode, uid, gid, content) of every regular file,
+# and of folders too in layers not made by RUN (docker 20.10 leaves empty mount points in RUN
+# layers; current BuildKit removes them, as pybuild does). In the Dockerfiles {T} is a token
+# new each run (a daemon keeps cache mounts between runs) and {BASE} the base image's ref.
+FILE_CASES: dict[str, tuple[str, list[str]]] = {
+    # WORKDIR folders are owned by USER read as --chown reads it: a bare uid is also the gid,
+    # a name missing from /etc/passwd is 0 and no error
+    "workdir_owners": ((
+        "ARG BASE\nFROM $BASE\n"
+        "RUN echo 'u5:x:1500:1600::/:/bin/sh' >> /etc/passwd && echo 'g6:x:1700:' >> /etc/group\n"
+        "USER 1500\nWORKDIR /a\nUSER u5\nWORKDIR /b\nUSER nosuch:g6\nWORKDIR /c\n"
+        "USER u5:\nWORKDIR /d\nUSER nosuch\nWORKDIR /e\nUSER root\n"
+        "COPY --chown=u5 a.txt sub/new/\n"), []),
+    # a cache is keyed by its id and what it starts from (uid/gid/mode, from=); a relative
+    # target is its own default id under any WORKDIR
+    "cache_mount_bases": ((
+        "ARG BASE\nFROM $BASE AS seed\nRUN mkdir -p /s && echo seeded > /s/seed\n"
+        "FROM $BASE\n"
+        "RUN --mount=type=cache,id=x{T},target=/a,uid=1000 touch /a/f1\n"
+        "RUN --mount=type=cache,id=x{T},target=/b ls /b > /ls1; touch /b/f2\n"
+        "RUN --mount=type=cache,id=x{T},target=/c,uid=1000 ls /c > /ls2\n"
+        "RUN --mount=type=cache,id=x{T},target=/d,mode=0700 ls /d > /ls3\n"
+        "RUN --mount=type=cache,id=x{T},target=/e,from=seed,source=/s ls /e > /ls4; touch /e/f3\n"
+        "RUN --mount=type=cache,id=x{T},target=/f,from=seed,source=/s ls /f > /ls5\n"
+        "WORKDIR /w1\nRUN --mount=type=cache,target=rel{T} touch rel{T}/r1\n"
+        "WORKDIR /w2\nRUN --mount=type=cache,target=rel{T} ls rel{T} > /ls6\n"), []),
+    # RUN --mount from= an image, as COPY --from
+    "mount_from_an_image": ((
+        "ARG BASE\nFROM $BASE\n"
+        "RUN --mount=from={BASE},source=/etc,target=/x head -1 /x/passwd > /p1\n"), []),
+}
+
+
+def _files(layers: list[bytes], history: list[dict[str, Any]]) -> list[set[tuple]]:
+    made_by = [h.get("created_by", "") for h in history if not h.get("empty_layer")]
+    out = []
+    for raw, text in zip(layers, made_by, strict=True):
+        entries = set()
+        with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+            for info in tar:
+                if info.isreg() or (info.isdir() and "RUN " not in text):
+                    data = tar.extractfile(info).read() if info.isreg() else b""  # type: ignore[union-attr]
+                    entries.add((info.name.removeprefix("./").rstrip("/"), info.type,
+                                 info.mode & 0o7777, info.uid, info.gid, data))
+        out.append(entries)
+    return out
+
+
+def _docker_layers(archive: Path) -> tuple[list[bytes], dict[str, Any]]:
+    with tarfile.open(archive) as tar:
+        manifest = json.load(tar.extractfile("manifest.json"))[0]  # type: ignore[arg-type]
+        config = json.load(tar.extractfile(manifest["Config"]))  # type: ignore[arg-type]
+        return [tar.extractfile(n).read() for n in manifest["Layers"]], config  # type: ignore[union-attr]
+
+
+def _oci_layers(archive: Path) -> tuple[list[bytes], dict[str, Any]]:
+    with tarfile.open(archive) as tar:
+        def blob(digest: str) -> bytes:
+            return tar.extractfile(f"blobs/sha256/{digest.split(':')[1]}").read()  # type: ignore[union-attr]
+
+        index = json.load(tar.extractfile("index.json"))  # type: ignore[arg-type]
+        manifest = json.loads(blob(index["manifests"][0]["digest"]))
+        layers = [blob(d["digest"]) for d in manifest["layers"]]
+        config = json.loads(blob(manifest["config"]["digest"]))
+    return [gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw for raw in layers], config
+
+
+@pytest.mark.parametrize("case", sorted(FILE_CASES))
+def test_files_match_docker_buildkit(case: str, docker_cli, busybox_image, tmp_path: Path,
+                                     store: str) -> None:
+    dockerfile, build_args = FILE_CASES[case]
+    dockerfile = dockerfile.replace("{T}", uuid.uuid4().hex[:12]).replace("{BASE}", busybox_image.ref)
+    context = write(tmp_path / "ctx", {"Dockerfile": dockerfile, "a.txt": "a\n"})
+    args = [f"BASE={busybox_image.ref}", *build_args]
+    tag = f"pybuild-compare-files/{case}:latest"
+    docker_cli.build(context, tag, build_args=args)
+    docker_cli.check("save", "-o", str(tmp_path / "docker.tar"), tag)
+    docker_cli.run("rmi", "-f", tag)
+    theirs, their_config = _docker_layers(tmp_path / "docker.tar")
+
+    archive = tmp_path / "ours.tar"
+    flags = [x for a in args for x in ("--build-arg", a)]
+    pybuild("build", "--root", store, *flags, "-o", f"type=oci,dest={archive}", str(context))
+    ours, our_config = _oci_layers(archive)
+
+    assert _files(ours, our_config["history"]) == _files(theirs, their_config["history"])
