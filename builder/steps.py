@@ -135,6 +135,15 @@ def parse_mount_flag(spec: str, expand: Callable[[str], str] = str) -> dict[str,
     for key in ("mode", "uid", "gid"):
         if key in out and kind not in ("secret", "ssh", "cache"):
             raise BuildError(f"{key} not allowed for {kind!r} type mounts")
+    if kind == "secret":  # in BuildKit's order (commands_runmount.go parseMount)
+        if "from" in out:
+            raise BuildError("secret mount should not have a from")
+        if "sharing" in out:
+            raise BuildError("secret mount should not define sharing")
+        if not any(k in out for k in ("source", "target", "id")):
+            raise BuildError("invalid secret mount. one of source, target required")
+        if "source" in out and "id" in out:
+            raise BuildError("both source and id can't be set")
     if "sharing" in out and kind != "cache":
         raise BuildError(f"invalid cache sharing set for {kind} mount")
     return out
@@ -329,13 +338,9 @@ class StepRunner:
             kind = opts.pop("type")
             target = opts.pop("target", "")
             if kind == "secret":
-                if "from" in opts:
-                    raise BuildError("secret mount should not have a from")
-                if "source" in opts and "id" in opts:
-                    raise BuildError("both source and id can't be set")
                 sid = opts.pop("source", "") or opts.get("id", "") or os.path.basename(target)
-                if not sid:
-                    raise BuildError("invalid secret mount. one of source, target required")
+                if not sid:  # an empty value given
+                    raise BuildError("one of source, target required")
                 opts["id"] = sid
                 if not target and "env" not in opts:
                     target = "/run/secrets/" + os.path.basename(sid)

@@ -39,6 +39,12 @@ def test_accepted(spec: str, want: dict[str, str]) -> None:
     ("type=cache,target=/c,colour=red", "unexpected key 'colour' in 'colour=red'"),
     ("type=cache,target=/c,nocopy", "invalid field 'nocopy' must be a key=value pair"),
     ("type=bind,from=$STAGE,target=/x", "'from' doesn't support variable expansion"),
+    # a secret's own checks come first, in BuildKit's order
+    ("type=secret,id=a,sharing=shared", "secret mount should not define sharing"),
+    ("type=secret,id=a,sharing=shared,from=x", "secret mount should not have a from"),
+    ("type=secret,env=X", "invalid secret mount. one of source, target required"),
+    ("type=secret,id=a,src=b", "both source and id can't be set"),
+    ("type=ssh,sharing=locked", "invalid cache sharing set for ssh mount"),
 ])
 def test_refused_with_buildkits_words(spec: str, message: str) -> None:
     with pytest.raises(BuildError) as err:
