@@ -599,7 +599,9 @@ class Solver:
         """The stage a --from value names (a name or an index), built; None if the value
         names no stage (an image or a named context)."""
         index = self.graph.stage_index(name)
-        return None if index is None else self.results[index]
+        if index is None:
+            return None
+        return self.results.get(index) or self._stage_built(index)
 
     def lowers_of(self, fs: FsState) -> list[Path]:
         return lower_dirs(self.store, fs.layers)
