@@ -186,6 +186,7 @@ class Dockerfile:
     warnings: tuple[str, ...] = ()
     lines: tuple[str, ...] = field(default=(), repr=False)  # source lines, without newlines
     filename: str = "Dockerfile"
+    empty_continuations: tuple[int, ...] = ()  # lines for the NoEmptyContinuation check
 
     def source_line(self, n: int) -> str:
         """Line ``n`` (1-based) of the source, "" past the end."""

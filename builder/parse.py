@@ -34,6 +34,9 @@ class ParsedNodes:
     warnings: tuple[str, ...]
     lines: tuple[str, ...]
     filename: str = "Dockerfile"
+    # the last continued line of each instruction with empty continuation lines (where
+    # BuildKit's NoEmptyContinuation check points)
+    empty_continuations: tuple[int, ...] = ()
 
     def source_line(self, n: int) -> str:
         return self.lines[n - 1] if 0 < n <= len(self.lines) else ""
@@ -56,6 +59,7 @@ def parse_nodes(text: str | bytes, *, filename: str = "Dockerfile") -> ParsedNod
     scan = scan_lines(raw, filename=filename)
     nodes: list[Node] = []
     warnings: list[str] = []
+    empty: list[int] = []
     for logical in scan.lines:
         try:
             node = node_from_line(logical.text, scan.escape, start=logical.start, end=logical.end)
@@ -70,6 +74,8 @@ def parse_nodes(text: str | bytes, *, filename: str = "Dockerfile") -> ParsedNod
                 for word, body in logical.heredocs))
         if logical.empty_continuation:
             warnings.append(f"Empty continuation line found in: {logical.text}")
+            # before any heredoc body: each body line, and its terminator, comes after
+            empty.append(logical.end - sum(body.count("\n") + 1 for _, body in logical.heredocs))
         nodes.append(node)
     if not nodes:
         last = max(len(lines), 1)
@@ -78,7 +84,7 @@ def parse_nodes(text: str | bytes, *, filename: str = "Dockerfile") -> ParsedNod
                          source_line=lines[-1] if lines else "",
                          hint="A Dockerfile needs at least one instruction, such as FROM.")
     return ParsedNodes(tuple(nodes), scan.directives, scan.escape, tuple(warnings), lines,
-                       filename)
+                       filename, tuple(empty))
 
 
 def parse_dockerfile(text: str | bytes, *, filename: str = "Dockerfile") -> Dockerfile:
@@ -104,4 +110,4 @@ def parse_dockerfile(text: str | bytes, *, filename: str = "Dockerfile") -> Dock
             raise ParseError(message, location=replace(rng, column=_column(line, needle)),
                              source_line=line) from None
     return Dockerfile(tuple(instructions), parsed.directives, parsed.escape, parsed.warnings,
-                      parsed.lines, filename)
+                      parsed.lines, filename, parsed.empty_continuations)
