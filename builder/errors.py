@@ -7,6 +7,7 @@ The tree::
     ├── ParseError                 the Dockerfile text is malformed (names the line)
     ├── ExpandError                a variable expansion failed (names the line)
     ├── GraphError                 stages/targets/ARGs do not fit together
+    ├── CheckError                 a build check found something under `check=error=true`
     ├── ContextError               the build context: missing source, escaping path
     ├── ExecError                  a RUN step failed or could not be started
     ├── LayerError                 a layer could not be made or unpacked safely
@@ -26,6 +27,7 @@ __all__ = [
     "ParseError",
     "ExpandError",
     "GraphError",
+    "CheckError",
     "ContextError",
     "ExecError",
     "LayerError",
@@ -107,6 +109,10 @@ class ExpandError(BuildError):
 
 
 class GraphError(BuildError):
+    pass
+
+
+class CheckError(BuildError):
     pass
 
 

@@ -16,7 +16,7 @@ from .errors import ExpandError, GraphError
 from .expand import expand_word
 from .hostplatform import host_machine
 
-__all__ = ["PROXY_ARGS", "UNUSED_ARGS_WARNING", "BuildGraph", "Stage", "StageBase", "build_graph",
+__all__ = ["CHECK_ARG", "PROXY_ARGS", "UNUSED_ARGS_WARNING", "BuildGraph", "Stage", "StageBase", "build_graph",
            "platform_args", "proxy_env"]
 
 _PROXY_NAMES = ("HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "NO_PROXY", "ALL_PROXY")
@@ -43,6 +43,7 @@ def proxy_env(build_args: dict[str, str]) -> dict[str, str]:
 
 
 UNUSED_ARGS_WARNING = "[Warning] One or more build-args [{}] were not consumed"
+CHECK_ARG = "BUILDKIT_DOCKERFILE_CHECK"  # the build checks' options, read by builder.checks
 
 
 def _host_platform() -> tuple[str, str, str]:
@@ -316,11 +317,8 @@ def build_graph(
                      for dep, where, word, target in named if dep >= index), None)
         name = current.stage_name.lower() if current.stage_name else None
         if name:
-            if name in names:
-                # BuildKit's DuplicateStageName check warns and builds: in a later FROM the
-                # name means this stage; in --from and --target, the last of that name.
-                warnings.append(f'DuplicateStageName: Duplicate stage name "{name}", stage '
-                                f"names should be unique (line {current.range.start})")
+            # A name used twice is a warning (the DuplicateStageName build check): in a later
+            # FROM the name means this stage; in --from and --target, the last of that name.
             names[name] = index
         stages.append(Stage(index, name, base, plat, current, tuple(body), frozenset(deps),
                             tuple(external), late))
@@ -376,7 +374,7 @@ def build_graph(
             if isinstance(node, ins.Arg):
                 used.update(name for name, _ in node.args)
     unused = sorted(k for k in build_args if k not in used and k not in PROXY_ARGS
-                    and k not in platform_args())
+                    and k not in platform_args() and k != CHECK_ARG)
     if unused:
         # docker's own words (its %v of a []string), so scripts that grep for them still work
         warnings.append(UNUSED_ARGS_WARNING.format(" ".join(unused)))

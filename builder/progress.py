@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import atexit
 import json
+import os
 import sys
 import threading
 import time
-from typing import IO
+from typing import IO, Any
 
 __all__ = ["Progress"]
 
@@ -36,6 +37,11 @@ class Progress:
         self.steps_cached = 0
         # Every event in order, when someone records the build (``builder.warm.Recorder``).
         self.journal: list[list[object]] | None = None
+        # The build checks' findings (``builder.checks``), summed up by ``finish``; the
+        # Dockerfile's lines and name for the --debug summary's excerpts.
+        self.findings: list[Any] = []
+        self.source: tuple[tuple[str, ...], str] | None = None
+        self.debug = False
 
     def close(self) -> None:
         """End the live display (if any), leaving only the permanent lines on screen."""
@@ -123,6 +129,31 @@ class Progress:
         # shows it, so that what users (and their scripts) grep for is the same.
         text = message if message.startswith("[Warning]") else f"WARNING: {message}"
         self._emit(text, event="warning", message=message)
+
+    def check(self, finding: Any) -> None:
+        """A build check's finding (``builder.checks.Finding``), shown as buildx shows it
+        under the Dockerfile's step: ``WARN: Rule: message (line N)``."""
+        if self.journal is not None:
+            self.journal.append(["check", finding.to_json()])
+        self.findings.append(finding)
+        self._emit(f"WARN: {finding.short}", event="warning", message=finding.short,
+                   rule=finding.rule, detail=finding.message, line=finding.line)
+
+    def finish(self) -> None:
+        """End the display and, as buildx does when its printer closes, sum up the build
+        checks' findings on stderr (not in quiet or rawjson mode)."""
+        self.close()
+        if not self.findings or self.mode in ("quiet", "rawjson"):
+            return
+        from .checks import summary_text
+
+        lines, filename = self.source or ((), "Dockerfile")
+        text = summary_text(self.findings, debug=self.debug, lines=lines if self.source else None,
+                            filename=filename, color=_isatty(self.stream)
+                            and not os.environ.get("NO_COLOR"))
+        with self._lock:
+            self.stream.write(text)
+            self.stream.flush()
 
     def info(self, message: str) -> None:
         if self.journal is not None:

@@ -178,6 +178,8 @@ class Solver:
         self._running: dict[int, CacheKey] = {}  # progress id of a step being run -> its key
         self.cache_import: Any = None  # cache.remote.CacheImport: the records --cache-from offers
         self.cache_mount_ids: set[str] = set()  # RUN --mount=type=cache ids seen (--cache-to mounts=true)
+        self._bases: dict[int, BaseImage] = {}  # stage index -> its resolved base (base_of)
+        self._bases_lock = threading.Lock()
 
     # -- the graph ------------------------------------------------------------------
     def solve(self) -> StageResult:
@@ -266,14 +268,7 @@ class Solver:
         elif stage.base.kind == "scratch":
             fs, image, onbuild = FsState(base_key(manifest_digest=None)), ImageState(workdir="/"), ()
         else:
-            sid = self.progress.start(f"[{stage.display_name}] FROM {stage.base.name}")
-            try:
-                base = self.bases.resolve(stage.base.name, kind=stage.base.kind,
-                                          platform=stage.platform, pull=self.opts.pull)
-            except BuildError as exc:
-                self.progress.error(sid, str(exc))
-                raise self._located(exc, stage.from_) from None
-            self.progress.internal_done(sid)
+            base = self.base_of(stage)
             fs = FsState(base.key, tuple(LayerRef(b.diff_id, b) for b in base.layers))
             image = ImageState.from_config(base.config)
             onbuild = tuple((base.config.get("config") or {}).get("OnBuild") or ())
@@ -328,6 +323,25 @@ class Solver:
                     raise BuildError(late_ref_error(value, mount_target, stage.display_name),
                                      location=stage.from_.range)
                 self._stage_built(index)
+
+    def base_of(self, stage: Stage) -> BaseImage:
+        """The base image of a stage that starts from an image or a named context, resolved
+        once: the build checks read its config before the build (as BuildKit resolves the
+        bases first), the stage then builds on it."""
+        with self._bases_lock:
+            base = self._bases.get(stage.index)
+            if base is not None:
+                return base
+            sid = self.progress.start(f"[{stage.display_name}] FROM {stage.base.name}")
+            try:
+                base = self.bases.resolve(stage.base.name, kind=stage.base.kind,
+                                          platform=stage.platform, pull=self.opts.pull)
+            except BuildError as exc:
+                self.progress.error(sid, str(exc))
+                raise self._located(exc, stage.from_) from None
+            self.progress.internal_done(sid)
+            self._bases[stage.index] = base
+            return base
 
     def _parse_trigger(self, trigger: str, stage: Stage) -> list[ins.Instruction]:
         from .parse import parse_dockerfile

@@ -318,9 +318,14 @@ def _show(memo: dict[str, Any], token: dict[str, Any], started: float) -> None:
             progress.internal_done(ids[arg])
         elif kind == "warn":
             progress.warn(arg)
+        elif kind == "check":
+            from .checks import Finding
+
+            progress.check(Finding.from_json(arg))
         elif kind == "info":
             progress.info(arg)
-    progress.close()
+    progress.debug = bool(os.environ.get("PYBUILD_DEBUG"))
+    progress.finish()  # with the build checks' summary, as the build ended
     if token["iidfile"]:
         write_text(token["iidfile"], memo["image_id"])
     if token["metadata_file"]:
@@ -364,7 +369,7 @@ class Recorder:
         for kind, arg in self.events:
             if kind == "done":
                 events.append(["cached", arg])
-            elif kind in ("start", "cached", "internal_done", "warn", "info"):
+            elif kind in ("start", "cached", "internal_done", "warn", "check", "info"):
                 events.append([kind, arg])
             elif kind != "output":
                 return  # an error: nothing to remember

@@ -91,6 +91,7 @@ def _parse_secret(text: str) -> tuple[str, tuple[str, str]]:
 @click.option("--check-reproducible", is_flag=True, help="Build twice with --no-cache in fresh temporary stores (same SOURCE_DATE_EPOCH: the given one, else now) and report the first difference; exit 1 if the digests differ.")
 @click.option("--cache-from", "cache_from", multiple=True, metavar="type=registry,ref=REF|type=local,src=DIR", help="Import build cache from a registry or an OCI layout (repeatable; a bare REF is type=registry).")
 @click.option("--cache-to", "cache_to", multiple=True, metavar="type=registry,ref=REF|type=local,dest=DIR[,mode=min|max][,mounts=true]", help="Export the build cache (mode=max: every stage's steps; mounts=true: cache mounts too).")
+@click.option("--check", is_flag=True, help="Run the build checks only and print what they find (exit 1 if anything); build nothing.")
 @click.option("--dry-run", "dry_run", is_flag=True, hidden=True)  # what `pybuild plan` is
 def command(**kw: object) -> None:
     """Build an image from a Dockerfile."""
@@ -145,9 +146,18 @@ def command(**kw: object) -> None:
         cpus=kw["cpus"],  # type: ignore[arg-type]
         jobs=int(kw["jobs"] or 0),  # type: ignore[arg-type]
     )
-    request = replace(request, explain=bool(kw["explain"]), dry_run=bool(kw["dry_run"]))
+    ctx = click.get_current_context()
+    debug = bool(((ctx.find_root().obj or {}) if ctx else {}).get("debug"))
+    request = replace(request, explain=bool(kw["explain"]), dry_run=bool(kw["dry_run"]), debug=debug)
     request = replace(request, cache_from=tuple(_parse_cache(t, export=False) for t in kw["cache_from"]),  # type: ignore[union-attr]
                       cache_to=tuple(_parse_cache(t, export=True) for t in kw["cache_to"]))  # type: ignore[union-attr]
+    if kw["check"]:
+        from ..build import run_check
+
+        status = run_check(request)
+        if status:
+            ctx.exit(status)
+        return
     if kw["check_reproducible"]:
         from ..reproducible import check_reproducible, not_reproducible, report_lines
 
