@@ -11,8 +11,7 @@ It imports nothing heavy (no dataclasses either): every build imports it.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
 
 __all__ = ["RULES", "CheckOptions", "Finding", "Linter", "check_report", "excerpt",
            "options_for", "parse_check_options", "summary_text"]
@@ -205,7 +204,7 @@ def comment_options(comments: Sequence[str]) -> CheckOptions | None:
     return None
 
 
-def options_for(directive: str | None, build_args: dict[str, str] | Any) -> CheckOptions:
+def options_for(directive: str | None, build_args: Mapping[str, str]) -> CheckOptions:
     """The build's options: the ``BUILDKIT_DOCKERFILE_CHECK`` build arg when given (it
     replaces the directive, even empty), else the ``# check=`` directive."""
     from .errors import CheckError
@@ -226,7 +225,8 @@ class Linter:
     """Collects the findings of one build under its options. ``on_finding`` (the progress
     display) sees each finding as it is made, in BuildKit's order."""
 
-    def __init__(self, options: CheckOptions, on_finding: object = None) -> None:
+    def __init__(self, options: CheckOptions,
+                 on_finding: Callable[[Finding], None] | None = None) -> None:
         self.options = options
         self.findings: list[Finding] = []
         self.on_finding = on_finding
@@ -238,7 +238,7 @@ class Linter:
         finding = Finding(rule, message, line, end)
         self.findings.append(finding)
         if self.on_finding is not None:
-            self.on_finding(finding)  # type: ignore[operator]
+            self.on_finding(finding)
 
     def violation(self) -> str | None:
         """With ``error=true`` and findings: BuildKit's error text naming the rules (in the
