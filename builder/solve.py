@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -34,7 +35,7 @@ from .dispatch import (
     run_history_text,
 )
 from .errors import BuildError, ExecError
-from .executor import StepInterrupted, interrupt_steps, step_owner
+from .executor.spec import StepInterrupted
 from .graph import BuildGraph, Stage, proxy_env
 from .progress import Progress
 from .steps import StepRunner
@@ -201,7 +202,10 @@ class Solver:
 
         def handler(signum: int, _frame: Any) -> None:
             self._interrupted = self._interrupted or signum
-            interrupt_steps(signum)
+            # Steps run processes only once the executor is loaded: nothing to end before.
+            run = sys.modules.get("builder.executor.run")
+            if run is not None:
+                run.interrupt_steps(signum)
 
         previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -492,7 +496,9 @@ class Solver:
             tmp = self.store.tempfile("layer-")
             # Rootless, the step's files belong to the building user on the host: the layer
             # records them as the step saw them (root, or the subordinate ids).
-            owner = step_owner if os.geteuid() != 0 else None
+            owner = None
+            if os.geteuid() != 0:
+                from .executor.run import step_owner as owner
             # Kept uncompressed (its digest is its diff_id): compressing is for what leaves the
             # store -- an archive, a push, a cache export -- and is done then, from this tar.
             # A build that only names its image never pays for it, as with docker's store.
