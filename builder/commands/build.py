@@ -85,8 +85,8 @@ def _parse_secret(text: str) -> tuple[str, tuple[str, str]]:
 @click.option("--source-date-epoch", type=int, envvar="SOURCE_DATE_EPOCH", help="Clamp times to this Unix time (reproducible builds).")
 @click.option("--insecure-registry", "insecure", multiple=True, metavar="HOST", help="Use plain HTTP or unverified TLS for this registry.")
 @click.option("--memory", metavar="BYTES", help="Memory limit for RUN steps (e.g. 512m).")
-@click.option("--cpus", type=float, help="CPU limit for RUN steps.")
-@click.option("--jobs", type=int, default=0, help="Stages to build at once (default: CPUs).")
+@click.option("--cpus", type=click.FloatRange(min=0, min_open=True), help="CPU limit for RUN steps.")
+@click.option("--jobs", type=click.IntRange(min=0), default=0, help="Stages to build at once (default: CPUs).")
 @click.option("--explain", is_flag=True, help="Say why each step that missed the cache missed.")
 @click.option("--check-reproducible", is_flag=True, help="Build twice with --no-cache in fresh temporary stores (same SOURCE_DATE_EPOCH: the given one, else now) and report the first difference; exit 1 if the digests differ.")
 @click.option("--cache-from", "cache_from", multiple=True, metavar="type=registry,ref=REF|type=local,src=DIR", help="Import build cache from a registry or an OCI layout (repeatable; a bare REF is type=registry).")
@@ -110,6 +110,9 @@ def command(**kw: object) -> None:
         if pushing and not kw["tags"] and not out.get("name"):
             raise UsageError("pushing needs a name: give one with -t NAME[:TAG]")
     memory = _parse_bytes(str(kw["memory"])) if kw["memory"] else None
+    _check_level(str(kw["compression"]), kw["compression_level"])  # type: ignore[arg-type]
+    for option in ("iidfile", "metadata_file"):
+        _check_parent(option, kw[option])  # type: ignore[arg-type]
     platform = kw["platform"]
     if platform:
         from ..graph import platform_args
@@ -177,6 +180,28 @@ def command(**kw: object) -> None:
         click.echo(str(result.image_id))
     else:
         sys.stderr.write(result.summary + "\n")
+
+
+def _check_level(compression: str, level: int | None) -> None:
+    """A compression level the compressor would refuse fails now, not after the build."""
+    from ..errors import LayerError
+    from ..layers.compress import CompressingWriter
+
+    if level is None or compression == "uncompressed":
+        return
+    with open(os.devnull, "wb") as sink:
+        try:
+            CompressingWriter(sink, compression, level, threads=1).close()  # type: ignore[arg-type]
+        except LayerError as exc:
+            raise UsageError(f"--compression-level {level}: {exc.message}") from None
+
+
+def _check_parent(option: str, path: str | None) -> None:
+    """A file written after the build must have a folder to go in before the build starts."""
+    if path and path != "-":
+        parent = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(parent):
+            raise UsageError(f"--{option.replace('_', '-')} {path}: the folder {parent} does not exist")
 
 
 def _parse_ssh(text: str) -> tuple[str, str]:

@@ -43,6 +43,27 @@ def test_usage_errors_exit_2_with_a_suggestion(project: Path) -> None:
     assert "is not a folder" in missing.stderr and "Traceback" not in missing.stderr
 
 
+def test_bad_option_values_fail_before_the_build(project: Path, tmp_path: Path) -> None:
+    write(project, {"Dockerfile": "FROM scratch\nCOPY Dockerfile /\n"})
+    store = str(tmp_path / "store")
+    for args, message in [
+        (("--compression-level", "99"), "--compression-level 99: gzip level must be 0-9, not 99"),
+        (("--compression", "zstd", "--compression-level", "30"),
+         "--compression-level 30: zstd level must be -7..22, not 30"),
+        (("--iidfile", str(tmp_path / "no/such/iid")),
+         f"--iidfile {tmp_path}/no/such/iid: the folder {tmp_path}/no/such does not exist"),
+        (("--metadata-file", str(tmp_path / "nowhere/m.json")),
+         f"--metadata-file {tmp_path}/nowhere/m.json: the folder {tmp_path}/nowhere does not exist"),
+        (("--cpus", "-1"), "Invalid value for '--cpus': -1.0 is not in the range x>0."),
+        (("--jobs", "-1"), "Invalid value for '--jobs': -1 is not in the range x>=0."),
+    ]:
+        failed = pybuild("build", "--root", store, *args, str(project), check=False)
+        assert failed.returncode == 2, failed.stderr
+        assert message in failed.stderr, failed.stderr
+        assert "Traceback" not in failed.stderr
+    assert not (tmp_path / "store").exists()  # nothing was built
+
+
 def test_run_passes_env_volumes_user_and_network(project: Path, store: str, local_busybox: Path,
                                                  tmp_path: Path) -> None:
     write(project, {"Dockerfile": 'FROM base\nENV FROM_IMAGE=1\nCMD ["echo", "default"]\n'})
