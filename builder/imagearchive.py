@@ -22,7 +22,7 @@ from .digest import Digest, sha256_stream
 from .errors import BuildError
 from .images import ImageStore
 
-__all__ = ["LoadedImage", "load_archive", "save_images"]
+__all__ = ["LoadedImage", "load_archive", "save_images", "tar_open_problem"]
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ def load_archive(store: Store, path: str | Path) -> list[LoadedImage]:
     except FileNotFoundError:
         raise BuildError(f"cannot load {path}: no such file") from None
     except (OSError, tarfile.TarError) as exc:
-        raise BuildError(f"cannot load {path}: not a tar archive ({exc})") from None
+        raise BuildError(f"cannot load {path}: {tar_open_problem(exc)}") from None
     try:
         with tar:
             members = {m.name.removeprefix("./"): m for m in tar.getmembers() if m.isfile()}
@@ -221,3 +221,13 @@ def _put_layer(store: Store, reader: _Reader, member: str, digest: Digest | None
     blob = LayerBlob(diff_id, final, size, media)
     store.add_layer_blob(blob)
     return blob
+
+
+def tar_open_problem(exc: BaseException) -> str:
+    """Why a file would not open as a tar archive, in a sentence (tarfile's own message for
+    a file that is none lists each decompressor it tried)."""
+    if isinstance(exc, tarfile.ReadError):
+        return "not a tar archive (plain, or compressed with gzip, bzip2 or xz)"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"cannot read it ({exc.strerror})"
+    return f"not a tar archive ({exc})"

@@ -392,7 +392,9 @@ def _tar_as_layer(store: Store, path: Any, source: str) -> tuple[Any, Any, int, 
         with tarfile.open(path) as probe:
             probe.next()
     except (tarfile.TarError, OSError) as exc:
-        raise UsageError(f"cannot import {source}: not a tar archive ({exc})") from None
+        from .imagearchive import tar_open_problem
+
+        raise UsageError(f"cannot import {source}: {tar_open_problem(exc)}") from None
     out = store.tempfile("layer-")
     h = hashlib.sha256()
     with open(path, "rb") as raw, open_decompressed(raw) as tar, open(out, "wb") as blob:

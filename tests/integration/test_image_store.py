@@ -123,3 +123,16 @@ def test_pull_then_from_the_stored_name_needs_no_network(registry, busybox_image
     failed = s.run("build", "--pull", "--progress", "plain", "-o", f"type=oci,dest={out}",
                    str(project), check=False)
     assert_one_sentence_error(failed, proxy.host)
+
+
+def test_a_file_that_is_no_archive_is_one_sentence(tmp_path: Path) -> None:
+    text = tmp_path / "Dockerfile"
+    text.write_text("FROM scratch\n")
+    store = str(tmp_path / "store")
+    for args, verb, code in [(("load", "-i", str(text)), "load", 1),
+                             (("import", str(text), "x:1"), "import", 2)]:
+        proc = subprocess.run(["pybuild", *args, "--root", store], capture_output=True, text=True)
+        assert proc.returncode == code, proc.stderr
+        # one sentence, not tarfile's list of every decompressor it tried
+        assert proc.stderr.strip() == (f"cannot {verb} {text}: not a tar archive (plain, or "
+                                       "compressed with gzip, bzip2 or xz)")
