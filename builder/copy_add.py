@@ -56,7 +56,11 @@ def classify_source(src: str) -> str:
         if proto in ("git", "ssh"):
             return "git"
         if proto in ("http", "https"):
-            return "git" if urlsplit(src).path.endswith(".git") else "url"
+            try:
+                path = urlsplit(src).path
+            except ValueError as exc:  # a host Go's url.Parse refuses too ("http://[bad")
+                raise ContextError(f"parse {src!r}: {exc}") from None
+            return "git" if path.endswith(".git") else "url"
         return "path"
     if _SCP.match(src):
         return "git"

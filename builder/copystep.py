@@ -54,8 +54,8 @@ def resolve_chown(root: Path | None, spec: str) -> tuple[int, int]:
     alice's uid with gid 0, not alice's primary group."""
     user, colon, group = spec.partition(":")
     uid = gid = 0
-    if user.isdigit():
-        uid = gid = int(user)
+    if (number := _number(user)) is not None:
+        uid = gid = number
     elif user:
         for fields in _read_db(root, "etc/passwd"):
             if len(fields) >= 4 and fields[0] == user:
@@ -64,14 +64,22 @@ def resolve_chown(root: Path | None, spec: str) -> tuple[int, int]:
     if colon:
         if not group:
             gid = 0
-        elif group.isdigit():
-            gid = int(group)
+        elif (number := _number(group)) is not None:
+            gid = number
         else:
             for fields in _read_db(root, "etc/group"):
                 if len(fields) >= 3 and fields[0] == group:
                     gid = _int(fields[2])
                     break
     return uid, gid
+
+
+def _number(word: str) -> int | None:
+    """A user or group word that is an id, as llb's parseUID reads it: decimal digits that
+    fit a 32-bit signed int. Anything else (99999999999 too) is a name, looked up."""
+    if word.isascii() and word.isdigit() and int(word) < 2**31:
+        return int(word)
+    return None
 
 
 def _int(text: str) -> int:

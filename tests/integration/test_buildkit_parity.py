@@ -269,3 +269,19 @@ def test_workdir_folders_are_owned_as_chown_reads_user(bb: Project) -> None:
     img = bb.image()
     owners = [(img.layer(n)[d][0].uid, img.layer(n)[d][0].gid) for n, d in enumerate("abcde", 2)]
     assert owners == [(1500, 1500), (1500, 1600), (0, 1700), (1500, 0), (0, 0)]
+
+
+def test_an_id_past_32_bits_is_a_name_and_a_bad_url_host_is_an_error(bb: Project) -> None:
+    # llb's parseUID takes 32-bit ids only: a longer number is looked up as a name, not found,
+    # and the file stays root's (pybuild's chown overflowed with a traceback)
+    bb.dockerfile("FROM bb\nCOPY --chown=99999999999 a.txt /a\nCOPY --chown=2147483647:5 a.txt /b\n",
+                  **{"a.txt": "a\n"})
+    bb.build()
+    img = bb.image()
+    assert (img.layer(1)["a"][0].uid, img.layer(1)["a"][0].gid) == (0, 0)
+    assert (img.layer(2)["b"][0].uid, img.layer(2)["b"][0].gid) == (2147483647, 5)
+    bb.dockerfile("FROM bb\nADD http://[bad /p\n")
+    failed = bb.build(check=False)
+    assert failed.returncode == 1
+    assert "Dockerfile:2: parse 'http://[bad': Invalid IPv6 URL\n" in failed.stderr
+    assert "Traceback" not in failed.stderr
