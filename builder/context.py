@@ -53,7 +53,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Protocol, Sequence
 
-from builder.digest import CHUNK, Digest, canonical_json
+from builder.digest import CHUNK, Digest, canonical_json, json_utf8
 
 try:  # what json.dumps(ensure_ascii=False) quotes strings with
     from _json import encode_basestring as _json_str
@@ -468,7 +468,7 @@ class DirTree:
             lines = [self._record_line(rel, path, st, cache, inodes)
                      for rel, path, st in self._walk_raw(m, excludes)]
             if lines:
-                h.update(("\n".join(lines) + "\n").encode("utf-8"))
+                h.update(json_utf8("\n".join(lines) + "\n"))
         cache.save()
         return Digest.sha256(h.hexdigest())
 

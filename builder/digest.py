@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Iterable
 
-__all__ = ["Digest", "sha256_bytes", "sha256_file", "sha256_stream", "canonical_json"]
+__all__ = ["Digest", "sha256_bytes", "sha256_file", "sha256_stream", "canonical_json", "json_utf8"]
 
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 CHUNK = 1 << 20
@@ -74,4 +74,11 @@ _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_asci
 
 def canonical_json(value: Any) -> bytes:
     """JSON with sorted keys, no insignificant whitespace, UTF-8: the form keys and configs are hashed in."""
-    return _CANONICAL.encode(value).encode("utf-8")
+    return json_utf8(_CANONICAL.encode(value))
+
+
+def json_utf8(text: str) -> bytes:
+    """JSON text as UTF-8. A file name that is not UTF-8 reaches Python as lone surrogates,
+    which UTF-8 cannot carry: each is written as the JSON escape ``\\udcXX`` (backslashreplace
+    writes exactly that), which reads back as the same name. Other text is unchanged."""
+    return text.encode("utf-8", "backslashreplace")

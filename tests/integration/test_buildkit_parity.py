@@ -285,3 +285,23 @@ def test_an_id_past_32_bits_is_a_name_and_a_bad_url_host_is_an_error(bb: Project
     assert failed.returncode == 1
     assert "Dockerfile:2: parse 'http://[bad': Invalid IPv6 URL\n" in failed.stderr
     assert "Traceback" not in failed.stderr
+
+
+def test_file_names_that_are_not_utf8_are_copied_as_their_bytes(bb: Project) -> None:
+    # a name that is not UTF-8 ended the build with a UnicodeEncodeError in the checksum
+    bb.dockerfile("FROM bb\nCOPY d /d/\n")
+    (bb.root / "d").mkdir()
+    with open(os.fsencode(bb.root / "d") + b"/bad\xffname", "wb") as f:
+        f.write(b"x")
+    (bb.root / "d" / "new\nline").write_text("y")
+    bb.build()
+    import gzip
+    import io
+    import tarfile
+
+    raw = bb.image().layer_bytes(1)
+    data = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+    with tarfile.open(fileobj=io.BytesIO(data), encoding="utf-8", errors="surrogateescape") as tar:
+        names = sorted(os.fsencode(m.name) for m in tar.getmembers())
+    assert names == [b"d", b"d/bad\xffname", b"d/new\nline"]
+    assert "CACHED" in bb.build().stderr  # the checksum is the same the second time
