@@ -432,6 +432,11 @@ class StepRunner:
                     ssh_targets.append(m.target)
             if ssh_targets and not any(e.startswith("SSH_AUTH_SOCK=") for e in env):
                 env.append(f"SSH_AUTH_SOCK={ssh_targets[0]}")  # as BuildKit: the first one
+            if any("\0" in word for word in (*argv, *env, cwd)):
+                # execve takes C strings: a NUL would cut the word short (BuildKit's runc
+                # fails to start the process; exit code 1)
+                raise ExecError("the command, its environment or its folder contains a NUL "
+                                "byte, which no process can be given")
             empty = scratch / "empty"
             empty.mkdir()
             spec = RunSpec(argv=tuple(argv), env=tuple(env), cwd=cwd, user=user,

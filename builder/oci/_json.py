@@ -33,8 +33,16 @@ class ImageFormatError(RegistryError):
 
 def encode(obj: Mapping[str, Any]) -> bytes:
     """The single byte form of every manifest, index and config pybuild writes: compact, keys in
-    the order given (the order Go's structs marshal in), UTF-8."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    the order given (the order Go's structs marshal in), UTF-8. Bytes that were not UTF-8 (a
+    Dockerfile's, kept by Python as lone surrogates) become U+FFFD each, as Go's encoder
+    writes them."""
+    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        import re
+
+        return re.sub("[\udc80-\udcff]", "\ufffd", text).encode("utf-8")
 
 
 def decode(data: bytes, what: str) -> dict[str, Any]:

@@ -305,3 +305,21 @@ def test_file_names_that_are_not_utf8_are_copied_as_their_bytes(bb: Project) -> 
         names = sorted(os.fsencode(m.name) for m in tar.getmembers())
     assert names == [b"d", b"d/bad\xffname", b"d/new\nline"]
     assert "CACHED" in bb.build().stderr  # the checksum is the same the second time
+
+
+def test_a_dockerfile_with_bytes_that_are_not_utf8_builds(bb: Project) -> None:
+    # the RUN line runs with its bytes; the history shows U+FFFD for each, as docker's does
+    (bb.root / "Dockerfile").write_bytes(b"FROM bb\nRUN echo \xff\xfe > /x\n")
+    bb.build()
+    img = bb.image()
+    assert img.layer(1)["x"][1] == b"\xff\xfe\n"
+    assert img.history[-1]["created_by"] == "RUN /bin/sh -c echo \ufffd\ufffd > /x # buildkit"
+
+
+def test_a_nul_byte_in_a_command_is_one_sentence(bb: Project) -> None:
+    (bb.root / "Dockerfile").write_bytes(b"FROM bb\nRUN echo a\x00b > /x\n")
+    failed = bb.build(check=False)
+    assert failed.returncode == 1
+    assert ("Dockerfile:2: the command, its environment or its folder contains a NUL byte, "
+            "which no process can be given\n") in failed.stderr
+    assert "Traceback" not in failed.stderr and "ValueError" not in failed.stderr

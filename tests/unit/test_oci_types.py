@@ -178,3 +178,11 @@ def test_media_type_compression():
     assert MediaType.compression(MediaType.OCI_LAYER_ZSTD) == "zstd"
     assert MediaType.compression(MediaType.OCI_LAYER) == ""
     assert MediaType.compression(MediaType.DOCKER_FOREIGN_LAYER) == "gzip"
+
+
+def test_bytes_that_are_not_utf8_are_written_as_go_writes_them() -> None:
+    from builder.oci._json import encode
+
+    # a Dockerfile's stray bytes reach the config as lone surrogates: U+FFFD each, as in Go
+    assert encode({"created_by": "echo \udcff\udcfe", "x": "é"}) == \
+        '{"created_by":"echo \ufffd\ufffd","x":"é"}'.encode()
