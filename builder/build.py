@@ -56,6 +56,7 @@ class BuildRequest:
     cache_from: tuple[Mapping[str, str], ...] = ()  # --cache-from type=registry,ref=... | type=local,src=...
     cache_to: tuple[Mapping[str, str], ...] = ()  # --cache-to type=registry,ref=...,mode=... | type=local,dest=...
     debug: bool = False  # --debug: the build checks' summary expanded
+    allow: tuple[str, ...] = ()  # --allow: entitlements granted (security.insecure, network.host)
 
 
 @dataclass(frozen=True)

@@ -114,6 +114,7 @@ class BuildOptions:
     ssh: Mapping[str, str] = field(default_factory=dict)  # id -> agent socket to forward
     jobs: int = 0
     dry_run: bool = False  # `pybuild plan`: key and look up every step, run none
+    allow: tuple[str, ...] = ()  # entitlements granted: RUN --security=insecure needs one
 
 
 @dataclass(frozen=True, slots=True)
@@ -553,6 +554,13 @@ class Solver:
         key_env = sorted(f"{k}={v}" for k, v in proc_env.items())
         proc_env.update(proxy_env(self.graph.build_args))
         network = node.network or self.opts.network
+        insecure = node.security == "insecure"
+        if insecure and "security.insecure" not in self.opts.allow:
+            # BuildKit checks entitlements before it runs (or looks up) anything
+            raise BuildError("granting entitlement security.insecure is not allowed by build "
+                             "daemon configuration",
+                             hint="RUN --security=insecure runs with every capability: allow it "
+                                  "with pybuild build --allow security.insecure")
         mounts = self.runner.parse_mounts(node, env, image, self)
         self.cache_mount_ids.update(m.cache for m in mounts if m.cache is not None)
         if no_cache:
@@ -594,7 +602,8 @@ class Solver:
 
             code = self.runner.run(lowers, upper, argv=argv, env=spec_env, cwd=cwd, user=user,
                                    network=network, mounts=mounts, output=output, script=script,
-                                   memory=self.opts.memory, cpus=self.opts.cpus, solver=self)
+                                   memory=self.opts.memory, cpus=self.opts.cpus, solver=self,
+                                   insecure=insecure)
             if code != 0:
                 last = b"".join(tail).decode("utf-8", "replace").splitlines()[-20:]
                 shown = " ".join(node.command).split("\n")[0]

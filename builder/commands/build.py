@@ -91,6 +91,7 @@ def _parse_secret(text: str) -> tuple[str, tuple[str, str]]:
 @click.option("--check-reproducible", is_flag=True, help="Build twice with --no-cache in fresh temporary stores (same SOURCE_DATE_EPOCH: the given one, else now) and report the first difference; exit 1 if the digests differ.")
 @click.option("--cache-from", "cache_from", multiple=True, metavar="type=registry,ref=REF|type=local,src=DIR", help="Import build cache from a registry or an OCI layout (repeatable; a bare REF is type=registry).")
 @click.option("--cache-to", "cache_to", multiple=True, metavar="type=registry,ref=REF|type=local,dest=DIR[,mode=min|max][,mounts=true]", help="Export the build cache (mode=max: every stage's steps; mounts=true: cache mounts too).")
+@click.option("--allow", "allow", multiple=True, metavar="ENTITLEMENT", help="Grant an entitlement: security.insecure (RUN --security=insecure runs with every capability) or network.host (always granted).")
 @click.option("--check", is_flag=True, help="Run the build checks only and print what they find (exit 1 if anything); build nothing.")
 @click.option("--dry-run", "dry_run", is_flag=True, hidden=True)  # what `pybuild plan` is
 def command(**kw: object) -> None:
@@ -148,6 +149,7 @@ def command(**kw: object) -> None:
         memory=memory,
         cpus=kw["cpus"],  # type: ignore[arg-type]
         jobs=int(kw["jobs"] or 0),  # type: ignore[arg-type]
+        allow=_parse_allow(kw["allow"]),  # type: ignore[arg-type]
     )
     ctx = click.get_current_context()
     debug = bool(((ctx.find_root().obj or {}) if ctx else {}).get("debug"))
@@ -180,6 +182,19 @@ def command(**kw: object) -> None:
         click.echo(str(result.image_id))
     else:
         sys.stderr.write(result.summary + "\n")
+
+
+def _parse_allow(values: tuple[str, ...]) -> tuple[str, ...]:
+    """buildx's --allow: entitlements, comma-separated or repeated."""
+    out = []
+    for value in values:
+        for word in value.split(","):
+            word = word.strip()
+            if word not in ("security.insecure", "network.host"):
+                raise UsageError(f"invalid entitlement: {word}",
+                                 hint="pybuild knows security.insecure and network.host")
+            out.append(word)
+    return tuple(out)
 
 
 def _check_level(compression: str, level: int | None) -> None:

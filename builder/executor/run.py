@@ -162,7 +162,8 @@ def run_step(spec: RunSpec, rootfs: RootFS | DirRoot, *,
                     files=tuple(files), linkdir=str(linkdir), overlay=options,
                     merged=str(merged), upper=str(changed), userns=new_userns,
                     rootless=rootless,
-                    cgroup=cgroup, last_cap=libc.last_cap(), parent_pid=os.getpid())
+                    cgroup=cgroup, last_cap=libc.last_cap(), parent_pid=os.getpid(),
+                    insecure=spec.insecure)
         code, stubs = _supervise(plan, changed, discard, output)
         if isinstance(rootfs, DirRoot):
             rootfs.touched.extend(sorted({stub.path.rpartition("/")[0] for stub in stubs}))

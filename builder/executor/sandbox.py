@@ -76,6 +76,7 @@ class Plan:
     cgroup: StepCgroup | None
     last_cap: int
     parent_pid: int
+    insecure: bool = False                  # keep every capability (--security=insecure)
 
 
 def _send(fd: int, kind: str, text: str = "") -> None:
@@ -340,7 +341,7 @@ def _inner_child(plan: Plan, status_fd: int) -> NoReturn:
         os.chdir(plan.cwd)
         env = dict(plan.env)
         env.setdefault("HOME", home)
-        keep = set(DEFAULT_CAPABILITIES.values())
+        keep = set(range(plan.last_cap + 1)) if plan.insecure else set(DEFAULT_CAPABILITIES.values())
         for cap in range(plan.last_cap + 1):
             if cap not in keep:
                 libc.prctl(libc.PR_CAPBSET_DROP, cap)
@@ -351,7 +352,7 @@ def _inner_child(plan: Plan, status_fd: int) -> NoReturn:
             os.setgroups([gid, *(g for g in groups if g != gid)])
         os.setresgid(gid, gid, gid)
         os.setresuid(uid, uid, uid)  # to non-root: the kernel clears permitted and effective
-        if uid == 0:
+        if uid == 0 and not plan.insecure:  # insecure: root keeps whatever the builder has
             mask = sum(1 << c for c in keep)
             libc.capset(mask, mask, 0)
         libc.prctl(libc.PR_CAP_AMBIENT, libc.PR_CAP_AMBIENT_CLEAR_ALL)

@@ -137,6 +137,7 @@ class RunSpec:
     memory: int | None = None
     cpus: float | None = None
     extra_hosts: tuple[tuple[str, str], ...] = field(default=())
+    insecure: bool = False  # RUN --security=insecure: every capability, not docker's default set
 
     def __post_init__(self) -> None:
         if not self.argv:

@@ -323,3 +323,28 @@ def test_a_nul_byte_in_a_command_is_one_sentence(bb: Project) -> None:
     assert ("Dockerfile:2: the command, its environment or its folder contains a NUL byte, "
             "which no process can be given\n") in failed.stderr
     assert "Traceback" not in failed.stderr and "ValueError" not in failed.stderr
+
+
+def _cap_eff(status: bytes) -> int:
+    line = next(x for x in status.decode().splitlines() if x.startswith("CapEff:"))
+    return int(line.split()[1], 16)
+
+
+def test_security_insecure_needs_its_entitlement_and_then_keeps_every_capability(bb: Project) -> None:
+    # As BuildKit: refused unless granted (buildx --allow security.insecure); pybuild used to
+    # run such a step quietly with the default capabilities
+    bb.dockerfile("FROM bb\nRUN --security=insecure cat /proc/self/status > /insecure\n"
+                  "RUN cat /proc/self/status > /default\n")
+    failed = bb.build(check=False)
+    assert failed.returncode == 1
+    assert ("Dockerfile:2: granting entitlement security.insecure is not allowed by build daemon "
+            "configuration\n") in failed.stderr
+    assert "--allow security.insecure" in failed.stderr
+    bb.build("--allow", "security.insecure")
+    img = bb.image()
+    with open("/proc/self/status", "rb") as f:
+        ours = _cap_eff(f.read())
+    assert _cap_eff(img.layer(1)["insecure"][1]) == ours
+    assert _cap_eff(img.layer(2)["default"][1]) == 0xA80425FB  # docker's default set
+    bad = bb.build("--allow", "root.everything", check=False)
+    assert bad.returncode == 2 and "invalid entitlement: root.everything" in bad.stderr
