@@ -205,10 +205,52 @@ def _run(node: Node, rng: SourceRange) -> Run:
         raise LineError(f'invalid network mode "{network}"')
     if security is not None and security not in _SECURITY:
         raise LineError(f'security "{security}" is not valid')
+    for device in flags.many("device"):
+        parse_device(device)
     command, shell = _command_line(node)
     return Run(**_common(node, rng), command=command, prepend_shell=shell,  # type: ignore[arg-type]
                heredocs=node.heredocs, mounts=flags.many("mount"), network=network,
                security=security, devices=flags.many("device"))
+
+
+_GO_BOOLS = {"1": True, "t": True, "T": True, "TRUE": True, "true": True, "True": True,
+             "0": False, "f": False, "F": False, "FALSE": False, "false": False, "False": False}
+
+
+def parse_device(value: str) -> tuple[str, bool]:
+    """A ``RUN --device`` value, as BuildKit's ParseDevice reads it: (CDI name, required)."""
+    import csv
+
+    try:
+        fields = next(csv.reader([value], strict=True), [])
+    except csv.Error as exc:
+        raise LineError(f"failed to parse csv devices: {exc}") from None
+    name, required = "", False
+    for field in fields:
+        key, eq, val = field.partition("=")
+        key = key.lower()
+        if not eq:
+            if key == "required":
+                required = True
+            elif not name:
+                name = field
+            else:
+                raise LineError(f"invalid field '{field}' must be a key=value pair")
+        elif key == "name":
+            if name:
+                raise LineError(f"device name already set to {name}")
+            name = val
+        elif key == "required":
+            if val not in _GO_BOOLS:
+                raise LineError(f"invalid value for {key}: {val}")
+            required = _GO_BOOLS[val]
+        elif not name:
+            name = field
+        else:
+            match = suggest(key, ["name", "required"], case_sensitive=True)
+            raise LineError(f"unexpected key '{key}' in '{field}'"
+                            + (f" (did you mean {match}?)" if match else ""))
+    return name, required
 
 
 def _copy(node: Node, rng: SourceRange) -> Copy:

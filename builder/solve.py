@@ -555,6 +555,8 @@ class Solver:
         proc_env.update(proxy_env(self.graph.build_args))
         network = node.network or self.opts.network
         insecure = node.security == "insecure"
+        for device in node.devices:
+            self._refuse_device(device)
         if insecure and "security.insecure" not in self.opts.allow:
             # BuildKit checks entitlements before it runs (or looks up) anything
             raise BuildError("granting entitlement security.insecure is not allowed by build "
@@ -613,6 +615,17 @@ class Solver:
 
         fs, hist = self._step(stage, node, fs, op, action, no_cache=no_cache, title=title)
         return fs, image.with_history(replace(hist, created_by=history))
+
+    def _refuse_device(self, value: str) -> None:
+        """``RUN --device``: pybuild registers no CDI device, so a required one fails the
+        step as in BuildKit ("is not registered") and an optional one is left out, said."""
+        from .parse_typed import parse_device
+
+        name, required = parse_device(value)
+        if required:
+            raise BuildError(f"required device {name!r} is not registered".replace("'", '"'),
+                             hint="pybuild gives RUN steps no CDI devices")
+        self.progress.warn(f'Optional device "{name}" is not registered')
 
     # -- COPY and ADD ---------------------------------------------------------------------
     def _copy(self, stage: Stage, node: ins.Copy | ins.Add, fs: FsState, image: ImageState,

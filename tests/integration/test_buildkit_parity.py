@@ -348,3 +348,15 @@ def test_security_insecure_needs_its_entitlement_and_then_keeps_every_capability
     assert _cap_eff(img.layer(2)["default"][1]) == 0xA80425FB  # docker's default set
     bad = bb.build("--allow", "root.everything", check=False)
     assert bad.returncode == 2 and "invalid entitlement: root.everything" in bad.stderr
+
+
+def test_a_required_device_fails_and_an_optional_one_is_left_out(bb: Project) -> None:
+    # pybuild registers no CDI device: BuildKit's answer for a device that is not registered
+    bb.dockerfile("FROM bb\nRUN --device=vendor.com/gpu=0 echo ran > /ran\n")
+    done = bb.build()
+    assert 'Optional device "vendor.com/gpu=0" is not registered' in done.stderr
+    assert bb.image().layer(1)["ran"][1] == b"ran\n"
+    bb.dockerfile("FROM bb\nRUN --device=vendor.com/gpu,required echo ran\n")
+    failed = bb.build(check=False)
+    assert failed.returncode == 1
+    assert 'Dockerfile:2: required device "vendor.com/gpu" is not registered\n' in failed.stderr
