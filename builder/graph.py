@@ -331,7 +331,6 @@ def build_graph(
         else:
             body.append(node)
     finish()
-    _refuse_cycles(stages, refs, dockerfile)
 
     if target:
         key = target.lower()
@@ -348,6 +347,7 @@ def build_graph(
         target_index = names[key]
     else:
         target_index = len(stages) - 1
+    _refuse_cycles(stages, refs, dockerfile)  # after the target, as BuildKit checks them
 
     needed: list[int] = []
     seen: set[int] = set()

@@ -4,6 +4,13 @@ from __future__ import annotations
 import os
 
 import pytest
+from hypothesis import settings
+
+# Property tests draw the same examples on every run, so that a suite that passed passes
+# again (CI must not meet a new example by chance); HYPOTHESIS_PROFILE=hunt draws fresh ones.
+settings.register_profile("pybuild", derandomize=True)
+settings.register_profile("hunt", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "pybuild"))
 
 pytest_plugins: list[str] = [
     "tests.fixtures.registry",
