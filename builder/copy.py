@@ -289,7 +289,11 @@ class _Copier:
         self, tree: SourceTree, match: SourceMatch, drel: str, *, dir_hint: bool, excludes: Sequence[str],
         observe: Observer | None = None,
     ) -> None:
-        """fsutil's Copy for one selected source into ``drel``."""
+        """fsutil's Copy for one selected source into ``drel``. Hard links are kept within
+        it only: BuildKit makes one copy per source (and per match of a wildcard), each with
+        its own record of inodes, so two sources that are links of one file come out as
+        two files."""
+        self._inodes.clear()
         ensure = drel if dir_hint else drel.rpartition("/")[0]
         self.ensure_dir(ensure)
         dst = self.resolve(drel)

@@ -360,3 +360,19 @@ def test_a_required_device_fails_and_an_optional_one_is_left_out(bb: Project) ->
     failed = bb.build(check=False)
     assert failed.returncode == 1
     assert 'Dockerfile:2: required device "vendor.com/gpu" is not registered\n' in failed.stderr
+
+
+def test_hard_links_are_kept_within_one_source_only(bb: Project) -> None:
+    # BuildKit copies each source (and each match of a wildcard) on its own: two sources that
+    # are links of one file come out as two files; inside one folder source the link stays
+    bb.dockerfile("FROM bb AS s\nRUN mkdir /d && echo x > /d/a && ln /d/a /d/b\n"
+                  "FROM bb\nCOPY --from=s /d/a /d/b /two/\nCOPY --from=s /d/* /glob/\n"
+                  "COPY --from=s /d /one/\n")
+    bb.build()
+    img = bb.image()
+    for n, folder in [(1, "two"), (2, "glob")]:
+        layer = img.layer(n)
+        assert [layer[f"{folder}/{name}"][0].isreg() for name in "ab"] == [True, True], folder
+    one = img.layer(3)
+    kinds = sorted((name, one[f"one/{name}"][0].islnk()) for name in "ab")
+    assert kinds == [("a", False), ("b", True)]  # b is a hard link to a in the layer
