@@ -229,11 +229,37 @@ def _setup_dev(root: _Root, rootless: bool) -> None:
         os.symlink(link, dev / name)
 
 
-def _setup_sys(root: _Root) -> None:
+def _host_devices(root: _Root) -> None:
+    """RUN --security=insecure: every device node of the host's /dev, made again in the
+    step's /dev (as containerd's WithHostDevices; pts, shm and mqueue stay the step's own)."""
+    dev = root.path / "dev"
+    for folder, dirs, files in os.walk("/dev"):
+        rel = os.path.relpath(folder, "/dev")
+        if rel == ".":
+            dirs[:] = [d for d in dirs if d not in ("pts", "shm", "mqueue")]
+        for name in files:
+            host = os.path.join(folder, name)
+            try:
+                st = os.lstat(host)
+                if not (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+                    continue
+                node = dev / rel / name
+                if os.path.lexists(node):
+                    continue
+                node.parent.mkdir(parents=True, exist_ok=True)
+                os.mknod(node, st.st_mode, st.st_rdev)
+                os.chown(node, st.st_uid, st.st_gid)
+                os.chmod(node, stat.S_IMODE(st.st_mode))
+            except OSError:
+                continue  # a node that went away, or one this kernel will not let us make
+
+
+def _setup_sys(root: _Root, *, writable: bool = False) -> None:
     sysdir = root.target("/sys", is_dir=True)
     try:
         libc.mount("sysfs", sysdir, "sysfs",
-                   libc.MS_RDONLY | libc.MS_NOSUID | libc.MS_NOEXEC | libc.MS_NODEV)
+                   (0 if writable else libc.MS_RDONLY) | libc.MS_NOSUID | libc.MS_NOEXEC
+                   | libc.MS_NODEV)
     except PermissionError:
         # A user namespace sharing the host's network namespace may not mount sysfs: bind
         # the host's (recursively: its submounts are locked to it) and hide the cgroup tree.
@@ -316,8 +342,11 @@ def _inner_child(plan: Plan, status_fd: int) -> NoReturn:
         libc.mount("proc", root.target("/proc", is_dir=True), "proc",
                    libc.MS_NOSUID | libc.MS_NOEXEC | libc.MS_NODEV)
         _setup_dev(root, plan.rootless)
-        _setup_sys(root)
-        _mask(root.path)
+        if plan.insecure and not plan.rootless:
+            _host_devices(root)
+        _setup_sys(root, writable=plan.insecure)
+        if not plan.insecure:  # privileged, as runc's: nothing masked or made read-only
+            _mask(root.path)
         for target, host_file in plan.files:
             _bind(host_file, root.target(target, is_dir=False), readonly=True,
                   extra=libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC)

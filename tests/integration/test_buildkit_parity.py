@@ -333,8 +333,9 @@ def _cap_eff(status: bytes) -> int:
 def test_security_insecure_needs_its_entitlement_and_then_keeps_every_capability(bb: Project) -> None:
     # As BuildKit: refused unless granted (buildx --allow security.insecure); pybuild used to
     # run such a step quietly with the default capabilities
-    bb.dockerfile("FROM bb\nRUN --security=insecure cat /proc/self/status > /insecure\n"
-                  "RUN cat /proc/self/status > /default\n")
+    probe = '(cat /proc/self/status; grep " /sys " /proc/mounts; stat -c %F /proc/keys; ls /dev)'
+    bb.dockerfile(f"FROM bb\nRUN --security=insecure {probe} > /insecure 2>&1\n"
+                  f"RUN {probe} > /default 2>&1\n")
     failed = bb.build(check=False)
     assert failed.returncode == 1
     assert ("Dockerfile:2: granting entitlement security.insecure is not allowed by build daemon "
@@ -344,8 +345,17 @@ def test_security_insecure_needs_its_entitlement_and_then_keeps_every_capability
     img = bb.image()
     with open("/proc/self/status", "rb") as f:
         ours = _cap_eff(f.read())
-    assert _cap_eff(img.layer(1)["insecure"][1]) == ours
-    assert _cap_eff(img.layer(2)["default"][1]) == 0xA80425FB  # docker's default set
+    insecure, default = img.layer(1)["insecure"][1], img.layer(2)["default"][1]
+    assert _cap_eff(insecure) == ours
+    assert _cap_eff(default) == 0xA80425FB  # docker's default set
+    # privileged as runc makes it: /sys writable, nothing masked, the host's device nodes
+    assert b" /sys sysfs rw," in insecure and b" /sys sysfs ro," in default
+    assert b"regular empty file" in insecure and b"character special file" in default
+    host_nodes = sorted(n for n in os.listdir("/dev")
+                        if not os.path.isdir(f"/dev/{n}") and not os.path.islink(f"/dev/{n}"))
+    listed = set(insecure.decode().split())
+    assert [n for n in host_nodes if n not in listed] == []
+    assert "loop0" not in default.decode().split() or "loop0" not in host_nodes
     bad = bb.build("--allow", "root.everything", check=False)
     assert bad.returncode == 2 and "invalid entitlement: root.everything" in bad.stderr
 
