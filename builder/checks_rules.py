@@ -20,6 +20,7 @@ from typing import Any
 
 from . import instructions as ins
 from .checks import CheckOptions, Linter, comment_options
+from .config import DEFAULT_PATH
 from .errors import ExpandError
 from .expand import expand_heredoc, expand_word, expand_words
 
@@ -38,7 +39,6 @@ _KNOWN_OS = frozenset({"aix", "android", "darwin", "dragonfly", "freebsd", "hurd
                        "wasip1", "windows", "zos"})
 _ARCH_ALIASES = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64", "armhf": "arm",
                  "armel": "arm", "i386": "386"}
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 BaseConfig = Callable[[Any], "Mapping[str, Any] | None"]
 

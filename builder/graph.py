@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from . import instructions as ins
 from .errors import ExpandError, GraphError
 from .expand import expand_word
+from .parse_go import go_quote
+from .parse_typed import suggest
 from .hostplatform import host_machine
 
 __all__ = ["CHECK_ARG", "PROXY_ARGS", "UNUSED_ARGS_WARNING", "BuildGraph", "Stage", "StageBase", "build_graph",
@@ -151,6 +153,12 @@ def _stage_index(value: str, count: int) -> int | None:
     return index
 
 
+def _at(dockerfile: ins.Dockerfile, message: str, node: ins.Instruction) -> GraphError:
+    """A graph error located at ``node``, with its source line."""
+    return GraphError(message, location=node.range,
+                      source_line=dockerfile.source_line(node.range.start))
+
+
 def _check_reference(name: str, where: ins.Instruction, dockerfile: ins.Dockerfile) -> None:
     """An image a stage starts from or copies from must be a valid reference, in every stage,
     needed or not: BuildKit parses them all before it builds anything."""
@@ -160,23 +168,14 @@ def _check_reference(name: str, where: ins.Instruction, dockerfile: ins.Dockerfi
         ImageRef.parse(name)
     except InvalidReference as exc:
         if exc.go_message is not None:
-            raise GraphError(f"failed to parse stage name {_quote(name)}: {exc.go_message}",
-                             location=where.range,
-                             source_line=dockerfile.source_line(where.range.start)) from None
-
-
-def _quote(text: str) -> str:
-    from .parse_go import go_quote
-
-    return go_quote(text)
+            raise _at(dockerfile, f"failed to parse stage name {go_quote(name)}: {exc.go_message}",
+                      where) from None
 
 
 def _suggest_var(message: str, word: str, known: Mapping[str, str]) -> str:
     """BuildKit's hint on an expression that came out empty: the first of its variables that
     is not set and is close to the name of one that is."""
     import re
-
-    from .parse_typed import suggest
 
     for name in re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", word):
         if name not in known:
@@ -188,8 +187,6 @@ def _suggest_var(message: str, word: str, known: Mapping[str, str]) -> str:
 
 def late_ref_error(value: str, mount_target: str | None, stage_name: str) -> str:
     """BuildKit's words for a step naming a stage that is not built before its own."""
-    from .parse_go import go_quote
-
     if mount_target is not None:
         return (f"cannot mount from stage {go_quote(value)} to {go_quote(mount_target)}, "
                 "stage needs to be defined before current command")
@@ -216,9 +213,8 @@ def build_graph(
     while pos < len(instrs) and not isinstance(instrs[pos], ins.From):
         node = instrs[pos]
         if not isinstance(node, ins.Arg):
-            raise GraphError(
-                f"{node.keyword} is not allowed before the first FROM (only ARG is)",
-                location=node.range, source_line=dockerfile.source_line(node.range.start))
+            raise _at(dockerfile, f"{node.keyword} is not allowed before the first FROM "
+                      "(only ARG is)", node)
         for name, default in node.args:
             if name in build_args:
                 value: str | None = build_args[name]
@@ -258,15 +254,13 @@ def build_graph(
         index = len(stages)
         base_word = _expand(current.image, meta, escape, current, used)
         if not base_word:
-            raise GraphError("base name (" + current.image + ") should not be blank",
-                             location=current.range,
-                             source_line=dockerfile.source_line(current.range.start))
+            raise _at(dockerfile, "base name (" + current.image + ") should not be blank",
+                      current)
         plat = _expand(current.platform, meta, escape, current, used) if current.platform else None
         if plat == "":
-            raise GraphError(_suggest_var(f"empty platform value from expression {current.platform}",
-                                          current.platform, meta),
-                             location=current.range,
-                             source_line=dockerfile.source_line(current.range.start))
+            raise _at(dockerfile, _suggest_var("empty platform value from expression "
+                                               f"{current.platform}", current.platform, meta),
+                      current)
         deps: set[int] = set()
         external: list[str] = []
         ref = names.get(base_word.lower())
@@ -289,10 +283,8 @@ def build_graph(
             if isinstance(node, ins.Copy) and node.from_stage and \
                     _expand(node.from_stage, {}, escape, where) != node.from_stage:
                 # as BuildKit: a stage's name is known before any ARG is, so none is expanded
-                raise GraphError("variable expansion is not supported for --from, define a new "
-                                 "stage with FROM using ARG from global scope as a workaround",
-                                 location=where.range,
-                                 source_line=dockerfile.source_line(where.range.start))
+                raise _at(dockerfile, "variable expansion is not supported for --from, define a "
+                          "new stage with FROM using ARG from global scope as a workaround", where)
             for value, mount_target in from_refs(node):
                 word = _expand(value, meta, escape, where, used)
                 dep = None
@@ -300,8 +292,7 @@ def build_graph(
                     try:
                         dep = _stage_index(word, len(froms))
                     except GraphError as exc:
-                        raise GraphError(exc.message, location=where.range,
-                                         source_line=dockerfile.source_line(where.range.start)) from None
+                        raise _at(dockerfile, exc.message, where) from None
                     if dep is None:
                         dep = all_names.get(word.lower())
                 if dep is None:
@@ -335,9 +326,6 @@ def build_graph(
     if target:
         key = target.lower()
         if key not in names:
-            from .parse_go import go_quote
-            from .parse_typed import suggest
-
             known = [s.name for s in stages if s.name]
             match = suggest(target, known, case_sensitive=True)
             raise GraphError(f"target stage {go_quote(target)} could not be found"
@@ -364,9 +352,7 @@ def build_graph(
     for i in sorted(needed):  # BuildKit meets these as it converts the stages, in order
         late_ref = stages[i].late_ref
         if late_ref is not None:
-            message, where = late_ref
-            raise GraphError(message, location=where.range,
-                             source_line=dockerfile.source_line(where.range.start))
+            raise _at(dockerfile, *late_ref)
 
     # Build args declared in the needed stages count as used (as in docker's warning).
     for i in needed:
@@ -418,9 +404,8 @@ def _refuse_cycles(stages: Sequence[Stage], refs: Sequence[Sequence[tuple[int, i
     for stage in stages:
         step = visit(stage.index, None)
         if step is not None:
-            raise GraphError(f"circular dependency detected on stage: {stage.display_name}",
-                             location=step.range,
-                             source_line=dockerfile.source_line(step.range.start))
+            raise _at(dockerfile, f"circular dependency detected on stage: {stage.display_name}",
+                      step)
 
 
 def from_refs(node: ins.Instruction) -> list[tuple[str, str | None]]:

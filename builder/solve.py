@@ -619,13 +619,14 @@ class Solver:
     def _refuse_device(self, value: str) -> None:
         """``RUN --device``: pybuild registers no CDI device, so a required one fails the
         step as in BuildKit ("is not registered") and an optional one is left out, said."""
+        from .parse_go import go_quote
         from .parse_typed import parse_device
 
         name, required = parse_device(value)
         if required:
-            raise BuildError(f"required device {name!r} is not registered".replace("'", '"'),
+            raise BuildError(f"required device {go_quote(name)} is not registered",
                              hint="pybuild gives RUN steps no CDI devices")
-        self.progress.warn(f'Optional device "{name}" is not registered')
+        self.progress.warn(f"Optional device {go_quote(name)} is not registered")
 
     # -- COPY and ADD ---------------------------------------------------------------------
     def _copy(self, stage: Stage, node: ins.Copy | ins.Add, fs: FsState, image: ImageState,
@@ -643,7 +644,7 @@ class Solver:
         index = self.graph.stage_index(name)
         if index is None:
             return None
-        return self.results.get(index) or self._stage_built(index)
+        return self._stage_built(index)
 
     def lowers_of(self, fs: FsState) -> list[Path]:
         return lower_dirs(self.store, fs.layers)

@@ -33,11 +33,20 @@ __all__ = [
     "media_type_for",
     "compression_for_media_type",
     "DEFAULT_LEVELS",
+    "check_level",
 ]
 
 Detected = Literal["gzip", "zstd", "bzip2", "xz", "uncompressed"]
 
 DEFAULT_LEVELS: dict[str, int] = {"gzip": 6, "zstd": 3}
+_LEVELS = {"gzip": (0, 9, "0-9"), "zstd": (-7, 22, "-7..22")}
+
+
+def check_level(compression: str, level: int) -> None:
+    """Refuse a level the compressor does not take (uncompressed takes any)."""
+    bounds = _LEVELS.get(compression)
+    if bounds is not None and not bounds[0] <= level <= bounds[1]:
+        raise LayerError(f"{compression} level must be {bounds[2]}, not {level}")
 
 _MAGIC: tuple[tuple[bytes, Detected], ...] = (
     (b"\x1f\x8b", "gzip"),
@@ -265,15 +274,12 @@ class CompressingWriter:
         self._closed = False
         self._gz: Any = None  # a gzip_parallel.ParallelGzipWriter
         self._zst: zstandard.ZstdCompressionWriter | None = None
+        check_level(compression, self.level)
         if compression == "gzip":
-            if not 0 <= self.level <= 9:
-                raise LayerError(f"gzip level must be 0-9, not {self.level}")
             from builder.layers.gzip_parallel import ParallelGzipWriter
 
             self._gz = ParallelGzipWriter(out, self.level, threads)
         elif compression == "zstd":
-            if not -7 <= self.level <= 22:
-                raise LayerError(f"zstd level must be -7..22, not {self.level}")
             # threads=-1 means one worker per core; any threads >= 1 gives identical output.
             cctx = zstandard.ZstdCompressor(
                 level=self.level,
