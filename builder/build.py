@@ -9,7 +9,6 @@ import io
 import json
 import os
 import sys
-import tarfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -135,6 +134,8 @@ def _is_archive(head: bytes) -> bool:
         return True
     if len(head) < 512:
         return False
+    import tarfile  # a context on stdin only
+
     try:
         tarfile.TarInfo.frombuf(head[:512], "utf-8", "surrogateescape")
     except tarfile.HeaderError:
@@ -145,6 +146,7 @@ def _is_archive(head: bytes) -> bool:
 def _context_from_stdin(store_tmp: Path) -> tuple[Path, bytes | None]:
     """`pybuild build -`: a tar on stdin is the context, unpacked safely into a temp folder;
     anything else is the Dockerfile itself, with an empty context (as docker reads it)."""
+    import tarfile
     import tempfile
 
     store_tmp.mkdir(parents=True, exist_ok=True)

@@ -14,16 +14,12 @@
 """
 from __future__ import annotations
 
-import bz2
-import gzip
 import hashlib
 import json
-import lzma
 import os
 import re
 import shutil
 import stat
-import subprocess
 import tarfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -75,11 +71,19 @@ def _decompressed(path: str) -> Iterator[IO[bytes]]:
     with open(path, "rb") as raw:
         magic = raw.read(6)
         raw.seek(0)
+        # Each decompressor is loaded by the archive that needs it (every COPY imports
+        # this module to classify its sources).
         if magic[:3] == b"\x1f\x8b\x08":
+            import gzip
+
             stream: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="rb")
         elif magic[:3] == b"BZh":
+            import bz2
+
             stream = bz2.BZ2File(raw, "rb")
         elif magic == b"\xfd7zXZ\x00":
+            import lzma
+
             stream = lzma.LZMAFile(raw, "rb")
         elif magic[:4] == b"\x28\xb5\x2f\xfd":
             import zstandard
@@ -312,6 +316,8 @@ def parse_git_ref(src: str) -> GitRef:
 
 
 def _git(args: list[str], cwd: str | None = None) -> str:
+    import subprocess
+
     env = dict(os.environ, GIT_TERMINAL_PROMPT="0", GIT_ASKPASS="true", LC_ALL="C")
     proc = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -290,6 +289,8 @@ def _git_commit(src: str) -> str:
     url, ref = parsed.remote, parsed.ref or "HEAD"
     if len(ref) == 40 and all(c in "0123456789abcdef" for c in ref):
         return ref
+    import subprocess  # only ADD of a git source runs git
+
     try:
         out = subprocess.run(["git", "ls-remote", url, ref], capture_output=True, text=True,
                              timeout=120, env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import unicodedata
 
 __all__ = [
     "GO_SPACES",
@@ -62,6 +61,14 @@ _GO_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", 
 _PLAIN = re.compile(r'[ -!#-\[\]-~]*\Z')  # printable ASCII without " and \
 
 
+def _printable(ch: str) -> bool:
+    """Go's unicode.IsPrint for a non-ASCII rune: a letter, mark, number, punctuation or
+    symbol (unicodedata is loaded on the first such rune, not at every start)."""
+    import unicodedata
+
+    return unicodedata.category(ch)[0] in "LMNPS"
+
+
 def go_quote(s: str) -> str:
     """strconv.Quote: what %q prints. Non-UTF-8 bytes (lone surrogates) print as \\xNN."""
     if _PLAIN.match(s):
@@ -75,7 +82,7 @@ def go_quote(s: str) -> str:
             out.append("\\\\")
         elif 0xDC80 <= o <= 0xDCFF:
             out.append(f"\\x{o - 0xDC00:02x}")
-        elif ch == " " or (o > 0x7F and unicodedata.category(ch)[0] in "LMNPS") or 0x20 < o < 0x7F:
+        elif ch == " " or 0x20 < o < 0x7F or (o > 0x7F and _printable(ch)):
             out.append(ch)
         elif ch in _GO_ESCAPES:
             out.append(_GO_ESCAPES[ch])

@@ -9,7 +9,6 @@ runner whose ``run`` is the scripted executor.
 from __future__ import annotations
 
 import contextlib
-import csv
 import fcntl
 import os
 import posixpath
@@ -76,6 +75,8 @@ def parse_mount_flag(spec: str, expand: Callable[[str], str] = str) -> dict[str,
     ``expand`` of each value): `type=cache,dst=/x,readonly` -> {"type": "cache",
     "target": "/x", "ro": "true"}. Flags without a value are ro/rw and, for secret and
     ssh mounts, required; a bad key, value or type is a BuildError with BuildKit's text."""
+    import csv  # only a RUN with a mount pays for loading it
+
     out: dict[str, str] = {"type": "bind"}
     try:
         fields = next(csv.reader([spec], strict=True), [])

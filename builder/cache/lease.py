@@ -27,7 +27,6 @@ import contextlib
 import errno
 import fcntl
 import os
-import secrets
 import threading
 import time
 from collections.abc import Iterator
@@ -57,7 +56,7 @@ class Lease:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.started_ns = time.time_ns()
-        name = f"{os.getpid()}-{self.started_ns}-{secrets.token_hex(4)}"
+        name = f"{os.getpid()}-{self.started_ns}-{os.urandom(4).hex()}"
         (self.root / "leases").mkdir(parents=True, exist_ok=True)
         aside = self.root / "tmp" / f"lease-{name}"
         self.path = self.root / "leases" / name

@@ -5,7 +5,9 @@ calls; ``fake.FakeExecutor`` stands in for it in unit tests.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from builder.lazy import exports
 
 if TYPE_CHECKING:
     from .rootfs import enter_private_mount_namespace, mounted_rootfs
@@ -56,12 +58,4 @@ _HOME = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOME.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = exports(__name__, _HOME)

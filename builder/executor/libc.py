@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
 
 __all__ = [
     "CLONE_NEWNS", "CLONE_NEWUTS", "CLONE_NEWIPC", "CLONE_NEWUSER", "CLONE_NEWPID",
@@ -109,9 +108,10 @@ def umount(target: str | os.PathLike[str], flags: int = 0) -> None:
 
 
 def pivot_root(new_root: str, put_old: str) -> None:
-    number = _SYS_PIVOT_ROOT.get(platform.machine())
+    machine = os.uname().machine  # what platform.machine() reads, without loading it
+    number = _SYS_PIVOT_ROOT.get(machine)
     if number is None:
-        raise OSError(38, f"pivot_root: unknown syscall number on {platform.machine()}")
+        raise OSError(38, f"pivot_root: unknown syscall number on {machine}")
     _check(_libc.syscall(ctypes.c_long(number), _b(new_root), _b(put_old)),
            f"pivot_root({new_root}, {put_old})")
 

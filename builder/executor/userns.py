@@ -19,7 +19,6 @@ import errno
 import os
 import pwd
 import shutil
-import subprocess
 import threading
 from pathlib import Path
 
@@ -87,6 +86,8 @@ def write_id_maps(pid: int) -> None:
     name = _user_name(uid)
     sub_u, sub_g = subids("/etc/subuid", name, uid), subids("/etc/subgid", name, uid)
     if sub_u and sub_g and shutil.which("newuidmap") and shutil.which("newgidmap"):
+        import subprocess  # only rootless builds with subordinate ids run these
+
         for tool, own, (start, count) in (("newuidmap", uid, sub_u), ("newgidmap", gid, sub_g)):
             done = subprocess.run([tool, str(pid), "0", str(own), "1", "1", str(start), str(count)],
                                   stdin=subprocess.DEVNULL, capture_output=True, text=True,

@@ -15,26 +15,31 @@ This package imports nothing from ``builder.oci`` or ``builder.executor``.
 """
 from __future__ import annotations
 
-from builder.layers.compress import (
-    CompressingWriter,
-    compression_for_media_type,
-    detect_compression,
-    media_type_for,
-    open_decompressed,
-)
-from builder.layers.diff import changes, walk_tree
-from builder.layers.paths import clean_name, secure_join
-from builder.layers.tar import write_layer, write_tree_tar
-from builder.layers.types import (
-    MEDIA_TYPE_TAR,
-    MEDIA_TYPE_TAR_GZIP,
-    MEDIA_TYPE_TAR_ZSTD,
-    Change,
-    Compression,
-    LayerRecord,
-    UnpackResult,
-)
-from builder.layers.unpack import unpack_blob, unpack_layer
+from typing import TYPE_CHECKING
+
+from builder.lazy import exports
+
+if TYPE_CHECKING:
+    from builder.layers.compress import (
+        CompressingWriter,
+        compression_for_media_type,
+        detect_compression,
+        media_type_for,
+        open_decompressed,
+    )
+    from builder.layers.diff import changes, walk_tree
+    from builder.layers.paths import clean_name, secure_join
+    from builder.layers.tar import write_layer, write_tree_tar
+    from builder.layers.types import (
+        MEDIA_TYPE_TAR,
+        MEDIA_TYPE_TAR_GZIP,
+        MEDIA_TYPE_TAR_ZSTD,
+        Change,
+        Compression,
+        LayerRecord,
+        UnpackResult,
+    )
+    from builder.layers.unpack import unpack_blob, unpack_layer
 
 __all__ = [
     "Change",
@@ -58,3 +63,19 @@ __all__ = [
     "write_layer",
     "write_tree_tar",
 ]
+
+# Each name is loaded from its module on first use: a build that only writes layers does
+# not load the unpacker (and tarfile with it), a step with gzip layers not zstandard.
+_HOME = {
+    "CompressingWriter": "compress", "compression_for_media_type": "compress",
+    "detect_compression": "compress", "media_type_for": "compress",
+    "open_decompressed": "compress", "changes": "diff", "walk_tree": "diff",
+    "clean_name": "paths", "secure_join": "paths", "write_layer": "tar",
+    "write_tree_tar": "tar", "MEDIA_TYPE_TAR": "types", "MEDIA_TYPE_TAR_GZIP": "types",
+    "MEDIA_TYPE_TAR_ZSTD": "types", "Change": "types", "Compression": "types",
+    "LayerRecord": "types", "UnpackResult": "types", "unpack_blob": "unpack",
+    "unpack_layer": "unpack",
+}
+
+
+__getattr__ = exports(__name__, _HOME)

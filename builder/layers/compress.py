@@ -5,17 +5,12 @@ Owns the mapping between compression names and OCI layer media types.
 """
 from __future__ import annotations
 
-import bz2
-import gzip
 import io
-import lzma
 import queue
 import threading
 import zlib
 from collections.abc import Iterator
-from typing import Any, BinaryIO, Literal
-
-import zstandard
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 from builder.errors import LayerError
 from builder.layers.types import (
@@ -24,6 +19,9 @@ from builder.layers.types import (
     MEDIA_TYPE_TAR_ZSTD,
     Compression,
 )
+
+if TYPE_CHECKING:
+    import zstandard
 
 __all__ = [
     "Detected",
@@ -159,16 +157,30 @@ def _chunks(kind: Detected, raw: BinaryIO) -> Iterator[bytes]:
         yield from _gunzip(raw)
         return
     stream: BinaryIO
+    # The compressors of the other formats are loaded only by a layer that needs them:
+    # most builds see gzip alone, and each library costs every start-up a few ms.
     if kind == "zstd":
+        import zstandard
+
         stream = zstandard.ZstdDecompressor().stream_reader(  # type: ignore[assignment]
             raw, read_size=_CHUNK, read_across_frames=True, closefd=False)
     elif kind == "bzip2":
+        import bz2
+
         stream = bz2.BZ2File(raw, "rb")  # type: ignore[assignment]
     else:
+        import lzma
+
         stream = lzma.LZMAFile(raw, "rb")  # type: ignore[assignment]
     with stream:
         while chunk := stream.read(_CHUNK):
             yield chunk
+
+
+def _bad_gzip(message: str) -> OSError:
+    import gzip
+
+    return gzip.BadGzipFile(message)
 
 
 def _gunzip(raw: BinaryIO) -> Iterator[bytes]:
@@ -185,7 +197,7 @@ def _gunzip(raw: BinaryIO) -> Iterator[bytes]:
                 try:
                     out = inflate.decompress(data, _CHUNK)
                 except zlib.error as exc:
-                    raise gzip.BadGzipFile(f"damaged gzip data: {exc}") from None
+                    raise _bad_gzip(f"damaged gzip data: {exc}") from None
                 if out:
                     yield out
                 data = inflate.unconsumed_tail
@@ -280,6 +292,8 @@ class CompressingWriter:
 
             self._gz = ParallelGzipWriter(out, self.level, threads)
         elif compression == "zstd":
+            import zstandard
+
             # threads=-1 means one worker per core; any threads >= 1 gives identical output.
             cctx = zstandard.ZstdCompressor(
                 level=self.level,
@@ -305,6 +319,8 @@ class CompressingWriter:
         if self._gz is not None:
             self._gz.close()
         elif self._zst is not None:
+            import zstandard
+
             self._zst.flush(zstandard.FLUSH_FRAME)
             self._zst.close()
 

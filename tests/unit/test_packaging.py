@@ -36,3 +36,30 @@ def test_public_api_is_lazy_and_complete() -> None:
     import builder
 
     assert all(hasattr(builder, name) for name in builder.__all__)
+
+
+def test_layers_and_executor_load_their_parts_on_first_use() -> None:
+    """Writing a layer loads neither the unpacker (tarfile) nor zstandard, and the
+    executor's mount helpers not the sandbox; every re-exported name still resolves to
+    its module's own object, and a wrong name is an AttributeError."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, importlib\n"
+        "import builder.layers.compress, builder.layers.tar, builder.executor.spec\n"
+        "print(sorted(m for m in ('tarfile', 'zstandard', 'builder.layers.unpack', "
+        "'builder.executor.run', 'subprocess') if m in sys.modules))\n"
+        "import builder.layers as layers, builder.executor as executor\n"
+        "for pkg in (layers, executor):\n"
+        "    assert sorted(pkg._HOME) == sorted(pkg.__all__), pkg\n"
+        "    for name in pkg.__all__:\n"
+        "        home = importlib.import_module(pkg.__name__ + '.' + pkg._HOME[name])\n"
+        "        assert getattr(pkg, name) is getattr(home, name), name\n"
+        "try:\n"
+        "    layers.no_such_name\n"
+        "except AttributeError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines() == ["[]", "module 'builder.layers' has no attribute 'no_such_name'"]
