@@ -379,6 +379,12 @@ class DirTree:
                     if rule is not None:
                         return ContextError(f"{msg} (excluded by .dockerignore rule {rule!r})")
                     return ContextError(f"{msg} (excluded by .dockerignore)")
+        resolved = self._resolve(rel) if rel else rel
+        if resolved != rel:
+            # BuildKit names only the link's target ("/etc/hostname": not found); say both,
+            # and why a target outside the tree is not what the host has there.
+            return ContextError(f'{msg}: it leads to "/{resolved}", and links are followed '
+                                f"inside the {self.label}")
         return ContextError(msg)
 
     def _raw_lstat(self, rel: str) -> os.stat_result | None:

@@ -545,7 +545,7 @@ class StepRunner:
         sid = m.options["id"]
         if sid not in self.secrets:
             if m.options.get("required") == "true":
-                raise BuildError(f"secret {sid} not found", hint=f"pass it with --secret id="
+                raise BuildError(f"secret {sid}: not found", hint=f"pass it with --secret id="
                                  f"{sid},src=FILE or --secret id={sid},env=VAR")
             return []
         kind, value = self.secrets[sid]

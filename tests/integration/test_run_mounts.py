@@ -245,7 +245,7 @@ def test_secret_values_never_leave_the_step(project: Project, tmp_path: Path) ->
     project.dockerfile("FROM bb\nRUN --mount=type=secret,id=must,required=true true\n")
     failed = project.build(check=False)
     assert failed.returncode == 1
-    assert "Dockerfile:2: secret must not found" in failed.stderr
+    assert "Dockerfile:2: secret must: not found" in failed.stderr
 
 
 def test_ssh_agent_forwarding(project: Project, tmp_path: Path) -> None:

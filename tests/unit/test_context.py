@@ -138,9 +138,16 @@ def test_symlink_out_of_context_resolves_inside(tmp_path: Path) -> None:
     c = ctx(tmp_path, {"etc/passwd": "inside", "p": ("link", "/etc/passwd"), "q": ("link", "../../../etc/passwd")})
     assert c.select("p")[0].resolved == "etc/passwd"
     assert c.select("q")[0].resolved == "etc/passwd"
-    d = ctx(tmp_path / "two", {"p": ("link", "/etc/passwd")})
-    with pytest.raises(ContextError, match='"p" not found'):
+    d = ctx(tmp_path / "two", {"p": ("link", "/etc/passwd"), "dl": ("link", "../nowhere")})
+    with pytest.raises(ContextError) as err:
         d.select("p")
+    # the message names the target the link led to, and where it was looked up
+    assert str(err.value) == ('COPY failed: "p" not found in build context: it leads to "/etc/passwd", '
+                              "and links are followed inside the build context")
+    with pytest.raises(ContextError) as err:
+        d.select("dl/x")
+    assert str(err.value).endswith('"dl/x" not found in build context: it leads to "/nowhere/x", '
+                                   "and links are followed inside the build context")
 
 
 def test_ignored_symlink_is_not_followed(tmp_path: Path) -> None:
