@@ -207,6 +207,8 @@ def _run(node: Node, rng: SourceRange) -> Run:
         raise LineError(f'security "{security}" is not valid')
     for device in flags.many("device"):
         parse_device(device)
+    for mount in flags.many("mount"):
+        _check_mount(mount)
     command, shell = _command_line(node)
     return Run(**_common(node, rng), command=command, prepend_shell=shell,  # type: ignore[arg-type]
                heredocs=node.heredocs, mounts=flags.many("mount"), network=network,
@@ -215,6 +217,23 @@ def _run(node: Node, rng: SourceRange) -> Run:
 
 _GO_BOOLS = {"1": True, "t": True, "T": True, "TRUE": True, "true": True, "True": True,
              "0": False, "f": False, "F": False, "FALSE": False, "false": False, "False": False}
+
+
+def _check_mount(value: str) -> None:
+    """What BuildKit checks of a ``RUN --mount`` value when it parses the Dockerfile, in
+    every stage: the value is CSV, and ``from`` names a stage or image without a variable
+    (the stage graph is known before any ARG). Every other field waits until the step is
+    built, with its variables expanded (``steps.parse_mount_flag``)."""
+    import csv
+
+    try:
+        fields = next(csv.reader([value], strict=True), [])
+    except csv.Error as exc:
+        raise LineError(f"failed to parse csv mounts: {exc}") from None
+    for field in fields:
+        key, eq, val = field.partition("=")
+        if eq and key.lower() == "from" and "$" in val[:-1]:
+            raise LineError("'from' doesn't support variable expansion, define alias stage instead")
 
 
 def parse_device(value: str) -> tuple[str, bool]:

@@ -77,6 +77,17 @@ def test_run_flags() -> None:
     assert 'invalid network mode "bridge"' in error("FROM a\nRUN --network=bridge x\n").message
 
 
+@pytest.mark.parametrize("mount", ["from=$X,target=/m", "FROM=${X},target=/m", "target=/m,from=a$b"])
+def test_run_mount_from_takes_no_variable_in_any_stage(mount: str) -> None:
+    # BuildKit refuses it while parsing, so in a stage that is never built too; a
+    # trailing "$" is no variable, and every other field is read only when the step runs
+    err = error(f"FROM a AS unused\nRUN --mount={mount} x\nFROM a\n")
+    assert err.message == "'from' doesn't support variable expansion, define alias stage instead"
+    assert err.location is not None and err.location.start == 2
+    r = one("RUN --mount=from=stage$,target=/m --mount=type=$T,uid=$U x\n")
+    assert isinstance(r, Run) and r.mounts == ("from=stage$,target=/m", "type=$T,uid=$U")
+
+
 def test_run_heredoc_body_and_chomp() -> None:
     r = one("RUN <<-EOF bash\n\techo hi\n\tEOF\n")
     assert isinstance(r, Run)
