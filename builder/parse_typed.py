@@ -219,18 +219,23 @@ _GO_BOOLS = {"1": True, "t": True, "T": True, "TRUE": True, "true": True, "True"
              "0": False, "f": False, "F": False, "FALSE": False, "false": False, "False": False}
 
 
+def csv_fields(value: str, what: str) -> list[str]:
+    """The comma-separated fields of a flag value (quotes as in CSV), as BuildKit splits
+    --mount and --device values; a LineError names ``what`` when the CSV is broken."""
+    import csv  # only a step with such a flag pays for loading it
+
+    try:
+        return next(csv.reader([value], strict=True), [])
+    except csv.Error as exc:
+        raise LineError(f"failed to parse csv {what}: {exc}") from None
+
+
 def _check_mount(value: str) -> None:
     """What BuildKit checks of a ``RUN --mount`` value when it parses the Dockerfile, in
     every stage: the value is CSV, and ``from`` names a stage or image without a variable
     (the stage graph is known before any ARG). Every other field waits until the step is
     built, with its variables expanded (``steps.parse_mount_flag``)."""
-    import csv
-
-    try:
-        fields = next(csv.reader([value], strict=True), [])
-    except csv.Error as exc:
-        raise LineError(f"failed to parse csv mounts: {exc}") from None
-    for field in fields:
+    for field in csv_fields(value, "mounts"):
         key, eq, val = field.partition("=")
         if eq and key.lower() == "from" and "$" in val[:-1]:
             raise LineError("'from' doesn't support variable expansion, define alias stage instead")
@@ -238,14 +243,8 @@ def _check_mount(value: str) -> None:
 
 def parse_device(value: str) -> tuple[str, bool]:
     """A ``RUN --device`` value, as BuildKit's ParseDevice reads it: (CDI name, required)."""
-    import csv
-
-    try:
-        fields = next(csv.reader([value], strict=True), [])
-    except csv.Error as exc:
-        raise LineError(f"failed to parse csv devices: {exc}") from None
     name, required = "", False
-    for field in fields:
+    for field in csv_fields(value, "devices"):
         key, eq, val = field.partition("=")
         key = key.lower()
         if not eq:

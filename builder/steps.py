@@ -75,13 +75,14 @@ def parse_mount_flag(spec: str, expand: Callable[[str], str] = str) -> dict[str,
     ``expand`` of each value): `type=cache,dst=/x,readonly` -> {"type": "cache",
     "target": "/x", "ro": "true"}. Flags without a value are ro/rw and, for secret and
     ssh mounts, required; a bad key, value or type is a BuildError with BuildKit's text."""
-    import csv  # only a RUN with a mount pays for loading it
+    from .parse_args import LineError
+    from .parse_typed import csv_fields
 
     out: dict[str, str] = {"type": "bind"}
     try:
-        fields = next(csv.reader([spec], strict=True), [])
-    except csv.Error as exc:
-        raise BuildError(f"failed to parse csv mounts: {exc}") from None
+        fields = csv_fields(spec, "mounts")
+    except LineError as exc:
+        raise BuildError(str(exc)) from None
     for field_ in fields:
         key, sep, value = field_.partition("=")
         key = key.lower()
