@@ -84,6 +84,8 @@ def test_run_mount_from_takes_no_variable_in_any_stage(mount: str) -> None:
     err = error(f"FROM a AS unused\nRUN --mount={mount} x\nFROM a\n")
     assert err.message == "'from' doesn't support variable expansion, define alias stage instead"
     assert err.location is not None and err.location.start == 2
+    assert error("FROM a\nRUN --mount='type=bind,\"from=a' x\n").message.startswith(
+        "failed to parse csv mounts: ")
     r = one("RUN --mount=from=stage$,target=/m --mount=type=$T,uid=$U x\n")
     assert isinstance(r, Run) and r.mounts == ("from=stage$,target=/m", "type=$T,uid=$U")
 
