@@ -208,7 +208,7 @@ def _stages_phase(run: _Run, graph: Any, meta: Sequence[ins.Arg], defaults: Mapp
 
 
 def _valid_reference(name: str) -> bool:
-    if name.lower() == "scratch":
+    if name == "scratch":  # as written: BuildKit parses "Scratch" as a reference, and fails
         return True
     from .reference import ImageRef, InvalidReference
 

@@ -263,13 +263,16 @@ def build_graph(
                       current)
         deps: set[int] = set()
         external: list[str] = []
-        ref = names.get(base_word.lower())
-        if base_word.lower() in contexts:
+        # BuildKit looks a FROM word up as written, among stage names it keeps lowercased
+        # (addState): `FROM Build` or `FROM Scratch` is an image reference, and an invalid
+        # one. A --from value is looked up case-insensitively (findStateByName).
+        ref = names.get(base_word)
+        if base_word in contexts:
             base = StageBase("context", base_word)
         elif ref is not None:
             base = StageBase("stage", base_word, ref)
             deps.add(ref)
-        elif base_word.lower() == "scratch":
+        elif base_word == "scratch":
             base = StageBase("scratch", "scratch")
         else:
             base = StageBase("image", base_word)
