@@ -56,6 +56,7 @@ class BuildRequest:
     cache_to: tuple[Mapping[str, str], ...] = ()  # --cache-to type=registry,ref=...,mode=... | type=local,dest=...
     debug: bool = False  # --debug: the build checks' summary expanded
     allow: tuple[str, ...] = ()  # --allow: entitlements granted (security.insecure, network.host)
+    extra_hosts: tuple[tuple[str, str], ...] = ()  # --add-host: (host, ip) lines of RUN's /etc/hosts
 
 
 @dataclass(frozen=True)

@@ -409,7 +409,8 @@ class StepRunner:
     def run(self, lowers: Sequence[Path], upper: Path, *, argv: Sequence[str], env: Sequence[str],
             cwd: str, user: str, network: str, mounts: Sequence[MountDef],
             output: Callable[[bytes], None], script: Any = None, memory: int | None = None,
-            cpus: float | None = None, solver: Solver | None = None, insecure: bool = False) -> int:
+            cpus: float | None = None, solver: Solver | None = None, insecure: bool = False,
+            extra_hosts: tuple[tuple[str, str], ...] = ()) -> int:
         from .executor import DirRoot, Mount, RootFS, RunSpec, run_step
 
         env = list(env)
@@ -443,7 +444,8 @@ class StepRunner:
             empty.mkdir()
             spec = RunSpec(argv=tuple(argv), env=tuple(env), cwd=cwd, user=user,
                            network=network,  # type: ignore[arg-type]
-                           mounts=tuple(emounts), memory=memory, cpus=cpus, insecure=insecure)
+                           mounts=tuple(emounts), memory=memory, cpus=cpus, insecure=insecure,
+                           extra_hosts=tuple(extra_hosts))
             if self.copies():
                 with self._copy_for_step(lowers, reuse=True) as (copied, done):
                     root = DirRoot(copied.path)

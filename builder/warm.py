@@ -57,7 +57,7 @@ _VALUE_OPTIONS = {
     "--platform": "platform", "--compression": "compression",
     "--compression-level": "compression-level", "--source-date-epoch": "source-date-epoch",
     "--insecure-registry": "insecure-registry", "--memory": "memory", "--cpus": "cpus",
-    "--jobs": "jobs", "--build-context": "build-context",
+    "--jobs": "jobs", "--build-context": "build-context", "--add-host": "add-host",
 }
 _FLAG_OPTIONS = {"-q": "quiet", "--quiet": "quiet"}
 

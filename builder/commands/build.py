@@ -84,6 +84,7 @@ def _parse_secret(text: str) -> tuple[str, tuple[str, str]]:
 @click.option("--compression-level", type=int, help="Compression level.")
 @click.option("--source-date-epoch", type=int, envvar="SOURCE_DATE_EPOCH", help="Clamp times to this Unix time (reproducible builds).")
 @click.option("--insecure-registry", "insecure", multiple=True, metavar="HOST", help="Use plain HTTP or unverified TLS for this registry.")
+@click.option("--add-host", "add_hosts", multiple=True, metavar="HOST:IP", help="Add a line to /etc/hosts of RUN steps (HOST=IP works too; host-gateway is 127.0.0.1, the host).")
 @click.option("--memory", metavar="BYTES", help="Memory limit for RUN steps (e.g. 512m).")
 @click.option("--cpus", type=click.FloatRange(min=0, min_open=True), help="CPU limit for RUN steps.")
 @click.option("--jobs", type=click.IntRange(min=0), default=0, help="Stages to build at once (default: CPUs).")
@@ -97,6 +98,7 @@ def _parse_secret(text: str) -> tuple[str, tuple[str, str]]:
 def command(**kw: object) -> None:
     """Build an image from a Dockerfile."""
     from ..build import BuildRequest, run_build
+    from ..buildflags import parse_add_hosts
 
     build_args = _parse_kv_list(kw["build_args"], "--build-arg", env_fallback=True)  # type: ignore[arg-type]
     labels = _parse_kv_list(kw["labels"], "--label")  # type: ignore[arg-type]
@@ -150,6 +152,7 @@ def command(**kw: object) -> None:
         cpus=kw["cpus"],  # type: ignore[arg-type]
         jobs=int(kw["jobs"] or 0),  # type: ignore[arg-type]
         allow=_parse_allow(kw["allow"]),  # type: ignore[arg-type]
+        extra_hosts=parse_add_hosts(kw["add_hosts"]),  # type: ignore[arg-type]
     )
     ctx = click.get_current_context()
     debug = bool(((ctx.find_root().obj or {}) if ctx else {}).get("debug"))

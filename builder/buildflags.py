@@ -1,0 +1,63 @@
+"""The values of the `docker buildx build` flags that CI scripts pass for the build
+containers (--add-host, ...), parsed as buildx parses them and checked before the build.
+
+Each parser takes what click collected (a tuple of the repeated option's values) and
+returns a plain value for ``BuildRequest``; a bad value is a ``UsageError`` naming it.
+"""
+from __future__ import annotations
+
+import csv
+import ipaddress
+
+from .errors import UsageError
+
+__all__ = ["HOST_GATEWAY", "parse_add_hosts"]
+
+# docker's special --add-host address: the host as the build container reaches it. RUN
+# steps share the host's network here, so that is the loopback address.
+HOST_GATEWAY = "127.0.0.1"
+
+
+def _csv_fields(value: str) -> list[str]:
+    """The comma-separated items of one value, as a cobra string-slice flag splits it
+    (a field in double quotes may hold commas)."""
+    return next(csv.reader([value]), [])
+
+
+def _ip(text: str) -> str | None:
+    """``text`` as Go prints a parsed IP (IPv6 compressed, IPv4-mapped as IPv4), or None
+    when Go's net.ParseIP would refuse it (zone ids included)."""
+    if "%" in text:
+        return None
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
+
+
+def parse_add_hosts(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """`--add-host HOST:IP` or `HOST=IP` (repeatable, comma-separated too; IPv6 in brackets
+    or not; `host-gateway` for the host): (host, ip) pairs in order, the host lowercased
+    as BuildKit writes it into /etc/hosts."""
+    out: list[tuple[str, str]] = []
+    for value in values:
+        for item in _csv_fields(value) or [value]:
+            host, sep, ips = item.partition("=")
+            if not sep:
+                host, sep, ips = item.partition(":")
+            if not sep or not host or not ips:
+                raise UsageError(f"invalid --add-host {item!r}: expected HOST:IP or HOST=IP")
+            for ip in ips.split(","):
+                if ip == "host-gateway":
+                    out.append((host.lower(), HOST_GATEWAY))
+                    continue
+                if len(ip) > 2 and ip[0] == "[" and ip[-1] == "]":
+                    ip = ip[1:-1]
+                shown = _ip(ip)
+                if shown is None:
+                    raise UsageError(f"invalid --add-host {item!r}: {ip!r} is not an IP address")
+                out.append((host.lower(), shown))
+    return tuple(out)

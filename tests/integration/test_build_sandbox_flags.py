@@ -1,0 +1,50 @@
+"""`pybuild build` flags that shape what a RUN step's sandbox looks like, as buildx users
+pass them: --add-host, ... What the step sees, and what of it is in the cache key."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.integration import runbuild
+from tests.integration.runbuild import Project
+
+# fixtures
+bb_layout = runbuild.bb_layout
+project = runbuild.project
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="RUN steps mount overlays: needs root")
+
+
+def _run_cached(project: Project) -> list[bool]:
+    return [s["cached"] for s in project.metadata()["pybuild.steps"] if s["instruction"].startswith("RUN")]
+
+
+def test_add_host_lines_in_etc_hosts_and_only_names_in_the_key(project: Project) -> None:
+    project.dockerfile("FROM bb\nRUN cat /etc/hosts > /hosts.txt\n")
+    project.build("--add-host", "db:10.1.2.3", "--add-host", "v6=[2001:db8::1]",
+                  "--add-host", "Gw:host-gateway")
+    img = project.image()
+    layer = img.layer(len(img.layer_digests) - 1)
+    lines = layer["hosts.txt"][1].decode().splitlines()
+    # BuildKit's file: its own two lines, then one line per host, in the order given
+    assert lines[2:] == ["10.1.2.3\tdb", "2001:db8::1\tv6", "127.0.0.1\tgw"]
+    assert lines[0].startswith("127.0.0.1\tlocalhost")
+    assert "etc/hosts" not in layer  # the step's /etc/hosts is the sandbox's, not the layer's
+    # Another address for the same names reuses the step (BuildKit keys the names only) ...
+    project.build("--add-host", "db:10.9.9.9", "--add-host", "v6=[2001:db8::1]",
+                  "--add-host", "gw:host-gateway")
+    assert _run_cached(project) == [True]
+    # ... another name, or none, runs it again
+    project.build("--add-host", "cache:10.1.2.3")
+    assert _run_cached(project) == [False]
+    project.build()
+    assert _run_cached(project) == [False]
+
+
+def test_bad_add_host_fails_before_the_build(project: Project) -> None:
+    project.dockerfile("FROM bb\nRUN true\n")
+    done = project.build("--add-host", "db-10.1.2.3", check=False)
+    assert done.returncode == 2
+    assert "invalid --add-host 'db-10.1.2.3'" in done.stderr
+    assert not project.out.exists()

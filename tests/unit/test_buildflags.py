@@ -1,0 +1,51 @@
+"""The `docker buildx build` flags for the build containers, parsed as buildx parses them
+(builder.buildflags): what a good value becomes, and that a bad one is a usage error naming it."""
+from __future__ import annotations
+
+import pytest
+
+from builder.buildflags import parse_add_hosts
+from builder.errors import UsageError
+
+
+@pytest.mark.parametrize("given, hosts", [
+    (["myhost:192.168.0.1"], [("myhost", "192.168.0.1")]),
+    (["myhost=192.168.0.1"], [("myhost", "192.168.0.1")]),
+    (["myhost=[192.168.0.1]"], [("myhost", "192.168.0.1")]),
+    (["host.and.domain.invalid:10.0.2.1"], [("host.and.domain.invalid", "10.0.2.1")]),
+    (["anipv6host:2003:ab34:e::1"], [("anipv6host", "2003:ab34:e::1")]),
+    (["anipv6host:[2003:ab34:e::1]"], [("anipv6host", "2003:ab34:e::1")]),
+    (["anipv6host=[2003:ab34:e::1]"], [("anipv6host", "2003:ab34:e::1")]),
+    (["ipv6local:::1"], [("ipv6local", "::1")]),
+    (["ipv6local=[0:0:0:0:0:0:0:1]"], [("ipv6local", "::1")]),  # printed as Go prints it
+    (["mapped=::ffff:10.0.0.1"], [("mapped", "10.0.0.1")]),
+    (["DB.Example:10.0.0.1"], [("db.example", "10.0.0.1")]),  # lowercased, as BuildKit writes it
+    (["a:10.0.0.1,b=10.0.0.2", "c:10.0.0.3"],  # comma-separated and repeated, in order
+     [("a", "10.0.0.1"), ("b", "10.0.0.2"), ("c", "10.0.0.3")]),
+    (['"multi=10.0.0.1,10.0.0.2"'], [("multi", "10.0.0.1"), ("multi", "10.0.0.2")]),
+    (["host.docker.internal:host-gateway"], [("host.docker.internal", "127.0.0.1")]),
+    ([], []),
+])
+def test_add_host_values(given: list[str], hosts: list[tuple[str, str]]) -> None:
+    assert parse_add_hosts(tuple(given)) == tuple(hosts)
+
+
+@pytest.mark.parametrize("bad, named", [
+    ("myhost:192.notanipaddress.1", "'192.notanipaddress.1' is not an IP address"),
+    ("thathost-nosemicolon10.0.0.1", "expected HOST:IP or HOST=IP"),
+    ("anipv6host:::::1", "'::::1' is not an IP address"),
+    ("ipv6local:::0::", "'::0::' is not an IP address"),
+    ("ipv6addr=[::1", "'[::1' is not an IP address"),
+    ("ipv6addr=::1]", "'::1]' is not an IP address"),
+    ("myhost.invalid:", "expected HOST:IP"),
+    ("=10.0.0.1", "expected HOST:IP"),
+    ("", "expected HOST:IP"),
+    ("a=fe80::1%eth0", "is not an IP address"),
+    ("a=010.0.0.1", "is not an IP address"),  # Go refuses leading zeros too
+])
+def test_bad_add_host_is_a_usage_error_naming_it(bad: str, named: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        parse_add_hosts(("ok:10.0.0.1", bad))
+    assert caught.value.exit_code == 2
+    assert f"invalid --add-host {bad!r}" in caught.value.message
+    assert named in caught.value.message
