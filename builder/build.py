@@ -57,6 +57,7 @@ class BuildRequest:
     debug: bool = False  # --debug: the build checks' summary expanded
     allow: tuple[str, ...] = ()  # --allow: entitlements granted (security.insecure, network.host)
     extra_hosts: tuple[tuple[str, str], ...] = ()  # --add-host: (host, ip) lines of RUN's /etc/hosts
+    shm_size: int | None = None  # --shm-size: bytes of RUN's /dev/shm (None: the default 64m)
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import csv
 import ipaddress
+import re
 
 from .errors import UsageError
 
-__all__ = ["HOST_GATEWAY", "parse_add_hosts"]
+__all__ = ["HOST_GATEWAY", "parse_add_hosts", "parse_bytes"]
 
 # docker's special --add-host address: the host as the build container reaches it. RUN
 # steps share the host's network here, so that is the loopback address.
@@ -61,3 +62,21 @@ def parse_add_hosts(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
                     raise UsageError(f"invalid --add-host {item!r}: {ip!r} is not an IP address")
                 out.append((host.lower(), shown))
     return tuple(out)
+
+
+_SIZE = re.compile(r"^(\d+(?:\.\d+)*) ?([kmgtp])?i?b?$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+
+
+def parse_bytes(text: str, option: str) -> int:
+    """A size as docker reads --memory and --shm-size (go-units' RAMInBytes): a number,
+    maybe with a fraction, and an optional binary unit (k, m, g, t, p; `mb`, `MiB` too)."""
+    m = _SIZE.match(text.strip())
+    try:
+        number = float(m.group(1)) if m else None
+    except ValueError:  # 1.2.3: the pattern lets it through, as Go's does, to fail here
+        number = None
+    if m is None or number is None:
+        raise UsageError(f"invalid {option} {text!r}: use a number of bytes with an optional "
+                         "unit: k, m, g (e.g. 128m, 2g)")
+    return int(number * _UNITS[(m.group(2) or "").lower()])

@@ -116,6 +116,7 @@ class BuildOptions:
     dry_run: bool = False  # `pybuild plan`: key and look up every step, run none
     allow: tuple[str, ...] = ()  # entitlements granted: RUN --security=insecure needs one
     extra_hosts: tuple[tuple[str, str], ...] = ()  # --add-host: (host, ip) for RUN's /etc/hosts
+    shm_size: int | None = None  # --shm-size: bytes of RUN's /dev/shm
 
 
 @dataclass(frozen=True, slots=True)
@@ -593,6 +594,8 @@ class Solver:
             # As BuildKit's ExecOp cache map: the names are in the key, the addresses are not
             # (/etc/hosts is not part of the layer; another address reuses it).
             op["hosts"] = [host for host, _ in self.opts.extra_hosts]
+        if self.opts.shm_size:
+            op["shm"] = self.opts.shm_size  # BuildKit: a tmpfs mount of the exec op, so keyed
         # As BuildKit names the step: the instruction as written, flags included.
         title = node.original.split("\n")[0] if node.original else "RUN " + " ".join(node.command)
         history = run_history_text(argv, env, image)
@@ -610,7 +613,8 @@ class Solver:
             code = self.runner.run(lowers, upper, argv=argv, env=spec_env, cwd=cwd, user=user,
                                    network=network, mounts=mounts, output=output, script=script,
                                    memory=self.opts.memory, cpus=self.opts.cpus, solver=self,
-                                   insecure=insecure, extra_hosts=self.opts.extra_hosts)
+                                   insecure=insecure, extra_hosts=self.opts.extra_hosts,
+                                   shm_size=self.opts.shm_size)
             if code != 0:
                 last = b"".join(tail).decode("utf-8", "replace").splitlines()[-20:]
                 shown = " ".join(node.command).split("\n")[0]

@@ -85,6 +85,7 @@ def _parse_secret(text: str) -> tuple[str, tuple[str, str]]:
 @click.option("--source-date-epoch", type=int, envvar="SOURCE_DATE_EPOCH", help="Clamp times to this Unix time (reproducible builds).")
 @click.option("--insecure-registry", "insecure", multiple=True, metavar="HOST", help="Use plain HTTP or unverified TLS for this registry.")
 @click.option("--add-host", "add_hosts", multiple=True, metavar="HOST:IP", help="Add a line to /etc/hosts of RUN steps (HOST=IP works too; host-gateway is 127.0.0.1, the host).")
+@click.option("--shm-size", metavar="BYTES", help="Size of /dev/shm in RUN steps (e.g. 128m, 2g; default 64m).")
 @click.option("--memory", metavar="BYTES", help="Memory limit for RUN steps (e.g. 512m).")
 @click.option("--cpus", type=click.FloatRange(min=0, min_open=True), help="CPU limit for RUN steps.")
 @click.option("--jobs", type=click.IntRange(min=0), default=0, help="Stages to build at once (default: CPUs).")
@@ -98,7 +99,7 @@ def _parse_secret(text: str) -> tuple[str, tuple[str, str]]:
 def command(**kw: object) -> None:
     """Build an image from a Dockerfile."""
     from ..build import BuildRequest, run_build
-    from ..buildflags import parse_add_hosts
+    from ..buildflags import parse_add_hosts, parse_bytes
 
     build_args = _parse_kv_list(kw["build_args"], "--build-arg", env_fallback=True)  # type: ignore[arg-type]
     labels = _parse_kv_list(kw["labels"], "--label")  # type: ignore[arg-type]
@@ -112,7 +113,8 @@ def command(**kw: object) -> None:
         pushing = out.get("type") == "registry" or out.get("push") == "true"
         if pushing and not kw["tags"] and not out.get("name"):
             raise UsageError("pushing needs a name: give one with -t NAME[:TAG]")
-    memory = _parse_bytes(str(kw["memory"])) if kw["memory"] else None
+    memory = parse_bytes(str(kw["memory"]), "--memory") if kw["memory"] else None
+    shm_size = parse_bytes(str(kw["shm_size"]), "--shm-size") if kw["shm_size"] else 0
     _check_level(str(kw["compression"]), kw["compression_level"])  # type: ignore[arg-type]
     for option in ("iidfile", "metadata_file"):
         _check_parent(option, kw[option])  # type: ignore[arg-type]
@@ -153,6 +155,7 @@ def command(**kw: object) -> None:
         jobs=int(kw["jobs"] or 0),  # type: ignore[arg-type]
         allow=_parse_allow(kw["allow"]),  # type: ignore[arg-type]
         extra_hosts=parse_add_hosts(kw["add_hosts"]),  # type: ignore[arg-type]
+        shm_size=shm_size or None,  # 0, as in buildx: the default size
     )
     ctx = click.get_current_context()
     debug = bool(((ctx.find_root().obj or {}) if ctx else {}).get("debug"))
@@ -262,13 +265,3 @@ def _parse_cache(text: str, *, export: bool) -> dict[str, str]:
     opts = _parse_csv_opts(text) if "=" in text else {"type": "registry", "ref": text}
     parse_cache_spec(opts, export=export)
     return opts
-
-
-def _parse_bytes(text: str) -> int:
-    import re
-
-    m = re.match(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)b?$", text.strip().lower())
-    if not m:
-        raise UsageError(f"invalid size {text!r}: use a number with an optional k, m or g suffix")
-    mult = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[m.group(2)]
-    return int(float(m.group(1)) * mult)

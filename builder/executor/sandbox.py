@@ -77,6 +77,7 @@ class Plan:
     last_cap: int
     parent_pid: int
     insecure: bool = False                  # keep every capability (--security=insecure)
+    shm_size: int | None = None             # --shm-size: /dev/shm as BuildKit mounts it then
 
 
 def _send(fd: int, kind: str, text: str = "") -> None:
@@ -194,7 +195,7 @@ class _Root:
         return real
 
 
-def _setup_dev(root: _Root, rootless: bool) -> None:
+def _setup_dev(root: _Root, rootless: bool, shm_size: int | None) -> None:
     dev = root.target("/dev", is_dir=True)
     libc.mount("tmpfs", dev, "tmpfs", libc.MS_NOSUID | libc.MS_STRICTATIME,
                "mode=755,size=65536k")
@@ -218,8 +219,12 @@ def _setup_dev(root: _Root, rootless: bool) -> None:
         # gid 5 (tty) may not exist in a user namespace's map.
         libc.mount("devpts", dev / "pts", "devpts", libc.MS_NOSUID | libc.MS_NOEXEC,
                    "newinstance,ptmxmode=0666,mode=0620")
-    libc.mount("shm", dev / "shm", "tmpfs", libc.MS_NOSUID | libc.MS_NOEXEC | libc.MS_NODEV,
-               "mode=1777,size=65536k")
+    if shm_size:
+        # BuildKit's --shm-size is a tmpfs mount of the step at /dev/shm: nosuid and the size
+        libc.mount("shm", dev / "shm", "tmpfs", libc.MS_NOSUID, f"mode=1777,size={shm_size}")
+    else:  # the runtime's default, as containerd's spec makes it
+        libc.mount("shm", dev / "shm", "tmpfs", libc.MS_NOSUID | libc.MS_NOEXEC | libc.MS_NODEV,
+                   "mode=1777,size=65536k")
     try:
         libc.mount("mqueue", dev / "mqueue", "mqueue",
                    libc.MS_NOSUID | libc.MS_NOEXEC | libc.MS_NODEV)
@@ -341,7 +346,7 @@ def _inner_child(plan: Plan, status_fd: int) -> NoReturn:
         root = _Root(plan, status_fd)
         libc.mount("proc", root.target("/proc", is_dir=True), "proc",
                    libc.MS_NOSUID | libc.MS_NOEXEC | libc.MS_NODEV)
-        _setup_dev(root, plan.rootless)
+        _setup_dev(root, plan.rootless, plan.shm_size)
         if plan.insecure and not plan.rootless:
             _host_devices(root)
         _setup_sys(root, writable=plan.insecure)

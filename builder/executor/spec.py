@@ -138,6 +138,7 @@ class RunSpec:
     cpus: float | None = None
     extra_hosts: tuple[tuple[str, str], ...] = field(default=())
     insecure: bool = False  # RUN --security=insecure: every capability, not docker's default set
+    shm_size: int | None = None  # bytes of /dev/shm; None: docker's 64m, nosuid noexec nodev
 
     def __post_init__(self) -> None:
         if not self.argv:
@@ -151,6 +152,8 @@ class RunSpec:
             raise ExecError(f"memory limit must be positive: {self.memory}")
         if self.cpus is not None and self.cpus <= 0:
             raise ExecError(f"cpus must be positive: {self.cpus}")
+        if self.shm_size is not None and self.shm_size <= 0:
+            raise ExecError(f"/dev/shm size must be positive: {self.shm_size}")
 
 
 class StepInterrupted(ExecError):

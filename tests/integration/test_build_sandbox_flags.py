@@ -1,5 +1,5 @@
 """`pybuild build` flags that shape what a RUN step's sandbox looks like, as buildx users
-pass them: --add-host, ... What the step sees, and what of it is in the cache key."""
+pass them: --add-host, --shm-size, ... What the step sees, and what of it is in the cache key."""
 from __future__ import annotations
 
 import os
@@ -48,3 +48,26 @@ def test_bad_add_host_fails_before_the_build(project: Project) -> None:
     assert done.returncode == 2
     assert "invalid --add-host 'db-10.1.2.3'" in done.stderr
     assert not project.out.exists()
+
+
+def _shm_line(text: str) -> list[str]:
+    fields = next(line.split() for line in text.splitlines() if line.split()[1:2] == ["/dev/shm"])
+    return fields[3].split(",")
+
+
+def test_shm_size_sizes_dev_shm_and_is_in_the_key(project: Project) -> None:
+    project.dockerfile("FROM bb\nRUN grep ' /dev/shm ' /proc/mounts > /shm.txt\n")
+    project.build()
+    img = project.image()
+    default = _shm_line(img.layer(len(img.layer_digests) - 1)["shm.txt"][1].decode())
+    assert "size=65536k" in default and "noexec" in default  # docker's default /dev/shm
+    project.build("--shm-size", "128m")
+    assert _run_cached(project) == [False]  # another mount of the step: another key
+    img = project.image()
+    given = _shm_line(img.layer(len(img.layer_digests) - 1)["shm.txt"][1].decode())
+    # as BuildKit mounts it: a tmpfs of that size, nosuid only (a program may run from it)
+    assert "size=131072k" in given and "nosuid" in given and "noexec" not in given
+    project.build("--shm-size=128M")
+    assert _run_cached(project) == [True]
+    done = project.build("--shm-size", "lots", check=False)
+    assert done.returncode == 2 and "invalid --shm-size 'lots'" in done.stderr

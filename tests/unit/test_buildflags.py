@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from builder.buildflags import parse_add_hosts
+from builder.buildflags import parse_add_hosts, parse_bytes
 from builder.errors import UsageError
 
 
@@ -49,3 +49,19 @@ def test_bad_add_host_is_a_usage_error_naming_it(bad: str, named: str) -> None:
     assert caught.value.exit_code == 2
     assert f"invalid --add-host {bad!r}" in caught.value.message
     assert named in caught.value.message
+
+
+@pytest.mark.parametrize("given, size", [
+    ("128m", 128 << 20), ("2g", 2 << 30), ("2G", 2 << 30), ("64MiB", 64 << 20), ("64mb", 64 << 20),
+    ("1.5g", 3 << 29), ("1024", 1024), ("512 k", 512 << 10), ("1p", 1 << 50), ("0", 0),
+])
+def test_sizes_as_docker_reads_them(given: str, size: int) -> None:
+    assert parse_bytes(given, "--shm-size") == size
+
+
+@pytest.mark.parametrize("bad", ["", "m", "-1m", "12x", "1.2.3m", "1e3", "64 mb b", "0x10"])
+def test_bad_size_is_a_usage_error_naming_it(bad: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        parse_bytes(bad, "--shm-size")
+    assert caught.value.exit_code == 2
+    assert caught.value.message.startswith(f"invalid --shm-size {bad!r}")
