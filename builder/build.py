@@ -58,6 +58,7 @@ class BuildRequest:
     allow: tuple[str, ...] = ()  # --allow: entitlements granted (security.insecure, network.host)
     extra_hosts: tuple[tuple[str, str], ...] = ()  # --add-host: (host, ip) lines of RUN's /etc/hosts
     shm_size: int | None = None  # --shm-size: bytes of RUN's /dev/shm (None: the default 64m)
+    ulimits: tuple[tuple[str, int, int], ...] = ()  # --ulimit: (name, soft, hard) for RUN steps
 
 
 @dataclass(frozen=True)

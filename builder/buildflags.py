@@ -12,7 +12,7 @@ import re
 
 from .errors import UsageError
 
-__all__ = ["HOST_GATEWAY", "parse_add_hosts", "parse_bytes"]
+__all__ = ["HOST_GATEWAY", "ULIMIT_NAMES", "parse_add_hosts", "parse_bytes", "parse_ulimits"]
 
 # docker's special --add-host address: the host as the build container reaches it. RUN
 # steps share the host's network here, so that is the loopback address.
@@ -80,3 +80,40 @@ def parse_bytes(text: str, option: str) -> int:
         raise UsageError(f"invalid {option} {text!r}: use a number of bytes with an optional "
                          "unit: k, m, g (e.g. 128m, 2g)")
     return int(number * _UNITS[(m.group(2) or "").lower()])
+
+
+# docker's --ulimit names (go-units); `as` is left out there too
+ULIMIT_NAMES = ("core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile",
+                "nproc", "rss", "rtprio", "rttime", "sigpending", "stack")
+_INT64 = re.compile(r"^[+-]?\d+$")
+
+
+def _limit(item: str, text: str) -> int:
+    value = int(text) if _INT64.match(text) else None
+    if value is None or not -(1 << 63) <= value < 1 << 63:
+        raise UsageError(f"invalid --ulimit {item!r}: {text!r} is not an integer")
+    return value
+
+
+def parse_ulimits(values: tuple[str, ...]) -> tuple[tuple[str, int, int], ...]:
+    """`--ulimit NAME=SOFT[:HARD]` (repeatable; HARD defaults to SOFT, -1 is unlimited):
+    (name, soft, hard) sorted by name, a later value for a name replacing an earlier one,
+    as docker keeps them."""
+    limits: dict[str, tuple[str, int, int]] = {}
+    for item in values:
+        name, sep, text = item.partition("=")
+        if not sep:
+            raise UsageError(f"invalid --ulimit {item!r}: expected NAME=SOFT[:HARD]")
+        if name not in ULIMIT_NAMES:
+            raise UsageError(f"invalid --ulimit {item!r}: unknown limit {name!r}",
+                             hint="one of: " + ", ".join(ULIMIT_NAMES))
+        parts = text.split(":")
+        if len(parts) > 2:
+            raise UsageError(f"invalid --ulimit {item!r}: give at most two values, SOFT[:HARD]")
+        soft = _limit(item, parts[0])
+        hard = _limit(item, parts[1]) if len(parts) == 2 else soft
+        if hard != -1 and (soft == -1 or soft > hard):
+            raise UsageError(f"invalid --ulimit {item!r}: the soft limit must not exceed the "
+                             "hard limit (-1 is unlimited)")
+        limits[name] = (name, soft, hard)
+    return tuple(limits[name] for name in sorted(limits))

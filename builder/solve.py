@@ -117,6 +117,7 @@ class BuildOptions:
     allow: tuple[str, ...] = ()  # entitlements granted: RUN --security=insecure needs one
     extra_hosts: tuple[tuple[str, str], ...] = ()  # --add-host: (host, ip) for RUN's /etc/hosts
     shm_size: int | None = None  # --shm-size: bytes of RUN's /dev/shm
+    ulimits: tuple[tuple[str, int, int], ...] = ()  # --ulimit: (name, soft, hard) for RUN steps
 
 
 @dataclass(frozen=True, slots=True)
@@ -596,6 +597,8 @@ class Solver:
             op["hosts"] = [host for host, _ in self.opts.extra_hosts]
         if self.opts.shm_size:
             op["shm"] = self.opts.shm_size  # BuildKit: a tmpfs mount of the exec op, so keyed
+        if self.opts.ulimits:
+            op["ulimits"] = [list(limit) for limit in self.opts.ulimits]  # the exec op's Meta
         # As BuildKit names the step: the instruction as written, flags included.
         title = node.original.split("\n")[0] if node.original else "RUN " + " ".join(node.command)
         history = run_history_text(argv, env, image)
@@ -614,7 +617,7 @@ class Solver:
                                    network=network, mounts=mounts, output=output, script=script,
                                    memory=self.opts.memory, cpus=self.opts.cpus, solver=self,
                                    insecure=insecure, extra_hosts=self.opts.extra_hosts,
-                                   shm_size=self.opts.shm_size)
+                                   shm_size=self.opts.shm_size, ulimits=self.opts.ulimits)
             if code != 0:
                 last = b"".join(tail).decode("utf-8", "replace").splitlines()[-20:]
                 shown = " ".join(node.command).split("\n")[0]

@@ -410,7 +410,8 @@ class StepRunner:
             cwd: str, user: str, network: str, mounts: Sequence[MountDef],
             output: Callable[[bytes], None], script: Any = None, memory: int | None = None,
             cpus: float | None = None, solver: Solver | None = None, insecure: bool = False,
-            extra_hosts: tuple[tuple[str, str], ...] = (), shm_size: int | None = None) -> int:
+            extra_hosts: tuple[tuple[str, str], ...] = (), shm_size: int | None = None,
+            ulimits: tuple[tuple[str, int, int], ...] = ()) -> int:
         from .executor import DirRoot, Mount, RootFS, RunSpec, run_step
 
         env = list(env)
@@ -445,7 +446,8 @@ class StepRunner:
             spec = RunSpec(argv=tuple(argv), env=tuple(env), cwd=cwd, user=user,
                            network=network,  # type: ignore[arg-type]
                            mounts=tuple(emounts), memory=memory, cpus=cpus, insecure=insecure,
-                           extra_hosts=tuple(extra_hosts), shm_size=shm_size)
+                           extra_hosts=tuple(extra_hosts), shm_size=shm_size,
+                           ulimits=tuple(ulimits))
             if self.copies():
                 with self._copy_for_step(lowers, reuse=True) as (copied, done):
                     root = DirRoot(copied.path)

@@ -82,7 +82,7 @@ def file_changes(old: Mapping[str, str], new: Mapping[str, str]) -> list[str]:
 
 _RUN_FIELDS = (("user", "user"), ("cwd", "working directory"), ("network", "network"),
                ("security", "security"), ("hosts", "--add-host names"),
-               ("shm", "--shm-size"), ("mounts", "mounts"))
+               ("shm", "--shm-size"), ("ulimits", "--ulimit"), ("mounts", "mounts"))
 _COPY_FIELDS = (("sources", "sources"), ("dest", "destination"), ("workdir", "working directory"),
                 ("chown", "--chown"), ("chmod", "--chmod"), ("parents", "--parents"),
                 ("excludes", "--exclude"), ("link", "--link"), ("remote", "remote source"),

@@ -86,6 +86,7 @@ def _parse_secret(text: str) -> tuple[str, tuple[str, str]]:
 @click.option("--insecure-registry", "insecure", multiple=True, metavar="HOST", help="Use plain HTTP or unverified TLS for this registry.")
 @click.option("--add-host", "add_hosts", multiple=True, metavar="HOST:IP", help="Add a line to /etc/hosts of RUN steps (HOST=IP works too; host-gateway is 127.0.0.1, the host).")
 @click.option("--shm-size", metavar="BYTES", help="Size of /dev/shm in RUN steps (e.g. 128m, 2g; default 64m).")
+@click.option("--ulimit", "ulimits", multiple=True, metavar="NAME=SOFT[:HARD]", help="Resource limit for RUN steps, as docker's (e.g. nofile=1024:2048, nproc=512; -1 is unlimited).")
 @click.option("--memory", metavar="BYTES", help="Memory limit for RUN steps (e.g. 512m).")
 @click.option("--cpus", type=click.FloatRange(min=0, min_open=True), help="CPU limit for RUN steps.")
 @click.option("--jobs", type=click.IntRange(min=0), default=0, help="Stages to build at once (default: CPUs).")
@@ -99,7 +100,7 @@ def _parse_secret(text: str) -> tuple[str, tuple[str, str]]:
 def command(**kw: object) -> None:
     """Build an image from a Dockerfile."""
     from ..build import BuildRequest, run_build
-    from ..buildflags import parse_add_hosts, parse_bytes
+    from ..buildflags import parse_add_hosts, parse_bytes, parse_ulimits
 
     build_args = _parse_kv_list(kw["build_args"], "--build-arg", env_fallback=True)  # type: ignore[arg-type]
     labels = _parse_kv_list(kw["labels"], "--label")  # type: ignore[arg-type]
@@ -156,6 +157,7 @@ def command(**kw: object) -> None:
         allow=_parse_allow(kw["allow"]),  # type: ignore[arg-type]
         extra_hosts=parse_add_hosts(kw["add_hosts"]),  # type: ignore[arg-type]
         shm_size=shm_size or None,  # 0, as in buildx: the default size
+        ulimits=parse_ulimits(kw["ulimits"]),  # type: ignore[arg-type]
     )
     ctx = click.get_current_context()
     debug = bool(((ctx.find_root().obj or {}) if ctx else {}).get("debug"))

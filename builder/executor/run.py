@@ -163,7 +163,7 @@ def run_step(spec: RunSpec, rootfs: RootFS | DirRoot, *,
                     merged=str(merged), upper=str(changed), userns=new_userns,
                     rootless=rootless,
                     cgroup=cgroup, last_cap=libc.last_cap(), parent_pid=os.getpid(),
-                    insecure=spec.insecure, shm_size=spec.shm_size)
+                    insecure=spec.insecure, shm_size=spec.shm_size, ulimits=spec.ulimits)
         code, stubs = _supervise(plan, changed, discard, output)
         if isinstance(rootfs, DirRoot):
             rootfs.touched.extend(sorted({stub.path.rpartition("/")[0] for stub in stubs}))

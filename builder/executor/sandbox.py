@@ -17,9 +17,11 @@ every path ends in exec or ``os._exit``.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import fcntl
 import json
 import os
+import resource
 import signal
 import socket
 import stat
@@ -78,6 +80,7 @@ class Plan:
     parent_pid: int
     insecure: bool = False                  # keep every capability (--security=insecure)
     shm_size: int | None = None             # --shm-size: /dev/shm as BuildKit mounts it then
+    ulimits: tuple[tuple[str, int, int], ...] = ()  # --ulimit: (name, soft, hard), -1 unlimited
 
 
 def _send(fd: int, kind: str, text: str = "") -> None:
@@ -326,6 +329,22 @@ def _find_executable(name: str, env: dict[str, str]) -> str:
     raise FileNotFoundError(2, f'exec: "{name}": executable file not found in $PATH')
 
 
+def _set_ulimits(limits: tuple[tuple[str, int, int], ...]) -> None:
+    """The step's rlimits, as runc sets the spec's before it execs (the others stay the
+    builder's, as BuildKit leaves them). ``resource`` is imported with this module: after
+    pivot_root no module can be found."""
+    for name, soft, hard in limits:
+        which = getattr(resource, f"RLIMIT_{name.upper()}")
+        try:
+            resource.setrlimit(which, (soft, hard))
+        except (OSError, ValueError) as e:
+            have = resource.getrlimit(which)[1]
+            shown = "unlimited" if have == resource.RLIM_INFINITY else str(have)
+            raise OSError(errno.EPERM, f"--ulimit {name}={soft}:{hard}: {e} (the builder's "
+                                       f"hard limit is {shown}; only a builder with "
+                                       "CAP_SYS_RESOURCE may go above it)") from None
+
+
 def _inner_child(plan: Plan, status_fd: int) -> NoReturn:
     """PID 1 of the step's PID namespace; never returns."""
     try:
@@ -379,6 +398,7 @@ def _inner_child(plan: Plan, status_fd: int) -> NoReturn:
         for cap in range(plan.last_cap + 1):
             if cap not in keep:
                 libc.prctl(libc.PR_CAPBSET_DROP, cap)
+        _set_ulimits(plan.ulimits)  # still privileged: a hard limit may go up
         with open("/proc/self/setgroups") as f:
             may_setgroups = f.read().strip() != "deny"
         if may_setgroups:

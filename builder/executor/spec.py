@@ -139,6 +139,7 @@ class RunSpec:
     extra_hosts: tuple[tuple[str, str], ...] = field(default=())
     insecure: bool = False  # RUN --security=insecure: every capability, not docker's default set
     shm_size: int | None = None  # bytes of /dev/shm; None: docker's 64m, nosuid noexec nodev
+    ulimits: tuple[tuple[str, int, int], ...] = ()  # (name, soft, hard), -1 unlimited; else inherited
 
     def __post_init__(self) -> None:
         if not self.argv:

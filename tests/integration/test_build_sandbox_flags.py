@@ -1,5 +1,5 @@
 """`pybuild build` flags that shape what a RUN step's sandbox looks like, as buildx users
-pass them: --add-host, --shm-size, ... What the step sees, and what of it is in the cache key."""
+pass them: --add-host, --shm-size, --ulimit. What the step sees, and what of it is in the cache key."""
 from __future__ import annotations
 
 import os
@@ -71,3 +71,18 @@ def test_shm_size_sizes_dev_shm_and_is_in_the_key(project: Project) -> None:
     assert _run_cached(project) == [True]
     done = project.build("--shm-size", "lots", check=False)
     assert done.returncode == 2 and "invalid --shm-size 'lots'" in done.stderr
+
+
+def test_ulimit_sets_the_step_rlimits_and_is_in_the_key(project: Project) -> None:
+    project.dockerfile("FROM bb\nRUN echo $(ulimit -Sn) $(ulimit -Hn) $(ulimit -Su) > /limits.txt\n")
+    project.build("--ulimit", "nofile=1024:2048", "--ulimit", "nproc=512")
+    img = project.image()
+    assert img.layer(len(img.layer_digests) - 1)["limits.txt"][1] == b"1024 2048 512\n"
+    project.build("--ulimit=nproc=512", "--ulimit=nofile=1024:2048")  # the same, in another order
+    assert _run_cached(project) == [True]
+    project.build("--ulimit", "nofile=1024:4096", "--ulimit", "nproc=512")
+    assert _run_cached(project) == [False]  # BuildKit keys the exec op's ulimits
+    img = project.image()
+    assert img.layer(len(img.layer_digests) - 1)["limits.txt"][1] == b"1024 4096 512\n"
+    done = project.build("--ulimit", "nofile=4096:1024", check=False)
+    assert done.returncode == 2 and "invalid --ulimit 'nofile=4096:1024'" in done.stderr

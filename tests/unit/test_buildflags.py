@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from builder.buildflags import parse_add_hosts, parse_bytes
+from builder.buildflags import parse_add_hosts, parse_bytes, parse_ulimits
 from builder.errors import UsageError
 
 
@@ -65,3 +65,35 @@ def test_bad_size_is_a_usage_error_naming_it(bad: str) -> None:
         parse_bytes(bad, "--shm-size")
     assert caught.value.exit_code == 2
     assert caught.value.message.startswith(f"invalid --shm-size {bad!r}")
+
+
+@pytest.mark.parametrize("given, limits", [
+    (["nofile=1024:2048"], [("nofile", 1024, 2048)]),
+    (["nproc=512"], [("nproc", 512, 512)]),  # the hard limit defaults to the soft one
+    (["core=-1"], [("core", -1, -1)]), (["stack=8192:-1"], [("stack", 8192, -1)]),
+    (["nproc=1", "nofile=10:20", "nproc=+2"], [("nofile", 10, 20), ("nproc", 2, 2)]),  # sorted, last wins
+    ([], []),
+])
+def test_ulimit_values(given: list[str], limits: list[tuple[str, int, int]]) -> None:
+    assert parse_ulimits(tuple(given)) == tuple(limits)
+
+
+@pytest.mark.parametrize("bad, named", [
+    ("nofile", "expected NAME=SOFT[:HARD]"),
+    ("files=10", "unknown limit 'files'"),
+    ("as=10", "unknown limit 'as'"),  # docker leaves it out too
+    ("NOFILE=10", "unknown limit 'NOFILE'"),
+    ("nofile=ten", "'ten' is not an integer"),
+    ("nofile=10:", "'' is not an integer"),
+    ("nofile=1.5", "'1.5' is not an integer"),
+    ("nofile=99999999999999999999", "is not an integer"),
+    ("nofile=1:2:3", "at most two values"),
+    ("nofile=2048:1024", "the soft limit must not exceed the hard limit"),
+    ("nofile=-1:1024", "the soft limit must not exceed the hard limit"),
+])
+def test_bad_ulimit_is_a_usage_error_naming_it(bad: str, named: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        parse_ulimits(("nproc=10", bad))
+    assert caught.value.exit_code == 2
+    assert caught.value.message.startswith(f"invalid --ulimit {bad!r}")
+    assert named in caught.value.message
