@@ -59,6 +59,8 @@ class BuildRequest:
     extra_hosts: tuple[tuple[str, str], ...] = ()  # --add-host: (host, ip) lines of RUN's /etc/hosts
     shm_size: int | None = None  # --shm-size: bytes of RUN's /dev/shm (None: the default 64m)
     ulimits: tuple[tuple[str, int, int], ...] = ()  # --ulimit: (name, soft, hard) for RUN steps
+    annotations: Mapping[str, str] = field(default_factory=dict)  # --annotation: the manifest's
+    descriptor_annotations: Mapping[str, str] = field(default_factory=dict)  # manifest-descriptor:
 
 
 @dataclass(frozen=True)
@@ -283,7 +285,8 @@ def _build(req: BuildRequest, store: Any, progress: Progress, context_dir: Path,
         if (media, comp) not in images:
             images[media, comp] = make_image(store, result, compression=comp,
                                              level=req.compression_level,
-                                             source_date_epoch=req.source_date_epoch, media=media)
+                                             source_date_epoch=req.source_date_epoch, media=media,
+                                             annotations=req.annotations)
         return images[media, comp]
 
     def media_of(out: Mapping[str, str]) -> str:
@@ -293,7 +296,8 @@ def _build(req: BuildRequest, store: Any, progress: Progress, context_dir: Path,
     image = image_for(media_of(req.outputs[0])) if req.outputs else image_for("oci", stored)
     for out in req.outputs:
         write_outputs(store, image_for(media_of(out)), result, [out], tags=req.tags,
-                      source_date_epoch=req.source_date_epoch, lowers_of=solver.lowers_of)
+                      source_date_epoch=req.source_date_epoch, lowers_of=solver.lowers_of,
+                      annotations=req.descriptor_annotations)
     from .images import ImageStore
 
     if not req.outputs or any(o.get("type") in ("image", "registry") for o in req.outputs):
@@ -316,7 +320,8 @@ def _build(req: BuildRequest, store: Any, progress: Progress, context_dir: Path,
         "containerimage.config.digest": str(image_id),
         "containerimage.descriptor": {
             "mediaType": image.manifest.media_type, "digest": str(image.manifest_digest),
-            "size": len(image.manifest_bytes)},
+            "size": len(image.manifest_bytes),
+            **({"annotations": dict(req.descriptor_annotations)} if req.descriptor_annotations else {})},
         "image.name": ",".join(req.tags),
         "pybuild.steps": [
             {"stage": s.stage, "instruction": s.instruction, "line": s.line, "key": s.key,

@@ -12,7 +12,8 @@ import re
 
 from .errors import UsageError
 
-__all__ = ["HOST_GATEWAY", "ULIMIT_NAMES", "parse_add_hosts", "parse_bytes", "parse_ulimits"]
+__all__ = ["HOST_GATEWAY", "ULIMIT_NAMES", "parse_add_hosts", "parse_annotations", "parse_bytes",
+           "parse_ulimits"]
 
 # docker's special --add-host address: the host as the build container reaches it. RUN
 # steps share the host's network here, so that is the loopback address.
@@ -117,3 +118,47 @@ def parse_ulimits(values: tuple[str, ...]) -> tuple[tuple[str, int, int], ...]:
                              "hard limit (-1 is unlimited)")
         limits[name] = (name, soft, hard)
     return tuple(limits[name] for name in sorted(limits))
+
+
+# buildx's `--annotation TYPE[PLATFORM],...:KEY=VALUE` prefix: a type, an optional platform
+_ANNOTATION_TYPE = re.compile(r"^([a-z-]+)(?:\[([A-Za-z0-9_/-]+)\])?$")
+_NO_INDEX = ("pybuild makes one single-platform image without attestations, which has no image "
+             "index (BuildKit refuses index annotations for it too)")
+
+
+def parse_annotations(values: tuple[str, ...], host_platform: str) -> tuple[dict[str, str], dict[str, str]]:
+    """`--annotation [TYPE[PLATFORM],...:]KEY=VALUE` as buildx reads it: annotations for the
+    image manifest (no type, or `manifest`) and for the manifest's descriptor
+    (`manifest-descriptor`: the OCI archive's index.json entry). A platform must be this
+    build's; `index` and `index-descriptor` are refused, as BuildKit refuses them for a
+    single-platform image. A later value for a key replaces the earlier."""
+    manifest: dict[str, str] = {}
+    descriptor: dict[str, str] = {}
+    for item in values:
+        if not item:
+            continue
+        spec, sep, value = item.partition("=")
+        if not sep:
+            raise UsageError(f"invalid --annotation {item!r}: expected KEY=VALUE")
+        types, colon, key = spec.partition(":")
+        if not colon:
+            types, key = "", spec
+        if not key or any(c.isspace() for c in key):
+            raise UsageError(f"invalid --annotation {item!r}: the key must be a word without spaces")
+        for prefix in types.split(",") if types else ["manifest"]:
+            m = _ANNOTATION_TYPE.match(prefix)
+            if m is None:
+                raise UsageError(f"invalid --annotation {item!r}: {prefix!r} is not a type with an "
+                                 "optional [platform]")
+            kind, platform = m.group(1), m.group(2)
+            if kind not in ("manifest", "manifest-descriptor", "index", "index-descriptor"):
+                raise UsageError(f"invalid --annotation {item!r}: unknown annotation type {kind!r}",
+                                 hint="one of: manifest, manifest-descriptor, index, index-descriptor")
+            if kind.startswith("index"):
+                raise UsageError(f"--annotation {item!r}: {kind} annotations need an image index",
+                                 hint=_NO_INDEX + "; use manifest: or manifest-descriptor:")
+            if platform and platform.lower() not in (host_platform, host_platform.split("/v")[0]):
+                raise UsageError(f"--annotation {item!r}: this build makes no {platform} image",
+                                 hint=f"pybuild builds for the host platform only ({host_platform})")
+            (manifest if kind == "manifest" else descriptor)[key] = value
+    return manifest, descriptor

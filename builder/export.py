@@ -157,12 +157,13 @@ def config_document(result: StageResult, *, source_date_epoch: int | None) -> di
 
 def make_image(store: Store, result: StageResult, *, compression: str = "gzip",
                level: int | None = None, source_date_epoch: int | None = None,
-               media: str = "oci") -> Any:
-    """Config, manifest and layer blobs of the final stage, all in the store."""
+               media: str = "oci", annotations: Mapping[str, str] | None = None) -> Any:
+    """Config, manifest and layer blobs of the final stage, all in the store;
+    ``annotations`` in the manifest (`--annotation`; an OCI manifest only)."""
     doc = config_document(result, source_date_epoch=source_date_epoch)
     base_count = _base_layer_count(result)
     memo = _memo_name(doc, result, base_count, compression=compression, level=level,
-                      source_date_epoch=source_date_epoch, media=media)
+                      source_date_epoch=source_date_epoch, media=media, annotations=annotations)
     image = _remembered_image(store, memo)
     if image is not None:
         return image
@@ -176,14 +177,16 @@ def make_image(store: Store, result: StageResult, *, compression: str = "gzip",
                                  source_date_epoch=source_date_epoch, keep=i < base_count)
         layers.append((Descriptor(blob.media_type, blob.digest, blob.size), store.blob_path(blob.digest)))
     config = ImageConfig.from_json(doc)
-    image = build_image(config, layers, blob_dir=store.root / "blobs", media=media)  # type: ignore[arg-type]
+    image = build_image(config, layers, blob_dir=store.root / "blobs", media=media,  # type: ignore[arg-type]
+                        annotations=annotations)
     # Not "manifest": refs/ documents holding one keep their blobs from `cache prune`.
     store.put_ref(memo, {"image": str(image.manifest_digest)})
     return image
 
 
 def _memo_name(doc: Mapping[str, Any], result: StageResult, base_count: int, *, compression: str,
-               level: int | None, source_date_epoch: int | None, media: str) -> str:
+               level: int | None, source_date_epoch: int | None, media: str,
+               annotations: Mapping[str, str] | None = None) -> str:
     """The name under which the image made of exactly these inputs is remembered: the
     config, and for each layer what ``ensure_layer_blob`` decides from."""
     from .digest import canonical_json, sha256_bytes
@@ -193,6 +196,8 @@ def _memo_name(doc: Mapping[str, Any], result: StageResult, base_count: int, *, 
               for i, layer in enumerate(result.fs.layers)]
     inputs = {"v": 1, "config": doc, "layers": layers, "compression": compression, "level": level,
               "epoch": source_date_epoch, "media": media}
+    if annotations:  # only then: the images made before keep their names
+        inputs["annotations"] = dict(annotations)
     return f"made-image-{sha256_bytes(canonical_json(inputs)).hex}"
 
 
@@ -216,13 +221,14 @@ def _remembered_image(store: Store, memo: str) -> Any:
 
 def write_outputs(store: Store, image: Any, result: StageResult, outputs: Sequence[Mapping[str, str]],
                   *, tags: Sequence[str], source_date_epoch: int | None,
-                  lowers_of: Any) -> list[str]:
+                  lowers_of: Any, annotations: Mapping[str, str] | None = None) -> list[str]:
     """Write every ``-o``; returns a line for each saying what was written."""
     written = []
     for out in outputs:
         try:
             written.extend(_write_output(store, image, result, out, tags=tags,
-                                         source_date_epoch=source_date_epoch))
+                                         source_date_epoch=source_date_epoch,
+                                         annotations=annotations))
         except OSError as exc:
             raise BuildError(f"cannot write the {out.get('type')} output to {out.get('dest')}: "
                              f"{exc.strerror or exc}") from None
@@ -248,14 +254,16 @@ def check_outputs(outputs: Sequence[Mapping[str, str]]) -> None:
 
 
 def _write_output(store: Store, image: Any, result: StageResult, out: Mapping[str, str], *,
-                  tags: Sequence[str], source_date_epoch: int | None) -> list[str]:
+                  tags: Sequence[str], source_date_epoch: int | None,
+                  annotations: Mapping[str, str] | None = None) -> list[str]:
     kind = out.get("type", "")
     dest = out.get("dest", "")
     names = [n for n in (out.get("name", "").split(",") if out.get("name") else []) if n] or list(tags)
     if kind == "oci":
         from .oci.archive import write_oci_archive
 
-        _to_dest(dest, lambda p: write_oci_archive(p, image, names, source_date_epoch=source_date_epoch))
+        _to_dest(dest, lambda p: write_oci_archive(p, image, names, source_date_epoch=source_date_epoch,
+                                                   annotations=annotations))
     elif kind == "docker":
         from .oci.archive import write_docker_archive
 

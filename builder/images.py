@@ -273,7 +273,8 @@ def _compressed(store: Store, image: Any) -> Any:
                                      source_date_epoch=None)
         layers.append((Descriptor(blob.media_type, blob.digest, blob.size), store.blob_path(blob.digest)))
     media = "docker" if image.manifest.media_type == MediaType.DOCKER_MANIFEST else "oci"
-    return build_image(image.config, layers, blob_dir=store.root / "blobs", media=media)
+    return build_image(image.config, layers, blob_dir=store.root / "blobs", media=media,
+                       annotations=image.manifest.annotations)  # --annotation's, kept
 
 
 # -- docker's way of printing sizes and ages (go-units) ----------------------------------

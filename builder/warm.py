@@ -58,7 +58,7 @@ _VALUE_OPTIONS = {
     "--compression-level": "compression-level", "--source-date-epoch": "source-date-epoch",
     "--insecure-registry": "insecure-registry", "--memory": "memory", "--cpus": "cpus",
     "--jobs": "jobs", "--build-context": "build-context", "--add-host": "add-host",
-    "--shm-size": "shm-size", "--ulimit": "ulimit",
+    "--shm-size": "shm-size", "--ulimit": "ulimit", "--annotation": "annotation",
 }
 _FLAG_OPTIONS = {"-q": "quiet", "--quiet": "quiet"}
 

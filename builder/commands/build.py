@@ -68,6 +68,7 @@ def _parse_secret(text: str) -> tuple[str, tuple[str, str]]:
 @click.option("--no-cache-filter", "no_cache_filter", multiple=True, metavar="STAGE", help="Do not use the cache for these stages.")
 @click.option("--pull", is_flag=True, help="Resolve base images again from their registry.")
 @click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="Set a label on the image.")
+@click.option("--annotation", "annotations", multiple=True, metavar="[TYPE:]KEY=VALUE", help="Add an annotation to the image manifest (TYPE manifest, the default, or manifest-descriptor: the OCI archive's index.json entry).")
 @click.option("--network", default="default", type=click.Choice(["default", "none", "host"]), help="Network for RUN steps.")
 @click.option("--secret", "secrets", multiple=True, metavar="id=ID,src=FILE|env=VAR", help="Secret to expose to RUN --mount=type=secret.")
 @click.option("--ssh", "ssh", multiple=True, metavar="default|ID[=SOCKET]", help="SSH agent socket to expose to RUN --mount=type=ssh.")
@@ -100,7 +101,8 @@ def _parse_secret(text: str) -> tuple[str, tuple[str, str]]:
 def command(**kw: object) -> None:
     """Build an image from a Dockerfile."""
     from ..build import BuildRequest, run_build
-    from ..buildflags import parse_add_hosts, parse_bytes, parse_ulimits
+    from ..buildflags import parse_add_hosts, parse_annotations, parse_bytes, parse_ulimits
+    from ..graph import platform_args
 
     build_args = _parse_kv_list(kw["build_args"], "--build-arg", env_fallback=True)  # type: ignore[arg-type]
     labels = _parse_kv_list(kw["labels"], "--label")  # type: ignore[arg-type]
@@ -120,9 +122,9 @@ def command(**kw: object) -> None:
     for option in ("iidfile", "metadata_file"):
         _check_parent(option, kw[option])  # type: ignore[arg-type]
     platform = kw["platform"]
+    annotations, descriptor_annotations = parse_annotations(
+        kw["annotations"], platform_args()["BUILDPLATFORM"])  # type: ignore[arg-type]
     if platform:
-        from ..graph import platform_args
-
         host = platform_args()["BUILDPLATFORM"]
         wanted = str(platform)
         if wanted not in (host, host.split("/v")[0]) and wanted.lower() != "local":
@@ -158,6 +160,8 @@ def command(**kw: object) -> None:
         extra_hosts=parse_add_hosts(kw["add_hosts"]),  # type: ignore[arg-type]
         shm_size=shm_size or None,  # 0, as in buildx: the default size
         ulimits=parse_ulimits(kw["ulimits"]),  # type: ignore[arg-type]
+        annotations=annotations,
+        descriptor_annotations=descriptor_annotations,
     )
     ctx = click.get_current_context()
     debug = bool(((ctx.find_root().obj or {}) if ctx else {}).get("debug"))

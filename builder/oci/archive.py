@@ -23,7 +23,7 @@ import json
 import os
 import tarfile
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
@@ -68,13 +68,15 @@ Payload = bytes | Path | tuple[int, Callable[[], IO[bytes]]] | None
 
 
 def write_oci_archive(dest: str | Path, image: ImageSpec, tags: Sequence[str] = (), *,
-                      source_date_epoch: int | None = None) -> Path:
-    """An OCI layout tarball of ``image`` named by ``tags``, with docker's manifest.json too."""
+                      source_date_epoch: int | None = None,
+                      annotations: Mapping[str, str] | None = None) -> Path:
+    """An OCI layout tarball of ``image`` named by ``tags``, with docker's manifest.json too;
+    ``annotations`` on its index.json entries."""
     entries: dict[str, Payload] = {"blobs/": None, "blobs/sha256/": None, "oci-layout": OCI_LAYOUT}
     entries[_blob_name(image.manifest_digest)] = image.manifest_bytes
     for desc, source in image.blobs():
         entries[_blob_name(desc.digest)] = source
-    entries["index.json"] = encode(layout_index([(image, tags)]).to_json())
+    entries["index.json"] = encode(layout_index([(image, tags)], annotations=annotations).to_json())
     entries["manifest.json"] = _docker_manifest_json(
         _blob_name(image.config_digest), _repo_tags(tags),
         [_blob_name(d.digest) for d in image.layers])

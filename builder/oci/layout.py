@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -71,17 +71,19 @@ def names_for(name: str) -> tuple[str, str]:
 
 
 def layout_index(entries: Sequence[tuple[ImageSpec, Sequence[str]]],
-                 existing: Index | None = None) -> Index:
+                 existing: Index | None = None, *,
+                 annotations: Mapping[str, str] | None = None) -> Index:
     """index.json naming each image once per tag; entries of ``existing`` with the same names
-    are replaced (as BuildKit's exporter does)."""
+    are replaced (as BuildKit's exporter does). ``annotations`` go on each added entry (the
+    manifest descriptor's, `--annotation manifest-descriptor:K=V`)."""
     kept = list(existing.manifests) if existing else []
     added: list[Descriptor] = []
     for image, tags in entries:
         if not tags:
-            added.append(image.manifest_descriptor())
+            added.append(image.manifest_descriptor(annotations))
         for tag in tags:
             image_name, ref_name = names_for(tag)
-            ann = {REF_NAME: ref_name, IMAGE_NAME: image_name}
+            ann = {**(annotations or {}), REF_NAME: ref_name, IMAGE_NAME: image_name}
             kept = [d for d in kept if d.annotations.get(IMAGE_NAME) != image_name]
             added.append(image.manifest_descriptor(ann))
     return Index(manifests=tuple(kept + added), media_type=MediaType.OCI_INDEX)

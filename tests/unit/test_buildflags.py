@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from builder.buildflags import parse_add_hosts, parse_bytes, parse_ulimits
+from builder.buildflags import parse_add_hosts, parse_annotations, parse_bytes, parse_ulimits
 from builder.errors import UsageError
 
 
@@ -96,4 +96,41 @@ def test_bad_ulimit_is_a_usage_error_naming_it(bad: str, named: str) -> None:
         parse_ulimits(("nproc=10", bad))
     assert caught.value.exit_code == 2
     assert caught.value.message.startswith(f"invalid --ulimit {bad!r}")
+    assert named in caught.value.message
+
+
+HOST = "linux/arm64/v8"
+
+
+@pytest.mark.parametrize("given, manifest, descriptor", [
+    (["org.opencontainers.image.source=https://x/y"], {"org.opencontainers.image.source": "https://x/y"}, {}),
+    (["manifest:k=a=b,c"], {"k": "a=b,c"}, {}),  # the value is everything after the first =
+    (["manifest-descriptor:k=v"], {}, {"k": "v"}),
+    (["manifest,manifest-descriptor:k=v"], {"k": "v"}, {"k": "v"}),
+    (["manifest[linux/arm64/v8]:k=v", "manifest[linux/arm64]:j=w"], {"k": "v", "j": "w"}, {}),
+    (["manifest:com.example:sub=v"], {"com.example:sub": "v"}, {}),  # the type ends at the first :
+    (["k=1", "k=2", ""], {"k": "2"}, {}),  # the last wins; an empty value is skipped, as buildx does
+    (["k="], {"k": ""}, {}),
+])
+def test_annotation_values(given: list[str], manifest: dict, descriptor: dict) -> None:
+    assert parse_annotations(tuple(given), HOST) == (manifest, descriptor)
+
+
+@pytest.mark.parametrize("bad, named", [
+    ("novalue", "expected KEY=VALUE"),
+    ("=v", "the key must be a word"),
+    ("manifest:=v", "the key must be a word"),
+    ("a key=v", "the key must be a word"),
+    ("index:k=v", "index annotations need an image index"),
+    ("manifest,index-descriptor:k=v", "index-descriptor annotations need an image index"),
+    ("Manifest:k=v", "'Manifest' is not a type"),
+    ("layer:k=v", "unknown annotation type 'layer'"),
+    ("manifest[linux/amd64]:k=v", "this build makes no linux/amd64 image"),
+    ("manifest[linux amd64]:k=v", "is not a type with an optional [platform]"),
+])
+def test_bad_annotation_is_a_usage_error_naming_it(bad: str, named: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        parse_annotations(("ok=1", bad), HOST)
+    assert caught.value.exit_code == 2
+    assert repr(bad) in caught.value.message
     assert named in caught.value.message
