@@ -60,7 +60,8 @@ _VALUE_OPTIONS = {
     "--jobs": "jobs", "--build-context": "build-context", "--add-host": "add-host",
     "--shm-size": "shm-size", "--ulimit": "ulimit", "--annotation": "annotation",
 }
-_FLAG_OPTIONS = {"-q": "quiet", "--quiet": "quiet"}
+# --load changes nothing for a build without an output (the only kind replayed)
+_FLAG_OPTIONS = {"-q": "quiet", "--quiet": "quiet", "--load": "load"}
 
 _PENDING: dict[str, Any] | None = None
 

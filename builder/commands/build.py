@@ -74,6 +74,7 @@ def _parse_secret(text: str) -> tuple[str, tuple[str, str]]:
 @click.option("--ssh", "ssh", multiple=True, metavar="default|ID[=SOCKET]", help="SSH agent socket to expose to RUN --mount=type=ssh.")
 @click.option("-o", "--output", "outputs", multiple=True, metavar="type=TYPE,dest=PATH", help="Output: oci, docker, local, tar (or a folder).")
 @click.option("--push", is_flag=True, help="Push the image to its registry (as -o type=registry).")
+@click.option("--load", is_flag=True, help="Keep the image in pybuild's store under its -t names, as buildx's --load puts it in docker's (never docker's store here). Without -o a build does that anyway, so nothing changes; beside -o it stores the image too (as -o type=image).")
 @click.option("--iidfile", type=click.Path(dir_okay=False), help="Write the image ID to this file.")
 @click.option("--metadata-file", type=click.Path(dir_okay=False), help="Write build results as JSON to this file.")
 @click.option("--progress", default="auto", type=click.Choice(["auto", "tty", "plain", "quiet", "rawjson"]), help="How to show progress.")
@@ -112,6 +113,8 @@ def command(**kw: object) -> None:
     outputs = [_parse_output(o) for o in kw["outputs"]]  # type: ignore[union-attr]
     if kw["push"]:
         outputs.append({"type": "registry"})
+    if kw["load"] and outputs and not any(o.get("type") in ("image", "registry") for o in outputs):
+        outputs.append({"type": "image"})  # as buildx adds its docker output beside the others
     for out in outputs:
         pushing = out.get("type") == "registry" or out.get("push") == "true"
         if pushing and not kw["tags"] and not out.get("name"):

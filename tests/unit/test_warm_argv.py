@@ -94,3 +94,20 @@ def test_the_context_stamp_sees_every_kind_of_change(tmp_path) -> None:
     assert _tree_stamp(str(top), meta=False)[0] == before
     (top / "m.py").write_text("x\n")
     assert _tree_stamp(str(top), meta=False)[0] != before
+
+
+@pytest.mark.parametrize("argv", [
+    ["build", "--add-host", "db:10.0.0.1", "--add-host=x=10.0.0.2", "."],
+    ["build", "--shm-size", "1g", "--ulimit", "nofile=10:20", "--ulimit=nproc=5", "."],
+    ["build", "--annotation", "k=v", "--annotation=manifest-descriptor:a=b", "--load", "."],
+])
+def test_buildx_flags_for_sandbox_and_manifest_may_be_replayed(argv: list[str]) -> None:
+    # their values are in the memo's key (the whole argv): another value is another memo
+    assert _parse(argv) is not None
+
+
+@pytest.mark.parametrize("argv", [
+    ["build", "--load=true", "."],  # click takes no value for it: a usage error, not a replay
+])
+def test_buildx_flags_a_replay_cannot_answer(argv: list[str]) -> None:
+    assert _parse(argv) is None

@@ -1,0 +1,45 @@
+"""`docker buildx build` flags that CI scripts pass and that pybuild takes for what they mean
+here: --load (the image in pybuild's own store), ..."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.integration import runbuild
+from tests.integration.runbuild import Project
+
+# fixtures
+bb_layout = runbuild.bb_layout
+project = runbuild.project
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="RUN steps mount overlays: needs root")
+
+
+def _build(project: Project, *args: str, check: bool = True):
+    """A build straight into the store (no -o), as `docker buildx build --load` users run it."""
+    return runbuild.pybuild("build", "--root", str(project.store), "--progress", "plain", "-q",
+                            *(a for c in project.contexts for a in ("--build-context", c)),
+                            *args, str(project.root), check=check)
+
+
+def _stored(project: Project, name: str) -> bool:
+    return runbuild.pybuild("inspect", "--root", str(project.store), name, check=False).returncode == 0
+
+
+def test_load_keeps_the_image_in_the_store(project: Project) -> None:
+    project.dockerfile("FROM bb\nRUN echo built > /built\n")
+    plain = _build(project, "-t", "app:plain").stdout
+    # without -o the image is stored anyway: --load changes nothing, not even the cache
+    loaded = runbuild.pybuild("build", "--root", str(project.store), "--progress", "plain",
+                              "--build-context", project.contexts[0], "-t", "app:loaded", "--load",
+                              str(project.root))
+    assert "(1/1 steps cached)" in loaded.stderr
+    assert _stored(project, "app:loaded") and _stored(project, "app:plain")
+    assert _build(project, "-t", "app:loaded", "--load").stdout == plain
+    # beside an archive output, the image is stored too (as buildx loads it beside the others)
+    project.build("-t", "app:archived")
+    assert not _stored(project, "app:archived")
+    project.build("-t", "app:archived", "--load")
+    assert _stored(project, "app:archived")
+    assert project.image().layer_digests  # and the archive is written as before
