@@ -7,13 +7,12 @@ returns a plain value for ``BuildRequest``; a bad value is a ``UsageError`` nami
 from __future__ import annotations
 
 import csv
-import ipaddress
 import re
 
 from .errors import UsageError
 
-__all__ = ["HOST_GATEWAY", "ULIMIT_NAMES", "parse_add_hosts", "parse_annotations", "parse_bytes",
-           "parse_ulimits"]
+__all__ = ["GO_FALSE", "GO_TRUE", "HOST_GATEWAY", "ULIMIT_NAMES", "check_attestations",
+           "parse_add_hosts", "parse_annotations", "parse_bytes", "parse_ulimits"]
 
 # docker's special --add-host address: the host as the build container reaches it. RUN
 # steps share the host's network here, so that is the loopback address.
@@ -29,6 +28,8 @@ def _csv_fields(value: str) -> list[str]:
 def _ip(text: str) -> str | None:
     """``text`` as Go prints a parsed IP (IPv6 compressed, IPv4-mapped as IPv4), or None
     when Go's net.ParseIP would refuse it (zone ids included)."""
+    import ipaddress  # here: builder.warm imports this module on every run
+
     if "%" in text:
         return None
     try:
@@ -162,3 +163,44 @@ def parse_annotations(values: tuple[str, ...], host_platform: str) -> tuple[dict
                                  hint=f"pybuild builds for the host platform only ({host_platform})")
             (manifest if kind == "manifest" else descriptor)[key] = value
     return manifest, descriptor
+
+
+# What Go's strconv.ParseBool takes, exactly (buildx reads --provenance/--sbom/disabled= with it)
+GO_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
+GO_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
+_NO_ATTESTATIONS = ("pybuild does not produce attestations (provenance, SBOM) yet; "
+                    "CI scripts turn them off with --provenance=false --sbom=false")
+
+
+def check_attestations(attests: tuple[str, ...], provenance: str | None, sbom: str | None) -> None:
+    """buildx's `--attest type=T[,disabled=BOOL][,...]`, `--provenance VALUE` and `--sbom VALUE`
+    (a boolean, or the attestation's options): turning attestations off is accepted and
+    changes nothing; asking for one is a usage error, since none can be made yet. As in
+    buildx, the shorthands come after the --attest values and the last word on a type wins."""
+    wanted: dict[str, str] = {}  # type -> the flag that last asked for it ("" when disabled)
+    given = [(f"--attest {a!r}", a) for a in attests]
+    for flag, value in (("--provenance", provenance), ("--sbom", sbom)):
+        if value:  # an empty value is no value, as buildx reads it
+            kind = flag[2:]
+            text = f"type={kind},disabled={'false' if value in GO_TRUE else 'true'}" \
+                if value in GO_TRUE | GO_FALSE else f"type={kind},{value}"
+            given.append((f"{flag} {value!r}", text))
+    for flag, text in given:
+        kind, disabled = None, False
+        for field in _csv_fields(text):
+            key, sep, value = field.partition("=")
+            if not sep:
+                raise UsageError(f"invalid {flag}: {field!r} is not KEY=VALUE")
+            key = key.strip().lower()
+            if key == "type":
+                kind = value
+            elif key == "disabled":
+                if value not in GO_TRUE | GO_FALSE:
+                    raise UsageError(f"invalid {flag}: disabled={value} is not true or false")
+                disabled = value in GO_TRUE
+        if not kind:
+            raise UsageError(f"invalid {flag}: the attestation type is not given (type=...)")
+        wanted[kind] = "" if disabled else flag
+    asked = [flag for flag in wanted.values() if flag]
+    if asked:
+        raise UsageError(f"{asked[0]}: {_NO_ATTESTATIONS}")

@@ -59,7 +59,12 @@ _VALUE_OPTIONS = {
     "--insecure-registry": "insecure-registry", "--memory": "memory", "--cpus": "cpus",
     "--jobs": "jobs", "--build-context": "build-context", "--add-host": "add-host",
     "--shm-size": "shm-size", "--ulimit": "ulimit", "--annotation": "annotation",
+    "--provenance": "provenance", "--sbom": "sbom",
 }
+# Only these values of theirs (buildflags.GO_FALSE, or empty; not imported: a replay must
+# start fast): any other asks for an attestation, which fails the build.
+_OFF = frozenset({"", "0", "f", "F", "FALSE", "false", "False"})
+_OFF_VALUES = {"provenance": _OFF, "sbom": _OFF}
 # --load changes nothing for a build without an output (the only kind replayed)
 _FLAG_OPTIONS = {"-q": "quiet", "--quiet": "quiet", "--load": "load"}
 
@@ -94,6 +99,8 @@ def _parse(argv: list[str]) -> dict[str, Any] | None:
                 if name == "--build-context" and \
                         not value.partition("=")[2].startswith(("oci-layout://", "docker-image://")):
                     return None  # a folder (or a URL) is read whole by each build
+                if value not in _OFF_VALUES.get(_VALUE_OPTIONS[name], (value,)):
+                    return None
                 opts.setdefault(_VALUE_OPTIONS[name], []).append(value)
             else:
                 return None  # an option a replay cannot honour (or a usage error)

@@ -74,6 +74,9 @@ def _parse_secret(text: str) -> tuple[str, tuple[str, str]]:
 @click.option("--ssh", "ssh", multiple=True, metavar="default|ID[=SOCKET]", help="SSH agent socket to expose to RUN --mount=type=ssh.")
 @click.option("-o", "--output", "outputs", multiple=True, metavar="type=TYPE,dest=PATH", help="Output: oci, docker, local, tar (or a folder).")
 @click.option("--push", is_flag=True, help="Push the image to its registry (as -o type=registry).")
+@click.option("--provenance", metavar="false", help="Only false (or 0) is taken: pybuild makes no provenance attestation yet, and asking for one is an error.")
+@click.option("--sbom", metavar="false", help="Only false (or 0) is taken: pybuild makes no SBOM attestation yet, and asking for one is an error.")
+@click.option("--attest", "attests", multiple=True, metavar="type=TYPE,disabled=true", help="Only disabled attestations are taken (see --provenance).")
 @click.option("--load", is_flag=True, help="Keep the image in pybuild's store under its -t names, as buildx's --load puts it in docker's (never docker's store here). Without -o a build does that anyway, so nothing changes; beside -o it stores the image too (as -o type=image).")
 @click.option("--iidfile", type=click.Path(dir_okay=False), help="Write the image ID to this file.")
 @click.option("--metadata-file", type=click.Path(dir_okay=False), help="Write build results as JSON to this file.")
@@ -102,9 +105,16 @@ def _parse_secret(text: str) -> tuple[str, tuple[str, str]]:
 def command(**kw: object) -> None:
     """Build an image from a Dockerfile."""
     from ..build import BuildRequest, run_build
-    from ..buildflags import parse_add_hosts, parse_annotations, parse_bytes, parse_ulimits
+    from ..buildflags import (
+        check_attestations,
+        parse_add_hosts,
+        parse_annotations,
+        parse_bytes,
+        parse_ulimits,
+    )
     from ..graph import platform_args
 
+    check_attestations(kw["attests"], kw["provenance"], kw["sbom"])  # type: ignore[arg-type]
     build_args = _parse_kv_list(kw["build_args"], "--build-arg", env_fallback=True)  # type: ignore[arg-type]
     labels = _parse_kv_list(kw["labels"], "--label")  # type: ignore[arg-type]
     contexts = _parse_kv_list(kw["build_contexts"], "--build-context")  # type: ignore[arg-type]

@@ -1,5 +1,5 @@
 """`docker buildx build` flags that CI scripts pass and that pybuild takes for what they mean
-here: --load (the image in pybuild's own store), ..."""
+here: --load (the image in pybuild's own store), --provenance/--sbom/--attest turned off."""
 from __future__ import annotations
 
 import os
@@ -43,3 +43,17 @@ def test_load_keeps_the_image_in_the_store(project: Project) -> None:
     project.build("-t", "app:archived", "--load")
     assert _stored(project, "app:archived")
     assert project.image().layer_digests  # and the archive is written as before
+
+
+def test_attestations_off_change_nothing_and_asked_for_fail_before_the_build(project: Project) -> None:
+    project.dockerfile("FROM bb\nRUN echo built > /built\n")
+    plain = _build(project, "-t", "app:1").stdout
+    off = _build(project, "-t", "app:1", "--provenance=false", "--sbom", "false",
+                 "--attest", "type=sbom,disabled=true").stdout
+    assert off == plain
+    for asked in (["--provenance=mode=max"], ["--sbom=true"], ["--attest", "type=provenance"]):
+        done = _build(project, "-t", "app:2", *asked, check=False)
+        assert done.returncode == 2, done.stderr
+        assert "pybuild does not produce attestations" in done.stderr
+        assert done.stdout == ""
+    assert not _stored(project, "app:2")

@@ -100,6 +100,7 @@ def test_the_context_stamp_sees_every_kind_of_change(tmp_path) -> None:
     ["build", "--add-host", "db:10.0.0.1", "--add-host=x=10.0.0.2", "."],
     ["build", "--shm-size", "1g", "--ulimit", "nofile=10:20", "--ulimit=nproc=5", "."],
     ["build", "--annotation", "k=v", "--annotation=manifest-descriptor:a=b", "--load", "."],
+    ["build", "--provenance=false", "--sbom", "0", "."],
 ])
 def test_buildx_flags_for_sandbox_and_manifest_may_be_replayed(argv: list[str]) -> None:
     # their values are in the memo's key (the whole argv): another value is another memo
@@ -108,6 +109,8 @@ def test_buildx_flags_for_sandbox_and_manifest_may_be_replayed(argv: list[str]) 
 
 @pytest.mark.parametrize("argv", [
     ["build", "--load=true", "."],  # click takes no value for it: a usage error, not a replay
+    ["build", "--provenance=true", "."], ["build", "--sbom", "mode=max", "."],  # refused by a build
+    ["build", "--attest", "type=sbom,disabled=true", "."],  # not worth parsing here: built
 ])
 def test_buildx_flags_a_replay_cannot_answer(argv: list[str]) -> None:
     assert _parse(argv) is None
