@@ -17,7 +17,6 @@ every path ends in exec or ``os._exit``.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import fcntl
 import json
 import os
@@ -30,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
-from builder.errors import BuildError
+from builder.errors import BuildError, ExecError
 
 from . import libc
 from .cgroups import StepCgroup
@@ -340,9 +339,9 @@ def _set_ulimits(limits: tuple[tuple[str, int, int], ...]) -> None:
         except (OSError, ValueError) as e:
             have = resource.getrlimit(which)[1]
             shown = "unlimited" if have == resource.RLIM_INFINITY else str(have)
-            raise OSError(errno.EPERM, f"--ulimit {name}={soft}:{hard}: {e} (the builder's "
-                                       f"hard limit is {shown}; only a builder with "
-                                       "CAP_SYS_RESOURCE may go above it)") from None
+            # not an OSError: that would read as a file the user namespace cannot map
+            raise ExecError(f"--ulimit {name}={soft}:{hard}: {e} (the builder's hard limit is "
+                            f"{shown}; only a builder with CAP_SYS_RESOURCE may go above it)") from None
 
 
 def _inner_child(plan: Plan, status_fd: int) -> NoReturn:

@@ -3,15 +3,22 @@ pass them: --add-host, --shm-size, --ulimit. What the step sees, and what of it 
 from __future__ import annotations
 
 import os
+import resource
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 
-from tests.integration import runbuild
+from tests.integration import runbuild, test_run_rootless
 from tests.integration.runbuild import Project
+from tests.integration.test_rootless_build import Setup
 
 # fixtures
 bb_layout = runbuild.bb_layout
 project = runbuild.project
+python_for_nobody = test_run_rootless.python_for_nobody
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="RUN steps mount overlays: needs root")
 
@@ -86,3 +93,35 @@ def test_ulimit_sets_the_step_rlimits_and_is_in_the_key(project: Project) -> Non
     assert img.layer(len(img.layer_digests) - 1)["limits.txt"][1] == b"1024 4096 512\n"
     done = project.build("--ulimit", "nofile=4096:1024", check=False)
     assert done.returncode == 2 and "invalid --ulimit 'nofile=4096:1024'" in done.stderr
+
+
+def test_rootless_steps_get_them_too_and_a_limit_above_the_builders_is_said(
+        python_for_nobody: str) -> None:
+    top = Path(tempfile.mkdtemp(prefix="pb-flags-"))  # pytest's temp dirs are 0700 root
+    os.chmod(top, 0o755)
+    try:
+        setup = Setup(top)
+        ctx = top / "flags"
+        ctx.mkdir()
+        (ctx / "Dockerfile").write_text(
+            "FROM bb\nRUN grep db /etc/hosts; grep ' /dev/shm ' /proc/mounts; "
+            "echo $(ulimit -Sn) $(ulimit -Hn)\n")
+        subprocess.run(["chmod", "-R", "a+rX", str(ctx)], check=True)
+        done = setup.as_nobody(python_for_nobody, "build", "--add-host", "db:10.1.2.3",
+                               "--shm-size", "96m", "--ulimit", "nofile=512:1024", ctx=ctx)
+        assert done.returncode == 0, done.stderr
+        assert "10.1.2.3\tdb" in done.stderr and "size=98304k" in done.stderr
+        assert "512 1024" in done.stderr
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        if hard == resource.RLIM_INFINITY:
+            return
+        # a user namespace cannot raise a hard limit: the step fails saying so, not as a
+        # file the namespace cannot map
+        done = setup.as_nobody(python_for_nobody, "build", "--ulimit", f"nofile={hard + 1}",
+                               ctx=ctx)
+        assert done.returncode == 1
+        assert f"--ulimit nofile={hard + 1}:{hard + 1}: " in done.stderr
+        assert f"the builder's hard limit is {hard}" in done.stderr
+        assert "files of the image must belong" not in done.stderr
+    finally:
+        shutil.rmtree(top)
