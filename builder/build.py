@@ -234,6 +234,10 @@ def _build(req: BuildRequest, store: Any, progress: Progress, context_dir: Path,
     for tag in req.tags:
         ImageStore.normalize(tag)  # a bad -t fails now, not after the whole build
     check_outputs(req.outputs)
+    for out in req.outputs:
+        if (req.annotations or req.descriptor_annotations) and _docker_media(out):
+            progress.warn(f"--annotation: the {out.get('type')} output uses docker media types, "
+                          "which carry no annotations; they are left out of it")
     isolate_mounts()
     context = BuildContext.open(context_dir, df_path)
     from .base import BaseResolver
@@ -337,6 +341,11 @@ def _build(req: BuildRequest, store: Any, progress: Progress, context_dir: Path,
     if recorder is not None and not req.outputs and not bases.fetched and not _fetches(dockerfile):
         _record(recorder, store, solver, bases, image, req, shown, metadata)
     return BuildResult(image_id, image.manifest_digest, summary, steps, metadata)
+
+
+def _docker_media(out: Mapping[str, str]) -> bool:
+    """Whether an output gets a docker manifest (no annotations field) or none at all."""
+    return out.get("type") == "docker" or out.get("oci-mediatypes") == "false"
 
 
 def _check(req: BuildRequest, dockerfile: Any, graph: Any, on_finding: Any, *,

@@ -88,3 +88,11 @@ def test_bad_annotations_fail_before_the_build(project: Project, bad: str, said:
     assert done.returncode == 2, done.stderr
     assert said in done.stderr
     assert not project.out.exists()
+
+
+def test_an_output_with_docker_media_types_says_it_leaves_them_out(project: Project) -> None:
+    project.dockerfile("FROM bb\nRUN true\n")
+    done = project.build("--annotation", "k=v", "-o", f"type=docker,dest={project.out}.docker")
+    assert "the docker output uses docker media types, which carry no annotations" in done.stderr
+    assert _archive(project.out)[1]["annotations"] == {"k": "v"}  # the OCI one has them
+    assert "carry no annotations" not in project.build("-o", f"type=docker,dest={project.out}.d2").stderr
