@@ -301,7 +301,7 @@ def _build(req: BuildRequest, store: Any, progress: Progress, context_dir: Path,
     for out in req.outputs:
         write_outputs(store, image_for(media_of(out)), result, [out], tags=req.tags,
                       source_date_epoch=req.source_date_epoch, lowers_of=solver.lowers_of,
-                      annotations=req.descriptor_annotations)
+                      descriptor_annotations=req.descriptor_annotations)
     from .images import ImageStore
 
     if not req.outputs or any(o.get("type") in ("image", "registry") for o in req.outputs):

@@ -1,5 +1,7 @@
-"""The values of the `docker buildx build` flags that CI scripts pass for the build
-containers (--add-host, ...), parsed as buildx parses them and checked before the build.
+"""The values of the `docker buildx build` flags that CI scripts pass and pybuild took
+later: the RUN sandbox's (--add-host, --shm-size, --ulimit), the manifest's (--annotation)
+and the attestation switches (--attest, --provenance, --sbom), parsed as buildx parses
+them and checked before the build.
 
 Each parser takes what click collected (a tuple of the repeated option's values) and
 returns a plain value for ``BuildRequest``; a bad value is a ``UsageError`` naming it.
@@ -7,6 +9,7 @@ returns a plain value for ``BuildRequest``; a bad value is a ``UsageError`` nami
 from __future__ import annotations
 
 import csv
+import ipaddress
 import re
 
 from .errors import UsageError
@@ -28,8 +31,6 @@ def _csv_fields(value: str) -> list[str]:
 def _ip(text: str) -> str | None:
     """``text`` as Go prints a parsed IP (IPv6 compressed, IPv4-mapped as IPv4), or None
     when Go's net.ParseIP would refuse it (zone ids included)."""
-    import ipaddress  # here: builder.warm imports this module on every run
-
     if "%" in text:
         return None
     try:

@@ -221,14 +221,15 @@ def _remembered_image(store: Store, memo: str) -> Any:
 
 def write_outputs(store: Store, image: Any, result: StageResult, outputs: Sequence[Mapping[str, str]],
                   *, tags: Sequence[str], source_date_epoch: int | None,
-                  lowers_of: Any, annotations: Mapping[str, str] | None = None) -> list[str]:
-    """Write every ``-o``; returns a line for each saying what was written."""
+                  lowers_of: Any, descriptor_annotations: Mapping[str, str] | None = None) -> list[str]:
+    """Write every ``-o``; returns a line for each saying what was written.
+    ``descriptor_annotations`` go on the manifest's entry in an OCI archive's index.json."""
     written = []
     for out in outputs:
         try:
             written.extend(_write_output(store, image, result, out, tags=tags,
                                          source_date_epoch=source_date_epoch,
-                                         annotations=annotations))
+                                         descriptor_annotations=descriptor_annotations))
         except OSError as exc:
             raise BuildError(f"cannot write the {out.get('type')} output to {out.get('dest')}: "
                              f"{exc.strerror or exc}") from None
@@ -255,7 +256,7 @@ def check_outputs(outputs: Sequence[Mapping[str, str]]) -> None:
 
 def _write_output(store: Store, image: Any, result: StageResult, out: Mapping[str, str], *,
                   tags: Sequence[str], source_date_epoch: int | None,
-                  annotations: Mapping[str, str] | None = None) -> list[str]:
+                  descriptor_annotations: Mapping[str, str] | None = None) -> list[str]:
     kind = out.get("type", "")
     dest = out.get("dest", "")
     names = [n for n in (out.get("name", "").split(",") if out.get("name") else []) if n] or list(tags)
@@ -263,7 +264,7 @@ def _write_output(store: Store, image: Any, result: StageResult, out: Mapping[st
         from .oci.archive import write_oci_archive
 
         _to_dest(dest, lambda p: write_oci_archive(p, image, names, source_date_epoch=source_date_epoch,
-                                                   annotations=annotations))
+                                                   annotations=descriptor_annotations))
     elif kind == "docker":
         from .oci.archive import write_docker_archive
 
