@@ -337,6 +337,11 @@ class DirTree:
                 raise self._not_found(pattern, rel)
             return [SourceMatch(rel, resolved, stat.S_ISDIR(st.st_mode))]
         base = self._resolve("/".join(comps[:first_wild]))
+        if base and self._lstat_visible(base) is None:
+            # fsutil walks the folder before the wildcard: a missing one fails the copy
+            # (lstat ...: no such file or directory), where a folder without a match is
+            # an empty copy. A file there walks as nothing, so it matches nothing.
+            raise self._not_found(pattern, "/".join(comps[:first_wild]))
         out: list[SourceMatch] = []
         for found in self._glob(base, comps[first_wild:]):
             resolved = self._resolve(found)

@@ -119,6 +119,17 @@ def test_wildcards_match_per_component_lexically(tmp_path: Path) -> None:
     assert rels(c.select("sub/*/dir2/foo")) == ["sub/dir1/dir2/foo"]
     assert rels(c.select("s*")) == ["sub"]  # a matching directory is not searched further
     assert c.select("nomatch*") == []  # BuildKit: an empty wildcard selects nothing, no error
+    assert c.select("sub/*.md") == [] and c.select("foo.go/*") == []  # a file walks as nothing
+
+
+@pytest.mark.parametrize("pattern", ["nope/*.txt", "sub/x/*.md", "./nope/../nope/x/*", "gone/*"])
+def test_a_wildcard_under_a_missing_folder_is_not_found(tmp_path: Path, pattern: str) -> None:
+    # fsutil walks the folder before the wildcard, and a missing one fails the copy (docker
+    # 20.10: "lstat .../nope: no such file or directory"), a dangling link to one too
+    c = ctx(tmp_path, {"sub/a.go": "s", "gone": ("link", "/nowhere")})
+    with pytest.raises(ContextError) as err:
+        c.select(pattern)
+    assert f'"{pattern}" not found in build context' in str(err.value)
 
 
 def test_wildcard_after_a_symlinked_prefix(tmp_path: Path) -> None:
