@@ -347,7 +347,9 @@ class DirTree:
             resolved = self._resolve(found)
             st = self._lstat_visible(resolved)
             if st is None or stat.S_ISLNK(st.st_mode):
-                continue  # a dangling link: BuildKit fails to stat it; we skip it
+                # a match that is a link to nothing here: BuildKit checksums matches with
+                # their links followed, and fails ("/nowhere": not found)
+                raise self._not_found(found, found)
             out.append(SourceMatch(found, resolved, stat.S_ISDIR(st.st_mode)))
         return out
 
@@ -388,8 +390,9 @@ class DirTree:
         if resolved != rel:
             # BuildKit names only the link's target ("/etc/hostname": not found); say both,
             # and why a target outside the tree is not what the host has there.
+            where = f"the {self.label}" if self.label == "build context" else self.label
             return ContextError(f'{msg}: it leads to "/{resolved}", and links are followed '
-                                f"inside the {self.label}")
+                                f"inside {where}")
         return ContextError(msg)
 
     def _raw_lstat(self, rel: str) -> os.stat_result | None:

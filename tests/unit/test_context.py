@@ -122,6 +122,16 @@ def test_wildcards_match_per_component_lexically(tmp_path: Path) -> None:
     assert c.select("sub/*.md") == [] and c.select("foo.go/*") == []  # a file walks as nothing
 
 
+def test_a_wildcard_match_that_is_a_dangling_link_fails_the_copy(tmp_path: Path) -> None:
+    # BuildKit checksums each match with its links followed: "/nowhere": not found
+    c = ctx(tmp_path, {"a.txt": "a", "b.txt": ("link", "/nowhere"), "d/c.txt": "c"})
+    with pytest.raises(ContextError) as err:
+        c.select("*.txt")
+    assert str(err.value) == ('COPY failed: "b.txt" not found in build context: it leads to '
+                              '"/nowhere", and links are followed inside the build context')
+    assert rels(c.select("d/*.txt")) == ["d/c.txt"]
+
+
 @pytest.mark.parametrize("pattern", ["nope/*.txt", "sub/x/*.md", "./nope/../nope/x/*", "gone/*"])
 def test_a_wildcard_under_a_missing_folder_is_not_found(tmp_path: Path, pattern: str) -> None:
     # fsutil walks the folder before the wildcard, and a missing one fails the copy (docker
