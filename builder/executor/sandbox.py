@@ -31,7 +31,7 @@ from typing import NoReturn
 
 from builder.errors import BuildError, ExecError
 
-from . import libc
+from . import libc, seccomp
 from .cgroups import StepCgroup
 from .rootfs import OVERLAY_FAILED, make_stub
 from .spec import DEFAULT_CAPABILITIES, Mount
@@ -398,6 +398,10 @@ def _inner_child(plan: Plan, status_fd: int) -> NoReturn:
             if cap not in keep:
                 libc.prctl(libc.PR_CAPBSET_DROP, cap)
         _set_ulimits(plan.ulimits)  # still privileged: a hard limit may go up
+        if not plan.insecure:  # insecure is seccomp=unconfined in BuildKit too
+            # Now, while still root here: without no_new_privs (setuid programs must work)
+            # installing a filter needs CAP_SYS_ADMIN.
+            seccomp.install()
         with open("/proc/self/setgroups") as f:
             may_setgroups = f.read().strip() != "deny"
         if may_setgroups:

@@ -187,3 +187,20 @@ def test_host_mounts_are_untouched(busybox_rootfs: Path, tmp_path: Path, run_on)
     # A build step has no CAP_SYS_ADMIN: it cannot mount either.
     assert result.output.splitlines()[-1] == "no"
     assert Path("/proc/self/mountinfo").read_text() == before
+
+
+def test_seccomp_refuses_namespaces_and_keyrings_as_buildkits_profile(busybox_rootfs: Path,
+                                                                       run_on) -> None:
+    # BuildKit runs RUN under the default seccomp profile: with docker's capabilities a step
+    # can still make a user namespace (and so mount in it) unless seccomp says no.
+    probe = ("grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status; "
+             "unshare -U true 2>&1 || echo refused-user; unshare -n true 2>&1 || echo refused-net; "
+             "(sleep 0 & wait) && echo fork-ok")
+    out = run_on(busybox_rootfs, probe).output
+    assert "Seccomp:\t2" in out and "NoNewPrivs:\t0" in out
+    assert "refused-user" in out and "refused-net" in out and "fork-ok" in out
+    app = run_on(busybox_rootfs, "unshare -U true 2>&1 || echo refused", user="app").output
+    assert "Operation not permitted" in app and "refused" in app
+    # --security=insecure is seccomp=unconfined, as in BuildKit
+    insecure = run_on(busybox_rootfs, probe, insecure=True).output
+    assert "Seccomp:\t0" in insecure and "refused-user" not in insecure
