@@ -6,6 +6,7 @@ The solver only calls the methods of ``Progress``; how the events look is decide
 from __future__ import annotations
 
 import atexit
+import codecs
 import json
 import os
 import sys
@@ -30,6 +31,11 @@ class Progress:
             # Whatever ends the build (a result, an error), the live region is cleared first.
             atexit.register(self.close)
         self._lock = threading.Lock()
+        # A step's output arrives in chunks cut anywhere: one UTF-8 decoder a step keeps a
+        # character whole across chunks, and (plain mode) the step whose last line has no
+        # newline yet is continued in place, as BuildKit's plain printer does.
+        self._decoders: dict[int, codecs.IncrementalDecoder] = {}
+        self._open_line: int | None = None
         self._counter = 0
         self._started: dict[int, float] = {}
         self.t0 = time.monotonic()
@@ -45,6 +51,8 @@ class Progress:
 
     def close(self) -> None:
         """End the live display (if any), leaving only the permanent lines on screen."""
+        with self._lock:
+            self._end_open_line()
         if self._tty is not None:
             self._tty.close()
             self._tty = None
@@ -60,8 +68,15 @@ class Progress:
                 event["time"] = round(time.monotonic() - self.t0, 3)
                 self.stream.write(json.dumps(event, sort_keys=True) + "\n")
             else:
+                self._end_open_line()
                 self.stream.write(text + "\n")
             self.stream.flush()
+
+    def _end_open_line(self) -> None:
+        """End the line a step's output left open (the lock is held)."""
+        if self._open_line is not None:
+            self.stream.write("\n")
+            self._open_line = None
 
     def start(self, name: str) -> int:
         with self._lock:
@@ -86,6 +101,7 @@ class Progress:
         self._emit(f"#{sid} CACHED", event="cached", id=sid)
 
     def done(self, sid: int) -> None:
+        self._flush_output(sid)
         if self.journal is not None:
             self.journal.append(["done", sid])
         self.steps_total += 1
@@ -103,6 +119,7 @@ class Progress:
         self._emit(f"#{sid} DONE {elapsed:.1f}s", event="done", id=sid, seconds=round(elapsed, 3))
 
     def error(self, sid: int, message: str) -> None:
+        self._flush_output(sid)
         if self.journal is not None:
             self.journal.append(["error", sid])
         if self._tty is not None:
@@ -112,15 +129,45 @@ class Progress:
     def output(self, sid: int, data: bytes) -> None:
         if self.journal is not None:
             self.journal.append(["output", sid])
-        text = data.decode("utf-8", "replace")
+        decoder = self._decoders.get(sid)
+        if decoder is None:
+            decoder = self._decoders[sid] = codecs.getincrementaldecoder("utf-8")("replace")
+        self._show_output(sid, decoder.decode(data))
+
+    def _flush_output(self, sid: int) -> None:
+        """Show what the step's decoder still holds (a character cut short at its end)."""
+        decoder = self._decoders.pop(sid, None)
+        if decoder is not None:
+            self._show_output(sid, decoder.decode(b"", final=True))
+
+    def _show_output(self, sid: int, text: str) -> None:
+        if not text:
+            return
         if self._tty is not None:
             return self._tty.output(sid, text)
         if self.mode == "rawjson":
             self._emit("", event="output", id=sid, data=text)
             return
         elapsed = time.monotonic() - self._started.get(sid, time.monotonic())
-        lines = text.splitlines()
-        self._emit("\n".join(f"#{sid} {elapsed:.3f} {line}" for line in lines), event="output")
+        # Lines end at "\n" only: a "\r" (a progress bar) stays inside its line, as in BuildKit.
+        pieces = text.split("\n")
+        complete = pieces[-1] == ""
+        if complete:
+            pieces.pop()
+        with self._lock:
+            if self.mode == "quiet":
+                return
+            shown = []
+            for i, piece in enumerate(pieces):
+                if i == 0 and self._open_line == sid:
+                    shown.append(piece)  # the rest of the line the last chunk began
+                    continue
+                if i == 0:
+                    self._end_open_line()
+                shown.append(f"#{sid} {elapsed:.3f} {piece}")
+            self.stream.write("\n".join(shown) + ("\n" if complete else ""))
+            self._open_line = None if complete else sid
+            self.stream.flush()
 
     def warn(self, message: str) -> None:
         if self.journal is not None:

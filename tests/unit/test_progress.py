@@ -86,3 +86,24 @@ def test_tty_display_starts_no_thread_before_the_first_step() -> None:
     progress = Progress("tty", io.StringIO())
     assert threading.active_count() == before
     progress.close()
+
+
+def test_plain_continues_a_line_cut_across_chunks() -> None:
+    # As BuildKit's plain printer: output is cut into lines at "\n" only, a chunk that ends
+    # mid-line is continued by the next one, and a character cut in two stays whole.
+    out = io.StringIO()
+    progress = Progress("plain", out)
+    sid = progress.start("[s] RUN make")
+    for chunk in (b"a", b"b\n", b"Reading... ", b"Done\nd\xc3", b"\xa9j\xc3\xa0 vu\n", b"50%\r100%\n",
+                  b"no newline at the end"):
+        progress.output(sid, chunk)
+    other = progress.start("[t] RUN x")
+    progress.output(other, b"open")
+    progress.output(sid, b" and more\n")
+    progress.error(other, "exit code: 1")
+    progress.done(sid)
+    lines = [re.sub(r"^(#\d) \d+\.\d{3} ", r"\1 T ", line) for line in out.getvalue().split("\n")]
+    assert lines[1:10] == ["#1 T ab", "#1 T Reading... Done", "#1 T déjà vu", "#1 T 50%\r100%",
+                           "#1 T no newline at the end", "#2 [t] RUN x", "#2 T open",
+                           "#1 T  and more", "#2 ERROR: exit code: 1"]
+    assert re.fullmatch(r"#1 DONE \d+\.\ds", lines[10]) and lines[11:] == [""]
