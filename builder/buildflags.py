@@ -13,6 +13,7 @@ import ipaddress
 import re
 
 from .errors import UsageError
+from .parse_go import ram_in_bytes
 
 __all__ = ["GO_FALSE", "GO_TRUE", "HOST_GATEWAY", "ULIMIT_NAMES", "check_attestations",
            "parse_add_hosts", "parse_annotations", "parse_bytes", "parse_ulimits"]
@@ -67,22 +68,13 @@ def parse_add_hosts(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-_SIZE = re.compile(r"^(\d+(?:\.\d+)*) ?([kmgtp])?i?b?$", re.IGNORECASE)
-_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
-
-
 def parse_bytes(text: str, option: str) -> int:
-    """A size as docker reads --memory and --shm-size (go-units' RAMInBytes): a number,
-    maybe with a fraction, and an optional binary unit (k, m, g, t, p; `mb`, `MiB` too)."""
-    m = _SIZE.match(text.strip())
-    try:
-        number = float(m.group(1)) if m else None
-    except ValueError:  # 1.2.3: the pattern lets it through, as Go's does, to fail here
-        number = None
-    if m is None or number is None:
+    """A size as docker reads --memory and --shm-size (``parse_go.ram_in_bytes``)."""
+    size = ram_in_bytes(text.strip())
+    if size is None:
         raise UsageError(f"invalid {option} {text!r}: use a number of bytes with an optional "
                          "unit: k, m, g (e.g. 128m, 2g)")
-    return int(number * _UNITS[(m.group(2) or "").lower()])
+    return size
 
 
 # docker's --ulimit names (go-units); `as` is left out there too

@@ -204,6 +204,24 @@ _DURATION_PART = re.compile(r"([0-9]*(?:\.[0-9]*)?)([^0-9.]*)")
 _MAX_DURATION = (1 << 63) - 1  # nanoseconds in an int64
 
 
+_RAM_SIZE = re.compile(r"^(\d+(?:\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?$")
+
+
+def ram_in_bytes(text: str) -> int | None:
+    """A size as go-units' RAMInBytes reads it (docker's --memory and --shm-size, a tmpfs
+    mount's size, `docker builder prune --keep-storage`): a number, maybe with a fraction,
+    and an optional binary unit k, m, g, t or p (`mb`, `MiB` too); None if it is not one."""
+    m = _RAM_SIZE.match(text)
+    if not m:
+        return None
+    try:
+        number = float(m.group(1))
+    except ValueError:  # 1.2.3: the pattern lets it through, as Go's does, to fail here
+        return None
+    unit = m.group(2)
+    return int(number * (1 << (10 * ("kmgtp".index(unit.lower()) + 1)) if unit else 1))
+
+
 def parse_duration(text: str) -> float:
     """Seconds in a Go duration string ("1m30s", "1.5h", "0"); ValueError with Go's message."""
     orig, s = text, text

@@ -12,7 +12,6 @@ import contextlib
 import fcntl
 import os
 import posixpath
-import re
 import shutil
 import stat
 import tempfile
@@ -26,6 +25,7 @@ from . import instructions as ins
 from .cachemount import cache_name, folder, prune
 from .cachemount import locked as cachemount_locked
 from .errors import BuildError, ExecError
+from .parse_go import ram_in_bytes
 
 if TYPE_CHECKING:
     from .config import ImageState
@@ -33,8 +33,6 @@ if TYPE_CHECKING:
     from .solve import Solver
 
 __all__ = ["MountDef", "StepRunner", "parse_mount_flag"]
-
-_SIZE = re.compile(r"^(\d+(?:\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?$")
 
 
 @dataclass(frozen=True)
@@ -118,7 +116,7 @@ def parse_mount_flag(spec: str, expand: Callable[[str], str] = str) -> dict[str,
         elif name == "size":
             if kind != "tmpfs":
                 raise BuildError(f"unexpected key '{key}' for mount type '{kind}'")
-            if _parse_size(value) is None:
+            if ram_in_bytes(value) is None:
                 raise BuildError(f"invalid value for {key}: {value}")
         elif name == "sharing":
             value = value.lower()
@@ -464,7 +462,7 @@ class StepRunner:
         if m.type == "tmpfs":
             opts = []
             if "size" in m.options:
-                opts.append(f"size={_parse_size(m.options['size'])}")
+                opts.append(f"size={ram_in_bytes(m.options['size'])}")
             return [Mount("tmpfs", m.target, options=tuple(opts), readonly=m.readonly)]
         if m.type == "cache":
             return [self._cache_mount(m, scratch, stack)]
@@ -752,19 +750,6 @@ def _pump(src: Any, dst: Any) -> None:
     finally:
         with contextlib.suppress(OSError):
             dst.shutdown(socket.SHUT_WR)
-
-
-def _parse_size(text: str) -> int | None:
-    """A tmpfs size as BuildKit reads it (docker's RAMInBytes: `64m`, `1.5g`, `512 KiB`,
-    binary multiples), or None."""
-    m = _SIZE.match(text)
-    if not m:
-        return None
-    try:
-        number = float(m.group(1))
-    except ValueError:  # "1.2.3"
-        return None
-    return int(number * (1 << (10 * "kmgtp".find(m.group(2).lower()) + 10) if m.group(2) else 1))
 
 
 def _rmtree(path: Path) -> None:

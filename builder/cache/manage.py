@@ -421,11 +421,14 @@ def parse_duration(text: str) -> float:
 
 
 def parse_size(text: str) -> int:
-    """``512MB``, ``10g``, ``1.5GiB``, ``100000`` as bytes (k, m, g, t are powers of 1024)."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?\s*", text.lower())
-    if not m:
+    """``512MB``, ``10g``, ``1.5GiB``, ``100000`` as bytes, as docker reads --keep-storage
+    (k, m, g, t, p are powers of 1024)."""
+    from ..parse_go import ram_in_bytes
+
+    size = ram_in_bytes(text.strip())
+    if size is None:
         raise UsageError(f"invalid size {text!r}", hint="use e.g. 500MB, 10GB or a number of bytes")
-    return int(float(m.group(1)) * {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[m.group(2)])
+    return size
 
 
 def _held(store: Store, kind: str, hexd: str) -> bool:

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from builder.errors import BuildError
-from builder.steps import _parse_size, parse_mount_flag
+from builder.parse_go import ram_in_bytes
+from builder.steps import parse_mount_flag
 
 
 @pytest.mark.parametrize("spec, want", [
@@ -63,4 +64,4 @@ def test_values_are_expanded_before_they_are_checked() -> None:
 @pytest.mark.parametrize("text, size", [("512", 512), ("64m", 64 << 20), ("1.5g", 3 << 29),
                                         ("2 KiB", 2048), ("1TB", 1 << 40), ("x", None), ("", None)])
 def test_tmpfs_sizes(text: str, size: int | None) -> None:
-    assert _parse_size(text) == size
+    assert ram_in_bytes(text) == size
