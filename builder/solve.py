@@ -185,6 +185,29 @@ class Solver:
         self.cache_mount_ids: set[str] = set()  # RUN --mount=type=cache ids seen (--cache-to mounts=true)
         self._bases: dict[int, BaseImage] = {}  # stage index -> its resolved base (base_of)
         self._bases_lock = threading.Lock()
+        # stage index -> [steps named so far, steps the stage has]: "[build 2/5] RUN ..."
+        self._counts: dict[int, list[int]] = {}
+        self._counts_lock = threading.Lock()
+
+    def _step_name(self, stage: Stage, title: str) -> str:
+        """A step's name on the progress display, as BuildKit's prefixCommand makes it: the
+        stage (its name, else stage-N; nothing when the Dockerfile has one stage and reads no
+        image with --from), then this step's number among the stage's and their count."""
+        with self._counts_lock:
+            count = self._counts.setdefault(stage.index, [0, _steps_of(stage)])
+            count[0] += 1
+            number, total = count
+        if total == 0:
+            return title
+        single = len(self.graph.stages) == 1 and not stage.external
+        label = "" if single else f"{stage.display_name} "
+        return f"[{label}{number:>{len(str(total))}}/{total}] {title}"
+
+    def _count_triggers(self, stage: Stage, triggers: int) -> None:
+        """A base image's ONBUILD triggers join the stage's steps (BuildKit adds them to the
+        count once it has read the image, after naming the FROM step)."""
+        with self._counts_lock:
+            self._counts.setdefault(stage.index, [0, _steps_of(stage)])[1] += triggers
 
     # -- the graph ------------------------------------------------------------------
     def solve(self) -> StageResult:
@@ -289,6 +312,8 @@ class Solver:
         nodes: list[ins.Instruction] = []
         for trigger in onbuild:
             nodes.extend(self._parse_trigger(trigger, stage))
+        if nodes:
+            self._count_triggers(stage, len(nodes))
         if nodes and stage.base.kind != "stage":
             self._build_trigger_sources(stage, nodes)
         nodes.extend(stage.instructions)
@@ -340,7 +365,7 @@ class Solver:
             base = self._bases.get(stage.index)
             if base is not None:
                 return base
-            sid = self.progress.start(f"[{stage.display_name}] FROM {stage.base.name}")
+            sid = self.progress.start(self._step_name(stage, f"FROM {_shown_base(stage)}"))
             try:
                 base = self.bases.resolve(stage.base.name, kind=stage.base.kind,
                                           platform=stage.platform, pull=self.opts.pull)
@@ -394,7 +419,7 @@ class Solver:
         chained = step_key(fs.key, {"link": str(key.digest)}) if link_base else key
         if self._interrupted is not None:
             raise StepInterrupted(self._interrupted)
-        sid = self.progress.start(f"[{stage.display_name}] {title}")
+        sid = self.progress.start(self._step_name(stage, title))
         t0 = time.monotonic()
         record = None if no_cache else self._lookup(key.digest)
         hit = record is not None and self._record_usable(record)
@@ -666,3 +691,26 @@ def _root_like(upper: Path) -> None:
     """The merged root takes the upper dir's mode: make it the 0755 of every image's / (a
     fresh temp dir is 0700, which would lock every other user out of the root)."""
     os.chmod(upper, 0o755)
+
+
+def _steps_of(stage: Stage) -> int:
+    """The steps BuildKit counts in a stage before it runs: its FROM, when that reads an
+    image, and each ADD, COPY, RUN and WORKDIR. A stage on a named context counts none
+    (BuildKit leaves it before counting), so its steps are named without a number."""
+    if stage.base.kind == "context":
+        return 0
+    own = sum(isinstance(n, (ins.Add, ins.Copy, ins.Run, ins.Workdir)) for n in stage.instructions)
+    return own + (stage.base.kind == "image")
+
+
+def _shown_base(stage: Stage) -> str:
+    """The FROM step's image as BuildKit names it: the reference in full
+    (docker.io/library/busybox:latest); a named context as written."""
+    if stage.base.kind != "image":
+        return stage.base.name
+    from .reference import ImageRef, InvalidReference
+
+    try:
+        return str(ImageRef.parse(stage.base.name))
+    except (InvalidReference, ValueError):
+        return stage.base.name

@@ -46,10 +46,11 @@ def test_live_display_on_a_terminal(project: Path, store: str, local_busybox: Pa
     assert done.returncode == 0, done.stdout
     screen = done.stdout
     assert "\x1b[" in screen  # the live region was redrawn
-    assert re.search(r"=> \[stage-0\] COPY a\.txt /  \d+\.\ds", screen)
+    # named as BuildKit names them: a stage on a named context counts no steps
+    assert re.search(r"=> COPY a\.txt /  \d+\.\ds", screen)
     assert "   | first line" in screen
     assert re.search(r"built live sha256:[0-9a-f]{64} in \d+\.\ds \(0/2 steps cached\)", screen)
     again = subprocess.run(["script", "-qec", shlex.join(cmd), "/dev/null"], capture_output=True,
                            text=True, timeout=300)
-    assert "=> CACHED [stage-0] COPY a.txt /" in again.stdout
+    assert "=> CACHED COPY a.txt /" in again.stdout
     assert "(2/2 steps cached)" in again.stdout

@@ -192,7 +192,7 @@ def test_onbuild_of_a_base_image_may_copy_from_a_stage_of_the_dockerfile(bb: Pro
     img = bb.image()
     assert [img.layer(i).get(name, (None, None))[1] for i, name in
             [(1, "got"), (2, "mounted"), (3, "seen")]] == [b"built\n"] * 3
-    assert "[builder] RUN echo built > /out" in done.stderr
+    assert " RUN echo built > /out\n" in done.stderr  # the stage was built, for the trigger
     # a stage defined after the one whose base brings the trigger is refused, at its FROM
     bb.dockerfile("FROM onbuild-base:1 AS app\nFROM bb AS builder\nRUN echo built > /out\n")
     failed = bb.build("--target", "app", check=False)
@@ -386,3 +386,25 @@ def test_hard_links_are_kept_within_one_source_only(bb: Project) -> None:
     one = img.layer(3)
     kinds = sorted((name, one[f"one/{name}"][0].islnk()) for name in "ab")
     assert kinds == [("a", False), ("b", True)]  # b is a hard link to a in the layer
+
+
+def test_steps_are_named_as_buildkit_names_them(bb: Project) -> None:
+    # "[stage i/n] INSTRUCTION": the stage's name (stage-N when unnamed), left out when the
+    # Dockerfile has one stage; n counts the stage's FROM of an image and its ADD, COPY, RUN
+    # and WORKDIR steps, i is right-aligned to n's width; the image named in full
+    bb.dockerfile("FROM bb\n")
+    pybuild("build", "--root", str(bb.store), "--build-context", bb.contexts[0],
+            "-t", "base:1", str(bb.root))  # an image in the store, found by FROM
+    bb.dockerfile("FROM base:1 AS build\nENV V=vv\nRUN echo $V\nFROM base:1\n"
+                  "COPY --from=build /bin/sh /x\nWORKDIR /w\nRUN true\n")
+    names = [line.split(" ", 1)[1] for line in bb.build().stderr.splitlines()
+             if line.startswith("#") and " [" in line]
+    assert sorted(names) == sorted([
+        "[build 1/2] FROM docker.io/library/base:1", "[build 2/2] RUN echo $V",
+        "[stage-1 1/4] FROM docker.io/library/base:1", "[stage-1 2/4] COPY --from=build /bin/sh /x",
+        "[stage-1 3/4] WORKDIR /w", "[stage-1 4/4] RUN true"])
+    bb.dockerfile("FROM base:1\n" + "RUN true\n" * 9)
+    names = [line.split(" ", 1)[1] for line in bb.build().stderr.splitlines()
+             if line.startswith("#") and " [" in line]
+    assert names[0] == "[ 1/10] FROM docker.io/library/base:1"
+    assert names[1:] == [f"[{i:>2}/10] RUN true" for i in range(2, 11)]
