@@ -15,12 +15,14 @@ from .config import HistoryEntry, ImageState, expand_ports
 from .errors import BuildError, ExpandError
 from .expand import expand_word
 from .parse_go import go_quote_list
+from .parse_heredoc import Heredoc
 
 __all__ = [
     "METADATA",
     "StageEnv",
     "apply_metadata",
     "go_quote_list",
+    "lone_heredoc",
     "normalize_workdir",
     "run_argv",
     "run_history_text",
@@ -228,6 +230,17 @@ def _check_signal(sig: str, node: ins.Instruction) -> None:
     raise BuildError(f"invalid signal: {sig}", location=node.range)
 
 
+def lone_heredoc(node: ins.Run) -> Heredoc | None:
+    """The heredoc of a RUN whose whole command is that heredoc (`RUN <<EOF`): BuildKit runs
+    its text itself (through the shell, or as a script with a #! line), not the shell's
+    heredoc, and shows its first line in the step's name. None for any other RUN."""
+    args, files = tuple(node.command), tuple(node.heredocs or ())
+    if len(files) == 1 and len(args) == 1 and args[0].strip().startswith("<<") and \
+            args[0].strip().lstrip("<-").strip("'\"") == files[0].name:
+        return files[0]
+    return None
+
+
 def run_argv(node: ins.Run, state: ImageState) -> tuple[str, ...]:
     """The argv a RUN step executes, heredocs handled as BuildKit does."""
     args = tuple(node.command)
@@ -235,8 +248,7 @@ def run_argv(node: ins.Run, state: ImageState) -> tuple[str, ...]:
     if files:
         first = files[0]
         data = first.data  # a lone heredoc runs chomped; a shell reading the others chomps them
-        if len(files) == 1 and len(args) == 1 and args[0].strip().startswith("<<") and \
-                args[0].strip().lstrip("<-").strip("'\"") == first.name:
+        if lone_heredoc(node) is not None:
             if data.startswith("#!"):
                 # A script with its own interpreter: run it as a file (the solver mounts it).
                 return ("/dev/pipes/" + first.name,)

@@ -11,6 +11,8 @@ Public API:
 
 * :func:`expand_word` -- one string, no field splitting (BuildKit's ``ProcessWord``).
 * :func:`expand_words` -- split into words (BuildKit's ``ProcessWords``; used by EXPOSE).
+* :func:`expand_shown` -- a step's text as BuildKit shows it in progress (quotes kept and
+  unset variables left alone for a RUN).
 * :func:`expand_heredoc` -- the body of a ``COPY <<EOF`` heredoc whose delimiter was not
   quoted: variables and ``\\`` escapes are processed but quotes are kept as they are.
 
@@ -26,7 +28,7 @@ from collections.abc import Mapping
 
 from builder.errors import ExpandError
 
-__all__ = ["expand_heredoc", "expand_word", "expand_words"]
+__all__ = ["expand_heredoc", "expand_shown", "expand_word", "expand_words"]
 
 # Go's unicode.IsSpace: the Unicode White_Space property (str.isspace also accepts
 # \x1c-\x1f, which Go does not).
@@ -98,6 +100,8 @@ class _Lexer:
         used: set[str] | None,
         *,
         skip_quotes: bool = False,
+        raw_quotes: bool = False,
+        skip_unset: bool = False,
     ) -> None:
         self.text = text
         # Go's text/scanner silently drops a byte-order mark at the very start.
@@ -106,6 +110,8 @@ class _Lexer:
         self.escape = escape
         self.used = used
         self.skip_quotes = skip_quotes
+        self.raw_quotes = raw_quotes  # quotes kept in the result (a step's shown name)
+        self.skip_unset = skip_unset  # an unset variable stays as written (the same)
         self.raw_escapes = False
 
     # -- the scanner ---------------------------------------------------------------
@@ -181,7 +187,7 @@ class _Lexer:
             raise _LexError("unexpected end of statement while looking for matching single-quote")
         body = self.text[self.pos : end]
         self.pos = end + 1
-        return body
+        return f"'{body}'" if self.raw_quotes else body
 
     def double_quote(self) -> str:
         # Literal except $ expansions; the escape token escapes only " $ and itself.
@@ -193,7 +199,8 @@ class _Lexer:
                 raise _LexError("unexpected end of statement while looking for matching double-quote")
             if ch == '"':
                 self.next()
-                return "".join(result)
+                text = "".join(result)
+                return f'"{text}"' if self.raw_quotes else text
             if ch == "$":
                 result.append(self.dollar())
                 continue
@@ -241,7 +248,10 @@ class _Lexer:
         self.next()
         if self.peek() != "{":
             name = self.name()
-            return self.getenv(name)[0] if name else "$"
+            if not name:
+                return "$"
+            value, found = self.getenv(name)
+            return "$" + name if self.skip_unset and not found else value
         self.next()
         first = self.peek()
         if first is None:
@@ -255,7 +265,8 @@ class _Lexer:
             raise _LexError("syntax error: missing '}'")
         modifier = ch
         if ch == "}":
-            return self.getenv(name)[0]
+            value, found = self.getenv(name)
+            return f"${{{name}}}" if self.skip_unset and not found else value
         if ch == "/":
             return self.substitute(name)
         if ch not in ":+-?#%":
@@ -269,6 +280,8 @@ class _Lexer:
             raise _LexError(f"unsupported modifier ({modifier}) in substitution")
         word = self.operand("}", is_pattern, "syntax error: missing '}'")
         value, is_set = self.getenv(name)
+        if self.skip_unset and not is_set:
+            return f"${{{name}{modifier}{word}}}"  # the operand as processed, as BuildKit
         empty = not is_set or (null_is_unset and value == "")
         if ch == "-":
             return word if empty else value
@@ -304,7 +317,9 @@ class _Lexer:
             self.next()
         pattern = self.operand("/", True, "syntax error: missing '/' in ${}")
         replacement = self.operand("}", True, "syntax error: missing '}'")
-        value = self.getenv(name)[0]
+        value, found = self.getenv(name)
+        if self.skip_unset and not found:
+            return f"${{{name}/{pattern}/{replacement}}}"  # one slash, as BuildKit writes it
         rx = _pattern_regex(pattern, greedy=True, anchored=False)
         if replace_all:
             return _replace_all(rx, value, replacement)
@@ -466,6 +481,19 @@ def expand_word(
     if _plain(word, escape):
         return word
     return _run(_Lexer(word, env, escape, used), None)
+
+
+def expand_shown(text: str, env: Mapping[str, str], *, escape: str = "\\", raw: bool = False) -> str:
+    """A step's text as BuildKit shows it in the step's name (processCmdEnv): the whole text
+    expanded as one word; with ``raw`` (a RUN) its quotes kept and unset variables left as
+    written. Text that does not expand is shown as written."""
+    _check_escape(escape)
+    if _plain(text, escape):
+        return text
+    try:
+        return _run(_Lexer(text, env, escape, None, raw_quotes=raw, skip_unset=raw), None)
+    except ExpandError:
+        return text
 
 
 def expand_words(

@@ -30,12 +30,14 @@ from .dispatch import (
     METADATA,
     StageEnv,
     apply_metadata,
+    lone_heredoc,
     normalize_workdir,
     run_argv,
     run_history_text,
 )
 from .errors import BuildError, ExecError
 from .executor.spec import StepInterrupted
+from .expand import expand_shown
 from .graph import BuildGraph, Stage, proxy_env
 from .progress import Progress
 from .steps import StepRunner
@@ -403,6 +405,7 @@ class Solver:
         *,
         no_cache: bool,
         title: str,
+        shown: str | None = None,
         link_base: bool = False,
     ) -> tuple[FsState, HistoryEntry]:
         """Key a step, reuse its cached result or run ``action(lowers, upper)``.
@@ -412,14 +415,15 @@ class Solver:
         same image. A step that changed nothing still has a layer (an empty tar), as in
         BuildKit, where every RUN, COPY, ADD and WORKDIR other than ``/`` makes one.
         ``action`` gets the lower directories (top first), the upper directory and the
-        progress id of the step. ``link_base``: the step does not read the layers below (COPY --link), so its key
+        progress id of the step. ``shown``: the step's text on the progress display, when it
+        differs from ``title`` (its variables expanded, as BuildKit shows it). ``link_base``: the step does not read the layers below (COPY --link), so its key
         starts from scratch and the cached layer can be reused on any base."""
         parent_key = base_key(manifest_digest=None) if link_base else fs.key
         key = step_key(parent_key, op)
         chained = step_key(fs.key, {"link": str(key.digest)}) if link_base else key
         if self._interrupted is not None:
             raise StepInterrupted(self._interrupted)
-        sid = self.progress.start(self._step_name(stage, title))
+        sid = self.progress.start(self._step_name(stage, shown or title))
         t0 = time.monotonic()
         record = None if no_cache else self._lookup(key.digest)
         hit = record is not None and self._record_usable(record)
@@ -650,7 +654,8 @@ class Solver:
                     f"RUN {shown} failed: exit code {code}",
                     hint=("last lines of its output:\n  " + "\n  ".join(last)) if last else None)
 
-        fs, hist = self._step(stage, node, fs, op, action, no_cache=no_cache, title=title)
+        fs, hist = self._step(stage, node, fs, op, action, no_cache=no_cache, title=title,
+                              shown=_shown_run(title, node, lookup, self.graph.escape))
         return fs, image.with_history(replace(hist, created_by=history))
 
     def _refuse_device(self, value: str) -> None:
@@ -671,8 +676,9 @@ class Solver:
         from .copystep import plan_copy
 
         plan = plan_copy(self, stage, node, image, env)
+        shown = expand_shown(plan.title, env.lookup(image), escape=self.graph.escape)
         fs, hist = self._step(stage, node, fs, plan.op, plan.action, no_cache=no_cache,
-                              title=plan.title, link_base=plan.link)
+                              title=plan.title, shown=shown, link_base=plan.link)
         return fs, image.with_history(replace(hist, created_by=plan.history))
 
     def stage_result(self, name: str) -> StageResult | None:
@@ -714,3 +720,14 @@ def _shown_base(stage: Stage) -> str:
         return str(ImageRef.parse(stage.base.name))
     except (InvalidReference, ValueError):
         return stage.base.name
+
+
+def _shown_run(title: str, node: ins.Run, env: Mapping[str, str], escape: str) -> str:
+    """A RUN's text as BuildKit shows it: a lone heredoc's first line added in brackets
+    (`RUN <<EOF (apt-get update...)`), then the stage's variables expanded with quotes kept
+    and unset ones left as written."""
+    doc = lone_heredoc(node)
+    if doc is not None:
+        lines = doc.content.strip().replace("\r\n", "\n").split("\n")
+        title += f" ({lines[0]}{'...' if len(lines) > 1 else ''})"
+    return expand_shown(title, env, escape=escape, raw=True)

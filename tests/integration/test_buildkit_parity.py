@@ -391,7 +391,8 @@ def test_hard_links_are_kept_within_one_source_only(bb: Project) -> None:
 def test_steps_are_named_as_buildkit_names_them(bb: Project) -> None:
     # "[stage i/n] INSTRUCTION": the stage's name (stage-N when unnamed), left out when the
     # Dockerfile has one stage; n counts the stage's FROM of an image and its ADD, COPY, RUN
-    # and WORKDIR steps, i is right-aligned to n's width; the image named in full
+    # and WORKDIR steps, i is right-aligned to n's width; the image named in full, and the
+    # stage's variables expanded into the text (docker 20.10 shows the same names)
     bb.dockerfile("FROM bb\n")
     pybuild("build", "--root", str(bb.store), "--build-context", bb.contexts[0],
             "-t", "base:1", str(bb.root))  # an image in the store, found by FROM
@@ -400,9 +401,16 @@ def test_steps_are_named_as_buildkit_names_them(bb: Project) -> None:
     names = [line.split(" ", 1)[1] for line in bb.build().stderr.splitlines()
              if line.startswith("#") and " [" in line]
     assert sorted(names) == sorted([
-        "[build 1/2] FROM docker.io/library/base:1", "[build 2/2] RUN echo $V",
+        "[build 1/2] FROM docker.io/library/base:1", "[build 2/2] RUN echo vv",
         "[stage-1 1/4] FROM docker.io/library/base:1", "[stage-1 2/4] COPY --from=build /bin/sh /x",
         "[stage-1 3/4] WORKDIR /w", "[stage-1 4/4] RUN true"])
+    bb.dockerfile("FROM base:1\nARG A=aa\nRUN echo \"$A b\" '$A' ${U:-d} $A\n"
+                  "RUN <<EOF\necho $A\necho two\nEOF\nCOPY --chmod=644 Dockerfile /x$A\n")
+    names = [line.split(" ", 1)[1] for line in bb.build().stderr.splitlines()
+             if line.startswith("#") and " [" in line]
+    # a RUN keeps its quotes and unset variables; a lone heredoc shows its first line
+    assert names[1:] == ["[2/4] RUN echo \"aa b\" '$A' ${U:-d} aa", "[3/4] RUN <<EOF (echo aa...)",
+                         "[4/4] COPY --chmod=644 Dockerfile /xaa"]
     bb.dockerfile("FROM base:1\n" + "RUN true\n" * 9)
     names = [line.split(" ", 1)[1] for line in bb.build().stderr.splitlines()
              if line.startswith("#") and " [" in line]

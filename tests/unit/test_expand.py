@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from builder.errors import ExpandError
-from builder.expand import expand_heredoc, expand_word, expand_words
+from builder.expand import expand_heredoc, expand_shown, expand_word, expand_words
 
 # (word, env, expected) -- many adapted from the cases BuildKit's lexer is tested with.
 PATTERN_CASES = [
@@ -292,3 +292,16 @@ def test_single_quotes_keep_everything(body: str) -> None:
 def test_quoted_variable_is_its_value(value: str, escape: str) -> None:
     assert expand_word('"$V"', {"V": value}, escape=escape) == value
     assert expand_words('"${V}"', {"V": value}, escape=escape) == ([value] if value else [])
+
+
+@pytest.mark.parametrize("text, raw, shown", [
+    # docker 20.10's name for this RUN, checked: quotes kept, \$ unescaped, unset left alone
+    ("RUN echo \"a b\" '$V' \\$V $V ${U:-dflt}", True, "RUN echo \"a b\" '$V' $V vv ${U:-dflt}"),
+    ("RUN echo ${V:-x} ${U} $U ${U/a/b} ${U//a/b} ${V##v} ${U?no}", True,
+     "RUN echo vv ${U} $U ${U/a/b} ${U/a/b} v ${U?no}"),
+    ("RUN echo ${", True, "RUN echo ${"),  # does not expand: shown as written
+    ("COPY --from=build \"/a b\" /x$V${U}", False, "COPY --from=build /a b /xvv"),  # as ProcessWord
+    ("RUN true", True, "RUN true"),
+])
+def test_a_steps_shown_text_is_expanded_as_buildkit_names_it(text: str, raw: bool, shown: str) -> None:
+    assert expand_shown(text, {"V": "vv"}, raw=raw) == shown
