@@ -570,7 +570,11 @@ class Solver:
         def action(lowers: list[Path], upper: Path, _sid: int) -> None:
             self.runner.mkdir(lowers, upper, wd, user=user)
 
-        fs, hist = self._step(stage, node, fs, op, action, no_cache=no_cache, title=f"WORKDIR {wd}")
+        # shown as written, its variables expanded (BuildKit: "WORKDIR rel/vv", not the path)
+        shown = expand_shown(node.original.split("\n")[0].strip() or f"WORKDIR {node.path}",
+                             env.lookup(image), escape=self.graph.escape)
+        fs, hist = self._step(stage, node, fs, op, action, no_cache=no_cache, title=f"WORKDIR {wd}",
+                              shown=shown)
         return fs, image.with_history(replace(hist, created_by=f"WORKDIR {wd}"))
 
     # -- RUN ---------------------------------------------------------------------------

@@ -405,12 +405,14 @@ def test_steps_are_named_as_buildkit_names_them(bb: Project) -> None:
         "[stage-1 1/4] FROM docker.io/library/base:1", "[stage-1 2/4] COPY --from=build /bin/sh /x",
         "[stage-1 3/4] WORKDIR /w", "[stage-1 4/4] RUN true"])
     bb.dockerfile("FROM base:1\nARG A=aa\nRUN echo \"$A b\" '$A' ${U:-d} $A\n"
-                  "RUN <<EOF\necho $A\necho two\nEOF\nCOPY --chmod=644 Dockerfile /x$A\n")
+                  "RUN <<EOF\necho $A\necho two\nEOF\nCOPY --chmod=644 Dockerfile /x$A\n"
+                  "WORKDIR rel/$A\n")
     names = [line.split(" ", 1)[1] for line in bb.build().stderr.splitlines()
              if line.startswith("#") and " [" in line]
-    # a RUN keeps its quotes and unset variables; a lone heredoc shows its first line
-    assert names[1:] == ["[2/4] RUN echo \"aa b\" '$A' ${U:-d} aa", "[3/4] RUN <<EOF (echo aa...)",
-                         "[4/4] COPY --chmod=644 Dockerfile /xaa"]
+    # a RUN keeps its quotes and unset variables; a lone heredoc shows its first line; a
+    # WORKDIR shows what was written, not the path it makes
+    assert names[1:] == ["[2/5] RUN echo \"aa b\" '$A' ${U:-d} aa", "[3/5] RUN <<EOF (echo aa...)",
+                         "[4/5] COPY --chmod=644 Dockerfile /xaa", "[5/5] WORKDIR rel/aa"]
     bb.dockerfile("FROM base:1\n" + "RUN true\n" * 9)
     names = [line.split(" ", 1)[1] for line in bb.build().stderr.splitlines()
              if line.startswith("#") and " [" in line]
