@@ -8,12 +8,10 @@ returns a plain value for ``BuildRequest``; a bad value is a ``UsageError`` nami
 """
 from __future__ import annotations
 
-import csv
-import ipaddress
 import re
 
 from .errors import UsageError
-from .parse_go import ram_in_bytes
+from .parse_go import GO_FALSE, GO_TRUE, ram_in_bytes
 
 __all__ = ["GO_FALSE", "GO_TRUE", "HOST_GATEWAY", "ULIMIT_NAMES", "check_attestations",
            "parse_add_hosts", "parse_annotations", "parse_bytes", "parse_ulimits"]
@@ -26,6 +24,8 @@ HOST_GATEWAY = "127.0.0.1"
 def _csv_fields(value: str) -> list[str]:
     """The comma-separated items of one value, as a cobra string-slice flag splits it
     (a field in double quotes may hold commas)."""
+    import csv  # only a build given one of these flags reads them
+
     return next(csv.reader([value]), [])
 
 
@@ -34,6 +34,8 @@ def _ip(text: str) -> str | None:
     when Go's net.ParseIP would refuse it (zone ids included)."""
     if "%" in text:
         return None
+    import ipaddress
+
     try:
         ip = ipaddress.ip_address(text)
     except ValueError:
@@ -158,9 +160,7 @@ def parse_annotations(values: tuple[str, ...], host_platform: str) -> tuple[dict
     return manifest, descriptor
 
 
-# What Go's strconv.ParseBool takes, exactly (buildx reads --provenance/--sbom/disabled= with it)
-GO_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
-GO_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
+# buildx reads --provenance, --sbom and disabled= with strconv.ParseBool (GO_TRUE, GO_FALSE)
 _NO_ATTESTATIONS = ("pybuild does not produce attestations (provenance, SBOM) yet; "
                     "CI scripts turn them off with --provenance=false --sbom=false")
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
+from .parse_go import GO_FALSE, GO_TRUE, go_quote
+
 __all__ = ["RULES", "CheckOptions", "Finding", "Linter", "check_report", "excerpt",
            "options_for", "parse_check_options", "summary_text"]
 
@@ -108,10 +110,6 @@ class CheckOptions:
         return not (self.skip_all or rule in self.skip)
 
 
-_GO_TRUE = ("1", "t", "T", "TRUE", "true", "True")
-_GO_FALSE = ("0", "f", "F", "FALSE", "false", "False")
-
-
 def parse_check_options(text: str) -> CheckOptions:
     """BuildKit's ParseLintOptions; ValueError carries its message."""
     text = text.strip()
@@ -122,7 +120,7 @@ def parse_check_options(text: str) -> CheckOptions:
     for part in text.split(";", 2):
         key, eq, value = part.partition("=")
         if not eq:
-            raise ValueError(f"invalid check option {_go_quote(part)}")
+            raise ValueError(f"invalid check option {go_quote(part)}")
         key = key.strip()
         if key in ("skip", "experimental"):
             value = value.strip()
@@ -132,19 +130,13 @@ def parse_check_options(text: str) -> CheckOptions:
                 opts[key] = frozenset(r.strip() for r in value.split(","))
         elif key == "error":
             value = value.strip()
-            if value not in _GO_TRUE and value not in _GO_FALSE:
-                raise ValueError(f"failed to parse check option {_go_quote(part)}: "
-                                 f"strconv.ParseBool: parsing {_go_quote(value)}: invalid syntax")
-            opts["error"] = value in _GO_TRUE
+            if value not in GO_TRUE and value not in GO_FALSE:
+                raise ValueError(f"failed to parse check option {go_quote(part)}: "
+                                 f"strconv.ParseBool: parsing {go_quote(value)}: invalid syntax")
+            opts["error"] = value in GO_TRUE
         else:
-            raise ValueError(f"invalid check option {_go_quote(key)}")
+            raise ValueError(f"invalid check option {go_quote(key)}")
     return CheckOptions(**opts)  # type: ignore[arg-type]
-
-
-def _go_quote(text: str) -> str:
-    import json
-
-    return json.dumps(text, ensure_ascii=False)
 
 
 class Finding:

@@ -20,7 +20,6 @@ import os
 import re
 import shutil
 import stat
-import tarfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO, TYPE_CHECKING
@@ -31,6 +30,8 @@ from builder.digest import CHUNK, Digest
 from builder.errors import ContextError
 
 if TYPE_CHECKING:
+    import tarfile
+
     from builder.copy import _Copier
 
 __all__ = ["GitRef", "classify_source", "extract_if_archive", "fetch_url", "git_checkout", "is_archive", "parse_git_ref"]
@@ -105,6 +106,8 @@ def is_archive(path: str) -> bool:
             return False
         with _decompressed(path) as stream:
             head = stream.read(512)
+        import tarfile  # an ADD of a local file only: every COPY loads this module
+
         tarfile.TarInfo.frombuf(head, "utf-8", "surrogateescape")
         return True
     except Exception:  # any failure to read a tar header means "not an archive"
@@ -121,6 +124,8 @@ def extract_if_archive(path: str, copier: _Copier, drel: str) -> bool:
 
 
 def _extract(path: str, dest: str, *, chown: tuple[int, int] | None, strict_owner: bool) -> None:
+    import tarfile
+
     dirs: list[tuple[str, tarfile.TarInfo]] = []
     with _decompressed(path) as stream, tarfile.open(fileobj=stream, mode="r|") as tf:
         for member in tf:

@@ -11,7 +11,9 @@ import json
 import re
 
 __all__ = [
+    "GO_FALSE",
     "GO_SPACES",
+    "GO_TRUE",
     "NotStringArray",
     "go_lower",
     "go_quote",
@@ -20,10 +22,15 @@ __all__ = [
     "parse_duration",
     "parse_json_array",
     "printable",
+    "ram_in_bytes",
     "to_text",
 ]
 
 # unicode.IsSpace: the ASCII spaces plus U+0085, U+00A0 and category Zs/Zl/Zp.
+# What strconv.ParseBool takes, exactly: BuildKit and buildx read every boolean option with it.
+GO_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
+GO_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
+
 GO_SPACES = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
 
 

@@ -33,7 +33,7 @@ from .instructions import (
     Workdir,
 )
 from .parse_args import LineError, Node
-from .parse_go import go_lower, go_quote, go_trim_space, parse_duration
+from .parse_go import GO_FALSE, GO_TRUE, go_lower, go_quote, go_trim_space, parse_duration
 from .parse_heredoc import ShellSyntaxError, parse_heredoc_word
 
 __all__ = ["suggest", "to_instruction"]
@@ -215,10 +215,6 @@ def _run(node: Node, rng: SourceRange) -> Run:
                security=security, devices=flags.many("device"))
 
 
-_GO_BOOLS = {"1": True, "t": True, "T": True, "TRUE": True, "true": True, "True": True,
-             "0": False, "f": False, "F": False, "FALSE": False, "false": False, "False": False}
-
-
 def csv_fields(value: str, what: str) -> list[str]:
     """The comma-separated fields of a flag value (quotes as in CSV), as BuildKit splits
     --mount and --device values; a LineError names ``what`` when the CSV is broken."""
@@ -259,9 +255,9 @@ def parse_device(value: str) -> tuple[str, bool]:
                 raise LineError(f"device name already set to {name}")
             name = val
         elif key == "required":
-            if val not in _GO_BOOLS:
+            if val not in GO_TRUE | GO_FALSE:
                 raise LineError(f"invalid value for {key}: {val}")
-            required = _GO_BOOLS[val]
+            required = val in GO_TRUE
         elif not name:
             name = field
         else:

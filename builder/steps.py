@@ -25,7 +25,7 @@ from . import instructions as ins
 from .cachemount import cache_name, folder, prune
 from .cachemount import locked as cachemount_locked
 from .errors import BuildError, ExecError
-from .parse_go import ram_in_bytes
+from .parse_go import GO_FALSE, GO_TRUE, ram_in_bytes
 
 if TYPE_CHECKING:
     from .config import ImageState
@@ -64,8 +64,6 @@ _MOUNT_KEYS = {"type": "type", "from": "from", "source": "source", "src": "sourc
                "ro": "ro", "readwrite": "rw", "rw": "rw", "id": "id", "sharing": "sharing",
                "required": "required", "size": "size", "mode": "mode", "uid": "uid", "gid": "gid",
                "env": "env"}
-_BOOLS = {"1": True, "t": True, "T": True, "TRUE": True, "true": True, "True": True,
-          "0": False, "f": False, "F": False, "FALSE": False, "false": False, "False": False}
 
 
 def parse_mount_flag(spec: str, expand: Callable[[str], str] = str) -> dict[str, str]:
@@ -107,11 +105,11 @@ def parse_mount_flag(spec: str, expand: Callable[[str], str] = str) -> dict[str,
                 raise BuildError(f"unsupported mount type {value!r}",
                                  hint="use " + ", ".join(_MOUNT_TYPES[:-1]) + " or ssh")
         elif name in ("ro", "rw", "required"):
-            if value not in _BOOLS:
+            if value not in GO_TRUE | GO_FALSE:
                 raise BuildError(f"invalid value for {key}: {value}")
             if name == "required" and kind not in ("secret", "ssh"):
                 raise BuildError(f"unexpected key '{key}' for mount type '{kind}'")
-            flag = _BOOLS[value]
+            flag = value in GO_TRUE
             name, value = ("ro", str(not flag).lower()) if name == "rw" else (name, str(flag).lower())
         elif name == "size":
             if kind != "tmpfs":

@@ -61,7 +61,7 @@ _VALUE_OPTIONS = {
     "--shm-size": "shm-size", "--ulimit": "ulimit", "--annotation": "annotation",
     "--provenance": "provenance", "--sbom": "sbom",
 }
-# Only these values of theirs (buildflags.GO_FALSE, or empty; not imported: a replay must
+# Only these values of theirs (parse_go.GO_FALSE, or empty; not imported: a replay must
 # start fast): any other asks for an attestation, which fails the build.
 _OFF = frozenset({"", "0", "f", "F", "FALSE", "false", "False"})
 _OFF_VALUES = {"provenance": _OFF, "sbom": _OFF}

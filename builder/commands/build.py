@@ -135,10 +135,9 @@ def command(**kw: object) -> None:
     for option in ("iidfile", "metadata_file"):
         _check_parent(option, kw[option])  # type: ignore[arg-type]
     platform = kw["platform"]
-    annotations, descriptor_annotations = parse_annotations(
-        kw["annotations"], platform_args()["BUILDPLATFORM"])  # type: ignore[arg-type]
+    host = platform_args()["BUILDPLATFORM"]
+    annotations, descriptor_annotations = parse_annotations(kw["annotations"], host)  # type: ignore[arg-type]
     if platform:
-        host = platform_args()["BUILDPLATFORM"]
         wanted = str(platform)
         if wanted not in (host, host.split("/v")[0]) and wanted.lower() != "local":
             raise UsageError(f"--platform {wanted}: pybuild builds for the host platform only ({host})",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import platform
+import os
 import struct
 
 from . import libc
@@ -69,9 +69,9 @@ def _insn(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:
 
 
 def program(machine: str | None = None) -> bytes | None:
-    """The filter for this machine (``platform.machine()``), or None on an architecture this
+    """The filter for this machine (``os.uname().machine``), or None on an architecture this
     module has no syscall table for (the step then runs unfiltered, as before)."""
-    arch = _ARCHES.get(machine or platform.machine())
+    arch = _ARCHES.get(machine or os.uname().machine)
     if arch is None:
         return None
     numbers = sorted(set(arch.denied.values()))

@@ -388,6 +388,12 @@ def test_hard_links_are_kept_within_one_source_only(bb: Project) -> None:
     assert kinds == [("a", False), ("b", True)]  # b is a hard link to a in the layer
 
 
+def _step_names(plain: str) -> list[str]:
+    """The steps' names in plain progress output ("#3 [2/4] RUN x" -> "[2/4] RUN x")."""
+    return [line.split(" ", 1)[1] for line in plain.splitlines()
+            if line.startswith("#") and " [" in line]
+
+
 def test_steps_are_named_as_buildkit_names_them(bb: Project) -> None:
     # "[stage i/n] INSTRUCTION": the stage's name (stage-N when unnamed), left out when the
     # Dockerfile has one stage; n counts the stage's FROM of an image and its ADD, COPY, RUN
@@ -398,8 +404,7 @@ def test_steps_are_named_as_buildkit_names_them(bb: Project) -> None:
             "-t", "base:1", str(bb.root))  # an image in the store, found by FROM
     bb.dockerfile("FROM base:1 AS build\nENV V=vv\nRUN echo $V\nFROM base:1\n"
                   "COPY --from=build /bin/sh /x\nWORKDIR /w\nRUN true\n")
-    names = [line.split(" ", 1)[1] for line in bb.build().stderr.splitlines()
-             if line.startswith("#") and " [" in line]
+    names = _step_names(bb.build().stderr)
     assert sorted(names) == sorted([
         "[build 1/2] FROM docker.io/library/base:1", "[build 2/2] RUN echo vv",
         "[stage-1 1/4] FROM docker.io/library/base:1", "[stage-1 2/4] COPY --from=build /bin/sh /x",
@@ -407,14 +412,12 @@ def test_steps_are_named_as_buildkit_names_them(bb: Project) -> None:
     bb.dockerfile("FROM base:1\nARG A=aa\nRUN echo \"$A b\" '$A' ${U:-d} $A\n"
                   "RUN <<EOF\necho $A\necho two\nEOF\nCOPY --chmod=644 Dockerfile /x$A\n"
                   "WORKDIR rel/$A\n")
-    names = [line.split(" ", 1)[1] for line in bb.build().stderr.splitlines()
-             if line.startswith("#") and " [" in line]
+    names = _step_names(bb.build().stderr)
     # a RUN keeps its quotes and unset variables; a lone heredoc shows its first line; a
     # WORKDIR shows what was written, not the path it makes
     assert names[1:] == ["[2/5] RUN echo \"aa b\" '$A' ${U:-d} aa", "[3/5] RUN <<EOF (echo aa...)",
                          "[4/5] COPY --chmod=644 Dockerfile /xaa", "[5/5] WORKDIR rel/aa"]
     bb.dockerfile("FROM base:1\n" + "RUN true\n" * 9)
-    names = [line.split(" ", 1)[1] for line in bb.build().stderr.splitlines()
-             if line.startswith("#") and " [" in line]
+    names = _step_names(bb.build().stderr)
     assert names[0] == "[ 1/10] FROM docker.io/library/base:1"
     assert names[1:] == [f"[{i:>2}/10] RUN true" for i in range(2, 11)]
