@@ -35,7 +35,7 @@ def _tgz() -> bytes:
         ti = tarfile.TarInfo("inside.txt")
         ti.size = 2
         tf.addfile(ti, io.BytesIO(b"hi"))
-    return gzip.compress(buf.getvalue())
+    return gzip.compress(buf.getvalue(), mtime=0)
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):

@@ -81,12 +81,12 @@ def test_archives_are_extracted_whatever_the_compression_and_name(tmp_path: Path
 
 
 def test_copy_never_extracts_and_add_unpack_false_neither(tmp_path: Path) -> None:
-    ctx = context_with(tmp_path, {"a.tar.gz": gzip.compress(SAMPLE)})
+    ctx = context_with(tmp_path, {"a.tar.gz": gzip.compress(SAMPLE, mtime=0)})
     rootfs = tmp_path / "rootfs"
     rootfs.mkdir()
     copy_into(rootfs, [SourceSpec.path(ctx, "a.tar.gz")], "/c/")
     copy_into(rootfs, [SourceSpec.path(ctx, "a.tar.gz")], "/u/", is_add=True, unpack_archives=False)
-    assert (rootfs / "c/a.tar.gz").read_bytes() == gzip.compress(SAMPLE)
+    assert (rootfs / "c/a.tar.gz").read_bytes() == gzip.compress(SAMPLE, mtime=0)
     assert (rootfs / "u/a.tar.gz").is_file()
 
 
