@@ -173,13 +173,13 @@ class BaseResolver:
 
     def _pull(self, ref: Any) -> BaseImage:
         self.fetched = True
-        from .oci.registry import Registry
+        from .oci.registry import resolve_for_pull
         from .oci.types import Descriptor
 
         sid = self.progress.start(f"[internal] load metadata for {ref}")
-        registry = Registry(ref.api_host, insecure_registries=self.insecure)
         try:
-            resolved = registry.resolve(ref)
+            # ``there``: the reference as the registry that answered names it (a mirror)
+            registry, there, resolved = resolve_for_pull(ref, insecure_registries=self.insecure)
         except RegistryError as exc:
             self.progress.error(sid, str(exc))
             raise
@@ -189,14 +189,14 @@ class BaseResolver:
             path = self.store.blob_path(digest)
             if not path.exists():
                 desc = next(d for d in resolved.manifest.layers if d.digest == digest)
-                registry.fetch_blob(ref, Descriptor(desc.media_type, desc.digest, desc.size), path)
+                registry.fetch_blob(there, Descriptor(desc.media_type, desc.digest, desc.size), path)
             return path
 
         image = self._adopt(str(ref), resolved, fetch)
         self.store.put_ref(str(ref), {"manifest": str(resolved.manifest_digest)})
         from .images import BlobSources  # where the blobs came from, for mounts on push
 
-        where = f"{ref.api_host}/{ref.repository}"
+        where = f"{there.api_host}/{there.repository}"
         BlobSources(self.store).add([(d.digest, where) for d in
                                      (resolved.manifest.config, *resolved.manifest.layers)])
         return image

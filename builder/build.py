@@ -455,11 +455,11 @@ class _CheckBases:
                 loaded = load_stored_image(self.store, Digest.parse(doc["manifest"]))
                 if loaded is not None:
                     return loaded[0]
-        from .oci.registry import Registry
+        from .oci.registry import resolve_for_pull
 
         sid = self.progress.start(f"[internal] load metadata for {ref}")
         try:
-            resolved = Registry(ref.api_host, insecure_registries=self.req.insecure_registries).resolve(ref)
+            _, _, resolved = resolve_for_pull(ref, insecure_registries=self.req.insecure_registries)
         except BuildError as exc:
             self.progress.error(sid, str(exc))
             raise

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from builder.reference import ImageRef
 
 __all__ = ["MANIFEST_ACCEPT", "Registry", "ResolvedImage", "TLSSettings", "TransientError", "certs_dir", "is_loopback_host",
-           "tls_settings"]
+           "resolve_for_pull", "tls_settings"]
 
 MANIFEST_ACCEPT = (f"{MediaType.OCI_INDEX}, {MediaType.DOCKER_MANIFEST_LIST}, "
                    f"{MediaType.OCI_MANIFEST}, {MediaType.DOCKER_MANIFEST}")
@@ -84,12 +84,16 @@ class Registry:
             adapter = HTTPAdapter(pool_connections=2, pool_maxsize=max(pool, 2))
             transport.mount("https://", adapter)
             transport.mount("http://", adapter)
+        from builder.oci.hosts import registry_settings
+
         self.host = host
-        insecure = insecure or host in set(insecure_registries)
-        self.tls = tls_settings(host)
+        conf = registry_settings(host)  # buildkitd.toml's [registry."HOST"], daemon.json
+        insecure = insecure or host in set(insecure_registries) or bool(conf.insecure)
+        self.tls = tls_settings(host, extra_cas=conf.ca, keypair=conf.keypair)
         # An insecure registry is tried over TLS first (unverified), then plain HTTP, as docker does.
-        self._probe_scheme = insecure and self.tls is None
-        plain = self.tls is None and (insecure or is_loopback_host(host))
+        self._probe_scheme = insecure and self.tls is None and conf.http is not False
+        http = is_loopback_host(host) if conf.http is None else conf.http
+        plain = self.tls is None and (http or self._probe_scheme)
         self.base = f"{'http' if plain else 'https'}://{host}/v2/"
         self.verify: bool | str = False if insecure and self.tls is None else (
             self.tls.verify if self.tls else True)
@@ -436,6 +440,39 @@ class Registry:
         return None
 
 
+def resolve_for_pull(ref: ImageRef, *, insecure_registries: Iterable[str] = (),
+                     platform: Platform | None = None) -> tuple[Registry, ImageRef, ResolvedImage]:
+    """Resolve ``ref`` for a pull: through its registry's mirrors first, in order, then the
+    registry itself, as BuildKit's resolver does (``builder.oci.hosts``). Returns the registry
+    that answered and the reference as that registry names it (a mirror's path in front), to
+    fetch the blobs with. When every place fails, the registry's own error is raised, with
+    what each mirror answered."""
+    import dataclasses
+
+    from builder.oci.hosts import mirrors_for
+
+    insecure_registries = tuple(insecure_registries)
+    failures = []
+    for mirror in mirrors_for(ref.registry):
+        repository = f"{mirror.path}/{ref.repository}" if mirror.path else ref.repository
+        there = dataclasses.replace(ref, registry=mirror.host, repository=repository)
+        # a mirror that does not answer is passed over quickly: the registry is still there
+        registry = Registry(mirror.host, insecure_registries=insecure_registries, attempts=2,
+                            max_backoff=1.0)
+        try:
+            return registry, there, registry.resolve(there, platform)
+        except RegistryError as exc:
+            failures.append(f"mirror {mirror}: {exc.message.removeprefix(f'{mirror.host}: ')}")
+    registry = Registry(ref.api_host, insecure_registries=insecure_registries)
+    try:
+        return registry, ref, registry.resolve(ref, platform)
+    except RegistryError as exc:
+        if failures:
+            exc.message = f"{exc.message} (tried first: {'; '.join(failures)})"
+            exc.args = (exc.message,)
+        raise
+
+
 @dataclass(frozen=True)
 class TLSSettings:
     """What docker reads from certs.d/HOST: CAs to verify with, and a client certificate."""
@@ -453,14 +490,21 @@ def certs_dir(env: Mapping[str, str] | None = None) -> Path:
 _BUNDLES: dict[tuple[str, ...], str] = {}
 
 
-def tls_settings(host: str, env: Mapping[str, str] | None = None) -> TLSSettings | None:
-    """The TLS settings of certs.d/HOST (HOST with its port, as docker names the folder), or
-    None when there is no such folder. Several ``*.crt`` CAs are joined into one bundle."""
+def tls_settings(host: str, env: Mapping[str, str] | None = None, *, extra_cas: Iterable[str] = (),
+                 keypair: tuple[str, str] | None = None) -> TLSSettings | None:
+    """The TLS settings of certs.d/HOST (HOST with its port, as docker names the folder) and of
+    buildkitd.toml's ``ca``/``keypair`` for it, or None when neither says anything. Several CAs
+    are joined into one bundle."""
     folder = certs_dir(env) / host
-    if not folder.is_dir():
+    extra_cas = tuple(extra_cas)
+    if not folder.is_dir() and not extra_cas and keypair is None:
         return None
-    cas = sorted(str(p) for p in folder.glob("*.crt"))
-    cert = None
+    cas = sorted(str(p) for p in folder.glob("*.crt")) if folder.is_dir() else []
+    for ca in extra_cas:
+        if not Path(ca).is_file():
+            raise RegistryError(f"the CA {ca} configured for {host} is not a file")
+        cas.append(ca)
+    cert = keypair
     for cert_file in sorted(folder.glob("*.cert")):
         key = cert_file.with_suffix(".key")
         if not key.is_file():
