@@ -106,27 +106,30 @@ class BaseResolver:
 
     def resolve(self, name: str, *, kind: str = "image", platform: str | None = None,
                 pull: bool = False) -> BaseImage:
+        """``platform``: the one to resolve an image for (``linux/arm64``); None, or this
+        machine's, is this machine's."""
+        wanted = foreign_platform(platform)
         with self._lock:
-            cache_key = (name.lower() if kind == "context" else name, pull)
+            cache_key = (name.lower() if kind == "context" else name, pull, str(wanted))
             if cache_key not in self._resolved:
                 if kind == "context":
-                    image = self._from_context(self.contexts[name.lower()], pull)
+                    image = self._from_context(self.contexts[name.lower()], pull, wanted)
                 else:
-                    image = self._from_reference(name, pull)
+                    image = self._from_reference(name, pull, wanted)
                 if (image.config.get("config") or {}).get("OnBuild"):
                     self.fetched = True  # its triggers may ADD from anywhere: never replayed
                 self._resolved[cache_key] = image
             return self._resolved[cache_key]
 
     # -- named contexts ---------------------------------------------------------------
-    def _from_context(self, nc: NamedContext, pull: bool) -> BaseImage:
+    def _from_context(self, nc: NamedContext, pull: bool, platform: Any) -> BaseImage:
         if nc.kind == "docker-image":
-            return self._from_reference(nc.value, pull)
+            return self._from_reference(nc.value, pull, platform)
         if nc.kind == "oci-layout":
             from .oci.layout import OciLayout
 
             layout = OciLayout(nc.value)
-            resolved = layout.resolve(nc.tag)
+            resolved = layout.resolve(nc.tag, platform=platform)
             # a replay must see the layout's tags and the image they name unchanged
             self.watch += [Path(nc.value) / "index.json", layout.blob_path(resolved.manifest_digest)]
             return self._adopt(f"oci-layout://{nc.value}", resolved, layout.blob_path)
@@ -152,7 +155,10 @@ class BaseResolver:
                          config, (blob,))
 
     # -- references: the local store, then the registry --------------------------------
-    def _from_reference(self, name: str, pull: bool) -> BaseImage:
+    def _from_reference(self, name: str, pull: bool, platform: Any = None) -> BaseImage:
+        """``platform``: another than this machine's. The stored image of that name is used
+        when it is for that platform; otherwise the registry is asked, and the name in the
+        store is left to this machine's image."""
         from .reference import ImageRef, InvalidReference
 
         try:
@@ -164,14 +170,14 @@ class BaseResolver:
             if doc and doc.get("manifest"):
                 digest = Digest.parse(doc["manifest"])
                 loaded = load_stored_image(self.store, digest)
-                if loaded is not None:
+                if loaded is not None and (platform is None or is_for(loaded[0], platform)):
                     config, layers = loaded
                     self.refs_read.append((str(ref), digest))
                     return BaseImage(str(ref), base_key(manifest_digest=str(digest)), config,
                                      tuple(layers), digest)
-        return self._pull(ref)
+        return self._pull(ref, platform)
 
-    def _pull(self, ref: Any) -> BaseImage:
+    def _pull(self, ref: Any, platform: Any = None) -> BaseImage:
         self.fetched = True
         from .oci.registry import resolve_for_pull
         from .oci.types import Descriptor
@@ -179,7 +185,8 @@ class BaseResolver:
         sid = self.progress.start(f"[internal] load metadata for {ref}")
         try:
             # ``there``: the reference as the registry that answered names it (a mirror)
-            registry, there, resolved = resolve_for_pull(ref, insecure_registries=self.insecure)
+            registry, there, resolved = resolve_for_pull(ref, insecure_registries=self.insecure,
+                                                         platform=platform)
         except RegistryError as exc:
             self.progress.error(sid, str(exc))
             raise
@@ -193,7 +200,8 @@ class BaseResolver:
             return path
 
         image = self._adopt(str(ref), resolved, fetch)
-        self.store.put_ref(str(ref), {"manifest": str(resolved.manifest_digest)})
+        if platform is None:  # the name in the store stays this machine's image
+            self.store.put_ref(str(ref), {"manifest": str(resolved.manifest_digest)})
         from .images import BlobSources  # where the blobs came from, for mounts on push
 
         where = f"{there.api_host}/{there.repository}"
@@ -222,3 +230,24 @@ class BaseResolver:
             layers.append(blob)
         return BaseImage(name, base_key(manifest_digest=str(resolved.manifest_digest)), config,
                          tuple(layers), resolved.manifest_digest)
+
+
+def foreign_platform(platform: str | None) -> Any:
+    """``platform`` (``linux/arm64``) as an oci.types.Platform when it is not this machine's;
+    None for this machine's."""
+    from .hostplatform import format_platform, host_build_platform
+
+    if not platform or platform == format_platform(host_build_platform()):
+        return None
+    from .oci.types import Platform
+
+    return Platform.parse(platform)
+
+
+def is_for(config: Mapping[str, Any], platform: Any) -> bool:
+    """Whether an image config is for ``platform`` (an oci.types.Platform)."""
+    from .oci.types import Platform
+
+    have = Platform(str(config.get("os") or ""), str(config.get("architecture") or ""),
+                    str(config.get("variant") or ""))
+    return bool(have.os and have.architecture) and have.matches(platform)

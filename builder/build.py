@@ -30,6 +30,7 @@ class BuildRequest:
     tags: tuple[str, ...] = ()
     build_args: Mapping[str, str] = field(default_factory=dict)
     target: str | None = None
+    platform: str | None = None  # --platform, normalised (linux/arm64); None: this machine's
     no_cache: bool = False
     no_cache_filter: tuple[str, ...] = ()
     pull: bool = False
@@ -223,7 +224,7 @@ def _build(req: BuildRequest, store: Any, progress: Progress, context_dir: Path,
     dockerfile = parse_dockerfile(text, filename=name)
     progress.source = (dockerfile.lines, name)
     contexts = parse_named_contexts(req.build_contexts)
-    graph = build_graph(dockerfile, build_args=req.build_args, target=req.target,
+    graph = build_graph(dockerfile, build_args=req.build_args, target=req.target, platform=req.platform,
                         named_contexts=list(contexts))
     for warning in graph.warnings:
         progress.warn(warning)
@@ -290,7 +291,7 @@ def _build(req: BuildRequest, store: Any, progress: Progress, context_dir: Path,
             images[media, comp] = make_image(store, result, compression=comp,
                                              level=req.compression_level,
                                              source_date_epoch=req.source_date_epoch, media=media,
-                                             annotations=req.annotations)
+                                             annotations=req.annotations, platform=req.platform)
         return images[media, comp]
 
     def media_of(out: Mapping[str, str]) -> str:
@@ -358,7 +359,7 @@ def _check(req: BuildRequest, dockerfile: Any, graph: Any, on_finding: Any, *,
     linter = Linter(options_for(dockerfile.directive("check"), req.build_args),
                     on_finding=on_finding)
     run_checks(linter, dockerfile, graph, build_args=req.build_args, reached=reached,
-               base_config=base_config, ignore=ignore, target=req.target)
+               base_config=base_config, ignore=ignore, target=req.target, platform=req.platform)
     return linter
 
 
@@ -398,7 +399,7 @@ def run_check(req: BuildRequest) -> int:
         text, name, df_path = _read_dockerfile(req, context_dir)
         dockerfile = parse_dockerfile(text, filename=name)
         contexts = parse_named_contexts(req.build_contexts)
-        graph = build_graph(dockerfile, build_args=req.build_args, target=req.target,
+        graph = build_graph(dockerfile, build_args=req.build_args, target=req.target, platform=req.platform,
                             named_contexts=list(contexts))
         store = Store(Path(req.root) if req.root else default_root())
         bases = _CheckBases(store, progress, req, contexts)
@@ -430,12 +431,16 @@ class _CheckBases:
         self._seen: dict[tuple[str, str], Any] = {}
 
     def config(self, stage: Any) -> Any:
-        key = (stage.base.kind, stage.base.name)
+        platform = stage.platform or self.req.platform
+        key = (stage.base.kind, stage.base.name, platform)
         if key not in self._seen:
-            self._seen[key] = self._config(stage.base.kind, stage.base.name)
+            self._seen[key] = self._config(stage.base.kind, stage.base.name, platform)
         return self._seen[key]
 
-    def _config(self, kind: str, name: str) -> Any:
+    def _config(self, kind: str, name: str, platform: str | None) -> Any:
+        from .base import foreign_platform, is_for, load_stored_image
+
+        wanted = foreign_platform(platform)
         if kind == "context":
             nc = self.contexts[name.lower()]
             if nc.kind == "dir":
@@ -443,9 +448,8 @@ class _CheckBases:
             if nc.kind == "oci-layout":
                 from .oci.layout import OciLayout
 
-                return json.loads(OciLayout(nc.value).resolve(nc.tag).config_bytes)
+                return json.loads(OciLayout(nc.value).resolve(nc.tag, platform=wanted).config_bytes)
             name = nc.value
-        from .base import load_stored_image
         from .reference import ImageRef
 
         ref = ImageRef.parse(name)
@@ -453,13 +457,14 @@ class _CheckBases:
             doc = self.store.get_ref(str(ref))
             if doc and doc.get("manifest"):
                 loaded = load_stored_image(self.store, Digest.parse(doc["manifest"]))
-                if loaded is not None:
+                if loaded is not None and (wanted is None or is_for(loaded[0], wanted)):
                     return loaded[0]
         from .oci.registry import resolve_for_pull
 
         sid = self.progress.start(f"[internal] load metadata for {ref}")
         try:
-            _, _, resolved = resolve_for_pull(ref, insecure_registries=self.req.insecure_registries)
+            _, _, resolved = resolve_for_pull(ref, insecure_registries=self.req.insecure_registries,
+                                              platform=wanted)
         except BuildError as exc:
             self.progress.error(sid, str(exc))
             raise

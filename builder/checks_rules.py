@@ -33,13 +33,6 @@ _NON_ENV_ARGS = frozenset({"BUILDKIT_SBOM_SCAN_CONTEXT", "BUILDKIT_SBOM_SCAN_STA
 _SECRET = (r"(?:_|^)(?:apikey|auth|credential|credentials|key|password|pword|passwd|secret|token)"
            r"(?:_|$)")
 _NOT_SECRET = r"(?:_|^)(?:public|file|version)(?:_|$)"
-_PLATFORM_PART = r"[A-Za-z0-9_.-]+\Z"
-_KNOWN_OS = frozenset({"aix", "android", "darwin", "dragonfly", "freebsd", "hurd", "illumos",
-                       "ios", "js", "linux", "nacl", "netbsd", "openbsd", "plan9", "solaris",
-                       "wasip1", "windows", "zos"})
-_ARCH_ALIASES = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64", "armhf": "arm",
-                 "armel": "arm", "i386": "386"}
-
 BaseConfig = Callable[[Any], "Mapping[str, Any] | None"]
 
 
@@ -267,17 +260,13 @@ def _undefined_in_from(run: _Run, node: ins.From, names: Sequence[str],
 
 def _parse_platform(text: str) -> tuple[str, str] | None:
     """(os, architecture) of a platform string, None if containerd would refuse it."""
-    parts = text.split("/")
-    if len(parts) > 3 or not all(re.match(_PLATFORM_PART, p) for p in parts):
-        return None
-    if len(parts) == 1:
-        word = parts[0].lower()
-        if word in _KNOWN_OS:
-            from .graph import platform_args
+    from .hostplatform import parse_platform
 
-            return word, platform_args()["TARGETARCH"]
-        return "linux", _ARCH_ALIASES.get(word, word)
-    return parts[0].lower(), _ARCH_ALIASES.get(parts[1].lower(), parts[1].lower())
+    try:
+        os_name, arch, _ = parse_platform(text)
+    except ValueError:
+        return None
+    return os_name, arch
 
 
 def normalize_platform(os_name: str, arch: str, variant: str = "") -> str:
@@ -583,7 +572,7 @@ def _dispatch_phase(run: _Run, graph: Any, reached: Sequence[int], build_args: M
 def run_checks(linter: Linter, dockerfile: ins.Dockerfile, graph: Any, *,
                build_args: Mapping[str, str], reached: Sequence[int],
                base_config: BaseConfig | None = None, ignore: Any = None,
-               target: str | None = None) -> None:
+               target: str | None = None, platform: str | None = None) -> None:
     """Run every rule over ``dockerfile`` and its ``graph`` into ``linter``. ``reached``:
     the stages whose instructions are checked (those the build needs; every stage for
     `--check` without a target); ``base_config(stage)``: the config of a stage's base
@@ -597,7 +586,7 @@ def run_checks(linter: Linter, dockerfile: ins.Dockerfile, graph: Any, *,
             break
         if isinstance(node, ins.Arg):
             meta.append(node)
-    plat = platform_args()
+    plat = platform_args(platform)  # the target platform (--platform), or this machine's
     extra = {"BUILDOSVERSION": "", "TARGETOSVERSION": "",
              "TARGETSTAGE": target or (graph.stages[-1].name or "default")}
     defaults = {**{k: build_args.get(k, v) for k, v in plat.items()},

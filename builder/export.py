@@ -128,7 +128,11 @@ def _fill_history_times(history: Sequence[HistoryEntry], base_count: int,
     return out
 
 
-def config_document(result: StageResult, *, source_date_epoch: int | None) -> dict[str, Any]:
+def config_document(result: StageResult, *, source_date_epoch: int | None,
+                    platform: str | None = None) -> dict[str, Any]:
+    """The image config of a stage's result. Its platform is its base image's, or, on scratch,
+    the one the stage was built for; ``platform`` (an explicit --platform) then sets os and
+    architecture, as BuildKit does for an explicit target."""
     image = result.image
     base_cfg: Mapping[str, Any] = result.base.config if result.base else {}
     base_history = len(result.base.config.get("history") or []) if result.base else 0
@@ -137,12 +141,18 @@ def config_document(result: StageResult, *, source_date_epoch: int | None) -> di
     history = _fill_history_times(image.history, base_history, fallback)
     if epoch is not None:
         history = [h if i < base_history else replace(h, created=epoch) for i, h in enumerate(history)]
-    plat = platform_args()
+    plat = platform_args(result.platform)
     doc: dict[str, Any] = {
         "architecture": base_cfg.get("architecture") or plat["TARGETARCH"],
-        "os": base_cfg.get("os") or "linux",
+        "os": base_cfg.get("os") or plat["TARGETOS"],
     }
     variant = base_cfg.get("variant") or plat["TARGETVARIANT"]
+    if platform:
+        want = platform_args(platform)
+        same = (want["TARGETOS"], want["TARGETARCH"]) == (doc["os"], doc["architecture"])
+        doc["os"], doc["architecture"] = want["TARGETOS"], want["TARGETARCH"]
+        if want["TARGETVARIANT"] or not same:
+            variant = want["TARGETVARIANT"]
     if variant:
         doc["variant"] = variant
     if image.author:
@@ -157,10 +167,11 @@ def config_document(result: StageResult, *, source_date_epoch: int | None) -> di
 
 def make_image(store: Store, result: StageResult, *, compression: str = "gzip",
                level: int | None = None, source_date_epoch: int | None = None,
-               media: str = "oci", annotations: Mapping[str, str] | None = None) -> Any:
+               media: str = "oci", annotations: Mapping[str, str] | None = None,
+               platform: str | None = None) -> Any:
     """Config, manifest and layer blobs of the final stage, all in the store;
     ``annotations`` in the manifest (`--annotation`; an OCI manifest only)."""
-    doc = config_document(result, source_date_epoch=source_date_epoch)
+    doc = config_document(result, source_date_epoch=source_date_epoch, platform=platform)
     base_count = _base_layer_count(result)
     memo = _memo_name(doc, result, base_count, compression=compression, level=level,
                       source_date_epoch=source_date_epoch, media=media, annotations=annotations)
@@ -310,7 +321,8 @@ def _flatten(store: Store, result: StageResult, into: Path) -> None:
 
 def _write_local(store: Store, result: StageResult, dest: Path) -> None:
     dest = dest.resolve()
-    tmp = Path(tempfile.mkdtemp(prefix=".pybuild-", dir=dest.parent if dest.parent.exists() else None))
+    dest.parent.mkdir(parents=True, exist_ok=True)  # as buildx makes a local output's folders
+    tmp = Path(tempfile.mkdtemp(prefix=".pybuild-", dir=dest.parent))
     try:
         _flatten(store, result, tmp)
         if dest.exists():

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from . import instructions as ins
 from .errors import ExpandError, GraphError
 from .expand import expand_word
+from .hostplatform import format_platform, host_build_platform, parse_platform
 from .parse_go import go_quote
 from .parse_typed import suggest
-from .hostplatform import host_machine
 
 __all__ = ["CHECK_ARG", "PROXY_ARGS", "UNUSED_ARGS_WARNING", "BuildGraph", "Stage", "StageBase", "build_graph",
            "platform_args", "proxy_env"]
@@ -48,21 +48,14 @@ UNUSED_ARGS_WARNING = "[Warning] One or more build-args [{}] were not consumed"
 CHECK_ARG = "BUILDKIT_DOCKERFILE_CHECK"  # the build checks' options, read by builder.checks
 
 
-def _host_platform() -> tuple[str, str, str]:
-    os_name, arch, variant = host_machine()
-    # As containerd normalises it for build args: linux/arm64, not linux/arm64/v8.
-    if arch == "arm64" and variant == "v8":
-        variant = ""
-    return os_name, arch, variant
-
-
-def platform_args() -> dict[str, str]:
-    """BuildKit's predefined platform args; build and target platform are the host's."""
-    os_name, arch, variant = _host_platform()
-    plat = f"{os_name}/{arch}" + (f"/{variant}" if variant else "")
+def platform_args(target: str | None = None) -> dict[str, str]:
+    """BuildKit's predefined platform args: the build platform is the host's, the target
+    platform ``target`` (``--platform``, normalised as ``linux/arm64``) or the host's."""
+    build = host_build_platform()
     out = {}
-    for prefix in ("BUILD", "TARGET"):
-        out[f"{prefix}PLATFORM"] = plat
+    for prefix, (os_name, arch, variant) in (("BUILD", build),
+                                            ("TARGET", parse_platform(target) if target else build)):
+        out[f"{prefix}PLATFORM"] = format_platform((os_name, arch, variant))
         out[f"{prefix}OS"] = os_name
         out[f"{prefix}ARCH"] = arch
         out[f"{prefix}VARIANT"] = variant
@@ -200,14 +193,16 @@ def build_graph(
     build_args: Mapping[str, str] | None = None,
     target: str | None = None,
     named_contexts: Sequence[str] = (),
+    platform: str | None = None,
 ) -> BuildGraph:
+    """``platform``: the target platform (``--platform``), None for this machine's."""
     build_args = dict(build_args or {})
     escape = dockerfile.escape
     used: set[str] = set()
 
     # ARGs before the first FROM: usable in FROM lines and re-declarable in stages. The
     # predefined platform args are in this global scope too (a build arg may override them).
-    meta: dict[str, str] = {k: build_args.get(k, v) for k, v in platform_args().items()}
+    meta: dict[str, str] = {k: build_args.get(k, v) for k, v in platform_args(platform).items()}
     instrs = list(dockerfile.instructions)
     pos = 0
     while pos < len(instrs) and not isinstance(instrs[pos], ins.From):
@@ -261,6 +256,11 @@ def build_graph(
             raise _at(dockerfile, _suggest_var("empty platform value from expression "
                                                f"{current.platform}", current.platform, meta),
                       current)
+        if plat is not None:
+            try:
+                plat = format_platform(parse_platform(plat))
+            except ValueError:
+                pass  # kept as written: the build refuses it (Solver.platform_of), after the checks
         deps: set[int] = set()
         external: list[str] = []
         # BuildKit looks a FROM word up as written, among stage names it keeps lowercased

@@ -38,7 +38,7 @@ from .dispatch import (
 from .errors import BuildError, ExecError
 from .executor.spec import StepInterrupted
 from .expand import expand_shown
-from .graph import BuildGraph, Stage, proxy_env
+from .graph import BuildGraph, Stage, platform_args, proxy_env
 from .progress import Progress
 from .steps import StepRunner
 
@@ -102,6 +102,7 @@ class BuildOptions:
     tags: tuple[str, ...] = ()
     build_args: Mapping[str, str] = field(default_factory=dict)
     target: str | None = None
+    platform: str | None = None  # the target platform (--platform); None: this machine's
     no_cache: bool = False
     no_cache_filter: tuple[str, ...] = ()
     pull: bool = False
@@ -153,6 +154,7 @@ class StageResult:
     fs: FsState
     image: ImageState
     base: BaseImage | None
+    platform: str | None = None  # what the stage was built for; None: this machine
 
 
 class Solver:
@@ -177,6 +179,8 @@ class Solver:
         self.bases = bases
         self.runner = runner
         self.results: dict[int, StageResult] = {}
+        self._run_platform: dict[int, str | None] = {}  # per stage: what its RUN steps run for
+        self._host_platform = platform_args()["BUILDPLATFORM"]
         self._stage_locks: dict[int, threading.Lock] = {}  # one per stage: built once
         self.steps: list[StepReport] = []
         self._no_cache_stages = {s.lower() for s in options.no_cache_filter}
@@ -292,8 +296,12 @@ class Solver:
     # -- one stage ------------------------------------------------------------------
     def build_stage(self, stage: Stage) -> StageResult:
         base = None
+        platform = self.platform_of(stage)
         if stage.base.kind == "stage":
             parent = self.results[stage.base.stage]  # type: ignore[index]
+            platform = parent.platform  # as BuildKit: a stage on a stage is for its platform
+        self._run_platform[stage.index] = platform
+        if stage.base.kind == "stage":
             fs, image = parent.fs, parent.image
             image = image.changed(onbuild=())
             base = parent.base
@@ -338,7 +346,7 @@ class Solver:
                 raise self._located(exc, node) from None
         if stage.index == self.graph.target and self.opts.labels:
             image = image.with_labels(list(self.opts.labels.items()))
-        return StageResult(stage, fs, image, base)
+        return StageResult(stage, fs, image, base, platform)
 
     def _build_trigger_sources(self, stage: Stage, triggers: Sequence[ins.Instruction]) -> None:
         """A base image's ONBUILD triggers may name stages of this Dockerfile (COPY --from,
@@ -359,6 +367,19 @@ class Solver:
                                      location=stage.from_.range)
                 self._stage_built(index)
 
+    def platform_of(self, stage: Stage) -> str | None:
+        """The platform a stage is built for: its FROM --platform, else --platform, else
+        None (this machine's)."""
+        if stage.platform:
+            from .hostplatform import format_platform, parse_platform
+
+            try:
+                return format_platform(parse_platform(stage.platform))
+            except ValueError as exc:
+                raise BuildError(f"failed to parse platform {stage.platform}: {exc}: invalid "
+                                 "argument", location=stage.from_.range) from None
+        return self.opts.platform
+
     def base_of(self, stage: Stage) -> BaseImage:
         """The base image of a stage that starts from an image or a named context, resolved
         once: the build checks read its config before the build (as BuildKit resolves the
@@ -370,7 +391,7 @@ class Solver:
             sid = self.progress.start(self._step_name(stage, f"FROM {_shown_base(stage)}"))
             try:
                 base = self.bases.resolve(stage.base.name, kind=stage.base.kind,
-                                          platform=stage.platform, pull=self.opts.pull)
+                                          platform=self.platform_of(stage), pull=self.opts.pull)
             except BuildError as exc:
                 self.progress.error(sid, str(exc))
                 raise self._located(exc, stage.from_) from None
@@ -624,6 +645,9 @@ class Solver:
             # The layer's file times are clamped to SOURCE_DATE_EPOCH: part of its result.
             "epoch": self.opts.source_date_epoch,
         }
+        platform = self._run_platform.get(stage.index)
+        if platform and platform != self._host_platform:
+            op["platform"] = platform  # as BuildKit's ExecOp: its platform is in its digest
         if self.opts.extra_hosts:
             # As BuildKit's ExecOp cache map: the names are in the key, the addresses are not
             # (/etc/hosts is not part of the layer; another address reuses it).
@@ -638,6 +662,14 @@ class Solver:
         user = image.user
 
         def action(lowers: list[Path], upper: Path, sid: int) -> None:
+            if "platform" in op:
+                from .emulation import emulation_problem
+
+                problem = emulation_problem(op["platform"])
+                if problem:
+                    raise ExecError(f"cannot run a step for {op['platform']}: {problem}",
+                                    hint="or build the stage for this machine "
+                                         "(FROM --platform=$BUILDPLATFORM) and cross-compile")
             tail: list[bytes] = []
 
             def output(chunk: bytes) -> None:

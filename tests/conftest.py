@@ -20,6 +20,7 @@ pytest_plugins: list[str] = [
     "tests.fixtures.docker_builder",
     "tests.fixtures.secure_registry",
     "tests.fixtures.fault_proxy",
+    "tests.fixtures.crossarch",
 ]
 
 

@@ -82,7 +82,7 @@ def _parse_secret(text: str) -> tuple[str, tuple[str, str]]:
 @click.option("--metadata-file", type=click.Path(dir_okay=False), help="Write build results as JSON to this file.")
 @click.option("--progress", default="auto", type=click.Choice(["auto", "tty", "plain", "quiet", "rawjson"]), help="How to show progress.")
 @click.option("--build-context", "build_contexts", multiple=True, metavar="NAME=VALUE", help="Extra named context (oci-layout://DIR[:TAG], docker-image://REF, or a folder).")
-@click.option("--platform", metavar="PLATFORM", help="Target platform (only the host's is supported).")
+@click.option("--platform", metavar="PLATFORM", help="Target platform (os/arch[/variant]); a RUN step for another architecture needs an emulator (qemu-user-static).")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the image ID.")
 @click.option("--root", type=click.Path(file_okay=False), envvar="PYBUILD_ROOT", help="Store folder (default: $PYBUILD_ROOT or ~/.local/share/pybuild).")
 @click.option("--compression", default="gzip", type=click.Choice(["gzip", "zstd", "uncompressed"]), help="Layer compression.")
@@ -134,20 +134,16 @@ def command(**kw: object) -> None:
     _check_level(str(kw["compression"]), kw["compression_level"])  # type: ignore[arg-type]
     for option in ("iidfile", "metadata_file"):
         _check_parent(option, kw[option])  # type: ignore[arg-type]
-    platform = kw["platform"]
-    host = platform_args()["BUILDPLATFORM"]
-    annotations, descriptor_annotations = parse_annotations(kw["annotations"], host)  # type: ignore[arg-type]
-    if platform:
-        wanted = str(platform)
-        if wanted not in (host, host.split("/v")[0]) and wanted.lower() != "local":
-            raise UsageError(f"--platform {wanted}: pybuild builds for the host platform only ({host})",
-                             hint="cross-platform builds are not supported yet")
+    platform = _parse_platform(kw["platform"])  # type: ignore[arg-type]
+    target = platform or platform_args()["BUILDPLATFORM"]
+    annotations, descriptor_annotations = parse_annotations(kw["annotations"], target)  # type: ignore[arg-type]
     request = BuildRequest(
         context=str(kw["context"]),
         dockerfile=kw["dockerfile"],  # type: ignore[arg-type]
         tags=tuple(kw["tags"]),  # type: ignore[arg-type]
         build_args=build_args,
         target=kw["target"],  # type: ignore[arg-type]
+        platform=platform,
         no_cache=bool(kw["no_cache"]),
         no_cache_filter=tuple(x for v in kw["no_cache_filter"] for x in str(v).split(",") if x),  # type: ignore[union-attr]
         pull=bool(kw["pull"]),
@@ -206,6 +202,24 @@ def command(**kw: object) -> None:
         click.echo(str(result.image_id))
     else:
         sys.stderr.write(result.summary + "\n")
+
+
+def _parse_platform(value: str | None) -> str | None:
+    """--platform: one platform, normalised as BuildKit names it (``linux/arm64``)."""
+    if not value:
+        return None
+    from ..hostplatform import format_platform, host_build_platform, parse_platform
+
+    wanted = [w.strip() for w in value.split(",") if w.strip()]
+    if len(wanted) > 1:
+        raise UsageError(f"--platform {value}: pybuild builds one platform at a time",
+                         hint="build each platform in turn, e.g. --platform " + wanted[0])
+    try:
+        if wanted == ["local"]:  # buildx's word for this machine
+            return format_platform(host_build_platform())
+        return format_platform(parse_platform(wanted[0] if wanted else value))
+    except ValueError as exc:
+        raise UsageError(f"--platform: {exc}") from None
 
 
 def _parse_allow(values: tuple[str, ...]) -> tuple[str, ...]:

@@ -1,0 +1,134 @@
+"""Building for another platform (--platform, FROM --platform): the platform build args, base
+images resolved for the platform from a real index, image configs as BuildKit writes them,
+and RUN steps of another architecture through the kernel's emulator (qemu-user-static in
+binfmt_misc) or, without one, an error that says what to install."""
+from __future__ import annotations
+
+import json
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.buildtools import pybuild, write
+from tests.fixtures.crossarch import _fetch_busybox, emulator
+from tests.fixtures.registry import host_arch
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="builds mount overlays: needs root")
+
+_UNAME = {"amd64": "x86_64", "arm64": "aarch64"}
+
+
+def _config(archive: Path) -> dict:
+    with tarfile.open(archive) as tar:
+        def blob(digest: str) -> bytes:
+            return tar.extractfile("blobs/sha256/" + digest.split(":")[1]).read()  # type: ignore[union-attr]
+        index = json.load(tar.extractfile("index.json"))  # type: ignore[arg-type]
+        manifest = json.loads(blob(index["manifests"][0]["digest"]))
+        return json.loads(blob(manifest["config"]["digest"]))
+
+
+def _build(project: Path, store: str, tmp_path: Path, name: str, *args: str, check: bool = True,
+           env: dict[str, str] | None = None):
+    out = tmp_path / name
+    done = pybuild("build", "--root", store, "--progress", "plain", *args, "-o",
+                   f"type=oci,dest={out}.tar", str(project), check=check, env=env)
+    if done.returncode == 0:
+        pybuild("build", "--root", store, *args, "-o", f"type=local,dest={out}", str(project), env=env)
+    return done, out
+
+
+def test_cross_compiling_stage_runs_here_and_the_image_is_for_the_target(
+        cross_image, project: Path, store: str, tmp_path: Path) -> None:
+    other, here = cross_image.other, host_arch()
+    write(project, {"Dockerfile": (
+        f"FROM --platform=$BUILDPLATFORM {cross_image.ref} AS build\n"
+        "ARG TARGETPLATFORM TARGETARCH BUILDPLATFORM\n"
+        'RUN echo "$BUILDPLATFORM $TARGETPLATFORM $TARGETARCH" > /out && uname -m > /uname\n'
+        f"FROM {cross_image.ref}\n"
+        "COPY --from=build /out /uname /\n")})
+    done, out = _build(project, store, tmp_path, "x", "--platform", f"linux/{other}")
+    assert (out / "out").read_text() == f"linux/{here} linux/{other} {other}\n"
+    assert (out / "uname").read_text() == _UNAME[here] + "\n"  # the build stage ran natively
+    # the final stage's base is the other architecture's image of the index
+    assert (out / "bin/busybox").read_bytes() == _fetch_busybox(other).read_bytes()
+    config = _config(out.with_suffix(".tar"))
+    assert (config["os"], config["architecture"]) == ("linux", other)
+    assert f"[stage-1 1/2] FROM {cross_image.ref}" in done.stderr
+
+    # the image stored under a name is used for a build for its platform (docker.io, which
+    # holds no such name and is not reachable, is not asked)
+    pybuild("build", "--root", store, "--platform", f"linux/{other}", "-t", "crossapp:1", str(project))
+    write(project, {"Dockerfile": "FROM crossapp:1\nCOPY Dockerfile /again\n"})
+    _, again = _build(project, store, tmp_path, "again", "--platform", f"linux/{other}")
+    assert (again / "out").read_text() == f"linux/{here} linux/{other} {other}\n"
+
+
+def test_run_steps_of_the_other_architecture_go_through_the_emulator(
+        cross_image, project: Path, store: str, tmp_path: Path) -> None:
+    other = cross_image.other
+    if not emulator(other):
+        pytest.skip(f"no emulator for {other} is registered in binfmt_misc (qemu-user-static)")
+    write(project, {"Dockerfile": f"FROM {cross_image.ref}\nRUN uname -m > /uname\n"})
+    _, there = _build(project, store, tmp_path, "there", "--platform", f"linux/{other}")
+    assert (there / "uname").read_text() == _UNAME[other] + "\n"
+    # the same Dockerfile for this machine is another step, not the cached one
+    _, here = _build(project, store, tmp_path, "here")
+    assert (here / "uname").read_text() == _UNAME[host_arch()] + "\n"
+    assert _config(there.with_suffix(".tar"))["architecture"] == other
+    assert _config(here.with_suffix(".tar"))["architecture"] == host_arch()
+
+
+def test_without_an_emulator_the_step_says_what_to_install(cross_image, project: Path, store: str,
+                                                           tmp_path: Path) -> None:
+    other = cross_image.other
+    write(project, {"Dockerfile": f"FROM {cross_image.ref}\nRUN uname -m > /uname\n"})
+    done, _ = _build(project, store, tmp_path, "x", "--platform", f"linux/{other}", check=False,
+                     env={"PYBUILD_BINFMT_MISC": str(tmp_path / "no-binfmt")})
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "Dockerfile:2" in done.stderr
+    assert f"cannot run a step for linux/{other}" in done.stderr
+    assert "binfmt_misc is not mounted" in done.stderr and "qemu-user-static" in done.stderr
+
+
+def test_from_platform_pulls_that_platform_and_the_image_keeps_it(
+        cross_image, project: Path, store: str, tmp_path: Path) -> None:
+    other = cross_image.other
+    write(project, {"Dockerfile": f"FROM --platform=linux/{other} {cross_image.ref}\n"})
+    _, out = _build(project, store, tmp_path, "x")
+    assert (out / "bin/busybox").read_bytes() == _fetch_busybox(other).read_bytes()
+    # no --platform: the image's platform is its base's, as BuildKit keeps it
+    assert _config(out.with_suffix(".tar"))["architecture"] == other
+
+
+@pytest.mark.parametrize(("platform", "expected"), [
+    ("linux/arm/v7", {"os": "linux", "architecture": "arm", "variant": "v7"}),
+    ("linux/arm64", {"os": "linux", "architecture": "arm64"}),
+    ("armhf", {"os": "linux", "architecture": "arm", "variant": "v7"}),
+    ("linux/riscv64", {"os": "linux", "architecture": "riscv64"}),
+])
+def test_a_scratch_image_is_for_the_platform_asked(project: Path, store: str, tmp_path: Path,
+                                                   platform: str, expected: dict) -> None:
+    write(project, {"Dockerfile": "FROM scratch\nARG TARGETPLATFORM\nCOPY a /a\nLABEL p=$TARGETPLATFORM\n",
+                    "a": "a\n"})
+    _, out = _build(project, store, tmp_path, "x", "--platform", platform)
+    config = _config(out.with_suffix(".tar"))
+    assert {k: config[k] for k in ("os", "architecture", "variant") if k in config} == expected
+    shown = "/".join([expected["os"], expected["architecture"]] +
+                     ([expected["variant"]] if "variant" in expected else []))
+    assert config["config"]["Labels"] == {"p": shown}
+
+
+def test_bad_platforms_are_named(project: Path, store: str, tmp_path: Path) -> None:
+    write(project, {"Dockerfile": "FROM scratch\n"})
+    several = pybuild("build", "--root", store, "--platform", "linux/amd64,linux/arm64",
+                      str(project), check=False)
+    assert several.returncode == 2 and "pybuild builds one platform at a time" in several.stderr
+    unknown = pybuild("build", "--root", store, "--platform", "nosuch", str(project), check=False)
+    assert unknown.returncode == 2
+    assert "--platform: 'nosuch': unknown operating system or architecture" in unknown.stderr
+    write(project, {"Dockerfile": "ARG A\nFROM --platform=linux/${A} scratch\nCOPY Dockerfile /\n"})
+    bad = pybuild("build", "--root", store, str(project), check=False)
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert "Dockerfile:2" in bad.stderr and "failed to parse platform linux/" in bad.stderr
