@@ -10,8 +10,8 @@ import json
 import os
 import sys
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -31,6 +31,7 @@ class BuildRequest:
     build_args: Mapping[str, str] = field(default_factory=dict)
     target: str | None = None
     platform: str | None = None  # --platform, normalised (linux/arm64); None: this machine's
+    platforms: tuple[str, ...] = ()  # --platform A,B: several, built in turn into one index
     no_cache: bool = False
     no_cache_filter: tuple[str, ...] = ()
     pull: bool = False
@@ -211,8 +212,6 @@ def _run_build(req: BuildRequest, progress: Progress, started: float) -> BuildRe
 def _build(req: BuildRequest, store: Any, progress: Progress, context_dir: Path,
            stdin_dockerfile: bytes | None, started: float, recorder: Any) -> BuildResult:
     from .base import parse_named_contexts
-    from .context import BuildContext
-    from .graph import build_graph
     from .parse import parse_dockerfile
 
     if stdin_dockerfile is not None:
@@ -224,53 +223,13 @@ def _build(req: BuildRequest, store: Any, progress: Progress, context_dir: Path,
     dockerfile = parse_dockerfile(text, filename=name)
     progress.source = (dockerfile.lines, name)
     contexts = parse_named_contexts(req.build_contexts)
-    graph = build_graph(dockerfile, build_args=req.build_args, target=req.target, platform=req.platform,
-                        named_contexts=list(contexts))
-    for warning in graph.warnings:
-        progress.warn(warning)
-
-    from .export import check_outputs
-    from .images import ImageStore
-
-    for tag in req.tags:
-        ImageStore.normalize(tag)  # a bad -t fails now, not after the whole build
-    check_outputs(req.outputs)
-    for out in req.outputs:
-        if (req.annotations or req.descriptor_annotations) and _docker_media(out):
-            progress.warn(f"--annotation: the {out.get('type')} output uses docker media types, "
-                          "which carry no annotations; they are left out of it")
-    isolate_mounts()
-    context = BuildContext.open(context_dir, df_path)
-    from .base import BaseResolver
-    from .solve import Solver
-    from .steps import StepRunner
-
-    opts = _solver_options(req, context_dir=context_dir, dockerfile_name=name)
-    bases = BaseResolver(store, progress=progress, insecure=req.insecure_registries,
-                         contexts=contexts, context_root=context_dir)
-    runner = StepRunner(store.root, secrets=dict(req.secrets), ssh=dict(req.ssh),
-                        warn=progress.warn)
-    solver = Solver(graph, dockerfile, opts, store=store, context=context, progress=progress,
-                    bases=bases, runner=runner)
-    from .cache.history import Explainer
-
-    solver.explainer = Explainer(store, context=context, enabled=req.explain or req.dry_run)
-    if req.cache_from and not req.dry_run:
-        from .cache.remote import open_imports
-
-        solver.cache_import = open_imports(store, req.cache_from, insecure=req.insecure_registries,
-                                           progress=progress)
-    try:
-        # The build checks, before any step: the stages the target needs, with their
-        # bases' configs (resolved here, once, for the build too)
-        linter = _check(req, dockerfile, graph, progress.check, reached=graph.order,
-                        ignore=context.ignore, base_config=lambda stage: solver.base_of(stage).config)
-        failed = _violation(linter, dockerfile)
-        if failed is not None:
-            raise failed
-        result = solver.solve()
-    finally:
-        runner.close()
+    _check_request(req, progress)
+    if req.platforms:
+        return _build_platforms(req, store, progress, dockerfile, name, df_path, contexts,
+                                context_dir, started)
+    _, solver, result = _solve(req, store, progress, dockerfile, name, df_path, contexts,
+                               context_dir)
+    bases = solver.bases
     if req.dry_run or req.explain:
         return_plan = _explained(req, solver, result, started)
         if return_plan is not None:
@@ -323,15 +282,7 @@ def _build(req: BuildRequest, store: Any, progress: Progress, context_dir: Path,
     metadata = {
         "containerimage.digest": str(image.manifest_digest),
         "containerimage.config.digest": str(image_id),
-        "containerimage.descriptor": {
-            "mediaType": image.manifest.media_type, "digest": str(image.manifest_digest),
-            "size": len(image.manifest_bytes),
-            **({"annotations": dict(req.descriptor_annotations)} if req.descriptor_annotations else {})},
-        "image.name": ",".join(req.tags),
-        "pybuild.steps": [
-            {"stage": s.stage, "instruction": s.instruction, "line": s.line, "key": s.key,
-             "cached": s.cached, "duration": s.seconds, "layer": s.layer, "size": s.size}
-            for s in steps],
+        **_described(req, image.manifest.media_type, image.manifest_bytes, steps),
     }
     if req.metadata_file:
         write_text(req.metadata_file, json.dumps(metadata, indent=2) + "\n")
@@ -342,6 +293,176 @@ def _build(req: BuildRequest, store: Any, progress: Progress, context_dir: Path,
     if recorder is not None and not req.outputs and not bases.fetched and not _fetches(dockerfile):
         _record(recorder, store, solver, bases, image, req, shown, metadata)
     return BuildResult(image_id, image.manifest_digest, summary, steps, metadata)
+
+
+_NO_INDEX = "docker exporter does not currently support exporting manifest lists"
+
+
+def _build_platforms(req: BuildRequest, store: Any, progress: Progress, dockerfile: Any, name: str,
+                     df_path: Any, contexts: Any, context_dir: Path, started: float) -> BuildResult:
+    """--platform A,B: the target built for each platform in turn, the images joined in one
+    OCI image index, which the outputs and pushes get (each platform's files in its own
+    folder for a local or tar output), as BuildKit does. Neither a docker archive nor the
+    local store holds an index: asking for one is refused before anything runs."""
+    from .export import make_image, platform_folder, write_index_outputs
+    from .oci.image import IndexSpec
+
+    pushing = [o for o in req.outputs if o.get("type") == "registry"
+               or (o.get("type") == "image" and o.get("push") == "true")]
+    for out in req.outputs:
+        if out.get("type") == "docker" or out.get("oci-mediatypes") == "false":
+            raise UsageError(_NO_INDEX, hint="write an OCI archive (-o type=oci,dest=FILE) or push")
+        if out.get("type") == "image" and out.get("push") != "true":
+            raise UsageError(f"{_NO_INDEX}: the local store keeps one platform per name",
+                             hint="push the index (--push), or write -o type=oci,dest=FILE")
+    if req.tags and not req.outputs:
+        raise UsageError(f"{_NO_INDEX}: the local store keeps one platform per name",
+                         hint="push the index (--push), or write -o type=oci,dest=FILE")
+    if req.dry_run or req.explain:
+        raise UsageError("plan and --explain take one platform at a time")
+    parts = []
+    steps: list[Any] = []
+    for i, platform in enumerate(req.platforms):
+        one = replace(req, platform=platform, platforms=())
+        _, solver, result = _solve(one, store, progress, dockerfile, name, df_path, contexts,
+                                   context_dir, checks=i == 0, show_platform=True)
+        image = make_image(store, result, compression=req.compression, level=req.compression_level,
+                           source_date_epoch=req.source_date_epoch, media="oci",
+                           annotations=req.annotations, platform=platform)
+        parts.append((platform, image, result))
+        steps.extend(solver.steps)
+        if len({platform_folder(p) for p, _, _ in parts}) < len(parts):
+            raise UsageError(f"--platform names {platform} twice")
+    index = IndexSpec.of(image for _, image, _ in parts)
+    store.put_blob_bytes(index.manifest_bytes)
+    write_index_outputs(store, index, parts, req.outputs, tags=req.tags,
+                        source_date_epoch=req.source_date_epoch,
+                        descriptor_annotations=req.descriptor_annotations)
+    for out in pushing:
+        _push_index(store, req, index, out, progress)
+    digest = index.manifest_digest
+    if req.iidfile:
+        write_text(req.iidfile, str(digest))
+    metadata = {
+        "containerimage.digest": str(digest),
+        "pybuild.platforms": {p: {"containerimage.digest": str(image.manifest_digest),
+                                  "containerimage.config.digest": str(image.config_digest)}
+                              for p, image, _ in parts},
+        **_described(req, index.manifest_descriptor().media_type, index.manifest_bytes, steps),
+    }
+    if req.metadata_file:
+        write_text(req.metadata_file, json.dumps(metadata, indent=2) + "\n")
+    cached = sum(1 for s in steps if s.cached)
+    shown = req.tags[0] if req.tags else "image index"
+    summary = (f"built {shown} {digest} for {', '.join(req.platforms)} in "
+               f"{time.monotonic() - started:.1f}s ({cached}/{len(steps)} steps cached)")
+    return BuildResult(digest, digest, summary, tuple(steps), metadata)
+
+
+def _described(req: BuildRequest, media_type: str, manifest: bytes, steps: Sequence[Any]) -> dict[str, Any]:
+    """The metadata file's description of what was made (a manifest or an index) and how."""
+    from .digest import sha256_bytes
+
+    return {
+        "containerimage.descriptor": {
+            "mediaType": media_type, "digest": str(sha256_bytes(manifest)), "size": len(manifest),
+            **({"annotations": dict(req.descriptor_annotations)} if req.descriptor_annotations else {})},
+        "image.name": ",".join(req.tags),
+        "pybuild.steps": [
+            {"stage": s.stage, "instruction": s.instruction, "line": s.line, "key": s.key,
+             "cached": s.cached, "duration": s.seconds, "layer": s.layer, "size": s.size}
+            for s in steps],
+    }
+
+
+def _push_index(store: Any, req: BuildRequest, index: Any, out: Mapping[str, str],
+                progress: Progress) -> None:
+    """Push each platform's image by digest, then the index under every name."""
+    from .images import ImageStore, push_stored
+    from .oci.registry import Registry
+    from .oci.types import MediaType
+    from .reference import ImageRef
+
+    names = [n for n in out.get("name", "").split(",") if n] or list(req.tags)
+    refs = [ImageRef.parse(ImageStore.normalize(n)) for n in names]
+    sid = progress.start(f"[internal] pushing {', '.join(names)}")
+    try:
+        for image in index.images:
+            by_digest = sorted({f"{ref.name}@{image.manifest_digest}" for ref in refs})
+            push_stored(store, by_digest[0], by_digest, insecure=req.insecure_registries,
+                        image=image, report=progress.info)
+        for ref in refs:
+            registry = Registry(ref.api_host, insecure_registries=req.insecure_registries)
+            registry.put_manifest(ref, ref.tag or str(index.manifest_digest), index.manifest_bytes,
+                                  MediaType.OCI_INDEX)
+            progress.info(f"pushed {ref}@{index.manifest_digest}")
+    except BuildError as exc:
+        progress.error(sid, str(exc))
+        raise
+    progress.internal_done(sid)
+
+
+def _check_request(req: BuildRequest, progress: Progress) -> None:
+    """What can be refused before any step runs: -t names, outputs, annotations."""
+    from .export import check_outputs
+    from .images import ImageStore
+
+    for tag in req.tags:
+        ImageStore.normalize(tag)  # a bad -t fails now, not after the whole build
+    check_outputs(req.outputs)
+    for out in req.outputs:
+        if (req.annotations or req.descriptor_annotations) and _docker_media(out):
+            progress.warn(f"--annotation: the {out.get('type')} output uses docker media types, "
+                          "which carry no annotations; they are left out of it")
+
+
+def _solve(req: BuildRequest, store: Any, progress: Progress, dockerfile: Any, name: str,
+           df_path: Any, contexts: Any, context_dir: Path, *, checks: bool = True,
+           show_platform: bool = False) -> tuple[Any, Any, Any]:
+    """Build the target stage for ``req.platform``: (graph, solver, the stage's result).
+    ``checks``: run the build checks first (once per build, not once per platform)."""
+    from .base import BaseResolver
+    from .cache.history import Explainer
+    from .context import BuildContext
+    from .graph import build_graph
+    from .solve import Solver
+    from .steps import StepRunner
+
+    graph = build_graph(dockerfile, build_args=req.build_args, target=req.target,
+                        platform=req.platform, named_contexts=list(contexts))
+    if checks:
+        for warning in graph.warnings:
+            progress.warn(warning)
+    isolate_mounts()
+    context = BuildContext.open(context_dir, df_path)
+    opts = _solver_options(req, context_dir=context_dir, dockerfile_name=name,
+                           show_platform=show_platform)
+    bases = BaseResolver(store, progress=progress, insecure=req.insecure_registries,
+                         contexts=contexts, context_root=context_dir)
+    runner = StepRunner(store.root, secrets=dict(req.secrets), ssh=dict(req.ssh),
+                        warn=progress.warn)
+    solver = Solver(graph, dockerfile, opts, store=store, context=context, progress=progress,
+                    bases=bases, runner=runner)
+    solver.explainer = Explainer(store, context=context, enabled=req.explain or req.dry_run)
+    if req.cache_from and not req.dry_run:
+        from .cache.remote import open_imports
+
+        solver.cache_import = open_imports(store, req.cache_from, insecure=req.insecure_registries,
+                                           progress=progress)
+    try:
+        if checks:
+            # The build checks, before any step: the stages the target needs, with their
+            # bases' configs (resolved here, once, for the build too)
+            linter = _check(req, dockerfile, graph, progress.check, reached=graph.order,
+                            ignore=context.ignore,
+                            base_config=lambda stage: solver.base_of(stage).config)
+            failed = _violation(linter, dockerfile)
+            if failed is not None:
+                raise failed
+        result = solver.solve()
+    finally:
+        runner.close()
+    return graph, solver, result
 
 
 def _docker_media(out: Mapping[str, str]) -> bool:

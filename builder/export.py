@@ -24,7 +24,8 @@ from .errors import BuildError, UsageError
 from .graph import platform_args
 from .solve import LayerRef, StageResult, format_time
 
-__all__ = ["check_outputs", "config_document", "ensure_layer_blob", "make_image", "write_outputs"]
+__all__ = ["check_outputs", "config_document", "ensure_layer_blob", "make_image", "platform_folder",
+           "write_index_outputs", "write_outputs"]
 
 
 def ensure_layer_blob(store: Store, layer: LayerRef, *, compression: str, level: int | None,
@@ -247,6 +248,44 @@ def write_outputs(store: Store, image: Any, result: StageResult, outputs: Sequen
     return written
 
 
+def platform_folder(platform: str) -> str:
+    """Where one platform's files go in a split output: ``linux_arm64``, as BuildKit names it."""
+    return platform.replace("/", "_")
+
+
+def write_index_outputs(store: Store, index: Any, parts: Sequence[tuple[str, Any, StageResult]],
+                        outputs: Sequence[Mapping[str, str]], *, tags: Sequence[str],
+                        source_date_epoch: int | None,
+                        descriptor_annotations: Mapping[str, str] | None = None) -> list[str]:
+    """The ``-o`` outputs of a build for several platforms: ``index`` (an IndexSpec) of the
+    ``parts`` (platform, image, result). An OCI archive holds the index; a local folder or a
+    tar holds each platform's files in its own folder (``linux_amd64/``), as BuildKit splits
+    them. Pushes are the caller's."""
+    written = []
+    for out in outputs:
+        kind, dest = out.get("type", ""), out.get("dest", "")
+        names = [n for n in (out.get("name", "").split(",") if out.get("name") else []) if n] or list(tags)
+        try:
+            if kind == "oci":
+                from .oci.archive import write_oci_index_archive
+
+                _to_dest(dest, lambda p, names=names: write_oci_index_archive(
+                    p, index, [image for _, image, _ in parts], names,
+                    source_date_epoch=source_date_epoch, annotations=descriptor_annotations))
+            elif kind == "local":
+                for platform, _, result in parts:
+                    _write_local(store, result, Path(dest) / platform_folder(platform))
+            elif kind == "tar":
+                split = [(platform_folder(p), result) for p, _, result in parts]
+                _to_dest(dest, lambda p, split=split: _write_rootfs_tar(store, parts[0][2], Path(p), split))
+            else:
+                continue  # "image" with push, "registry": pushed by the caller
+        except OSError as exc:
+            raise BuildError(f"cannot write the {kind} output to {dest}: {exc.strerror or exc}") from None
+        written.append(f"{kind} -> {dest}")
+    return written
+
+
 def check_outputs(outputs: Sequence[Mapping[str, str]]) -> None:
     """Refuse, before anything is built, an output whose destination cannot be written."""
     for out in outputs:
@@ -344,12 +383,19 @@ def _write_local(store: Store, result: StageResult, dest: Path) -> None:
         raise
 
 
-def _write_rootfs_tar(store: Store, result: StageResult, dest: Path) -> None:
+def _write_rootfs_tar(store: Store, result: StageResult, dest: Path,
+                      split: Sequence[tuple[str, StageResult]] = ()) -> None:
+    """The root filesystem as a tar; ``split``: several, each in its own top folder."""
     from .layers.tar import write_tree_tar
 
     tmp = Path(tempfile.mkdtemp(prefix=".pybuild-", dir=store.root / "tmp"))
     try:
-        _flatten(store, result, tmp)
+        if split:
+            for folder, one in split:
+                (tmp / folder).mkdir()
+                _flatten(store, one, tmp / folder)
+        else:
+            _flatten(store, result, tmp)
         part = dest.with_name(f".{dest.name}.part")
         with open(part, "wb") as f:
             write_tree_tar(tmp, f)

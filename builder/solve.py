@@ -103,6 +103,7 @@ class BuildOptions:
     build_args: Mapping[str, str] = field(default_factory=dict)
     target: str | None = None
     platform: str | None = None  # the target platform (--platform); None: this machine's
+    show_platform: bool = False  # one of several platforms: step names say which
     no_cache: bool = False
     no_cache_filter: tuple[str, ...] = ()
     pull: bool = False
@@ -207,6 +208,9 @@ class Solver:
             return title
         single = len(self.graph.stages) == 1 and not stage.external
         label = "" if single else f"{stage.display_name} "
+        if self.opts.show_platform:  # several platforms: BuildKit names each step's
+            platform = self._run_platform.get(stage.index) or self.platform_of(stage)
+            label = f"{platform or self._host_platform} {label}"
         return f"[{label}{number:>{len(str(total))}}/{total}] {title}"
 
     def _count_triggers(self, stage: Stage, triggers: int) -> None:

@@ -82,7 +82,7 @@ def _parse_secret(text: str) -> tuple[str, tuple[str, str]]:
 @click.option("--metadata-file", type=click.Path(dir_okay=False), help="Write build results as JSON to this file.")
 @click.option("--progress", default="auto", type=click.Choice(["auto", "tty", "plain", "quiet", "rawjson"]), help="How to show progress.")
 @click.option("--build-context", "build_contexts", multiple=True, metavar="NAME=VALUE", help="Extra named context (oci-layout://DIR[:TAG], docker-image://REF, or a folder).")
-@click.option("--platform", metavar="PLATFORM", help="Target platform (os/arch[/variant]); a RUN step for another architecture needs an emulator (qemu-user-static).")
+@click.option("--platform", metavar="PLATFORM", help="Target platform (os/arch[/variant]), or several, comma-separated, for one image index; a RUN step for another architecture needs an emulator (qemu-user-static).")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the image ID.")
 @click.option("--root", type=click.Path(file_okay=False), envvar="PYBUILD_ROOT", help="Store folder (default: $PYBUILD_ROOT or ~/.local/share/pybuild).")
 @click.option("--compression", default="gzip", type=click.Choice(["gzip", "zstd", "uncompressed"]), help="Layer compression.")
@@ -134,7 +134,8 @@ def command(**kw: object) -> None:
     _check_level(str(kw["compression"]), kw["compression_level"])  # type: ignore[arg-type]
     for option in ("iidfile", "metadata_file"):
         _check_parent(option, kw[option])  # type: ignore[arg-type]
-    platform = _parse_platform(kw["platform"])  # type: ignore[arg-type]
+    platforms = _parse_platforms(kw["platform"])  # type: ignore[arg-type]
+    platform = platforms[0] if len(platforms) == 1 else None
     target = platform or platform_args()["BUILDPLATFORM"]
     annotations, descriptor_annotations = parse_annotations(kw["annotations"], target)  # type: ignore[arg-type]
     request = BuildRequest(
@@ -144,6 +145,7 @@ def command(**kw: object) -> None:
         build_args=build_args,
         target=kw["target"],  # type: ignore[arg-type]
         platform=platform,
+        platforms=platforms if len(platforms) > 1 else (),
         no_cache=bool(kw["no_cache"]),
         no_cache_filter=tuple(x for v in kw["no_cache_filter"] for x in str(v).split(",") if x),  # type: ignore[union-attr]
         pull=bool(kw["pull"]),
@@ -204,22 +206,23 @@ def command(**kw: object) -> None:
         sys.stderr.write(result.summary + "\n")
 
 
-def _parse_platform(value: str | None) -> str | None:
-    """--platform: one platform, normalised as BuildKit names it (``linux/arm64``)."""
+def _parse_platforms(value: str | None) -> tuple[str, ...]:
+    """--platform: one platform or several (comma-separated), normalised as BuildKit names
+    them (``linux/arm64``); ``local`` is this machine."""
     if not value:
-        return None
+        return ()
     from ..hostplatform import format_platform, host_build_platform, parse_platform
 
-    wanted = [w.strip() for w in value.split(",") if w.strip()]
-    if len(wanted) > 1:
-        raise UsageError(f"--platform {value}: pybuild builds one platform at a time",
-                         hint="build each platform in turn, e.g. --platform " + wanted[0])
-    try:
-        if wanted == ["local"]:  # buildx's word for this machine
-            return format_platform(host_build_platform())
-        return format_platform(parse_platform(wanted[0] if wanted else value))
-    except ValueError as exc:
-        raise UsageError(f"--platform: {exc}") from None
+    out: list[str] = []
+    for word in (w.strip() for w in value.split(",")):
+        try:
+            platform = format_platform(host_build_platform() if word == "local" else parse_platform(word))
+        except ValueError as exc:
+            raise UsageError(f"--platform: {exc}") from None
+        if platform in out:
+            raise UsageError(f"--platform names {platform} twice")
+        out.append(platform)
+    return tuple(out)
 
 
 def _parse_allow(values: tuple[str, ...]) -> tuple[str, ...]:

@@ -26,7 +26,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Any, Literal
 
 import zstandard
 
@@ -61,6 +61,7 @@ __all__ = [
     "read_archive",
     "write_docker_archive",
     "write_oci_archive",
+    "write_oci_index_archive",
 ]
 
 # A payload is bytes, a file, or (size, opener of a stream of exactly that many bytes).
@@ -80,6 +81,22 @@ def write_oci_archive(dest: str | Path, image: ImageSpec, tags: Sequence[str] = 
     entries["manifest.json"] = _docker_manifest_json(
         _blob_name(image.config_digest), _repo_tags(tags),
         [_blob_name(d.digest) for d in image.layers])
+    return _write_tar(Path(dest), entries, source_date_epoch)
+
+
+def write_oci_index_archive(dest: str | Path, index: Any, images: Sequence[ImageSpec],
+                            tags: Sequence[str] = (), *, source_date_epoch: int | None = None,
+                            annotations: Mapping[str, str] | None = None) -> Path:
+    """An OCI layout tarball of an image index (``index``: its ``manifest_descriptor``,
+    ``manifest_digest`` and ``manifest_bytes``) and every image it lists, named by ``tags``.
+    It has no docker manifest.json: a docker archive holds one platform."""
+    entries: dict[str, Payload] = {"blobs/": None, "blobs/sha256/": None, "oci-layout": OCI_LAYOUT}
+    entries[_blob_name(index.manifest_digest)] = index.manifest_bytes
+    for image in images:
+        entries[_blob_name(image.manifest_digest)] = image.manifest_bytes
+        for desc, source in image.blobs():
+            entries[_blob_name(desc.digest)] = source
+    entries["index.json"] = encode(layout_index([(index, tags)], annotations=annotations).to_json())
     return _write_tar(Path(dest), entries, source_date_epoch)
 
 

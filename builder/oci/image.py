@@ -19,6 +19,7 @@ from builder.oci.types import (
     Descriptor,
     ImageConfig,
     ImageFormatError,
+    Index,
     Manifest,
     MediaType,
     Platform,
@@ -27,7 +28,7 @@ from builder.oci.types import (
     parse_manifest_or_index,
 )
 
-__all__ = ["ImageSpec", "ResolvedImage", "build_image", "convert_layer_media", "image_from_manifest", "store_blob"]
+__all__ = ["ImageSpec", "IndexSpec", "ResolvedImage", "build_image", "convert_layer_media", "image_from_manifest", "store_blob"]
 
 _TO_DOCKER = {
     MediaType.OCI_LAYER: MediaType.DOCKER_LAYER,
@@ -109,6 +110,31 @@ def store_blob(blob_dir: Path, data: bytes) -> Digest:
             os.unlink(tmp)
             raise
     return digest
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    """An image index made by a build for several platforms: one entry per image, each with
+    its platform, as BuildKit's exporter writes it."""
+
+    images: tuple[ImageSpec, ...]
+    manifest_bytes: bytes
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, images: Iterable[ImageSpec], annotations: Mapping[str, str] | None = None) -> IndexSpec:
+        images = tuple(images)
+        index = Index(manifests=tuple(i.manifest_descriptor() for i in images),
+                      annotations=dict(annotations or {}), media_type=MediaType.OCI_INDEX)
+        return cls(images, encode(index.to_json()), dict(annotations or {}))
+
+    @property
+    def manifest_digest(self) -> Digest:
+        return sha256_bytes(self.manifest_bytes)
+
+    def manifest_descriptor(self, annotations: Mapping[str, str] | None = None) -> Descriptor:
+        return Descriptor(MediaType.OCI_INDEX, self.manifest_digest, len(self.manifest_bytes),
+                          annotations=dict(annotations or {}))
 
 
 def build_image(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -39,15 +40,20 @@ def _build(project: Path, store: str, tmp_path: Path, name: str, *args: str, che
     return done, out
 
 
+def _cross_compiling(base: str, args: str, run: str, copied: str) -> str:
+    """The cross-compiling pattern: a stage on the build platform, the result copied onto the
+    target platform's base."""
+    return (f"FROM --platform=$BUILDPLATFORM {base} AS build\nARG {args}\nRUN {run}\n"
+            f"FROM {base}\nCOPY --from=build {copied} /\n")
+
+
 def test_cross_compiling_stage_runs_here_and_the_image_is_for_the_target(
         cross_image, project: Path, store: str, tmp_path: Path) -> None:
     other, here = cross_image.other, host_arch()
-    write(project, {"Dockerfile": (
-        f"FROM --platform=$BUILDPLATFORM {cross_image.ref} AS build\n"
-        "ARG TARGETPLATFORM TARGETARCH BUILDPLATFORM\n"
-        'RUN echo "$BUILDPLATFORM $TARGETPLATFORM $TARGETARCH" > /out && uname -m > /uname\n'
-        f"FROM {cross_image.ref}\n"
-        "COPY --from=build /out /uname /\n")})
+    write(project, {"Dockerfile": _cross_compiling(
+        cross_image.ref, "TARGETPLATFORM TARGETARCH BUILDPLATFORM",
+        'echo "$BUILDPLATFORM $TARGETPLATFORM $TARGETARCH" > /out && uname -m > /uname',
+        "/out /uname")})
     done, out = _build(project, store, tmp_path, "x", "--platform", f"linux/{other}")
     assert (out / "out").read_text() == f"linux/{here} linux/{other} {other}\n"
     assert (out / "uname").read_text() == _UNAME[here] + "\n"  # the build stage ran natively
@@ -122,9 +128,6 @@ def test_a_scratch_image_is_for_the_platform_asked(project: Path, store: str, tm
 
 def test_bad_platforms_are_named(project: Path, store: str, tmp_path: Path) -> None:
     write(project, {"Dockerfile": "FROM scratch\n"})
-    several = pybuild("build", "--root", store, "--platform", "linux/amd64,linux/arm64",
-                      str(project), check=False)
-    assert several.returncode == 2 and "pybuild builds one platform at a time" in several.stderr
     unknown = pybuild("build", "--root", store, "--platform", "nosuch", str(project), check=False)
     assert unknown.returncode == 2
     assert "--platform: 'nosuch': unknown operating system or architecture" in unknown.stderr
@@ -132,3 +135,57 @@ def test_bad_platforms_are_named(project: Path, store: str, tmp_path: Path) -> N
     bad = pybuild("build", "--root", store, str(project), check=False)
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert "Dockerfile:2" in bad.stderr and "failed to parse platform linux/" in bad.stderr
+
+
+def test_several_platforms_make_one_index(cross_image, registry, project: Path, store: str,
+                                          tmp_path: Path) -> None:
+    other, here = cross_image.other, host_arch()
+    write(project, {"Dockerfile": _cross_compiling(cross_image.ref, "TARGETARCH",
+                                                   "echo $TARGETARCH > /out", "/out")})
+    out, iid, meta = tmp_path / "x.tar", tmp_path / "iid", tmp_path / "meta.json"
+    name = f"{registry.host}/multi/app:1"
+    done = pybuild("build", "--root", store, "--progress", "plain", "--platform",
+                   f"linux/{here},linux/{other}", "-o", f"type=oci,dest={out}", "-o",
+                   f"type=local,dest={tmp_path / 'local'}", "--iidfile", str(iid),
+                   "--metadata-file", str(meta), "--push", "-t", name, str(project))
+    # each platform's files in its own folder, as BuildKit splits them
+    for arch in (here, other):
+        assert (tmp_path / f"local/linux_{arch}/out").read_text() == f"{arch}\n"
+    assert (tmp_path / f"local/linux_{other}/bin/busybox").read_bytes() == \
+        _fetch_busybox(other).read_bytes()
+    assert f"[linux/{other} stage-1 1/2] FROM {cross_image.ref}" in done.stderr
+    # the archive's one entry is the index, which lists both images with their platforms
+    with tarfile.open(out) as tar:
+        def blob(digest: str) -> bytes:
+            return tar.extractfile("blobs/sha256/" + digest.split(":")[1]).read()  # type: ignore[union-attr]
+        [entry] = json.load(tar.extractfile("index.json"))["manifests"]  # type: ignore[arg-type]
+        assert entry["mediaType"] == "application/vnd.oci.image.index.v1+json"
+        index_bytes = blob(entry["digest"])
+        index = json.loads(index_bytes)
+        assert [m["platform"]["architecture"] for m in index["manifests"]] == [here, other]
+        for m in index["manifests"]:
+            config = json.loads(blob(json.loads(blob(m["digest"]))["config"]["digest"]))
+            assert config["architecture"] == m["platform"]["architecture"]
+    assert iid.read_text() == entry["digest"]
+    assert json.loads(meta.read_text())["containerimage.digest"] == entry["digest"]
+    # what was pushed is that index; a puller for the other platform gets its image
+    pushed = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{name}"],
+                            capture_output=True, check=True).stdout
+    assert pushed == index_bytes
+    seen = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--override-arch", other,
+                           f"docker://{name}"], capture_output=True, text=True, check=True).stdout
+    assert json.loads(seen)["Architecture"] == other
+
+
+def test_several_platforms_refuse_outputs_that_hold_one(project: Path, store: str,
+                                                       tmp_path: Path) -> None:
+    write(project, {"Dockerfile": "FROM scratch\nCOPY Dockerfile /\n"})
+    both = "linux/amd64,linux/arm64"
+    for args in (["-t", "app:1"], ["-o", f"type=docker,dest={tmp_path / 'd.tar'}"]):
+        done = pybuild("build", "--root", store, "--platform", both, *args, str(project), check=False)
+        assert done.returncode == 2 and "Traceback" not in done.stderr
+        assert "docker exporter does not currently support exporting manifest lists" in done.stderr
+        assert "#1" not in done.stderr  # refused before any step
+    twice = pybuild("build", "--root", store, "--platform", "linux/arm64,linux/aarch64", str(project),
+                    check=False)
+    assert twice.returncode == 2 and "--platform names linux/arm64 twice" in twice.stderr
