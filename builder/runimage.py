@@ -8,8 +8,8 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from .cache.store import Store, remove_tree
 from .errors import BuildError, UsageError
@@ -37,6 +37,26 @@ def _warn(message: str) -> None:
     print(f"WARNING: {message}", file=sys.stderr)
 
 
+def _check_platform(name: str, config: dict) -> None:
+    """An image for another platform runs through the kernel's emulator, said as docker run
+    says it; without an emulator it is refused before anything starts."""
+    from .emulation import emulation_problem
+    from .hostplatform import format_platform, host_build_platform, normalize_arch
+
+    if not config.get("architecture"):
+        return
+    platform = format_platform((str(config.get("os") or "linux"),
+                                *normalize_arch(str(config["architecture"]), str(config.get("variant") or ""))))
+    host = format_platform(host_build_platform())
+    if platform.split("/")[:2] == host.split("/")[:2]:
+        return
+    problem = emulation_problem(platform)
+    if problem:
+        raise BuildError(f"cannot run {name}, an image for {platform}: {problem}")
+    _warn(f"The requested image's platform ({platform}) does not match the detected host "
+          f"platform ({host}) and no specific platform was requested")
+
+
 def run_image(store: Store, name: str, command: Sequence[str], *, env: Sequence[str] = (),
               network: str = "default", volumes: Sequence[str] = (), user: str | None = None,
               workdir: str | None = None, entrypoint: str | None = None) -> int:
@@ -44,6 +64,7 @@ def run_image(store: Store, name: str, command: Sequence[str], *, env: Sequence[
     from .solve import LayerRef, lower_dirs
 
     config, layers = _image_layers(store, name)
+    _check_platform(name, config)
     cfg = config.get("config") or {}
     entry = [entrypoint] if entrypoint else list(cfg.get("Entrypoint") or [])
     argv = entry + (list(command) if command else ([] if entrypoint and not command else list(cfg.get("Cmd") or [])))

@@ -189,3 +189,20 @@ def test_several_platforms_refuse_outputs_that_hold_one(project: Path, store: st
     twice = pybuild("build", "--root", store, "--platform", "linux/arm64,linux/aarch64", str(project),
                     check=False)
     assert twice.returncode == 2 and "--platform names linux/arm64 twice" in twice.stderr
+
+
+def test_pybuild_run_of_an_image_for_another_platform(cross_image, project: Path, store: str,
+                                                     tmp_path: Path) -> None:
+    other = cross_image.other
+    write(project, {"Dockerfile": f"FROM --platform=linux/{other} {cross_image.ref}\n"})
+    pybuild("build", "--root", store, "-t", "foreign:1", str(project))
+    refused = pybuild("run", "--root", store, "--rm", "foreign:1", "uname", "-m", check=False,
+                      env={"PYBUILD_BINFMT_MISC": str(tmp_path / "none")})
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert f"cannot run foreign:1, an image for linux/{other}: " in refused.stderr
+    assert "qemu-user-static" in refused.stderr
+    if not emulator(other):
+        pytest.skip(f"no emulator for {other} is registered in binfmt_misc (qemu-user-static)")
+    ran = pybuild("run", "--root", store, "--rm", "foreign:1", "uname", "-m")
+    assert ran.stdout == _UNAME[other] + "\n"
+    assert f"The requested image's platform (linux/{other}) does not match" in ran.stderr
