@@ -156,16 +156,17 @@ class ImageStore:
             removed.append(image.name)
         return removed
 
-    def pull(self, name: str, *, insecure: Sequence[str] = (), progress: Any = None) -> StoredImage:
-        """`pybuild pull NAME`: resolve for this platform, fetch the blobs into the store
-        (verified), name the image."""
+    def pull(self, name: str, *, insecure: Sequence[str] = (), progress: Any = None,
+             platform: str | None = None) -> StoredImage:
+        """`pybuild pull NAME`: resolve for ``platform`` (``linux/arm64``; default this
+        machine's), fetch the blobs into the store (verified), name the image."""
         from .base import BaseResolver
         from .progress import Progress
 
         ref_name = self.normalize(name)
         resolver = BaseResolver(self.store, progress=progress or Progress("quiet"),
                                 insecure=tuple(insecure))
-        base = resolver.resolve(ref_name, pull=True)
+        base = resolver.resolve(ref_name, pull=True, platform=platform)
         assert base.manifest_digest is not None
         image = self._describe(ref_name, base.manifest_digest)
         assert image is not None

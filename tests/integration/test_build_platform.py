@@ -196,6 +196,10 @@ def test_pybuild_run_of_an_image_for_another_platform(cross_image, project: Path
     other = cross_image.other
     write(project, {"Dockerfile": f"FROM --platform=linux/{other} {cross_image.ref}\n"})
     pybuild("build", "--root", store, "-t", "foreign:1", str(project))
+    # pybuild pull --platform names that platform's image, as docker pull --platform does
+    pybuild("pull", "--root", str(tmp_path / "s2"), "--platform", f"linux/{other}", cross_image.ref)
+    [shown] = json.loads(pybuild("inspect", "--root", str(tmp_path / "s2"), cross_image.ref).stdout)
+    assert shown["Config"]["architecture"] == other
     refused = pybuild("run", "--root", store, "--rm", "foreign:1", "uname", "-m", check=False,
                       env={"PYBUILD_BINFMT_MISC": str(tmp_path / "none")})
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
