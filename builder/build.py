@@ -322,10 +322,12 @@ def _build_platforms(req: BuildRequest, store: Any, progress: Progress, dockerfi
         raise UsageError("plan and --explain take one platform at a time")
     parts = []
     steps: list[Any] = []
+    solvers = []
     for i, platform in enumerate(req.platforms):
-        one = replace(req, platform=platform, platforms=())
+        one = replace(req, platform=platform, platforms=(), cache_to=())
         _, solver, result = _solve(one, store, progress, dockerfile, name, df_path, contexts,
                                    context_dir, checks=i == 0, show_platform=True)
+        solvers.append(solver)
         image = make_image(store, result, compression=req.compression, level=req.compression_level,
                            source_date_epoch=req.source_date_epoch, media="oci",
                            annotations=req.annotations, platform=platform)
@@ -340,6 +342,14 @@ def _build_platforms(req: BuildRequest, store: Any, progress: Progress, dockerfi
                         descriptor_annotations=req.descriptor_annotations)
     for out in pushing:
         _push_index(store, req, index, out, progress)
+    if req.cache_to:  # one cache for every platform's steps, as BuildKit exports it
+        from types import SimpleNamespace
+
+        from .cache.remote import export_cache
+
+        joined = SimpleNamespace(graph=solvers[0].graph, steps=steps,
+                                 cache_mount_ids=set().union(*(s.cache_mount_ids for s in solvers)))
+        export_cache(store, joined, req.cache_to, insecure=req.insecure_registries, progress=progress)
     digest = index.manifest_digest
     if req.iidfile:
         write_text(req.iidfile, str(digest))

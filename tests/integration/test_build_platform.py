@@ -210,3 +210,22 @@ def test_pybuild_run_of_an_image_for_another_platform(cross_image, project: Path
     ran = pybuild("run", "--root", store, "--rm", "foreign:1", "uname", "-m")
     assert ran.stdout == _UNAME[other] + "\n"
     assert f"The requested image's platform (linux/{other}) does not match" in ran.stderr
+
+
+def test_several_platforms_share_one_exported_cache(cross_image, project: Path, tmp_path: Path) -> None:
+    other, here = cross_image.other, host_arch()
+    write(project, {"Dockerfile": _cross_compiling(cross_image.ref, "TARGETARCH",
+                                                   "echo $TARGETARCH > /out", "/out")})
+    both = f"linux/{here},linux/{other}"
+    cache = tmp_path / "cache"
+    pybuild("build", "--root", str(tmp_path / "s1"), "--platform", both, "--cache-to",
+            f"type=local,dest={cache},mode=max", "-o", f"type=oci,dest={tmp_path / 'a.tar'}",
+            str(project))
+    # a machine that starts empty gets every step of both platforms from that cache
+    meta = tmp_path / "meta.json"
+    pybuild("build", "--root", str(tmp_path / "s2"), "--platform", both, "--cache-from",
+            f"type=local,src={cache}", "-o", f"type=local,dest={tmp_path / 'local'}",
+            "--metadata-file", str(meta), str(project))
+    steps = json.loads(meta.read_text())["pybuild.steps"]
+    assert len(steps) == 4 and all(s["cached"] for s in steps), steps
+    assert (tmp_path / f"local/linux_{other}/out").read_text() == f"{other}\n"
