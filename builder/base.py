@@ -165,6 +165,7 @@ class BaseResolver:
             ref = ImageRef.parse(name)
         except (InvalidReference, ValueError) as exc:
             raise BuildError(f"invalid base image name {name!r}: {exc}") from None
+        stored_for = None  # the platform of a stored image of that name that did not fit
         if not pull:
             doc = self.store.get_ref(str(ref))
             if doc and doc.get("manifest"):
@@ -175,7 +176,17 @@ class BaseResolver:
                     self.refs_read.append((str(ref), digest))
                     return BaseImage(str(ref), base_key(manifest_digest=str(digest)), config,
                                      tuple(layers), digest)
-        return self._pull(ref, platform)
+                if loaded is not None:
+                    c = loaded[0]
+                    stored_for = "/".join(str(x) for x in (c.get("os"), c.get("architecture"),
+                                                            c.get("variant")) if x)
+        try:
+            return self._pull(ref, platform)
+        except BuildError as exc:
+            if stored_for:
+                exc.hint = (f"the local store has {ref.familiar()} for {stored_for} only, and the "
+                            f"build needs it for {platform}")
+            raise
 
     def _pull(self, ref: Any, platform: Any = None) -> BaseImage:
         self.fetched = True

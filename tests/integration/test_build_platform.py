@@ -229,3 +229,15 @@ def test_several_platforms_share_one_exported_cache(cross_image, project: Path, 
     steps = json.loads(meta.read_text())["pybuild.steps"]
     assert len(steps) == 4 and all(s["cached"] for s in steps), steps
     assert (tmp_path / f"local/linux_{other}/out").read_text() == f"{other}\n"
+
+
+def test_a_stored_image_for_this_machine_only_is_named_when_another_is_needed(
+        busybox_rootfs: Path, project: Path, store: str) -> None:
+    pybuild("import", "--root", store, str(busybox_rootfs), "bb:1")
+    other = "amd64" if host_arch() == "arm64" else "arm64"
+    write(project, {"Dockerfile": "FROM bb:1\nCOPY Dockerfile /\n"})
+    failed = pybuild("build", "--root", store, "--platform", f"linux/{other}", str(project),
+                     check=False, env={"PYBUILD_REGISTRY_MAX_BACKOFF": "0.05"})
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr
+    assert (f"the local store has bb:1 for linux/{host_arch()} only, and the build needs it for "
+            f"linux/{other}") in failed.stderr
