@@ -345,9 +345,11 @@ def images_table(images: Sequence[StoredImage], now: _dt.datetime | None = None)
     return "\n".join("".join(c.ljust(w) for c, w in zip(r, widths)) + r[4] for r in rows) + "\n"
 
 
-def import_rootfs(store: Store, source: str, name: str, *, message: str | None = None) -> Any:
+def import_rootfs(store: Store, source: str, name: str, *, message: str | None = None,
+                  platform: str | None = None) -> Any:
     """`pybuild import`: one layer made from a root filesystem (a folder or a tar), like
-    `docker import`; the image is stored under ``name``."""
+    `docker import`; the image is stored under ``name``, for ``platform`` (``linux/arm64``;
+    default this machine's)."""
     from .cache.keys import base_key
     from .cache.store import LayerBlob
     from .config import HistoryEntry, ImageState
@@ -373,7 +375,7 @@ def import_rootfs(store: Store, source: str, name: str, *, message: str | None =
                                              f"Imported from {path.name}", created=now),))
     result = StageResult(stage=None, fs=FsState(base_key(manifest_digest=None),  # type: ignore[arg-type]
                                                 (LayerRef(diff_id, blob),)),
-                         image=state, base=None)
+                         image=state, base=None, platform=platform)
     # Kept as it came; a build or an export compresses it when it needs to.
     image = make_image(store, result, compression="uncompressed")
     ImageStore(store).tag(normalized, image)

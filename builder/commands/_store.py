@@ -26,3 +26,17 @@ def open_store(root: str | None) -> Any:
     from ..cache.store import Store, default_root
 
     return Store(Path(root) if root else default_root())
+
+
+def platform_value(value: str | None) -> str | None:
+    """A --platform value normalised as BuildKit names it (``linux/arm64``), or None; a
+    platform containerd would refuse is a usage error."""
+    if not value:
+        return None
+    from ..errors import UsageError
+    from ..hostplatform import format_platform, host_build_platform, parse_platform
+
+    try:
+        return format_platform(host_build_platform() if value == "local" else parse_platform(value))
+    except ValueError as exc:
+        raise UsageError(f"--platform: {exc}") from None

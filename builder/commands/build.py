@@ -209,19 +209,17 @@ def command(**kw: object) -> None:
 def _parse_platforms(value: str | None) -> tuple[str, ...]:
     """--platform: one platform or several (comma-separated), normalised as BuildKit names
     them (``linux/arm64``); ``local`` is this machine."""
-    if not value:
-        return ()
-    from ..hostplatform import format_platform, host_build_platform, parse_platform
+    from ._store import platform_value
 
     out: list[str] = []
-    for word in (w.strip() for w in value.split(",")):
-        try:
-            platform = format_platform(host_build_platform() if word == "local" else parse_platform(word))
-        except ValueError as exc:
-            raise UsageError(f"--platform: {exc}") from None
+    for word in (w.strip() for w in (value or "").split(",") if value):
+        if not word:
+            raise UsageError(f"--platform {value}: an empty platform",
+                             hint="give os/arch[/variant], several separated by commas")
+        platform = platform_value(word)
         if platform in out:
             raise UsageError(f"--platform names {platform} twice")
-        out.append(platform)
+        out.append(platform)  # type: ignore[arg-type]
     return tuple(out)
 
 

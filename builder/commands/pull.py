@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from ._store import SETTINGS, insecure_option, open_store, root_option
+from ._store import SETTINGS, insecure_option, open_store, platform_value, root_option
 
 __all__ = ["command"]
 
@@ -17,16 +17,10 @@ __all__ = ["command"]
 def command(root: str | None, insecure: tuple[str, ...], quiet: bool, platform: str | None,
             name: str) -> None:
     """Pull NAME[:TAG|@DIGEST] for this host's platform (or --platform's) into the local store."""
-    from ..errors import UsageError
-    from ..hostplatform import format_platform, parse_platform
     from ..images import ImageStore
     from ..reference import ImageRef
 
-    if platform:
-        try:
-            platform = format_platform(parse_platform(platform))
-        except ValueError as exc:
-            raise UsageError(f"--platform: {exc}") from None
+    platform = platform_value(platform)
     image = ImageStore(open_store(root)).pull(name, insecure=insecure, platform=platform)
     familiar = ImageRef.parse(image.name).familiar()
     if quiet:

@@ -128,6 +128,8 @@ def test_a_scratch_image_is_for_the_platform_asked(project: Path, store: str, tm
 
 def test_bad_platforms_are_named(project: Path, store: str, tmp_path: Path) -> None:
     write(project, {"Dockerfile": "FROM scratch\n"})
+    empty = pybuild("build", "--root", store, "--platform", "linux/arm64,", str(project), check=False)
+    assert empty.returncode == 2 and "--platform linux/arm64,: an empty platform" in empty.stderr
     unknown = pybuild("build", "--root", store, "--platform", "nosuch", str(project), check=False)
     assert unknown.returncode == 2
     assert "--platform: 'nosuch': unknown operating system or architecture" in unknown.stderr
@@ -241,3 +243,15 @@ def test_a_stored_image_for_this_machine_only_is_named_when_another_is_needed(
     assert failed.returncode == 1 and "Traceback" not in failed.stderr
     assert (f"the local store has bb:1 for linux/{host_arch()} only, and the build needs it for "
             f"linux/{other}") in failed.stderr
+
+
+def test_an_imported_root_filesystem_can_be_for_another_platform(busybox_rootfs: Path, project: Path,
+                                                                 store: str, tmp_path: Path) -> None:
+    other = "amd64" if host_arch() == "arm64" else "arm64"
+    pybuild("import", "--root", store, "--platform", f"linux/{other}", str(busybox_rootfs), "bb:other")
+    [shown] = json.loads(pybuild("inspect", "--root", store, "bb:other").stdout)
+    assert (shown["Config"]["os"], shown["Config"]["architecture"]) == ("linux", other)
+    # and an air-gapped build for that platform finds it in the store
+    write(project, {"Dockerfile": "FROM bb:other\nCOPY Dockerfile /\n"})
+    _, out = _build(project, store, tmp_path, "x", "--platform", f"linux/{other}")
+    assert (out / "Dockerfile").is_file() and _config(out.with_suffix(".tar"))["architecture"] == other
