@@ -196,7 +196,7 @@ class Solver:
         self._counts: dict[int, list[int]] = {}
         self._counts_lock = threading.Lock()
 
-    def _step_name(self, stage: Stage, title: str) -> str:
+    def _step_name(self, stage: Stage, title: str, *, first: bool = False) -> str:
         """A step's name on the progress display, as BuildKit's prefixCommand makes it: the
         stage (its name, else stage-N; nothing when the Dockerfile has one stage and reads no
         image with --from), then this step's number among the stage's and their count."""
@@ -209,8 +209,8 @@ class Solver:
         single = len(self.graph.stages) == 1 and not stage.external
         label = "" if single else f"{stage.display_name} "
         if self.opts.show_platform:  # several platforms: BuildKit names each step's
-            platform = self._run_platform.get(stage.index) or self.platform_of(stage)
-            label = f"{platform or self._host_platform} {label}"
+            platform = self._run_platform.get(stage.index) or self.platform_of(stage) or self._host_platform
+            label = f"{platform}{'' if first else _cross_arrow(stage, platform, self.opts.platform)} {label}"
         return f"[{label}{number:>{len(str(total))}}/{total}] {title}"
 
     def _count_triggers(self, stage: Stage, triggers: int) -> None:
@@ -392,7 +392,7 @@ class Solver:
             base = self._bases.get(stage.index)
             if base is not None:
                 return base
-            sid = self.progress.start(self._step_name(stage, f"FROM {_shown_base(stage)}"))
+            sid = self.progress.start(self._step_name(stage, f"FROM {_shown_base(stage)}", first=True))
             try:
                 base = self.bases.resolve(stage.base.name, kind=stage.base.kind,
                                           platform=self.platform_of(stage), pull=self.opts.pull)
@@ -737,6 +737,19 @@ def _root_like(upper: Path) -> None:
     """The merged root takes the upper dir's mode: make it the 0755 of every image's / (a
     fresh temp dir is 0700, which would lock every other user out of the root)."""
     os.chmod(upper, 0o755)
+
+
+def _cross_arrow(stage: Stage, platform: str, target: str | None) -> str:
+    """``->arm64`` after a step's platform when the stage runs on another platform than the
+    target and has declared a TARGET* arg, as BuildKit's formatTargetPlatform shows a stage
+    that cross-compiles."""
+    declared = {name for n in stage.instructions if isinstance(n, ins.Arg) for name, _ in n.args}
+    if not target or not declared & {"TARGETPLATFORM", "TARGETOS", "TARGETARCH", "TARGETVARIANT"}:
+        return ""
+    here, there = platform.split("/"), target.split("/")
+    if here[0] == there[0] and here[1] != there[1]:
+        return "->" + "/".join(there[1:])
+    return "" if here[0] == there[0] else "->" + target
 
 
 def _steps_of(stage: Stage) -> int:

@@ -156,6 +156,9 @@ def test_several_platforms_make_one_index(cross_image, registry, project: Path, 
     assert (tmp_path / f"local/linux_{other}/bin/busybox").read_bytes() == \
         _fetch_busybox(other).read_bytes()
     assert f"[linux/{other} stage-1 1/2] FROM {cross_image.ref}" in done.stderr
+    # a stage that cross-compiles shows both platforms, as BuildKit shows it
+    assert f"[linux/{here}->{other} build 2/2] RUN echo {other} > /out" in done.stderr
+    assert f"[linux/{here} build 2/2] RUN echo {here} > /out" in done.stderr
     # the archive's one entry is the index, which lists both images with their platforms
     with tarfile.open(out) as tar:
         def blob(digest: str) -> bytes:
