@@ -267,7 +267,10 @@ def source_tree(solver: Solver, node: ins.Instruction, from_value: str | None,
         return "folder", folder_tree, f"context:{from_value}"
 
     kind = "context" if nc is not None else "image"
-    base = solver.bases.resolve(from_value, kind=kind, pull=solver.opts.pull)
+    # As BuildKit: an image named by --from is an implicit stage of the target platform,
+    # whatever platform the stage that reads it is built for.
+    base = solver.bases.resolve(from_value, kind=kind, pull=solver.opts.pull,
+                                platform=solver.opts.platform)
     from .solve import LayerRef, lower_dirs
 
     layers = [LayerRef(b.diff_id, b) for b in base.layers]

@@ -258,3 +258,15 @@ def test_an_imported_root_filesystem_can_be_for_another_platform(busybox_rootfs:
     write(project, {"Dockerfile": "FROM bb:other\nCOPY Dockerfile /\n"})
     _, out = _build(project, store, tmp_path, "x", "--platform", f"linux/{other}")
     assert (out / "Dockerfile").is_file() and _config(out.with_suffix(".tar"))["architecture"] == other
+
+
+def test_an_image_named_by_from_is_read_for_the_target_platform(cross_image, project: Path,
+                                                                store: str, tmp_path: Path) -> None:
+    other = cross_image.other
+    # even in a stage built for this machine, as BuildKit makes --from an implicit stage of
+    # the target platform
+    write(project, {"Dockerfile": (
+        "FROM --platform=$BUILDPLATFORM scratch\n"
+        f"COPY --from={cross_image.ref} /bin/busybox /copied\n")})
+    _, out = _build(project, store, tmp_path, "x", "--platform", f"linux/{other}")
+    assert (out / "copied").read_bytes() == _fetch_busybox(other).read_bytes()
