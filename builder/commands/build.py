@@ -209,10 +209,12 @@ def command(**kw: object) -> None:
 def _parse_platforms(value: str | None) -> tuple[str, ...]:
     """--platform: one platform or several (comma-separated), normalised as BuildKit names
     them (``linux/arm64``); ``local`` is this machine."""
+    if not value:
+        return ()
     from ._store import platform_value
 
     out: list[str] = []
-    for word in (w.strip() for w in (value or "").split(",") if value):
+    for word in (w.strip() for w in value.split(",")):
         if not word:
             raise UsageError(f"--platform {value}: an empty platform",
                              hint="give os/arch[/variant], several separated by commas")
