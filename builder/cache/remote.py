@@ -109,11 +109,18 @@ class _Source:
             from ..reference import ImageRef
 
             self._ref = ImageRef.parse(spec.location)
-            self._registry = Registry(self._ref.api_host, insecure_registries=tuple(insecure))
+            self._insecure = tuple(insecure)
+            self._registry = Registry(self._ref.api_host, insecure_registries=self._insecure)
 
     def manifest(self) -> bytes:
         if self._registry is not None:
-            data, _, _ = self._registry.get_manifest(self._ref, self._ref.manifest_reference)
+            # through the registry's mirrors first, as BuildKit's cache importer resolves;
+            # the blobs then come from the place that answered
+            from ..oci.registry import first_answer
+
+            self._registry, self._ref, (data, _, _) = first_answer(
+                self._ref, lambda registry, ref: registry.get_manifest(ref, ref.manifest_reference),
+                insecure_registries=self._insecure)
             return data  # type: ignore[no-any-return]
         from ..oci.layout import OciLayout, select_entry
 

@@ -19,7 +19,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -43,8 +43,19 @@ from builder.oci.types import (
 if TYPE_CHECKING:
     from builder.reference import ImageRef
 
-__all__ = ["MANIFEST_ACCEPT", "Registry", "ResolvedImage", "TLSSettings", "TransientError", "certs_dir", "is_loopback_host",
-           "resolve_for_pull", "tls_settings"]
+__all__ = [
+    "MANIFEST_ACCEPT",
+    "Registry",
+    "ResolvedImage",
+    "TLSSettings",
+    "TransientError",
+    "certs_dir",
+    "first_answer",
+    "is_loopback_host",
+    "pull_sources",
+    "resolve_for_pull",
+    "tls_settings",
+]
 
 MANIFEST_ACCEPT = (f"{MediaType.OCI_INDEX}, {MediaType.DOCKER_MANIFEST_LIST}, "
                    f"{MediaType.OCI_MANIFEST}, {MediaType.DOCKER_MANIFEST}")
@@ -440,37 +451,52 @@ class Registry:
         return None
 
 
-def resolve_for_pull(ref: ImageRef, *, insecure_registries: Iterable[str] = (),
-                     platform: Platform | None = None) -> tuple[Registry, ImageRef, ResolvedImage]:
-    """Resolve ``ref`` for a pull: through its registry's mirrors first, in order, then the
-    registry itself, as BuildKit's resolver does (``builder.oci.hosts``). Returns the registry
-    that answered and the reference as that registry names it (a mirror's path in front), to
-    fetch the blobs with. When every place fails, the registry's own error is raised, with
-    what each mirror answered."""
+def pull_sources(ref: ImageRef, insecure_registries: Iterable[str] = ()
+                 ) -> Iterator[tuple[Registry, ImageRef, str | None]]:
+    """The places a pull of ``ref`` tries, in order: its registry's mirrors (``builder.oci.
+    hosts``), then the registry itself; each as (client, the reference as that place names
+    it, the mirror's name or None for the registry)."""
     import dataclasses
 
     from builder.oci.hosts import mirrors_for
 
     insecure_registries = tuple(insecure_registries)
-    failures = []
     for mirror in mirrors_for(ref.registry):
         repository = f"{mirror.path}/{ref.repository}" if mirror.path else ref.repository
         there = dataclasses.replace(ref, registry=mirror.host, repository=repository)
         # a mirror that does not answer is passed over quickly: the registry is still there
-        registry = Registry(mirror.host, insecure_registries=insecure_registries, attempts=2,
-                            max_backoff=1.0)
+        yield (Registry(mirror.host, insecure_registries=insecure_registries, attempts=2,
+                        max_backoff=1.0), there, str(mirror))
+    yield Registry(ref.api_host, insecure_registries=insecure_registries), ref, None
+
+
+def first_answer(ref: ImageRef, ask: Callable[[Registry, ImageRef], Any], *,
+                 insecure_registries: Iterable[str] = ()) -> tuple[Registry, ImageRef, Any]:
+    """``ask(registry, reference)`` of each place a pull tries (``pull_sources``) until one
+    answers, as BuildKit's resolver does. When every place fails, the registry's own error
+    is raised, with what each mirror answered."""
+    failures = []
+    for registry, there, mirror in pull_sources(ref, insecure_registries):
         try:
-            return registry, there, registry.resolve(there, platform)
+            return registry, there, ask(registry, there)
         except RegistryError as exc:
-            failures.append(f"mirror {mirror}: {exc.message.removeprefix(f'{mirror.host}: ')}")
-    registry = Registry(ref.api_host, insecure_registries=insecure_registries)
-    try:
-        return registry, ref, registry.resolve(ref, platform)
-    except RegistryError as exc:
-        if failures:
-            exc.message = f"{exc.message} (tried first: {'; '.join(failures)})"
-            exc.args = (exc.message,)
-        raise
+            if mirror is None:
+                if failures:
+                    exc.message = f"{exc.message} (tried first: {'; '.join(failures)})"
+                    exc.args = (exc.message,)
+                raise
+            host = mirror.split("/")[0]
+            failures.append(f"mirror {mirror}: {exc.message.removeprefix(f'{host}: ')}")
+    raise AssertionError("pull_sources ends with the registry itself")
+
+
+def resolve_for_pull(ref: ImageRef, *, insecure_registries: Iterable[str] = (),
+                     platform: Platform | None = None) -> tuple[Registry, ImageRef, ResolvedImage]:
+    """Resolve ``ref`` for a pull (``first_answer``): the registry that answered, the
+    reference as it names it (a mirror's path in front), to fetch the blobs with, and the
+    image."""
+    return first_answer(ref, lambda registry, there: registry.resolve(there, platform),
+                        insecure_registries=insecure_registries)
 
 
 @dataclass(frozen=True)

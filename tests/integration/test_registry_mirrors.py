@@ -97,3 +97,19 @@ def test_a_broken_configuration_is_named_not_a_traceback(project: Path, store: s
     failed = pybuild("build", "--root", store, str(project), check=False, env=env)
     assert failed.returncode == 1 and "Traceback" not in failed.stderr
     assert 'buildkitd.toml: [registry."docker.io"] http must be true or false' in failed.stderr
+
+
+def test_cache_from_a_registry_goes_through_its_mirror(mirrored, busybox_image, project: Path,
+                                                       tmp_path: Path) -> None:
+    host = mirrored.host
+    write(project, {"Dockerfile": f"FROM {busybox_image.ref}\nRUN echo built > /f\n"})
+    pybuild("build", "--root", str(tmp_path / "s1"), "--cache-to",
+            f"type=registry,ref={host}/proxy/team/app:cache,mode=max", str(project))
+    # 127.0.0.1:1 answers nothing: the cache can only come from its mirror
+    env = _env(tmp_path, f'[registry."127.0.0.1:1"]\nmirrors = ["{host}/proxy"]\n')
+    meta = tmp_path / "meta.json"
+    pybuild("build", "--root", str(tmp_path / "s2"), "--cache-from",
+            "type=registry,ref=127.0.0.1:1/team/app:cache", "--metadata-file", str(meta),
+            str(project), env=env)
+    steps = json.loads(meta.read_text())["pybuild.steps"]
+    assert [s["cached"] for s in steps] == [True]
