@@ -261,9 +261,9 @@ class _Copier:
     def fail(self, message: str) -> ContextError:
         return ContextError(f"{self.verb} failed: {message}")
 
-    def ensure_dir(self, rel: str) -> str:
-        """MkdirAll inside the root: missing directories get the default mode (or the
-        octal --chmod) and the --chown owner; returns the resolved path."""
+    def ensure_dir(self, rel: str, *, perm: int | None = None) -> str:
+        """MkdirAll inside the root: missing directories get ``perm``, else the default
+        mode (or the octal --chmod), and the --chown owner; returns the resolved path."""
         parts = [c for c in rel.split("/") if c]
         done = ""
         for comp in parts:
@@ -272,9 +272,10 @@ class _Copier:
             try:
                 st = os.lstat(host)
             except FileNotFoundError:
-                perm = self.chmod.octal if self.chmod is not None and self.chmod.octal is not None else 0o755
+                mode = perm if perm is not None else (
+                    self.chmod.octal if self.chmod is not None and self.chmod.octal is not None else 0o755)
                 os.mkdir(host, 0o700)
-                os.chmod(host, perm)
+                os.chmod(host, mode)
                 if self.chown is not None:
                     self._lchown(host, *self.chown)
                 self._created.append(host)

@@ -6,6 +6,7 @@ import gzip
 import io
 import lzma
 import os
+import shutil
 import stat
 import tarfile
 from pathlib import Path
@@ -45,7 +46,8 @@ SAMPLE = tar_bytes([
     (entry("app/", tarfile.DIRTYPE, mode=0o750, uid=7, gid=8), None),
     (entry("app/run.sh", mode=0o755, uid=7, gid=8), b"#!/bin/sh\n"),
     (entry("app/link", tarfile.SYMTYPE, linkname="run.sh"), None),
-    (entry("app/hard", tarfile.LNKTYPE, linkname="app/run.sh"), None),
+    # as tar tools write it: a hard link's header repeats its file's (moby applies it)
+    (entry("app/hard", tarfile.LNKTYPE, linkname="app/run.sh", mode=0o755, uid=7, gid=8), None),
 ])
 
 COMPRESSORS = {
@@ -122,27 +124,128 @@ def test_extraction_cannot_escape_through_symlinks(tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
     evil = tar_bytes([
+        (entry("/abs/file"), b"y"),
         (entry("esc", tarfile.SYMTYPE, linkname=os.fspath(outside)), None),
         (entry("esc/pwned", mode=0o644), b"x"),
-        (entry("/abs/file"), b"y"),
     ])
     ctx = context_with(tmp_path, {"evil.tar": evil})
     rootfs = tmp_path / "rootfs"
     rootfs.mkdir()
-    copy_into(rootfs, [SourceSpec.path(ctx, "evil.tar")], "/dst", is_add=True)
+    # The absolute link target resolves inside the destination, as under moby's chroot,
+    # where it does not exist: the entry below it fails there.
+    with pytest.raises(ContextError, match="esc/pwned: No such file or directory"):
+        copy_into(rootfs, [SourceSpec.path(ctx, "evil.tar")], "/dst", is_add=True)
     assert list(outside.iterdir()) == []
-    # The absolute link target resolved inside the destination, as under a chroot.
-    assert (rootfs / "dst" / os.fspath(outside).lstrip("/") / "pwned").read_bytes() == b"x"
     assert (rootfs / "dst/abs/file").read_bytes() == b"y"
 
 
-def test_extraction_refuses_dotdot(tmp_path: Path) -> None:
-    ctx = context_with(tmp_path, {"evil.tar": tar_bytes([(entry("../../x"), b"x")])})
+def add_archive(tmp_path: Path, data: bytes, dest: str = "/dst/", **kw: object) -> Path:
+    shutil.rmtree(tmp_path / "ctx", ignore_errors=True)
+    ctx = context_with(tmp_path, {"a.tar": data})
+    rootfs = tmp_path / "rootfs"
+    rootfs.mkdir(exist_ok=True)
+    copy_into(rootfs, [SourceSpec.path(ctx, "a.tar")], dest, is_add=True, **kw)  # type: ignore[arg-type]
+    return rootfs
+
+
+def test_extraction_cleans_dotdot_against_the_destination(tmp_path: Path) -> None:
+    # moby unpacks chrooted in the destination: "../x" is "/x" there, not an error
+    rootfs = add_archive(tmp_path, tar_bytes([
+        (entry("../../x"), b"x"), (entry("a/../../y"), b"y"), (entry("h", tarfile.LNKTYPE, linkname="../x"), None),
+    ]), "/dst/sub/")
+    assert sorted(os.listdir(rootfs / "dst/sub")) == ["h", "x", "y"]
+    assert (rootfs / "dst/sub/y").read_bytes() == b"y"
+    assert os.stat(rootfs / "dst/sub/h").st_ino == os.stat(rootfs / "dst/sub/x").st_ino
+    assert sorted(os.listdir(tmp_path)) == ["ctx", "rootfs"]
+    assert sorted(os.listdir(rootfs)) == ["dst"]
+
+
+def test_root_entry_sets_the_destination_and_dot_slash_does_not(tmp_path: Path) -> None:
+    rootfs = add_archive(tmp_path, tar_bytes([(entry("/", tarfile.DIRTYPE, mode=0o700, mtime=12345), None),
+                                              (entry("a"), b"a")]), "/slash/")
+    assert (rootfs / "slash/a").read_bytes() == b"a"
+    add_archive(tmp_path, tar_bytes([(entry("./", tarfile.DIRTYPE, mode=0o700, mtime=12345), None)]), "/dot/")
+    st = os.stat(rootfs / "slash")
+    assert (stat.S_IMODE(st.st_mode), st.st_mtime) == (0o700, 12345)
+    assert stat.S_IMODE(os.stat(rootfs / "dot").st_mode) == 0o755
+
+
+def test_hard_link_entry_sets_its_inode_metadata(tmp_path: Path) -> None:
+    rootfs = add_archive(tmp_path, tar_bytes([
+        (entry("f", mode=0o600, mtime=1000), b"f"),
+        (entry("h", tarfile.LNKTYPE, linkname="f", mode=0o755, mtime=2000), None),
+    ]))
+    st = os.stat(rootfs / "dst/f")
+    assert (stat.S_IMODE(st.st_mode), st.st_mtime, st.st_nlink) == (0o755, 2000, 2)
+
+
+def test_times_before_the_epoch_become_the_epoch(tmp_path: Path) -> None:
+    rootfs = add_archive(tmp_path, tar_bytes([(entry("old", mtime=-100), b"o")]))
+    assert os.lstat(rootfs / "dst/old").st_mtime == 0
+
+
+def test_chmod_does_not_apply_to_the_archive_destination(tmp_path: Path) -> None:
+    rootfs = add_archive(tmp_path, SAMPLE, "/new/dir/", chmod=0o700)
+    assert stat.S_IMODE(os.stat(rootfs / "new/dir").st_mode) == 0o755
+    assert stat.S_IMODE(os.stat(rootfs / "new/dir/app/run.sh").st_mode) == 0o755
+
+
+@pytest.mark.parametrize("target", ["nowhere", "/dst/real"])
+def test_entry_below_a_dangling_link_fails(tmp_path: Path, target: str) -> None:
+    # the link resolves inside the destination, where neither target exists
+    with pytest.raises(ContextError, match=r"extracting 'a.tar': s/f: No such file"):
+        add_archive(tmp_path, tar_bytes([(entry("s", tarfile.SYMTYPE, linkname=target), None),
+                                         (entry("real", tarfile.DIRTYPE), None), (entry("s/f"), b"f")]))
+    assert not (tmp_path / "rootfs/dst/nowhere").exists()
+    assert not (tmp_path / "rootfs/dst/dst").exists()
+
+
+def test_unknown_entry_types_fail_as_in_moby(tmp_path: Path) -> None:
+    with pytest.raises(ContextError, match=r"unhandled tar header type 55 \('c'\)"):
+        add_archive(tmp_path, tar_bytes([(entry("c", tarfile.CONTTYPE), b"")]))
+
+
+def _unterminated(entries: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
+    data = tar_bytes(entries)
+    while data.endswith(bytes(512)):
+        data = data[:-512]
+    return data
+
+
+@pytest.mark.parametrize("tail,error", [
+    (b"", None),                      # no end blocks: Go's reader ends there too
+    (bytes(512), None),               # one zero block, then the end
+    (bytes(300), "unexpected EOF"),   # a cut header
+    (bytes(700), "unexpected EOF"),   # a zero block, then a cut one
+    (bytes(512) + b"J" * 512, "invalid tar header"),
+    (b"J" * 512, "invalid tar header"),
+], ids=["no-end-blocks", "one-zero-block", "cut-header", "zero-then-cut", "zero-then-junk", "junk"])
+def test_the_archive_end_is_judged_as_go_does(tmp_path: Path, tail: bytes, error: str | None) -> None:
+    data = _unterminated([(entry("a"), b"a")]) + tail
+    if error is None:
+        assert (add_archive(tmp_path, data) / "dst/a").read_bytes() == b"a"
+    else:
+        with pytest.raises(ContextError, match=f"archive 'a.tar' is damaged: {error}"):
+            add_archive(tmp_path, data)
+
+
+def test_a_cut_in_padding_ends_the_archive_and_a_cut_in_data_fails(tmp_path: Path) -> None:
+    whole = tar_bytes([(entry("big"), b"z" * 3000), (entry("next"), b"n")])
+    start = whole.index(b"z" * 3000)
+    rootfs = add_archive(tmp_path, whole[:start + 3000])
+    assert os.listdir(rootfs / "dst") == ["big"]
+    with pytest.raises(ContextError, match="archive 'a.tar' is damaged: unexpected end of data"):
+        add_archive(tmp_path / "rootfs", whole[:start + 1000])
+
+
+def test_zstd_opening_with_a_skippable_frame_is_an_archive(tmp_path: Path) -> None:
+    skippable = b"\x5a\x2a\x4d\x18" + (4).to_bytes(4, "little") + b"meta"
+    ctx = context_with(tmp_path, {"a.tzst": skippable + zstandard.ZstdCompressor().compress(SAMPLE)})
+    assert is_archive(os.fspath(tmp_path / "ctx/a.tzst"))
     rootfs = tmp_path / "rootfs"
     rootfs.mkdir()
-    with pytest.raises(ContextError, match="outside its root"):
-        copy_into(rootfs, [SourceSpec.path(ctx, "evil.tar")], "/dst", is_add=True)
-    assert not (tmp_path / "x").exists()
+    copy_into(rootfs, [SourceSpec.path(ctx, "a.tzst")], "/opt", is_add=True)
+    assert (rootfs / "opt/app/run.sh").read_bytes() == b"#!/bin/sh\n"
 
 
 @pytest.mark.skipif(not ROOT, reason="ownership needs root")
