@@ -558,19 +558,37 @@ class BuildContext(DirTree):
         name = dockerfile.name if dockerfile is not None else "Dockerfile"
         candidates = []
         if dockerfile is not None:
-            candidates.append(Path(dockerfile).parent / f"{dockerfile.name}.dockerignore")
-        candidates.append(context_dir / ".dockerignore")
+            candidates.append((Path(dockerfile).parent, f"{dockerfile.name}.dockerignore"))
+        candidates.append((context_dir, ".dockerignore"))
         ignore = None
-        for cand in candidates:
-            try:
-                text = cand.read_text(encoding="utf-8")
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            except UnicodeDecodeError as err:
-                raise ContextError(f"cannot read {cand}: not UTF-8 ({err})") from None
-            ignore = IgnoreMatcher.from_text(text)
-            break
+        for folder, filename in candidates:
+            data = read_ignore_file(folder, filename)
+            if data is not None:
+                ignore = IgnoreMatcher.from_bytes(data, filename)
+                break
         return cls(context_dir, dockerfile_name=name, ignore=ignore)
+
+
+def read_ignore_file(folder: Path, name: str) -> bytes | None:
+    """An ignore file's bytes as BuildKit's dockerui reads them: from the folder's
+    transferred copy, so a symlink resolves inside the folder; None when there is none
+    to read (missing, a folder, a link leading nowhere), which BuildKit ignores too."""
+    try:
+        rel = resolve_in_root(folder, name)
+        fd = os.open(os.path.join(folder, rel), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except (OSError, ContextError):
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 # ---------------------------------------------------------------- stat cache

@@ -40,6 +40,8 @@ _REGEX_ESCAPES = {
     "n": "\\n", "r": "\\r", "v": "\\v", "b": "(?a:\\b)", "B": "(?a:\\B)", "A": "\\A", "z": "\\Z",
 }
 _BAD_PATTERN = "syntax error in pattern"
+# bufio.Scanner's MaxScanTokenSize: ignorefile.ReadAll fails on a longer line.
+_MAX_LINE = 64 * 1024
 
 
 class _Kind(Enum):
@@ -250,6 +252,18 @@ class IgnoreMatcher:
         self._cache: dict[str, tuple[bool, ...]] = {}
 
     # -- construction --------------------------------------------------------------
+    @classmethod
+    def from_bytes(cls, data: bytes, name: str = ".dockerignore") -> IgnoreMatcher:
+        """Read an ignore file's bytes as docker does: any bytes (Go strings are bytes; a
+        name that is not UTF-8 matches the same bytes on disk), lines of at most
+        bufio.Scanner's 64 KiB."""
+        for lineno, line in enumerate(data.split(b"\n"), 1):
+            if len(line) >= _MAX_LINE:
+                raise ContextError(
+                    f"{name} line {lineno} is {len(line)} bytes long: docker reads lines of at "
+                    f"most {_MAX_LINE - 1} bytes (bufio.Scanner: token too long)")
+        return cls.from_text(data.decode("utf-8", "surrogateescape"))
+
     @classmethod
     def from_text(cls, text: str) -> IgnoreMatcher:
         """Read a .dockerignore file's text as docker does."""

@@ -194,6 +194,8 @@ def _ignored_top_level(context: str, dockerfile: str) -> frozenset[str]:
     ignore file taking its place. These are never read by a build, so not stamped."""
     if os.path.exists(dockerfile + ".dockerignore"):
         return frozenset()
+    if os.path.islink(os.path.join(context, ".dockerignore")):
+        return frozenset()  # the build reads it inside the context: not worth following here
     try:
         with open(os.path.join(context, ".dockerignore"), encoding="utf-8", errors="replace") as f:
             lines = [line.strip() for line in f]

@@ -191,6 +191,44 @@ def test_dockerfile_dockerignore_takes_precedence(tmp_path: Path) -> None:
         plain.select("a")
 
 
+def visible_top(c: BuildContext) -> list[str]:
+    return sorted(m.rel for m in c.select("*"))
+
+
+def test_an_unreadable_ignore_file_is_no_ignore_file(tmp_path: Path) -> None:
+    # BuildKit's dockerui ignores a failed read: a folder .dockerignore excludes nothing,
+    # and a folder Dockerfile.dockerignore gives way to the context's .dockerignore.
+    root = make(tmp_path / "ctx", {"a": "a", "b": "b", ".dockerignore/x": "a"})
+    assert visible_top(BuildContext.open(root, None)) == [".dockerignore", "a", "b"]
+    root2 = make(tmp_path / "ctx2", {"a": "a", "b": "b", ".dockerignore": "a\n", "Dockerfile.dockerignore": None})
+    assert visible_top(BuildContext.open(root2, root2 / "Dockerfile")) == [".dockerignore", "Dockerfile.dockerignore", "b"]
+
+
+def test_a_symlinked_ignore_file_resolves_inside_the_context(tmp_path: Path) -> None:
+    (tmp_path / "outside").write_text("a\n")
+    root = make(tmp_path / "ctx", {"a": "a", "b": "b", "rules": "b\n", ".dockerignore": ("link", "rules")})
+    assert visible_top(BuildContext.open(root, None)) == [".dockerignore", "a", "rules"]
+    # read through the transferred context, "../outside" is "/outside" there: no file
+    root2 = make(tmp_path / "ctx2", {"a": "a", ".dockerignore": ("link", "../outside")})
+    c = BuildContext.open(root2, None)
+    assert c.ignore is None
+    assert rels(c.select("a")) == ["a"]
+
+
+def test_an_ignore_file_in_another_encoding_matches_the_same_bytes(tmp_path: Path) -> None:
+    root = make(tmp_path / "ctx", {"a": "a", ".dockerignore": b"caf\xe9\n"})
+    (root / "caf\udce9").write_bytes(b"latin-1 name")
+    assert visible_top(BuildContext.open(root, None)) == [".dockerignore", "a"]
+
+
+def test_an_ignore_file_line_of_64_kib_fails_as_in_docker(tmp_path: Path) -> None:
+    ok = make(tmp_path / "ok", {"a": "a", ".dockerignore": b"x" * 65535 + b"\na\n"})
+    assert visible_top(BuildContext.open(ok, None)) == [".dockerignore"]
+    long = make(tmp_path / "long", {"a": "a", ".dockerignore": b"a\n" + b"x" * 65536})
+    with pytest.raises(ContextError, match=r"^.dockerignore line 2 is 65536 bytes long: .*token too long"):
+        BuildContext.open(long, None)
+
+
 def test_negated_rule_keeps_a_file_inside_an_ignored_dir(tmp_path: Path) -> None:
     c = ctx(tmp_path, {"logs/a.log": "a", "logs/keep.log": "k"}, dockerignore="logs\n!logs/keep.log\n")
     [m] = c.select("logs")

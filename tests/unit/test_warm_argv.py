@@ -114,3 +114,11 @@ def test_buildx_flags_for_sandbox_and_manifest_may_be_replayed(argv: list[str]) 
 ])
 def test_buildx_flags_a_replay_cannot_answer(argv: list[str]) -> None:
     assert _parse(argv) is None
+
+
+def test_a_symlinked_dockerignore_skips_nothing(tmp_path) -> None:
+    # the build reads it inside the context (a link out of it is no file there)
+    (tmp_path / "outside").write_text("src\n")
+    (tmp_path / "ctx").mkdir()
+    os.symlink("../outside", tmp_path / "ctx/.dockerignore")
+    assert _ignored_top_level(str(tmp_path / "ctx"), str(tmp_path / "ctx/Dockerfile")) == frozenset()
