@@ -262,7 +262,9 @@ class IgnoreMatcher:
                 raise ContextError(
                     f"{name} line {lineno} is {len(line)} bytes long: docker reads lines of at "
                     f"most {_MAX_LINE - 1} bytes (bufio.Scanner: token too long)")
-        return cls.from_text(data.decode("utf-8", "surrogateescape"))
+        matcher = cls.from_text(data.decode("utf-8", "surrogateescape"))
+        _check_sendable(matcher.rules, name)
+        return matcher
 
     @classmethod
     def from_text(cls, text: str) -> IgnoreMatcher:
@@ -368,6 +370,22 @@ class IgnoreMatcher:
                 matched = not rule.exclusion
                 index = i if matched else None
         return tuple(flags), index
+
+
+def _check_sendable(rules: tuple[IgnoreRule, ...], name: str) -> None:
+    """BuildKit sends the patterns to the context's sender as gRPC metadata, which must
+    be printable ASCII: it escapes them all when one holds a byte past ASCII, and else
+    fails the build on a control character left inside a pattern (a tab before a
+    would-be trailing comment, a lone CR)."""
+    if any(ch > "\x7f" for rule in rules for ch in rule.pattern):
+        return
+    for rule in rules:
+        bad = next((ch for ch in rule.pattern if ch < " " or ch == "\x7f"), None)
+        if bad is not None:
+            raise ContextError(
+                f"{name} line {rule.line}: the pattern {rule.text!r} holds the control character "
+                f"{bad!r}, which BuildKit cannot send with the context (header key "
+                f'"exclude-patterns" contains value with non-printable ASCII characters)')
 
 
 def _rule(pattern: str, line: int | None, written: str) -> IgnoreRule:

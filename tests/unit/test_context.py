@@ -229,6 +229,23 @@ def test_an_ignore_file_line_of_64_kib_fails_as_in_docker(tmp_path: Path) -> Non
         BuildContext.open(long, None)
 
 
+@pytest.mark.parametrize("data,bad", [(b"node_modules\t# deps\n", "\t"), (b"a\rb\n", "\r"), (b"ok\n!x\x7f\n", "\x7f")])
+def test_a_control_character_inside_a_pattern_fails_as_in_buildkit(tmp_path: Path, data: bytes, bad: str) -> None:
+    root = make(tmp_path / "ctx", {"a": "a", ".dockerignore": data})
+    with pytest.raises(ContextError) as err:
+        BuildContext.open(root, None)
+    assert f"holds the control character {bad!r}, which BuildKit cannot send" in str(err.value)
+
+
+def test_control_characters_pass_when_a_pattern_is_not_ascii(tmp_path: Path) -> None:
+    # then BuildKit URL-escapes every pattern, control characters included
+    root = make(tmp_path / "ctx", {"a": "a", "x\ty": "t", "é": "e", ".dockerignore": "x\ty\né\n"})
+    assert visible_top(BuildContext.open(root, None)) == [".dockerignore", "a"]
+    # trimmed ends and comment lines are never sent
+    root2 = make(tmp_path / "ctx2", {"a": "a", "b": "b", ".dockerignore": b"#\x01\n\ta\t\r\n"})
+    assert visible_top(BuildContext.open(root2, None)) == [".dockerignore", "b"]
+
+
 def test_negated_rule_keeps_a_file_inside_an_ignored_dir(tmp_path: Path) -> None:
     c = ctx(tmp_path, {"logs/a.log": "a", "logs/keep.log": "k"}, dockerignore="logs\n!logs/keep.log\n")
     [m] = c.select("logs")
