@@ -437,30 +437,13 @@ def _expand_template(template: str, match: str) -> str:
 
 
 # -- the public functions -------------------------------------------------------------
-def _go_quote(text: str) -> str:
-    """Quote like Go's %q, so messages read as BuildKit's do."""
-    named = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t",
-             "\v": "\\v", '"': '\\"', "\\": "\\\\"}
-    out = []
-    for ch in text:
-        if ch in named:
-            out.append(named[ch])
-        elif ch.isprintable():
-            out.append(ch)
-        elif ord(ch) < 0x80:
-            out.append(f"\\x{ord(ch):02x}")
-        elif ord(ch) < 0x10000:
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(f"\\U{ord(ch):08x}")
-    return '"' + "".join(out) + '"'
-
-
 def _run(lexer: _Lexer, words: _Words | None) -> str:
     try:
         return lexer.stop_on(None, False, words)
     except _LexError as err:
-        raise ExpandError(f"failed to process {_go_quote(lexer.text)}: {err}") from None
+        from builder.parse_go import go_quote  # %q, as BuildKit's message has it
+
+        raise ExpandError(f"failed to process {go_quote(lexer.text)}: {err}") from None
 
 
 def _check_escape(escape: str) -> None:
