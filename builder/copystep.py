@@ -187,7 +187,7 @@ def plan_copy(solver: Solver, stage: Stage, node: ins.Copy | ins.Add, image: Ima
     words.extend(f"<<{n}" for n, _ in heredocs)
     words.append(dest)
     history = " ".join(words) + " # buildkit"
-    title = node.original.split("\n", 1)[0].strip()
+    title = node.heading
     workdir = image.workdir or "/"
     link = bool(node.link)
 

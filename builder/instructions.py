@@ -51,6 +51,12 @@ class Instruction:
     original: str
     flags: tuple[str, ...] = ()
 
+    @property
+    def heading(self) -> str:
+        """The instruction's first line as written (a heredoc's body left out), stripped:
+        what a step is named by."""
+        return self.original.split("\n", 1)[0].strip()
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class From(Instruction):

@@ -596,7 +596,7 @@ class Solver:
             self.runner.mkdir(lowers, upper, wd, user=user)
 
         # shown as written, its variables expanded (BuildKit: "WORKDIR rel/vv", not the path)
-        shown = expand_shown(node.original.split("\n")[0].strip() or f"WORKDIR {node.path}",
+        shown = expand_shown(node.heading or f"WORKDIR {node.path}",
                              env.lookup(image), escape=self.graph.escape)
         fs, hist = self._step(stage, node, fs, op, action, no_cache=no_cache, title=f"WORKDIR {wd}",
                               shown=shown)
@@ -661,7 +661,7 @@ class Solver:
         if self.opts.ulimits:
             op["ulimits"] = [list(limit) for limit in self.opts.ulimits]  # the exec op's Meta
         # As BuildKit names the step: the instruction as written, flags included.
-        title = node.original.split("\n")[0] if node.original else "RUN " + " ".join(node.command)
+        title = node.heading or "RUN " + " ".join(node.command)
         history = run_history_text(argv, env, image)
         user = image.user
 
