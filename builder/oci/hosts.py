@@ -14,6 +14,15 @@ Where the settings come from, read once per process and only when a registry is 
   ``insecure-registries`` (names or CIDR ranges) are insecure. A buildkitd.toml's own
   ``docker.io`` mirrors win over daemon.json's.
 
+* containers' ``registries.conf`` (buildah's and podman's): ``$CONTAINERS_REGISTRIES_CONF``,
+  else ``~/.config/containers/registries.conf`` or ``/etc/containers/registries.conf``, and
+  the ``registries.conf.d`` drop-ins beside it. Its ``[[registry]]`` tables are read:
+  ``prefix`` (a host, or a host and a namespace; the longest match wins; ``*.domain``
+  wildcards for ``insecure``/``blocked``), ``location`` (where pulls go instead),
+  ``insecure``, ``blocked``, ``mirror-by-digest-only`` and the ``[[registry.mirror]]``
+  list (``location``, ``insecure``, ``pull-from-mirror``). Its mirrors are tried after
+  those of the other two files.
+
 A mirror is ``host[:port][/path]``; a path is put in front of the repository, as BuildKit does
 for a mirror that serves a proxy project (``harbor.example/proxy.docker.io``). A mirror is
 reached with its own table's settings (a loopback mirror speaks plain HTTP by default), and
@@ -32,7 +41,8 @@ from typing import Any
 
 from builder.errors import RegistryError
 
-__all__ = ["HostConfig", "Mirror", "host_config", "mirrors_for", "registry_settings", "reset"]
+__all__ = ["ContainersRegistry", "HostConfig", "Mirror", "Place", "containers_entry", "host_config",
+           "mirrors_for", "pull_places", "registry_settings", "reset"]
 
 
 @dataclass(frozen=True)
@@ -56,9 +66,33 @@ class Mirror:
 
 
 @dataclass(frozen=True)
+class ContainersRegistry:
+    """One ``[[registry]]`` table of a registries.conf."""
+
+    prefix: str
+    location: str = ""
+    insecure: bool = False
+    blocked: bool = False
+    mirror_by_digest_only: bool = False
+    mirrors: tuple[tuple[str, bool, str], ...] = ()  # (location, insecure, pull-from-mirror)
+    source: str = "registries.conf"
+
+
+@dataclass(frozen=True)
+class Place:
+    """Somewhere a pull asks: a mirror, or the registry (``mirror`` None)."""
+
+    host: str
+    repository: str
+    mirror: str | None = None
+    insecure: bool = False
+
+
+@dataclass(frozen=True)
 class _Settings:
     hosts: Mapping[str, HostConfig]
     insecure_nets: tuple[Any, ...] = ()  # daemon.json's CIDR ranges
+    containers: tuple[ContainersRegistry, ...] = ()
 
 
 _lock = threading.Lock()
@@ -84,9 +118,18 @@ def host_config(host: str) -> HostConfig:
     """The settings of ``host`` as a registry name (``docker.io``, ``127.0.0.1:5000``)."""
     s = _settings()
     conf = s.hosts.get(host, HostConfig())
-    if conf.insecure is None and s.insecure_nets and _in_nets(host, s.insecure_nets):
+    if conf.insecure is None and (s.insecure_nets and _in_nets(host, s.insecure_nets)
+                                  or _containers_insecure(host)):
         conf = HostConfig(conf.mirrors, conf.http, True, conf.ca, conf.keypair)
     return conf
+
+
+def _containers_insecure(host: str) -> bool:
+    """registries.conf's ``insecure`` for a whole host (its prefix is the host, or a
+    wildcard over it)."""
+    return any(entry.insecure and (entry.prefix == host or (
+        entry.prefix.startswith("*.") and host.split(":")[0].endswith(entry.prefix[1:])))
+        for entry in _settings().containers)
 
 
 def registry_settings(api_host: str) -> HostConfig:
@@ -97,6 +140,51 @@ def registry_settings(api_host: str) -> HostConfig:
 def mirrors_for(registry: str) -> tuple[Mirror, ...]:
     """The mirrors a pull from ``registry`` (a reference's domain) tries, in order."""
     return tuple(_mirror(m) for m in host_config(registry).mirrors)
+
+
+def pull_places(registry: str, repository: str, *, by_digest: bool) -> list[Place]:
+    """Where a pull of ``registry/repository`` asks, in order: buildkitd.toml's and
+    daemon.json's mirrors, registries.conf's mirrors, then the registry itself (or where
+    registries.conf's ``location`` sends it). A blocked registry is an error."""
+    places = [Place(m.host, f"{m.path}/{repository}" if m.path else repository, str(m))
+              for m in mirrors_for(registry)]
+    origin = Place(registry, repository)
+    entry = containers_entry(registry, repository)
+    if entry is not None:
+        if entry.blocked:
+            raise RegistryError(f"{registry}/{repository}: pulls from {entry.prefix} are blocked "
+                                f"by {entry.source}")
+        rest = f"{registry}/{repository}"[len(entry.prefix):] if not entry.prefix.startswith("*") else ""
+        if rest or not entry.prefix.startswith("*"):
+            for location, insecure, pull_from in entry.mirrors:
+                wanted = "digest-only" if entry.mirror_by_digest_only else pull_from
+                if (wanted == "digest-only" and not by_digest) or (wanted == "tag-only" and by_digest):
+                    continue
+                host, _, repo = (location.rstrip("/") + rest).partition("/")
+                places.append(Place(host, repo, location, insecure))
+            if entry.location and entry.location != entry.prefix:
+                host, _, repo = (entry.location.rstrip("/") + rest).partition("/")
+                origin = Place(host, repo, None, entry.insecure)
+        origin = Place(origin.host, origin.repository, None, entry.insecure)
+    return [*places, origin]
+
+
+def containers_entry(registry: str, repository: str) -> ContainersRegistry | None:
+    """The registries.conf table for a reference: the longest prefix that matches it whole
+    components at a time; a ``*.domain`` prefix matches hosts under that domain."""
+    name = f"{registry}/{repository}"
+    best = None
+    for entry in _settings().containers:
+        prefix = entry.prefix
+        if prefix.startswith("*."):
+            hit = registry.split(":")[0].endswith(prefix[1:])
+            length = 0  # any named prefix wins over a wildcard
+        else:
+            hit = name == prefix or name.startswith(prefix.rstrip("/") + "/")
+            length = len(prefix) + 1
+        if hit and (best is None or length > best[0]):
+            best = (length, entry)
+    return best[1] if best else None
 
 
 def _mirror(text: str) -> Mirror:
@@ -148,7 +236,72 @@ def load(env: Mapping[str, str]) -> _Settings:
     daemon = Path(env.get("PYBUILD_DAEMON_JSON") or "/etc/docker/daemon.json")
     if daemon.is_file():
         nets = _merge_daemon_json(daemon, hosts)
-    return _Settings(hosts, nets)
+    return _Settings(hosts, nets, _read_containers(env))
+
+
+def registries_conf_paths(env: Mapping[str, str]) -> list[Path]:
+    """registries.conf, then its drop-ins in name order, as containers/image reads them."""
+    if env.get("CONTAINERS_REGISTRIES_CONF"):
+        return [Path(env["CONTAINERS_REGISTRIES_CONF"])]
+    home = Path(env.get("HOME") or "~").expanduser()
+    user = Path(env.get("XDG_CONFIG_HOME") or home / ".config") / "containers"
+    main = user / "registries.conf"
+    if not main.is_file():
+        main = Path("/etc/containers/registries.conf")
+    drop_ins: dict[str, Path] = {}
+    for folder in (Path("/etc/containers/registries.conf.d"), user / "registries.conf.d"):
+        if folder.is_dir():
+            drop_ins.update({p.name: p for p in folder.glob("*.conf")})
+    return [main, *(drop_ins[n] for n in sorted(drop_ins))]
+
+
+def _read_containers(env: Mapping[str, str]) -> tuple[ContainersRegistry, ...]:
+    import tomllib
+
+    by_prefix: dict[str, ContainersRegistry] = {}
+    for path in registries_conf_paths(env):
+        if not path.is_file():
+            continue
+        doc = _read(path, "TOML", tomllib.loads, tomllib.TOMLDecodeError)
+        tables = doc.get("registry", [])
+        if isinstance(tables, dict):
+            continue  # the v1 format's [registries.*] tables say nothing of mirrors
+        if not isinstance(tables, list):
+            raise RegistryError(f"{path}: registry must be a list of [[registry]] tables")
+        for i, table in enumerate(tables):
+            entry = _containers_table(table, f"{path}: [[registry]] #{i + 1}", str(path))
+            by_prefix[entry.prefix] = entry  # a later file's table replaces an earlier one
+    return tuple(by_prefix.values())
+
+
+def _containers_table(table: Any, where: str, source: str) -> ContainersRegistry:
+    if not isinstance(table, dict):
+        raise RegistryError(f"{where} must be a table")
+    location = _string(table.get("location", ""), f"{where} location").rstrip("/")
+    prefix = _string(table.get("prefix", ""), f"{where} prefix").rstrip("/") or location
+    if not prefix:
+        raise RegistryError(f"{where} needs a prefix or a location")
+    mirrors = []
+    for j, m in enumerate(table.get("mirror", [])):
+        mwhere = f"{where} mirror #{j + 1}"
+        if not isinstance(m, dict) or not m.get("location"):
+            raise RegistryError(f"{mwhere} needs a location")
+        pull_from = _string(m.get("pull-from-mirror", "all") or "all", f"{mwhere} pull-from-mirror")
+        if pull_from not in ("all", "digest-only", "tag-only"):
+            raise RegistryError(f"{mwhere} pull-from-mirror must be all, digest-only or tag-only")
+        mirrors.append((_string(m["location"], f"{mwhere} location"),
+                        bool(_flag(m.get("insecure"), f"{mwhere} insecure")), pull_from))
+    return ContainersRegistry(
+        prefix, location, bool(_flag(table.get("insecure"), f"{where} insecure")),
+        bool(_flag(table.get("blocked"), f"{where} blocked")),
+        bool(_flag(table.get("mirror-by-digest-only"), f"{where} mirror-by-digest-only")),
+        tuple(mirrors), source)
+
+
+def _string(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise RegistryError(f"{where} must be a string")
+    return value
 
 
 def _read(path: Path, kind: str, parse: Any, error: type[Exception]) -> dict[str, Any]:

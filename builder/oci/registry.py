@@ -453,21 +453,23 @@ class Registry:
 
 def pull_sources(ref: ImageRef, insecure_registries: Iterable[str] = ()
                  ) -> Iterator[tuple[Registry, ImageRef, str | None]]:
-    """The places a pull of ``ref`` tries, in order: its registry's mirrors (``builder.oci.
-    hosts``), then the registry itself; each as (client, the reference as that place names
+    """The places a pull of ``ref`` tries, in order (``builder.oci.hosts.pull_places``): the
+    mirrors, then the registry itself; each as (client, the reference as that place names
     it, the mirror's name or None for the registry)."""
     import dataclasses
 
-    from builder.oci.hosts import mirrors_for
+    from builder.oci.hosts import pull_places
 
     insecure_registries = tuple(insecure_registries)
-    for mirror in mirrors_for(ref.registry):
-        repository = f"{mirror.path}/{ref.repository}" if mirror.path else ref.repository
-        there = dataclasses.replace(ref, registry=mirror.host, repository=repository)
-        # a mirror that does not answer is passed over quickly: the registry is still there
-        yield (Registry(mirror.host, insecure_registries=insecure_registries, attempts=2,
-                        max_backoff=1.0), there, str(mirror))
-    yield Registry(ref.api_host, insecure_registries=insecure_registries), ref, None
+    for place in pull_places(ref.registry, ref.repository, by_digest=ref.digest is not None):
+        there = ref if (place.host, place.repository) == (ref.registry, ref.repository) else \
+            dataclasses.replace(ref, registry=place.host, repository=place.repository)
+        if place.mirror is None:
+            yield (Registry(there.api_host, insecure=place.insecure,
+                            insecure_registries=insecure_registries), there, None)
+        else:  # a mirror that does not answer is passed over quickly: the registry is still there
+            yield (Registry(place.host, insecure=place.insecure, insecure_registries=insecure_registries,
+                            attempts=2, max_backoff=1.0), there, place.mirror)
 
 
 def first_answer(ref: ImageRef, ask: Callable[[Registry, ImageRef], Any], *,

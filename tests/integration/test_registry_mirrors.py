@@ -30,7 +30,7 @@ def mirrored(registry, busybox_image, tmp_path_factory):
 
 def _env(tmp_path: Path, toml: str | None = None, daemon: dict | None = None) -> dict[str, str]:
     env = {"PYBUILD_DAEMON_JSON": str(tmp_path / "daemon.json"), "PYBUILD_REGISTRY_MAX_BACKOFF": "0.05",
-           "HOME": str(tmp_path / "home")}
+           "HOME": str(tmp_path / "home"), "CONTAINERS_REGISTRIES_CONF": str(tmp_path / "registries.conf")}
     if toml is not None:
         (tmp_path / "buildkitd.toml").write_text(toml)
         env["PYBUILD_BUILDKITD_CONFIG"] = str(tmp_path / "buildkitd.toml")
@@ -113,3 +113,13 @@ def test_cache_from_a_registry_goes_through_its_mirror(mirrored, busybox_image, 
             str(project), env=env)
     steps = json.loads(meta.read_text())["pybuild.steps"]
     assert [s["cached"] for s in steps] == [True]
+
+
+def test_buildahs_registries_conf_mirror(mirrored, project: Path, store: str, tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    (tmp_path / "registries.conf").write_text(
+        '[[registry]]\nprefix = "docker.io/library"\nlocation = "docker.io/library"\n'
+        f'[[registry.mirror]]\nlocation = "{mirrored.host}/hub/library"\n')
+    write(project, {"Dockerfile": "FROM mbase:1\nRUN test -x /bin/busybox\n"})
+    done = pybuild("build", "--root", store, "--progress", "plain", str(project), env=env)
+    assert "FROM docker.io/library/mbase:1" in done.stderr

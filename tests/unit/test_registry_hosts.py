@@ -21,6 +21,7 @@ def conf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path
     monkeypatch.setenv("PYBUILD_CERTS_D", str(tmp_path / "certs.d"))
     monkeypatch.delenv("BUILDX_CONFIG", raising=False)
     monkeypatch.delenv("PYBUILD_BUILDKITD_CONFIG", raising=False)
+    monkeypatch.setenv("CONTAINERS_REGISTRIES_CONF", str(tmp_path / "registries.conf"))
     hosts.reset()
     yield toml, daemon
     hosts.reset()
@@ -147,3 +148,68 @@ def test_the_documented_example_means_what_the_page_says(conf, monkeypatch, tmp_
     internal = hosts.host_config("registry.internal")
     assert internal.insecure is True
     assert internal.keypair == ("/etc/pki/client.pem", "/etc/pki/client-key.pem")
+
+
+def _containers(tmp_path: Path, text: str) -> None:
+    (tmp_path / "registries.conf").write_text(text)
+    hosts.reset()
+
+
+def _places(registry: str, repository: str, by_digest: bool = False) -> list[tuple[str, str, str | None, bool]]:
+    return [(p.host, p.repository, p.mirror, p.insecure)
+            for p in hosts.pull_places(registry, repository, by_digest=by_digest)]
+
+
+def test_registries_conf_mirrors_and_locations(conf, tmp_path) -> None:
+    _containers(tmp_path, """
+unqualified-search-registries = ["docker.io"]
+[[registry]]
+prefix = "docker.io"
+location = "docker.io"
+[[registry.mirror]]
+location = "mirror.example:5000/hub"
+insecure = true
+[[registry.mirror]]
+location = "digests.example"
+pull-from-mirror = "digest-only"
+
+[[registry]]
+prefix = "docker.io/team"
+location = "proxy.example/teamcache"
+
+[[registry]]
+prefix = "*.internal.example"
+insecure = true
+
+[[registry]]
+location = "blocked.example"
+blocked = true
+""")
+    # the prefix is replaced by the mirror's location, the rest of the name kept
+    assert _places("docker.io", "library/python") == [
+        ("mirror.example:5000", "hub/library/python", "mirror.example:5000/hub", True),
+        ("docker.io", "library/python", None, False)]
+    assert _places("docker.io", "library/python", by_digest=True)[1][:2] == ("digests.example", "library/python")
+    # the longest prefix wins, and its location takes the registry's place
+    assert _places("docker.io", "team/app") == [("proxy.example", "teamcache/app", None, False)]
+    assert hosts.host_config("reg.internal.example:5000").insecure is True
+    with pytest.raises(RegistryError, match=r"blocked.example/x: pulls from blocked.example are blocked by .*registries.conf"):
+        _places("blocked.example", "x")
+
+
+def test_buildkitd_mirrors_come_before_registries_conf_ones(conf, monkeypatch, tmp_path) -> None:
+    toml, _ = conf
+    _use(monkeypatch, toml, '[registry."docker.io"]\nmirrors = ["bk.example"]\n')
+    _containers(tmp_path, '[[registry]]\nlocation = "docker.io"\n[[registry.mirror]]\nlocation = "rc.example"\n')
+    assert [p[0] for p in _places("docker.io", "library/x")] == ["bk.example", "rc.example", "docker.io"]
+
+
+def test_a_v1_registries_conf_and_aliases_change_nothing(conf, tmp_path) -> None:
+    _containers(tmp_path, '[registries.search]\nregistries = ["docker.io"]\n[aliases]\n"x" = "docker.io/library/x"\n')
+    assert _places("docker.io", "library/x") == [("docker.io", "library/x", None, False)]
+
+
+def test_a_broken_registries_conf_is_named(conf, tmp_path) -> None:
+    _containers(tmp_path, '[[registry]]\nprefix = "docker.io"\n[[registry.mirror]]\ninsecure = true\n')
+    with pytest.raises(RegistryError, match=r"registries.conf: \[\[registry\]\] #1 mirror #1 needs a location"):
+        _places("docker.io", "library/x")
