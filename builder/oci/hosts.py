@@ -154,8 +154,8 @@ def pull_places(registry: str, repository: str, *, by_digest: bool) -> list[Plac
         if entry.blocked:
             raise RegistryError(f"{registry}/{repository}: pulls from {entry.prefix} are blocked "
                                 f"by {entry.source}")
-        rest = f"{registry}/{repository}"[len(entry.prefix):] if not entry.prefix.startswith("*") else ""
-        if rest or not entry.prefix.startswith("*"):
+        if not entry.prefix.startswith("*."):  # a wildcard only marks hosts
+            rest = f"{registry}/{repository}"[len(entry.prefix):]  # the name after the prefix
             for location, insecure, pull_from in entry.mirrors:
                 wanted = "digest-only" if entry.mirror_by_digest_only else pull_from
                 if (wanted == "digest-only" and not by_digest) or (wanted == "tag-only" and by_digest):
@@ -164,7 +164,7 @@ def pull_places(registry: str, repository: str, *, by_digest: bool) -> list[Plac
                 places.append(Place(host, repo, location, insecure))
             if entry.location and entry.location != entry.prefix:
                 host, _, repo = (entry.location.rstrip("/") + rest).partition("/")
-                origin = Place(host, repo, None, entry.insecure)
+                origin = Place(host, repo)
         origin = Place(origin.host, origin.repository, None, entry.insecure)
     return [*places, origin]
 
