@@ -190,15 +190,20 @@ class _Root:
         self.upper = Path(plan.upper)
         self.status_fd = status_fd
 
-    def target(self, target: str, *, is_dir: bool) -> Path:
+    def target(self, target: str, *, is_dir: bool, keep: bool = False) -> Path:
+        """The real path of ``target``, made if missing. ``keep``: what is made stays in
+        the layer (the runtime's own mount points: BuildKit's stub cleaner takes out only
+        /etc/resolv.conf, /etc/hosts and the step's mounts, so runc's /proc, /dev and /sys
+        remain in a layer whose image had none)."""
         real, made = make_stub(self.path, self.upper, target, is_dir)
-        for stub in made:
-            _send(self.status_fd, "C", json.dumps(dataclasses.asdict(stub)))
+        if not keep:
+            for stub in made:
+                _send(self.status_fd, "C", json.dumps(dataclasses.asdict(stub)))
         return real
 
 
 def _setup_dev(root: _Root, rootless: bool, shm_size: int | None) -> None:
-    dev = root.target("/dev", is_dir=True)
+    dev = root.target("/dev", is_dir=True, keep=True)
     libc.mount("tmpfs", dev, "tmpfs", libc.MS_NOSUID | libc.MS_STRICTATIME,
                "mode=755,size=65536k")
     for name, (major, minor) in _DEVICES.items():
@@ -262,7 +267,7 @@ def _host_devices(root: _Root) -> None:
 
 
 def _setup_sys(root: _Root, *, writable: bool = False) -> None:
-    sysdir = root.target("/sys", is_dir=True)
+    sysdir = root.target("/sys", is_dir=True, keep=True)
     try:
         libc.mount("sysfs", sysdir, "sysfs",
                    (0 if writable else libc.MS_RDONLY) | libc.MS_NOSUID | libc.MS_NOEXEC
@@ -362,7 +367,7 @@ def _inner_child(plan: Plan, status_fd: int) -> NoReturn:
         else:
             libc.mount(plan.merged, plan.merged, None, libc.MS_BIND | libc.MS_REC)
         root = _Root(plan, status_fd)
-        libc.mount("proc", root.target("/proc", is_dir=True), "proc",
+        libc.mount("proc", root.target("/proc", is_dir=True, keep=True), "proc",
                    libc.MS_NOSUID | libc.MS_NOEXEC | libc.MS_NODEV)
         _setup_dev(root, plan.rootless, plan.shm_size)
         if plan.insecure and not plan.rootless:

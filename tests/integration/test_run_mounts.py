@@ -97,7 +97,7 @@ def test_cache_mount_is_keyed_by_what_it_starts_from(project: Project) -> None:
     layers = _all_layers(project.image())
     seen = {name: layers[name][1].decode().split() for name in layers if name.startswith("ls")}
     assert seen == {"ls1": [], "ls2": ["f1"], "ls3": [], "ls4": ["seed"], "ls5": ["f3", "seed"],
-                    "ls6": ["f2"], "ls7": ["bin", "etc", "home", "root", "s", "tmp"],
+                    "ls6": ["f2"], "ls7": ["bin", "dev", "etc", "home", "proc", "root", "s", "sys", "tmp"],
                     "ls8": ["r1"], "ls9": []}
 
 

@@ -90,9 +90,10 @@ def test_forms_env_path_user_workdir_umask(project: Project) -> None:
     assert re.search(r"-rwxr-xr-x .* SCRIPT", shebang)
     assert _file(img, "two") == b"first hello\nsecond\n"
     assert _file(img, "quoted") == b"hello stays\n"
-    # nothing of the heredoc file or of /dev reaches a layer
+    # nothing of the heredoc file or of /dev reaches a layer (the empty /dev mount point
+    # does: bb has none, and BuildKit leaves runc's)
     for n in range(1, len(img.layer_digests)):
-        assert not [p for p in img.layer(n) if p.startswith("dev")]
+        assert not [p for p in img.layer(n) if p.startswith("dev/")]
     ids = {name: _file(img, f"tmp/u-{name}").decode().strip() for name in
            ("name", "uid", "name-group", "uid-gid", "unknown")}
     # As BuildKit: the primary gid first in the supplementary list, then the member groups.
@@ -213,18 +214,35 @@ def test_cpu_max_is_set(project: Project, tmp_path: Path) -> None:
 def test_run_that_changes_nothing_has_an_empty_layer(project: Project) -> None:
     # as in BuildKit: every RUN has a layer, an empty tar when the step changed nothing;
     # a bare RUN is the shell with an empty command: it succeeds and changes nothing
-    project.dockerfile("FROM bb\nRUN true\nRUN echo x > /x\nRUN\n")
+    # (the first RUN leaves /dev, /proc and /sys, which bb lacks: see below)
+    project.dockerfile("FROM bb\nRUN echo x > /x\nRUN true\nRUN\n")
     project.build()
     img = project.image()
     runs = [h for h in img.history if h["created_by"].startswith("RUN")]
     assert [h.get("empty_layer", False) for h in runs] == [False, False, False]
     assert runs[2]["created_by"] == "RUN /bin/sh -c  # buildkit"
     assert len(img.layer_digests) == 4
-    assert list(img.layer(1)) == [] and list(img.layer(3)) == []
+    assert list(img.layer(2)) == [] and list(img.layer(3)) == []
     # the diff_id of BuildKit's empty layers: a tar of its 1024-byte end marker alone
     empty = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
-    assert img.config["rootfs"]["diff_ids"][1] == empty == img.config["rootfs"]["diff_ids"][3]
+    assert img.config["rootfs"]["diff_ids"][2] == empty == img.config["rootfs"]["diff_ids"][3]
     meta = project.metadata()
     steps = {s["instruction"]: s for s in meta["pybuild.steps"]}
     assert steps["RUN true"]["layer"] is not None
     json.dumps(meta)
+
+
+def test_runtime_mount_points_stay_in_the_first_run_layer(project: Project) -> None:
+    # bb has no /dev, /proc or /sys. runc makes them to mount on and BuildKit's stub
+    # cleaner leaves them (only /etc/hosts, /etc/resolv.conf and --mount targets go), so
+    # the first RUN's layer holds them as empty root-owned directories; /etc, copied up
+    # only for the /etc/hosts stub, is not in it.
+    project.dockerfile("FROM bb\nRUN true\nRUN echo x > /x\n")
+    project.build()
+    img = project.image()
+    first = img.layer(1)
+    assert sorted(first) == ["dev", "proc", "sys"]
+    for name in ("dev", "proc", "sys"):
+        info = first[name][0]
+        assert info.isdir() and (info.mode & 0o7777, info.uid, info.gid) == (0o755, 0, 0)
+    assert sorted(img.layer(2)) == ["x"]
