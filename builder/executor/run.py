@@ -1,6 +1,6 @@
 """``run_step``: the builder's side of running one RUN step in namespaces.
 
-Owns preparing a step (the resolv.conf/hosts/hostname files, the overlay options or the
+Owns preparing a step (the resolv.conf and hosts files, the overlay options or the
 plain root folder, the cgroup), forking the sandbox (see ``sandbox``), writing a rootless
 child's id maps, streaming its output, turning its reports into an exit code or an
 ``ExecError``, ending it on SIGINT/SIGTERM, and cleaning up: stubs out of the upper dir,
@@ -135,9 +135,9 @@ def run_step(spec: RunSpec, rootfs: RootFS | DirRoot, *,
     cgroup = None
     try:
         files = []
+        # As BuildKit: no /etc/hostname (the image's stays, writable), only these two.
         for target, content in (("/etc/resolv.conf", _resolv_conf()),
-                                ("/etc/hosts", _hosts_file(spec)),
-                                ("/etc/hostname", spec.hostname + "\n")):
+                                ("/etc/hosts", _hosts_file(spec))):
             host_file = tmp / target.rsplit("/", 1)[1]
             host_file.write_text(content)
             host_file.chmod(0o644)

@@ -80,12 +80,13 @@ def test_dev_is_minimal(busybox_rootfs: Path, run_on) -> None:
 
 def test_etc_files_are_provided_then_absent_from_the_layer(busybox_rootfs: Path, run_on) -> None:
     result = run_on(busybox_rootfs, "cat /etc/resolv.conf; echo ---; cat /etc/hosts; echo ---;"
-                                    " cat /etc/hostname; hostname",
+                                    " hostname; ls /etc/hostname 2>&1",
                     hostname="myhost", extra_hosts=(("db", "10.1.2.3"),))
     resolv, hosts, hostname = result.output.split("---\n")
     assert resolv == Path("/etc/resolv.conf").read_text()
     assert "127.0.0.1\tlocalhost myhost" in hosts and "10.1.2.3\tdb" in hosts
-    assert hostname == "myhost\nmyhost\n"
+    # BuildKit provides no /etc/hostname: only the UTS name is the step's
+    assert hostname.splitlines() == ["myhost", "ls: /etc/hostname: No such file or directory"]
     # /etc of the image was copied up only to hold the mount points: all of it is gone. The
     # runtime's own mount points stay, as BuildKit leaves them (busybox_rootfs has none).
     assert sorted(p.name for p in result.upper.iterdir()) == ["dev", "proc", "sys"]
@@ -100,8 +101,7 @@ def test_mount_points_left_in_an_image_without_them(tmp_path: Path, run_on) -> N
     (bare / "bin").mkdir(parents=True)
     shutil.copy2("/bin/busybox", bare / "bin" / "busybox")
     (bare / "bin" / "sh").symlink_to("busybox")
-    result = run_on(bare, "/bin/busybox cat /etc/hostname; /bin/busybox ls /",
-                    mounts=())
+    result = run_on(bare, "/bin/busybox hostname; /bin/busybox ls /", mounts=())
     assert result.code == 0
     assert result.output.split() == ["buildkitsandbox", "bin", "dev", "etc", "proc", "sys"]
     # As BuildKit: its stub cleaner takes out /etc/hosts, /etc/resolv.conf (and /etc, made
@@ -111,6 +111,20 @@ def test_mount_points_left_in_an_image_without_them(tmp_path: Path, run_on) -> N
         st = (result.upper / name).stat()
         assert (oct(st.st_mode), st.st_uid, st.st_gid) == (oct(0o40755), 0, 0)
         assert list((result.upper / name).iterdir()) == []
+
+
+def test_etc_hostname_is_the_images_and_writable(busybox_rootfs: Path, tmp_path: Path,
+                                                run_on) -> None:
+    # As BuildKit, which binds only /etc/resolv.conf and /etc/hosts: a step reads the
+    # image's /etc/hostname and may rewrite it (`echo myhost > /etc/hostname`), and the
+    # new content is part of the layer.
+    top = tmp_path / "top"
+    (top / "etc").mkdir(parents=True)
+    (top / "etc" / "hostname").write_text("imagehost\n")
+    result = run_on([top, busybox_rootfs], "cat /etc/hostname; hostname; "
+                                           "echo newhost > /etc/hostname && echo written")
+    assert result.output == "imagehost\nbuildkitsandbox\nwritten\n"
+    assert (result.upper / "etc" / "hostname").read_text() == "newhost\n"
 
 
 def test_default_hostname_is_buildkits(busybox_rootfs: Path, run_on) -> None:

@@ -33,7 +33,7 @@ def step(name, command, **fields):
     except ExecError as e:
         results[name] = {"error": str(e)}
 step("root", "id; echo hi > /tmp/x; grep CapEff /proc/self/status; hostname; "
-             "ls /proc | grep -c '^[0-9]'; cat /etc/hostname")
+             "ls /proc | grep -c '^[0-9]'; hostname")
 step("none", "ls /sys/class/net", network="none")
 step("sys", "ls /sys/fs/cgroup | wc -l; touch /sys/x || echo refused")
 step("app", "id", user="app")

@@ -218,9 +218,9 @@ def _tree_of_image(img: OciImage, base: Path) -> dict[str, tuple]:
     return tree
 
 
-# BuildKit documents the files it provides to a step (/etc/resolv.conf, /etc/hosts,
-# /etc/hostname) and the mount points of /dev, /proc, /sys as not part of the image; docker
-# 20.10's runc still leaves them behind as empty files and directories in a RUN layer.
+# Current BuildKit takes the stubs of the files it provides to a step (/etc/resolv.conf,
+# /etc/hosts) out of a RUN layer; docker 20.10's still leaves them behind as empty files.
+# The Debian base has /dev, /proc and /sys already, so their mount points make no change.
 _BUILDER_SPECIFIC = {"dev", "proc", "sys", "etc/resolv.conf", "etc/hosts", "etc/hostname"}
 
 
