@@ -353,6 +353,9 @@ def _inner_child(plan: Plan, status_fd: int) -> NoReturn:
     """PID 1 of the step's PID namespace; never returns."""
     try:
         libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
+        # Session and group leader of its own namespace, as runc makes a container's first
+        # process: `kill 0` in a step then reaches the step's processes, not the outer child.
+        os.setsid()
         os.umask(0o022)  # for what we make (stubs, WORKDIR) as for the step itself
         # Opened now, written just before exec: setup memory is not the step's to pay for,
         # and after pivot_root the host's cgroup tree is out of sight.

@@ -39,6 +39,14 @@ def test_exit_codes_and_signals(busybox_rootfs: Path, run_on) -> None:
     assert run_on(busybox_rootfs, "sh -c 'kill -9 $$'; exit $?").code == 137
 
 
+def test_step_leads_its_own_session(busybox_rootfs: Path, run_on) -> None:
+    # As runc's first process: PID 1 leads its session and process group, so `kill 0`
+    # (common in `trap 'kill 0' EXIT`) ends the step's own processes and nothing else.
+    result = run_on(busybox_rootfs, "cut -d' ' -f1,5,6 /proc/$$/stat; sleep 30 & kill 0; "
+                                    "echo survived $?")
+    assert (result.code, result.output) == (0, "1 1 1\nsurvived 0\n")
+
+
 def test_missing_executable_is_a_clear_error(busybox_rootfs: Path, run_on) -> None:
     with pytest.raises(ExecError, match=r'exec: "nosuchtool": executable file not found in \$PATH'):
         run_on(busybox_rootfs, ("nosuchtool", "--help"))
