@@ -400,7 +400,8 @@ def _inner_child(plan: Plan, status_fd: int) -> NoReturn:
         os.makedirs(plan.cwd, mode=0o755, exist_ok=True)
         os.chdir(plan.cwd)
         env = dict(plan.env)
-        env.setdefault("HOME", home)
+        if not env.get("HOME"):  # as runc: an empty HOME (`ENV HOME=`) counts as unset
+            env["HOME"] = home
         keep = set(range(plan.last_cap + 1)) if plan.insecure else set(DEFAULT_CAPABILITIES.values())
         for cap in range(plan.last_cap + 1):
             if cap not in keep:

@@ -179,6 +179,13 @@ def test_environment_defaults(busybox_rootfs: Path, run_on) -> None:
                            "/root", "bar"]
     out = run_on(busybox_rootfs, "echo $PATH $HOME", env=("PATH=/bin",), user="app").output
     assert out.split() == ["/bin", "/home/app"]
+    # runc sets HOME from passwd when it is empty too (`ENV HOME=`), "/" for a uid without
+    # an entry; a HOME the image sets is kept
+    out = run_on(busybox_rootfs, "echo \"[$HOME]\"", env=("HOME=",), user="app").output
+    assert out == "[/home/app]\n"
+    out = run_on(busybox_rootfs, "echo \"[$HOME]\"", env=("HOME=",), user="4242").output
+    assert out == "[/]\n"
+    assert run_on(busybox_rootfs, "echo $HOME", env=("HOME=/custom",)).output == "/custom\n"
 
 
 def test_workdir_is_created_owned_by_root(busybox_rootfs: Path, run_on) -> None:
