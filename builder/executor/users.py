@@ -3,7 +3,8 @@
 Follows runc/BuildKit: ``name`` or ``uid`` with an optional ``:group`` or ``:gid``, looked
 up in the image's /etc/passwd and /etc/group. Without an explicit group the primary gid is
 the passwd entry's and the supplementary gids are the groups listing the user as a member;
-a numeric uid missing from passwd runs with gid 0; an unknown name is an error.
+a numeric uid missing from passwd runs with gid 0; an unknown name is an error. With both
+parts given, ``root`` stands for 0 without any file, as in BuildKit's ``ParseUIDGID``.
 """
 from __future__ import annotations
 
@@ -50,7 +51,11 @@ def resolve_user(rootfs: Path, spec: str) -> tuple[int, int, tuple[int, ...]]:
 
 def lookup_user(rootfs: Path, spec: str) -> tuple[int, int, tuple[int, ...], str]:
     """Like ``resolve_user`` plus the home directory ("/" when passwd has none)."""
-    user_arg, _, group_arg = spec.partition(":")
+    user_arg, sep, group_arg = spec.partition(":")
+    if sep and all(part == "root" or _number(part) is not None for part in (user_arg, group_arg)):
+        # BuildKit's fast path (ParseUIDGID): "root" is 0 when both ids are given, with no
+        # passwd or group file needed (an image without /etc/passwd takes USER root:root).
+        user_arg, group_arg = ("0" if part == "root" else part for part in (user_arg, group_arg))
     uid_num = _number(user_arg)
     gid_num = _number(group_arg)
 

@@ -64,6 +64,14 @@ def test_resolve_user_without_passwd(tmp_path: Path) -> None:
     assert resolve_user(tmp_path, "1000:1000") == (1000, 1000, ())
     with pytest.raises(ExecError, match="unable to find user app"):
         resolve_user(tmp_path, "app")
+    # BuildKit's ParseUIDGID: with both parts given, "root" is 0 and no file is read
+    for spec in ("root:root", "0:root", "root:0"):
+        assert resolve_user(tmp_path, spec) == (0, 0, ())
+    assert resolve_user(tmp_path, "root:5") == (0, 5, ())
+    with pytest.raises(ExecError, match="unable to find user root"):
+        resolve_user(tmp_path, "root")
+    with pytest.raises(ExecError, match="unable to find user root"):
+        resolve_user(tmp_path, "root:wheel")
 
 
 def test_resolve_user_follows_symlinks_inside_the_root(tmp_path: Path, image: Path) -> None:
