@@ -116,9 +116,11 @@ class ImageState:
         return replace(self, env=tuple(env), arg_env=arg_env)
 
     def with_arg(self, name: str, value: str | None) -> ImageState:
-        args = tuple(p for p in self.arg_env if p[0] != name)
+        # As BuildKit's dispatchArg: an ARG with no value (no default, build arg or global
+        # one) sets nothing, so an earlier ARG's value of that name stays in effect.
+        args = self.arg_env
         if value is not None:
-            args += ((name, value),)
+            args = tuple(p for p in args if p[0] != name) + ((name, value),)
         return replace(self, arg_env=args, build_args=self.build_args + ((name, value),))
 
     def with_labels(self, pairs: Sequence[tuple[str, str]]) -> ImageState:

@@ -421,3 +421,14 @@ def test_steps_are_named_as_buildkit_names_them(bb: Project) -> None:
     names = _step_names(bb.build().stderr)
     assert names[0] == "[ 1/10] FROM docker.io/library/base:1"
     assert names[1:] == [f"[{i:>2}/10] RUN true" for i in range(2, 11)]
+
+
+def test_an_arg_declared_again_without_a_value_keeps_the_value_in_effect(bb: Project) -> None:
+    # BuildKit's dispatchArg sets nothing for an ARG with no value: the earlier `ARG A=again`
+    # stays in RUN's environment and in the `|N` prefix (pybuild had the ENV's value again)
+    bb.dockerfile("FROM bb\nARG A=arg\nENV A=env\nARG A=again\nARG A\nRUN echo $A > /a\n")
+    bb.build()
+    img = bb.image()
+    assert img.history[-1]["created_by"] == "RUN |1 A=again /bin/sh -c echo $A > /a # buildkit"
+    assert img.layer(len(img.layer_digests) - 1)["a"][1] == b"again\n"
+    assert img.config["config"]["Env"][-1] == "A=env"
