@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .errors import BuildError
@@ -82,14 +82,16 @@ class ImageState:
     # ``build_args``: every declaration in order, for RUN's `|N K=V` history prefix.
     arg_env: tuple[tuple[str, str], ...] = ()
     build_args: tuple[tuple[str, str | None], ...] = ()
-    extra: Mapping[str, Any] = field(default_factory=dict)  # base config fields we keep as they are
+    # Env entries of the base image written without `=` (`NAME`): the config keeps them so
+    # until an ENV sets the name, as BuildKit keeps the base's Env strings it does not touch.
+    bare_env: frozenset[str] = frozenset()
 
     # -- reading --------------------------------------------------------------------
     def env_dict(self) -> dict[str, str]:
         return dict(self.env)
 
     def env_list(self) -> list[str]:
-        return [f"{k}={v}" for k, v in self.env]
+        return [k if k in self.bare_env and not v else f"{k}={v}" for k, v in self.env]
 
     def get_env(self, name: str) -> str | None:
         for k, v in self.env:
@@ -113,7 +115,7 @@ class ImageState:
         # an ENV after an ARG of the same name wins from then on
         names = {k for k, _ in pairs}
         arg_env = tuple(p for p in self.arg_env if p[0] not in names)
-        return replace(self, env=tuple(env), arg_env=arg_env)
+        return replace(self, env=tuple(env), arg_env=arg_env, bare_env=self.bare_env - names)
 
     def with_arg(self, name: str, value: str | None) -> ImageState:
         # As BuildKit's dispatchArg: an ARG with no value (no default, build arg or global
@@ -157,12 +159,15 @@ class ImageState:
             return cls()
         cfg = doc.get("config") or {}
         env: list[tuple[str, str]] = []
+        bare = set()
         for item in cfg.get("Env") or []:
-            k, _, v = str(item).partition("=")
+            k, eq, v = str(item).partition("=")
             env.append((k, v))
-        known = {"User", "Env", "WorkingDir", "Entrypoint", "Cmd", "Shell", "Labels", "ExposedPorts",
-                 "Volumes", "StopSignal", "Healthcheck", "OnBuild", "ArgsEscaped"}
-        extra = {k: v for k, v in cfg.items() if k not in known and v not in (None, "", [], {})}
+            if not eq:
+                bare.add(k)
+        # Only the fields of the OCI config and docker's extension (Healthcheck, OnBuild,
+        # Shell) are read, as BuildKit reads a base config into its DockerOCIImageConfig:
+        # docker's container fields (Hostname, Tty, Image, MacAddress...) are not carried on.
         return cls(
             env=tuple(env),
             user=cfg.get("User") or "",
@@ -180,7 +185,7 @@ class ImageState:
             args_escaped=cfg.get("ArgsEscaped"),
             author=doc.get("author") or "",
             history=tuple(HistoryEntry.from_json(h) for h in doc.get("history") or []),
-            extra=extra,
+            bare_env=frozenset(bare),
         )
 
     def config_json(self) -> dict[str, Any]:
@@ -207,8 +212,6 @@ class ImageState:
             cfg["StopSignal"] = self.stop_signal
         if self.args_escaped:
             cfg["ArgsEscaped"] = True
-        for k, v in self.extra.items():
-            cfg[k] = v
         if self.healthcheck is not None:
             cfg["Healthcheck"] = dict(self.healthcheck)
         if self.onbuild:

@@ -321,6 +321,10 @@ class Solver:
         if image.get_env("PATH") is None:
             # BuildKit makes sure every image has a PATH.
             image = image.with_env([("PATH", DEFAULT_PATH)])
+        if image.workdir:
+            # BuildKit sets the base's WorkingDir again as a WORKDIR would (dispatchWorkdir
+            # without a commit): a relative one is joined to itself (`a` -> `/a/a`).
+            image = image.changed(workdir=normalize_workdir(image.workdir, image.workdir))
         env = StageEnv(escape=self.graph.escape, build_args=self.graph.build_args,
                        global_args=dict(self.graph.global_args))
         nodes: list[ins.Instruction] = []

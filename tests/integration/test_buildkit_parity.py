@@ -4,7 +4,10 @@ each test pins what BuildKit (Dockerfile frontend 1.24) does. The cases docker 2
 build too are also compared with it in test_build_vs_docker."""
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -432,3 +435,46 @@ def test_an_arg_declared_again_without_a_value_keeps_the_value_in_effect(bb: Pro
     assert img.history[-1]["created_by"] == "RUN |1 A=again /bin/sh -c echo $A > /a # buildkit"
     assert img.layer(len(img.layer_digests) - 1)["a"][1] == b"again\n"
     assert img.config["config"]["Env"][-1] == "A=env"
+
+
+def _layout_with_config(src: Path, dest: Path, config: dict) -> Path:
+    """A copy of the one-image OCI layout ``src`` whose config's `config` object is ``config``."""
+    shutil.copytree(src, dest)
+    blobs = dest / "blobs" / "sha256"
+
+    def read(desc: dict) -> dict:
+        return json.loads((blobs / desc["digest"].split(":")[1]).read_bytes())
+
+    def write(doc: dict, desc: dict) -> dict:
+        data = json.dumps(doc).encode()
+        digest = hashlib.sha256(data).hexdigest()
+        (blobs / digest).write_bytes(data)
+        return {**desc, "digest": "sha256:" + digest, "size": len(data)}
+
+    index = json.loads((dest / "index.json").read_text())
+    manifest = read(index["manifests"][0])
+    manifest["config"] = write({**read(manifest["config"]), "config": config}, manifest["config"])
+    index["manifests"][0] = write(manifest, index["manifests"][0])
+    (dest / "index.json").write_text(json.dumps(index))
+    return dest
+
+
+def test_a_base_config_is_read_as_buildkit_reads_it(bb: Project, local_busybox: Path,
+                                                     tmp_path: Path) -> None:
+    # BuildKit reads a base config into its OCI config + docker extension: docker's container
+    # fields are not carried on, a Healthcheck keeps its non-zero fields, Env strings are kept
+    # as written, and the base's WorkingDir is set again as a WORKDIR sets it (a relative one
+    # is joined to itself), which is where RUN runs; docker 20.10 writes the same config
+    layout = _layout_with_config(local_busybox, tmp_path / "odd", {
+        "Hostname": "h", "Domainname": "d", "AttachStdin": False, "Tty": True, "Image": "sha256:0",
+        "MacAddress": "02:42:ac:11:00:02", "NetworkDisabled": True, "Entrypoint": None,
+        "Env": ["PATH=/bin", "BARE", "KV=a=b", "SET"], "WorkingDir": "rel/dir", "Cmd": ["sh"],
+        "Healthcheck": {"Test": ["CMD", "true"], "Interval": 0, "Retries": 2, "Other": 1}})
+    bb.contexts = (f"odd=oci-layout://{layout}:latest",)
+    bb.dockerfile("FROM odd AS base\nENV SET=now\nFROM base\nRUN pwd > /pwd\n")
+    bb.build()
+    img = bb.image()
+    assert img.config["config"] == {
+        "Env": ["PATH=/bin", "BARE", "KV=a=b", "SET=now"], "Cmd": ["sh"],
+        "WorkingDir": "/rel/dir/rel/dir", "Healthcheck": {"Test": ["CMD", "true"], "Retries": 2}}
+    assert img.layer(len(img.layer_digests) - 1)["pwd"][1] == b"/rel/dir/rel/dir\n"
