@@ -321,6 +321,11 @@ class Solver:
         if image.get_env("PATH") is None:
             # BuildKit makes sure every image has a PATH.
             image = image.with_env([("PATH", DEFAULT_PATH)])
+        if image.arg_env:
+            # A stage on a stage: BuildKit adds the config's Env to the parent's environment
+            # again, so an ARG value the parent set after an ENV of that name gives way.
+            names = {k for k, _ in image.env}
+            image = image.changed(arg_env=tuple(p for p in image.arg_env if p[0] not in names))
         if image.workdir:
             # BuildKit sets the base's WorkingDir again as a WORKDIR would (dispatchWorkdir
             # without a commit): a relative one is joined to itself (`a` -> `/a/a`).

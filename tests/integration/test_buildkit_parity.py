@@ -478,3 +478,18 @@ def test_a_base_config_is_read_as_buildkit_reads_it(bb: Project, local_busybox: 
         "Env": ["PATH=/bin", "BARE", "KV=a=b", "SET=now"], "Cmd": ["sh"],
         "WorkingDir": "/rel/dir/rel/dir", "Healthcheck": {"Test": ["CMD", "true"], "Retries": 2}}
     assert img.layer(len(img.layer_digests) - 1)["pwd"][1] == b"/rel/dir/rel/dir\n"
+
+
+def test_a_stage_on_a_stage_sees_the_config_env_over_the_parent_s_arg(bb: Project) -> None:
+    # BuildKit adds the config's Env to the inherited environment again when a stage starts:
+    # the parent's `ARG V=arg` (which beat its `ENV V=env`) gives way to V=env in the child,
+    # while an ARG with no ENV of its name stays (docker 20.10 runs it the same way)
+    bb.dockerfile("FROM bb AS base\nENV V=env\nARG V=arg\nARG W=warg\nRUN echo \"$V $W\" > /v1\n"
+                  "FROM base\nRUN echo \"$V $W\" > /v2\n")
+    bb.build()
+    img = bb.image()
+    last = len(img.layer_digests) - 1
+    assert img.layer(last - 1)["v1"][1] == b"arg warg\n"
+    assert img.layer(last)["v2"][1] == b"env warg\n"
+    assert img.history[-1]["created_by"] == \
+        'RUN |2 V=env W=warg /bin/sh -c echo "$V $W" > /v2 # buildkit'
