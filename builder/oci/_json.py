@@ -31,12 +31,17 @@ class ImageFormatError(RegistryError):
     """A manifest, index or image config is not what the specs describe."""
 
 
+# Outside strings JSON text has none of these characters, so they can be replaced anywhere.
+_GO_ESCAPES = {ord(c): f"\\u{ord(c):04x}" for c in "<>&\u2028\u2029"}
+
+
 def encode(obj: Mapping[str, Any]) -> bytes:
     """The single byte form of every manifest, index and config pybuild writes: compact, keys in
     the order given (the order Go's structs marshal in), UTF-8. Bytes that were not UTF-8 (a
     Dockerfile's, kept by Python as lone surrogates) become U+FFFD each, as Go's encoder
-    writes them."""
-    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    writes them; and as Go's json.Marshal, `<`, `>`, `&`, U+2028 and U+2029 are escaped
+    (a `<` is written as the six characters backslash, `u003c`)."""
+    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).translate(_GO_ESCAPES)
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:

@@ -103,15 +103,16 @@ class ContainerConfig:
         )
 
     def to_json(self) -> dict[str, Any]:
+        # The maps in the order Go marshals a map: keys sorted (byte order of their UTF-8).
         out: dict[str, Any] = {}
         put(out, "User", self.user)
-        put(out, "ExposedPorts", {p: {} for p in self.exposed_ports})
+        put(out, "ExposedPorts", {p: {} for p in sorted(self.exposed_ports)})
         put(out, "Env", self.env)
         put(out, "Entrypoint", self.entrypoint)
         put(out, "Cmd", self.cmd)
-        put(out, "Volumes", {v: {} for v in self.volumes})
+        put(out, "Volumes", {v: {} for v in sorted(self.volumes)})
         put(out, "WorkingDir", self.working_dir)
-        put(out, "Labels", dict(self.labels))
+        put(out, "Labels", {k: self.labels[k] for k in sorted(self.labels)})
         put(out, "StopSignal", self.stop_signal)
         put(out, "ArgsEscaped", self.args_escaped)
         if self.healthcheck is not None:

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import shutil
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -493,3 +494,20 @@ def test_a_stage_on_a_stage_sees_the_config_env_over_the_parent_s_arg(bb: Projec
     assert img.layer(last)["v2"][1] == b"env warg\n"
     assert img.history[-1]["created_by"] == \
         'RUN |2 V=env W=warg /bin/sh -c echo "$V $W" > /v2 # buildkit'
+
+
+def test_the_config_is_written_as_go_marshals_it(bb: Project) -> None:
+    # BuildKit's config is Go's json.Marshal: maps (Labels, ExposedPorts, Volumes) with keys
+    # sorted, and <, >, &, U+2028 escaped; docker 20.10 writes these very bytes
+    bb.dockerfile("FROM bb\nMAINTAINER Jane <jane@example.com>\nLABEL z=1 a=\"x & y\"\n"
+                  "EXPOSE 90 8080\nEXPOSE 100\nVOLUME /z /a\nCMD [\"\\u2028\"]\n")
+    bb.build()
+    img = bb.image()
+    with tarfile.open(img.archive) as tar:
+        index = json.load(tar.extractfile("index.json"))  # type: ignore[arg-type]
+        manifest = json.loads(img._blob(tar, index["manifests"][0]["digest"]))
+        raw = img._blob(tar, manifest["config"]["digest"])
+    assert b'"author":"Jane \\u003cjane@example.com\\u003e"' in raw
+    assert (b'"ExposedPorts":{"100/tcp":{},"8080/tcp":{},"90/tcp":{}},' in raw)
+    assert b'"Cmd":["\\u2028"],"Volumes":{"/a":{},"/z":{}},' in raw
+    assert b'"Labels":{"a":"x \\u0026 y","z":"1"}' in raw
