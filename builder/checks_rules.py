@@ -561,7 +561,8 @@ def _dispatch_phase(run: _Run, graph: Any, reached: Sequence[int], build_args: M
         state, triggers = _base_state(stage, states, base_config)
         if stage.base.kind == "stage":
             parent = graph.stages[stage.base.stage]
-            triggers = [n.instruction for n in parent.instructions if isinstance(n, ins.Onbuild)]
+            triggers = [n.instruction for n in parent.instructions
+                        if isinstance(n, ins.Onbuild) and n.instruction is not None]
         nodes: list[tuple[ins.Instruction, ins.Instruction | None]] = [(t, stage.from_) for t in triggers]
         nodes.extend((n, None) for n in stage.instructions)
         dispatch.stage(state, nodes)

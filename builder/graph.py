@@ -152,6 +152,14 @@ def _at(dockerfile: ins.Dockerfile, message: str, node: ins.Instruction) -> Grap
                       source_line=dockerfile.source_line(node.range.start))
 
 
+def _trigger(node: ins.Onbuild, dockerfile: ins.Dockerfile, where: ins.Instruction) -> ins.Instruction:
+    """The instruction of a parent stage's ONBUILD trigger; one that does not parse is an error
+    of the stage it runs in (at its FROM), as in BuildKit."""
+    if node.instruction is None:
+        raise _at(dockerfile, node.error, where)
+    return node.instruction
+
+
 def _check_reference(name: str, where: ins.Instruction, dockerfile: ins.Dockerfile) -> None:
     """An image a stage starts from or copies from must be a valid reference, in every stage,
     needed or not: BuildKit parses them all before it builds anything."""
@@ -279,7 +287,7 @@ def build_graph(
             _check_reference(base_word, current, dockerfile)
         # A parent stage's ONBUILD triggers run first in this stage, so a COPY --from among
         # them may name a stage of this Dockerfile, as in BuildKit (errors point at FROM).
-        triggers = [(n.instruction, current) for n in stages[ref].instructions
+        triggers = [(_trigger(n, dockerfile, current), current) for n in stages[ref].instructions
                     if isinstance(n, ins.Onbuild)] if base.kind == "stage" else []
         named: list[tuple[int, ins.Instruction, str, str | None]] = []
         for node, where in [*triggers, *((n, n) for n in body)]:

@@ -174,7 +174,10 @@ class Healthcheck(Instruction):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Onbuild(Instruction):
     expression: str  # the trigger text exactly as docker stores it in the image config
-    instruction: Instruction
+    # None when the trigger does not parse: BuildKit parses it only where it runs (a stage
+    # FROM this one, or a build FROM the image), so only there is that an error.
+    instruction: Instruction | None
+    error: str = ""  # why it does not parse
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

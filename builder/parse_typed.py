@@ -353,8 +353,13 @@ def _onbuild(node: Node, rng: SourceRange) -> Onbuild:
         from dataclasses import replace
 
         child = replace(child, heredocs=node.heredocs)
+    try:
+        trigger_node: Instruction | None = to_instruction(child, rng)
+        error = ""
+    except LineError as exc:
+        trigger_node, error = None, str(exc)
     return Onbuild(**_common(node, rng), expression=expression,  # type: ignore[arg-type]
-                   instruction=to_instruction(child, rng))
+                   instruction=trigger_node, error=error)
 
 
 def _simple(node: Node, rng: SourceRange) -> Instruction:

@@ -511,3 +511,14 @@ def test_the_config_is_written_as_go_marshals_it(bb: Project) -> None:
     assert (b'"ExposedPorts":{"100/tcp":{},"8080/tcp":{},"90/tcp":{}},' in raw)
     assert b'"Cmd":["\\u2028"],"Volumes":{"/a":{},"/z":{}},' in raw
     assert b'"Labels":{"a":"x \\u0026 y","z":"1"}' in raw
+
+
+def test_an_onbuild_trigger_is_parsed_only_where_it_runs(bb: Project) -> None:
+    # BuildKit stores ONBUILD's text and parses it when a build runs it: an image whose
+    # trigger would fail builds, with the trigger in its config; a stage on it fails at FROM
+    bb.dockerfile("FROM bb\nONBUILD [\"weird\"]\nONBUILD COPY --nope f /\n")
+    bb.build()
+    assert bb.image().config["config"]["OnBuild"] == ['["weird"]', "COPY --nope f /"]
+    bb.dockerfile("FROM bb AS a\nONBUILD [\"weird\"]\nFROM a\nRUN true\n")
+    failed = bb.build(check=False)
+    assert "Dockerfile:3: unknown instruction: [\"weird\"]" in failed.stderr, failed.stderr
