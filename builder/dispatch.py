@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from . import instructions as ins
 from .config import HistoryEntry, ImageState, expand_ports
 from .errors import BuildError, ExpandError
-from .expand import expand_word
+from .expand import expand_word, expand_words
 from .parse_go import go_quote_list
 from .parse_heredoc import Heredoc
 
@@ -61,6 +61,14 @@ class StageEnv:
     def expand(self, word: str, state: ImageState, node: ins.Instruction) -> str:
         try:
             return expand_word(word, self.lookup(state), escape=self.escape, used=self.used)
+        except ExpandError as exc:
+            raise ExpandError(exc.message, location=node.range) from None
+
+    def split(self, word: str, state: ImageState, node: ins.Instruction) -> list[str]:
+        """Expanded as BuildKit's ProcessWords: what a variable gives splits at blanks,
+        quoted text stays one word."""
+        try:
+            return expand_words(word, self.lookup(state), escape=self.escape, used=self.used)
         except ExpandError as exc:
             raise ExpandError(exc.message, location=node.range) from None
 
@@ -150,8 +158,7 @@ def apply_metadata(node: ins.Instruction, state: ImageState, env: StageEnv) -> I
     if isinstance(node, ins.Expose):
         # BuildKit sorts the words as written, before expanding them, and its history
         # lists every port that results (Go's %v of a []string).
-        words = [w for word in sorted(node.ports)
-                 for w in _split_ws(env.expand(word, state, node))]
+        words = [w for word in sorted(node.ports) for w in env.split(word, state, node)]
         try:
             ports = expand_ports(words)
         except BuildError as exc:
@@ -214,10 +221,6 @@ def apply_metadata(node: ins.Instruction, state: ImageState, env: StageEnv) -> I
         words, new = env.declare(node, state)
         return hist("ARG " + " ".join(words))
     raise AssertionError(f"not a metadata instruction: {node.keyword}")
-
-
-def _split_ws(text: str) -> list[str]:
-    return text.split()
 
 
 def _check_signal(sig: str, node: ins.Instruction) -> None:

@@ -522,3 +522,14 @@ def test_an_onbuild_trigger_is_parsed_only_where_it_runs(bb: Project) -> None:
     bb.dockerfile("FROM bb AS a\nONBUILD [\"weird\"]\nFROM a\nRUN true\n")
     failed = bb.build(check=False)
     assert "Dockerfile:3: unknown instruction: [\"weird\"]" in failed.stderr, failed.stderr
+
+
+def test_expose_splits_what_a_variable_gives_but_not_quoted_text(bb: Project) -> None:
+    # EXPOSE's words go through BuildKit's ProcessWords: an unquoted $P of "80 81" is two
+    # ports, "9$P" in quotes is the one word "980 81", an invalid port
+    bb.dockerfile("FROM bb\nENV P=\"80 81\"\nEXPOSE $P \"90\"\n")
+    bb.build()
+    assert sorted(bb.image().config["config"]["ExposedPorts"]) == ["80/tcp", "81/tcp", "90/tcp"]
+    bb.dockerfile("FROM bb\nENV P=\"80 81\"\nEXPOSE $P \"9$P\"\n")
+    failed = bb.build(check=False)
+    assert "Dockerfile:3: invalid containerPort: 980 81" in failed.stderr, failed.stderr
