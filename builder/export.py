@@ -206,7 +206,7 @@ def _memo_name(doc: Mapping[str, Any], result: StageResult, base_count: int, *, 
     layers = [[str(layer.diff_id), str(layer.blob.digest) if layer.blob else None,
                layer.blob.media_type if layer.blob else None, i < base_count]
               for i, layer in enumerate(result.fs.layers)]
-    inputs = {"v": 1, "config": doc, "layers": layers, "compression": compression, "level": level,
+    inputs = {"v": 2, "config": doc, "layers": layers, "compression": compression, "level": level,
               "epoch": source_date_epoch, "media": media}
     if annotations:  # only then: the images made before keep their names
         inputs["annotations"] = dict(annotations)

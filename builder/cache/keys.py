@@ -13,7 +13,7 @@ from ..digest import Digest, canonical_json, sha256_bytes
 
 __all__ = ["KEY_VERSION", "CacheKey", "base_key", "step_key"]
 
-KEY_VERSION = "pybuild.cache.v1"
+KEY_VERSION = "pybuild.cache.v2"
 
 
 @dataclass(frozen=True, slots=True)
