@@ -306,6 +306,18 @@ class Docker(Builder):
         check(self.cmd("pull", "-q", base_ref), log=self.log, env=self.env)
 
 
+def _binfmt_state() -> str:
+    """Whether qemu emulators are registered: docker's BuildKit probes them on every build
+    (about 0.3 s here), which changes its times."""
+    status = Path("/proc/sys/fs/binfmt_misc/status")
+    if not status.exists():
+        return "binfmt_misc not mounted"
+    if status.read_text().strip() != "enabled":
+        return "binfmt_misc disabled"
+    qemu = sorted(p.name for p in status.parent.glob("qemu-*"))
+    return f"{len(qemu)} qemu entries enabled" if qemu else "none registered"
+
+
 def versions(builders: Sequence[Builder]) -> dict[str, str]:
     """Versions of the peers and tools, for RESULTS.md."""
     def first_line(argv: list[str]) -> str:
@@ -318,7 +330,7 @@ def versions(builders: Sequence[Builder]) -> dict[str, str]:
     out = {"python": sys.version.split()[0], "kernel": os.uname().release,
            "debian": Path("/etc/debian_version").read_text().strip()
            if Path("/etc/debian_version").exists() else "?",
-           "cpus": str(os.cpu_count())}
+           "cpus": str(os.cpu_count()), "binfmt_misc emulators": _binfmt_state()}
     for b in builders:
         if isinstance(b, PyBuild):
             where = os.environ.get("PYTHONPATH") or str(Path(__file__).resolve().parents[1])
