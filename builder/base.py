@@ -177,9 +177,9 @@ class BaseResolver:
                     return BaseImage(str(ref), base_key(manifest_digest=str(digest)), config,
                                      tuple(layers), digest)
                 if loaded is not None:
-                    c = loaded[0]
-                    stored_for = "/".join(str(x) for x in (c.get("os"), c.get("architecture"),
-                                                            c.get("variant")) if x)
+                    from .hostplatform import config_platform
+
+                    stored_for = config_platform(loaded[0])
         try:
             return self._pull(ref, platform)
         except BuildError as exc:

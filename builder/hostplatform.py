@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import platform as _platform
 
-__all__ = ["format_platform", "host_build_platform", "host_machine", "normalize_arch", "parse_platform"]
+__all__ = ["config_platform", "format_platform", "host_build_platform", "host_machine", "normalize_arch", "parse_platform"]
 
 # uname -m -> (GOARCH, variant), as docker and containerd map them.
 _MACHINE = {
@@ -91,3 +91,13 @@ def host_build_platform() -> tuple[str, str, str]:
     """This machine as a build platform: BUILDPLATFORM's parts (arm64 without its v8)."""
     os_name, arch, variant = host_machine()
     return (os_name, *normalize_arch(arch, variant))
+
+
+def config_platform(config: dict) -> str | None:
+    """An image config's platform as BuildKit names it (``linux/arm64``), or None when the
+    config names no architecture."""
+    arch = str(config.get("architecture") or "")
+    if not arch:
+        return None
+    return format_platform((str(config.get("os") or "linux"),
+                            *normalize_arch(arch, str(config.get("variant") or ""))))

@@ -41,12 +41,11 @@ def _check_platform(name: str, config: dict) -> None:
     """An image for another platform runs through the kernel's emulator, said as docker run
     says it; without an emulator it is refused before anything starts."""
     from .emulation import emulation_problem
-    from .hostplatform import format_platform, host_build_platform, normalize_arch
+    from .hostplatform import config_platform, format_platform, host_build_platform
 
-    if not config.get("architecture"):
+    platform = config_platform(config)
+    if platform is None:
         return
-    platform = format_platform((str(config.get("os") or "linux"),
-                                *normalize_arch(str(config["architecture"]), str(config.get("variant") or ""))))
     host = format_platform(host_build_platform())
     if platform.split("/")[:2] == host.split("/")[:2]:
         return
