@@ -226,10 +226,10 @@ def build_graph(
                 value = _expand(default, meta, escape, node)
             else:
                 value = None
+            # A declaration without a value keeps what the name already holds (a predefined
+            # platform arg, an earlier global ARG), as BuildKit's buildMetaArgs does.
             if value is not None:
                 meta[name] = value
-            else:
-                meta.pop(name, None)
         pos += 1
     global_args = list(meta.items())
     if pos == len(instrs):

@@ -62,6 +62,14 @@ def test_the_graph_expands_from_platform_with_the_target() -> None:
     assert isinstance(graph.stages[0].from_, ins.From)
 
 
+def test_a_global_arg_without_a_value_keeps_what_it_held() -> None:
+    # podman's e2e Containerfile.with-platform: the declaration does not blank TARGETPLATFORM
+    graph = _graph("ARG TARGETPLATFORM\nFROM --platform=$TARGETPLATFORM scratch\n", platform="linux/arm64")
+    assert graph.stages[0].platform == "linux/arm64"
+    graph = _graph("ARG V=1\nARG V\nFROM scratch\nARG V\n")
+    assert dict(graph.global_args)["V"] == "1"
+
+
 def _binfmt(tmp_path: Path, entries: dict[str, str]) -> Path:
     root = tmp_path / "binfmt_misc"
     root.mkdir(parents=True)
