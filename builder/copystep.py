@@ -150,7 +150,11 @@ def plan_copy(solver: Solver, stage: Stage, node: ins.Copy | ins.Add, image: Ima
     if checksum_flag and not remote:
         raise BuildError("checksum requires HTTP(S) or Git sources")
     local = [s for s in sources if kinds[s] == "path"]
-    if local:
+    if local and source_label == "unknown":
+        # `pybuild plan`: the source stage has steps that would run; its files cannot be
+        # hashed, so this step cannot be found in the cache either: it would run.
+        checksums.append("unknown")
+    elif local:
         from .copy_parents import select_parents
 
         with tree_factory() as tree:
@@ -244,6 +248,8 @@ def source_tree(solver: Solver, node: ins.Instruction, from_value: str | None,
         return "context", context_tree, None
 
     result = solver.stage_result(from_value)
+    if result is not None and result.fs.unknown:
+        return "unknown", contextlib.nullcontext, str(result.fs.key.digest)
     if result is not None:
         lowers_fs = result.fs
 

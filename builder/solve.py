@@ -134,6 +134,9 @@ class LayerRef:
 class FsState:
     key: CacheKey
     layers: tuple[LayerRef, ...] = ()
+    # `pybuild plan` only: a step below would run, so ``layers`` lack what it would write
+    # and the files here are not known (a COPY --from this state cannot hash them).
+    unknown: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -467,7 +470,7 @@ class Solver:
         if not hit and self.opts.dry_run:
             self.progress.done(sid)
             self._report(stage, node, title, key, False, t0, {"empty": True})
-            return FsState(chained, fs.layers), HistoryEntry("", empty_layer=True)
+            return FsState(chained, fs.layers, unknown=True), HistoryEntry("", empty_layer=True)
         if hit:
             assert record is not None
             self.store.touch_record(key.digest)
@@ -539,7 +542,7 @@ class Solver:
         diff_id = Digest.parse(record["diff_id"])
         blob = LayerBlob(diff_id, Digest.parse(record["digest"]), int(record["size"]),
                          str(record["media_type"]))
-        return (FsState(key, fs.layers + (LayerRef(diff_id, blob),)),
+        return (FsState(key, fs.layers + (LayerRef(diff_id, blob),), unknown=fs.unknown),
                 HistoryEntry("", empty_layer=False, created=created))
 
     def _report(self, stage: Stage, node: ins.Instruction, title: str, key: CacheKey,
