@@ -349,16 +349,16 @@ class StepRunner:
                 if not target:
                     target = f"/run/buildkit/ssh_agent.{ssh_index}"
                 ssh_index += 1
-            if not target and not (kind == "secret" and "env" in opts):
-                raise BuildError(f"--mount={raw}: the mount needs a target")
             if kind == "cache":
                 # BuildKit's default id is the target as written, cleaned: a relative target
-                # names the same cache under every WORKDIR.
+                # names the same cache under every WORKDIR (no target: the id ".").
                 opts.setdefault("id", posixpath.normpath(target))
-            if target:
+            if target or not (kind == "secret" and "env" in opts):
+                # A relative target, or none, is under the WORKDIR (`--mount=type=bind`
+                # alone mounts the context on it), as BuildKit's dispatchRunMounts joins it.
                 target = os.path.normpath(os.path.join("/", image.workdir or "/", target))
                 if target == "/":
-                    raise BuildError(f"invalid mount target {target!r}")
+                    raise BuildError(f'invalid mount target "{target}"')
             readonly = opts["ro"] == "true" if "ro" in opts else kind not in ("cache", "tmpfs")
             tree = None
             content = None

@@ -153,6 +153,22 @@ def test_bind_mounts(project: Project) -> None:
     assert "RUN --mount=type=bind,source=data,target=/d cat /d/a.txt > /d-copy" in ran
 
 
+def test_a_mount_without_a_target_is_on_the_workdir(project: Project) -> None:
+    # tonistiigi's `WORKDIR /src` + `RUN --mount=type=bind xx-go build .`: BuildKit joins the
+    # empty target to the WORKDIR; at / it is an invalid target.
+    project.dockerfile("FROM bb\nWORKDIR /src\nRUN --mount=type=bind cat main.go > /seen; ls /src > /list\n",
+                       **{"main.go": "package main\n"})
+    project.build()
+    layers = _all_layers(project.image())
+    assert layers["seen"][1] == b"package main\n"
+    assert layers["list"][1].split() == [b"Dockerfile", b"main.go"]
+    assert not _under(layers, "src/main.go")
+    project.dockerfile("FROM bb\nRUN --mount=type=bind true\n")
+    failed = project.build(check=False)
+    assert 'Dockerfile:2: invalid mount target "/"' in failed.stderr
+    assert "Traceback" not in failed.stderr
+
+
 def test_mounts_from_an_image_or_a_named_context(project: Project, tmp_path: Path) -> None:
     # from= names a stage, a named context or an image, as COPY --from does (BuildKit's
     # dispatchRunMounts takes any of them); a folder context is keyed by its content
