@@ -10,36 +10,32 @@
 * URLs are streamed to a scratch file (mode 0600, mtime from Last-Modified or 0), checked
   against ``--checksum``, named after the URL's last path component; never extracted
   unless ``--unpack``.
-* Git sources (BuildKit's ParseGitRef forms) are cloned with ``git``, checked out at the
-  ``#ref[:subdir]``, and their ``.git`` removed unless ``--keep-git-dir``.
+* Git sources (BuildKit's ParseGitRef forms) are checked out by ``builder.gitsource``.
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import re
 import shutil
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO, TYPE_CHECKING
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from builder.context import clean_source, resolve_in_root
 from builder.digest import CHUNK, Digest
 from builder.dockerignore import go_clean
 from builder.errors import ContextError
+from builder.gitsource import GitRef, git_checkout, is_git_ref, parse_git_ref
 
 if TYPE_CHECKING:
     import tarfile
 
     from builder.copy import _Copier
 
-__all__ = ["GitRef", "classify_source", "extract_if_archive", "fetch_url", "git_checkout", "is_archive", "parse_git_ref"]
-
-_SCP = re.compile(r"^[A-Za-z0-9_.+-]+@[A-Za-z0-9_.-]+:")
-_PROTO = re.compile(r"^([A-Za-z0-9]+)://")
+__all__ = ["GitRef", "classify_source", "extract_archive", "extract_if_archive", "fetch_url", "git_checkout",
+           "is_archive", "parse_git_ref"]
 
 
 # ---------------------------------------------------------------- classification
@@ -47,23 +43,9 @@ _PROTO = re.compile(r"^([A-Za-z0-9]+)://")
 
 def classify_source(src: str) -> str:
     """``"git"``, ``"url"`` or ``"path"`` for an ADD source, as BuildKit decides."""
-    if src.startswith(("./", "../")):
-        return "path"
-    m = _PROTO.match(src)
-    if m:
-        proto = m.group(1).lower()
-        if proto in ("git", "ssh"):
-            return "git"
-        if proto in ("http", "https"):
-            try:
-                path = urlsplit(src).path
-            except ValueError as exc:  # a host Go's url.Parse refuses too ("http://[bad")
-                raise ContextError(f"parse {src!r}: {exc}") from None
-            return "git" if path.endswith(".git") else "url"
-        return "path"
-    if _SCP.match(src):
+    if is_git_ref(src):
         return "git"
-    return "path"
+    return "url" if src.lower().startswith(("http://", "https://")) else "path"
 
 
 # ---------------------------------------------------------------- archives
@@ -121,6 +103,12 @@ def is_archive(path: str) -> bool:
         return True
     except Exception:  # any failure to read a tar header means "not an archive"
         return False
+
+
+def extract_archive(path: str, dest: str) -> None:
+    """Extract the (possibly compressed) tar archive ``path`` into the folder ``dest``, as
+    ADD extracts one (owners kept where the process may set them)."""
+    _extract(path, dest, chown=None, strict_owner=False)
 
 
 def extract_if_archive(path: str, copier: _Copier, drel: str) -> bool:
@@ -410,92 +398,3 @@ def fetch_url(url: str, scratch: os.PathLike[str] | str, *, checksum: str | None
             pass
     os.utime(dest, (ts, ts))
     return name
-
-
-# ---------------------------------------------------------------- git
-
-
-class GitRef:
-    """A git source: remote, ref (branch, tag or commit), subdir, options."""
-
-    def __init__(self, remote: str, ref: str = "", subdir: str = "", keep_git_dir: bool | None = None, checksum: str = "") -> None:
-        self.remote, self.ref, self.subdir = remote, ref, subdir
-        self.keep_git_dir, self.checksum = keep_git_dir, checksum
-
-
-def parse_git_ref(src: str) -> GitRef:
-    """Split ``remote#ref:subdir`` and the ``?ref=&tag=&branch=&subdir=&keep-git-dir=&checksum=`` query."""
-    base, _, fragment = src.partition("#")
-    remote, _, query = base.partition("?")
-    ref, _, subdir = fragment.partition(":")
-    gr = GitRef(remote, ref, clean_source(subdir))
-    for key, values in parse_qs(query, keep_blank_values=True).items():
-        if len(values) > 1:
-            raise ContextError(f"git source {src!r}: query {key!r} has multiple values")
-        v = values[0]
-        if key == "ref":
-            gr.ref = v
-        elif key == "tag":
-            gr.ref = v if v.startswith("refs/tags/") else f"refs/tags/{v}"
-        elif key == "branch":
-            gr.ref = v if v.startswith("refs/heads/") else f"refs/heads/{v}"
-        elif key == "subdir":
-            gr.subdir = clean_source(v)
-        elif key in ("checksum", "commit"):
-            gr.checksum = v
-        elif key == "keep-git-dir":
-            gr.keep_git_dir = v.lower() in ("", "1", "true", "t")
-        else:
-            raise ContextError(f"git source {src!r}: unexpected query {key!r}")
-    return gr
-
-
-def _git(args: list[str], cwd: str | None = None) -> str:
-    import subprocess
-
-    env = dict(os.environ, GIT_TERMINAL_PROMPT="0", GIT_ASKPASS="true", LC_ALL="C")
-    proc = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise ContextError(f"git {' '.join(args[:2])} failed: {proc.stderr.strip() or proc.stdout.strip()}")
-    return proc.stdout.strip()
-
-
-def git_checkout(
-    src: str, scratch: os.PathLike[str] | str, *, keep_git_dir: bool = False, checksum: str | None = None
-) -> str:
-    """Clone and check out a git source under ``scratch``; returns the path (relative to
-    scratch) whose contents ADD copies."""
-    gr = parse_git_ref(src)
-    keep = gr.keep_git_dir if gr.keep_git_dir is not None else keep_git_dir
-    want = checksum or gr.checksum
-    if checksum and gr.checksum and checksum != gr.checksum:
-        raise ContextError(f"checksum mismatch {json.dumps(checksum)} != {json.dumps(gr.checksum)}")
-    repo = os.path.join(os.fspath(scratch), "repo")
-    _git(["clone", "--quiet", "--no-checkout", "--", gr.remote, repo])
-    commit = ""
-    candidates = [gr.ref] if gr.ref else ["HEAD"]
-    if gr.ref and not gr.ref.startswith("refs/"):
-        candidates = [f"refs/remotes/origin/{gr.ref}", f"refs/tags/{gr.ref}", gr.ref]
-    elif gr.ref.startswith("refs/heads/"):
-        candidates = [f"refs/remotes/origin/{gr.ref[len('refs/heads/'):]}"]
-    for cand in candidates:
-        try:
-            commit = _git(["rev-parse", "--verify", "--quiet", f"{cand}^{{commit}}"], cwd=repo)
-            break
-        except ContextError:
-            continue
-    if not commit:
-        raise ContextError(f"git source {gr.remote}: ref {gr.ref or 'HEAD'!r} not found")
-    if want and not commit.startswith(want.lower()):
-        raise ContextError(f"expected checksum to match {want}, got {commit}")  # BuildKit's git source
-    _git(["checkout", "--quiet", "--detach", commit], cwd=repo)
-    if os.path.exists(os.path.join(repo, ".gitmodules")):
-        _git(["submodule", "update", "--init", "--recursive", "--quiet"], cwd=repo)
-    if not keep:
-        shutil.rmtree(os.path.join(repo, ".git"))
-    if gr.subdir:
-        sub = os.path.join(repo, resolve_in_root(repo, gr.subdir))
-        if not os.path.isdir(sub):
-            raise ContextError(f"git source {gr.remote}: subdirectory {gr.subdir!r} not found at {commit[:12]}")
-        return os.path.relpath(sub, os.fspath(scratch))
-    return "repo"

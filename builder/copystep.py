@@ -6,7 +6,6 @@ The file semantics themselves are builder.copy's; this module only wires a step 
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -291,29 +290,13 @@ def source_tree(solver: Solver, node: ins.Instruction, from_value: str | None,
 
 
 def _git_commit(src: str) -> str:
-    """The commit a git source names now: its key, so a moved branch re-runs the step."""
-    from .copy_add import parse_git_ref
+    """The commit a git source names now: its key, so a moved branch re-runs the step (an
+    abbreviated commit, which only a fetch resolves, keys by itself)."""
+    from .gitsource import parse_git_ref, resolve_commit
 
     parsed = parse_git_ref(src)
-    url, ref = parsed.remote, parsed.ref or "HEAD"
-    if len(ref) == 40 and all(c in "0123456789abcdef" for c in ref):
-        return ref
-    import subprocess  # only ADD of a git source runs git
-
-    try:
-        out = subprocess.run(["git", "ls-remote", url, ref], capture_output=True, text=True,
-                             timeout=120, env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise BuildError(f"failed to read git repository {url}: {exc}") from None
-    if out.returncode != 0:
-        raise BuildError(f"failed to read git repository {url}: {out.stderr.strip()}")
-    for line in out.stdout.splitlines():
-        sha, _, name = line.partition("\t")
-        if name in (ref, f"refs/heads/{ref}", f"refs/tags/{ref}", f"refs/tags/{ref}^{{}}"):
-            return sha
-    if out.stdout:
-        return out.stdout.split()[0]
-    raise BuildError(f"git repository {url} has no ref {ref!r}")
+    commit, ref = resolve_commit(parsed)
+    return commit or ref
 
 
 def _url_identity(url: str) -> str:
