@@ -193,6 +193,15 @@ def _run_build(req: BuildRequest, progress: Progress, started: float) -> BuildRe
     store = Store(Path(req.root) if req.root else default_root())
     recorder = _start_recording(req, store, progress)
 
+    from .remotecontext import context_kind
+
+    if context_kind(req.context) in ("git", "http"):
+        from .remotecontext import for_remote, open_remote
+
+        with open_remote(req.context, store.root / "tmp", build_args=req.build_args,
+                         progress=progress) as remote:
+            return _build(for_remote(req, remote), store, progress, remote.root, None, started, None,
+                          remote=remote)
     if req.context == "-":
         if req.dockerfile == "-":
             raise UsageError("the build context and the Dockerfile cannot both come from stdin")
@@ -210,7 +219,8 @@ def _run_build(req: BuildRequest, progress: Progress, started: float) -> BuildRe
 
 
 def _build(req: BuildRequest, store: Any, progress: Progress, context_dir: Path,
-           stdin_dockerfile: bytes | None, started: float, recorder: Any) -> BuildResult:
+           stdin_dockerfile: bytes | None, started: float, recorder: Any, *,
+           remote: Any = None) -> BuildResult:
     from .base import parse_named_contexts
     from .parse import parse_dockerfile
 
@@ -226,9 +236,9 @@ def _build(req: BuildRequest, store: Any, progress: Progress, context_dir: Path,
     _check_request(req, progress)
     if req.platforms:
         return _build_platforms(req, store, progress, dockerfile, name, df_path, contexts,
-                                context_dir, started)
+                                context_dir, started, remote=remote)
     _, solver, result = _solve(req, store, progress, dockerfile, name, df_path, contexts,
-                               context_dir)
+                               context_dir, remote=remote)
     bases = solver.bases
     if req.dry_run or req.explain:
         return_plan = _explained(req, solver, result, started)
@@ -282,7 +292,7 @@ def _build(req: BuildRequest, store: Any, progress: Progress, context_dir: Path,
     metadata = {
         "containerimage.digest": str(image.manifest_digest),
         "containerimage.config.digest": str(image_id),
-        **_described(req, image.manifest.media_type, image.manifest_bytes, steps),
+        **_described(req, image.manifest.media_type, image.manifest_bytes, steps, remote),
     }
     if req.metadata_file:
         write_text(req.metadata_file, json.dumps(metadata, indent=2) + "\n")
@@ -299,7 +309,8 @@ _NO_INDEX = "docker exporter does not currently support exporting manifest lists
 
 
 def _build_platforms(req: BuildRequest, store: Any, progress: Progress, dockerfile: Any, name: str,
-                     df_path: Any, contexts: Any, context_dir: Path, started: float) -> BuildResult:
+                     df_path: Any, contexts: Any, context_dir: Path, started: float, *,
+                     remote: Any = None) -> BuildResult:
     """--platform A,B: the target built for each platform in turn, the images joined in one
     OCI image index, which the outputs and pushes get (each platform's files in its own
     folder for a local or tar output), as BuildKit does. Neither a docker archive nor the
@@ -326,7 +337,7 @@ def _build_platforms(req: BuildRequest, store: Any, progress: Progress, dockerfi
     for i, platform in enumerate(req.platforms):
         one = replace(req, platform=platform, platforms=(), cache_to=())
         _, solver, result = _solve(one, store, progress, dockerfile, name, df_path, contexts,
-                                   context_dir, checks=i == 0, show_platform=True)
+                                   context_dir, checks=i == 0, show_platform=True, remote=remote)
         solvers.append(solver)
         image = make_image(store, result, compression=req.compression, level=req.compression_level,
                            source_date_epoch=req.source_date_epoch, media="oci",
@@ -358,7 +369,8 @@ def _build_platforms(req: BuildRequest, store: Any, progress: Progress, dockerfi
         "pybuild.platforms": {p: {"containerimage.digest": str(image.manifest_digest),
                                   "containerimage.config.digest": str(image.config_digest)}
                               for p, image, _ in parts},
-        **_described(req, index.manifest_descriptor().media_type, index.manifest_bytes, steps),
+        **_described(req, index.manifest_descriptor().media_type, index.manifest_bytes, steps,
+                     remote),
     }
     if req.metadata_file:
         write_text(req.metadata_file, json.dumps(metadata, indent=2) + "\n")
@@ -369,11 +381,14 @@ def _build_platforms(req: BuildRequest, store: Any, progress: Progress, dockerfi
     return BuildResult(digest, digest, summary, tuple(steps), metadata)
 
 
-def _described(req: BuildRequest, media_type: str, manifest: bytes, steps: Sequence[Any]) -> dict[str, Any]:
-    """The metadata file's description of what was made (a manifest or an index) and how."""
+def _described(req: BuildRequest, media_type: str, manifest: bytes, steps: Sequence[Any],
+               remote: Any = None) -> dict[str, Any]:
+    """The metadata file's description of what was made (a manifest or an index) and how
+    (and, for a remote context, where it came from)."""
     from .digest import sha256_bytes
 
     return {
+        **({"pybuild.context": remote.metadata()} if remote is not None else {}),
         "containerimage.descriptor": {
             "mediaType": media_type, "digest": str(sha256_bytes(manifest)), "size": len(manifest),
             **({"annotations": dict(req.descriptor_annotations)} if req.descriptor_annotations else {})},
@@ -428,7 +443,7 @@ def _check_request(req: BuildRequest, progress: Progress) -> None:
 
 def _solve(req: BuildRequest, store: Any, progress: Progress, dockerfile: Any, name: str,
            df_path: Any, contexts: Any, context_dir: Path, *, checks: bool = True,
-           show_platform: bool = False) -> tuple[Any, Any, Any]:
+           show_platform: bool = False, remote: Any = None) -> tuple[Any, Any, Any]:
     """Build the target stage for ``req.platform``: (graph, solver, the stage's result).
     ``checks``: run the build checks first (once per build, not once per platform)."""
     from .base import BaseResolver
@@ -444,7 +459,7 @@ def _solve(req: BuildRequest, store: Any, progress: Progress, dockerfile: Any, n
         for warning in graph.warnings:
             progress.warn(warning)
     isolate_mounts()
-    context = BuildContext.open(context_dir, df_path)
+    context = BuildContext.open(context_dir, df_path, remote=remote is not None)
     opts = _solver_options(req, context_dir=context_dir, dockerfile_name=name,
                            show_platform=show_platform)
     bases = BaseResolver(store, progress=progress, insecure=req.insecure_registries,
@@ -513,33 +528,40 @@ def _violation(linter: Any, dockerfile: Any) -> BuildError | None:
 def run_check(req: BuildRequest) -> int:
     """`pybuild build --check`: run the build checks only, print what they found on stdout
     as `docker build --check` prints it; 1 when they found anything (or failed), else 0."""
+    from contextlib import ExitStack
+
     from .base import parse_named_contexts
     from .cache.store import Store, default_root
     from .checks import check_report
     from .context import BuildContext
     from .graph import build_graph
     from .parse import parse_dockerfile
+    from .remotecontext import context_kind, for_remote, open_remote
 
     if req.context == "-" or req.dockerfile == "-":
         raise UsageError("--check reads the Dockerfile and the context from a folder, not stdin")
+    remote = context_kind(req.context) in ("git", "http")
     context_dir = Path(req.context).resolve()
-    if not context_dir.is_dir():
+    if not remote and not context_dir.is_dir():
         raise ContextError(f"the build context {req.context} is not a folder")
     progress = Progress(req.progress)
-    try:
+    store = Store(Path(req.root) if req.root else default_root())
+    with ExitStack() as scope:
+        scope.callback(progress.close)
+        if remote:
+            fetched = scope.enter_context(open_remote(req.context, store.root / "tmp",
+                                                      build_args=req.build_args, progress=progress))
+            req, context_dir = for_remote(req, fetched), fetched.root
         text, name, df_path = _read_dockerfile(req, context_dir)
         dockerfile = parse_dockerfile(text, filename=name)
         contexts = parse_named_contexts(req.build_contexts)
         graph = build_graph(dockerfile, build_args=req.build_args, target=req.target, platform=req.platform,
                             named_contexts=list(contexts))
-        store = Store(Path(req.root) if req.root else default_root())
         bases = _CheckBases(store, progress, req, contexts)
         # without --target every stage is checked (as BuildKit's lint does)
         reached = graph.order if req.target else range(len(graph.stages))
         linter = _check(req, dockerfile, graph, None, reached=reached, base_config=bases.config,
-                        ignore=BuildContext.open(context_dir, df_path).ignore)
-    finally:
-        progress.close()
+                        ignore=BuildContext.open(context_dir, df_path, remote=remote).ignore)
     sys.stdout.write(check_report(linter.findings, dockerfile.lines, name))
     failed = _violation(linter, dockerfile)
     if failed is not None:

@@ -542,20 +542,27 @@ class BuildContext(DirTree):
     sockets arrive as empty regular files.
     """
 
-    def __init__(self, root: Path, *, dockerfile_name: str, ignore: IgnoreMatcher | None) -> None:
+    def __init__(self, root: Path, *, dockerfile_name: str, ignore: IgnoreMatcher | None,
+                 keeps_stat_cache: bool = True) -> None:
         super().__init__(root, label="build context", owner=(0, 0), ignore=ignore, sockets_as_files=True)
         self.dockerfile_name = dockerfile_name
+        # A fetched (remote) context lives in a new scratch folder each build: stat cache
+        # entries for it would never be read again.
+        self.keeps_stat_cache = keeps_stat_cache
 
     @classmethod
-    def open(cls, context_dir: Path, dockerfile: Path | None = None) -> BuildContext:
+    def open(cls, context_dir: Path, dockerfile: Path | None = None, *, remote: bool = False) -> BuildContext:
         """Open a context; ``<Dockerfile>.dockerignore`` beside the Dockerfile wins over
-        the context's ``.dockerignore`` (buildx)."""
+        the context's ``.dockerignore`` (buildx). A ``remote`` context (a git checkout, a
+        downloaded archive) has no ignore file applied, as BuildKit applies none to it."""
         from builder.dockerignore import IgnoreMatcher
 
         context_dir = Path(context_dir)
         if not context_dir.is_dir():
             raise ContextError(f"build context {str(context_dir)!r} is not a directory")
         name = dockerfile.name if dockerfile is not None else "Dockerfile"
+        if remote:
+            return cls(context_dir, dockerfile_name=name, ignore=None, keeps_stat_cache=False)
         candidates = []
         if dockerfile is not None:
             candidates.append((Path(dockerfile).parent, f"{dockerfile.name}.dockerignore"))

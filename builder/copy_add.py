@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import stat
 from collections.abc import Iterator
@@ -353,6 +354,18 @@ def _ended_in_padding(tail: _Tail, member: tarfile.TarInfo | None, err: Exceptio
 # ---------------------------------------------------------------- URLs
 
 
+def request_failure(err: Exception) -> str:
+    """A requests error in a few words: the socket's own reason ("Connection refused",
+    "Name or service not known") rather than urllib3's nested retry report."""
+    text = str(err)
+    m = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text)
+    if m:
+        return m.group(1).strip()
+    if "timed out" in text.lower():
+        return "timed out"
+    return text
+
+
 def fetch_url(url: str, scratch: os.PathLike[str] | str, *, checksum: str | None = None, timeout: float = 60.0) -> str:
     """Download ``url`` into ``scratch``; returns the file's name there."""
     import requests
@@ -365,7 +378,10 @@ def fetch_url(url: str, scratch: os.PathLike[str] | str, *, checksum: str | None
             raise ContextError(f"invalid checksum {checksum!r} for {url}: expected sha256:<64 hex digits>") from None
         if want.algorithm != "sha256":
             raise ContextError(f"unsupported checksum algorithm {want.algorithm!r} for {url}")
-    base = unquote(urlsplit(url).path).rstrip("/").rpartition("/")[2]
+    try:
+        base = unquote(urlsplit(url).path).rstrip("/").rpartition("/")[2]
+    except ValueError as exc:  # "http://[bad": Go's url.Parse refuses it too
+        raise ContextError(f"failed to load {url}: {exc}") from None
     name = base if base not in ("", ".", "..") else "__unnamed__"
     dest = os.path.join(os.fspath(scratch), name)
     h = hashlib.sha256()
@@ -380,7 +396,7 @@ def fetch_url(url: str, scratch: os.PathLike[str] | str, *, checksum: str | None
                     h.update(chunk)
                     out.write(chunk)
     except requests.RequestException as err:
-        raise ContextError(f"failed to load {url}: {err}") from None
+        raise ContextError(f"failed to load {url}: {request_failure(err)}") from None
     got = Digest.sha256(h.hexdigest())
     if want is not None and got != want:
         os.unlink(tmp)

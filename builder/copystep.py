@@ -133,7 +133,9 @@ def plan_copy(solver: Solver, stage: Stage, node: ins.Copy | ins.Add, image: Ima
 
     source_label, tree_factory, content_key = source_tree(solver, node, from_value, image)
     store = solver.store
-    stat_cache = store.root / "statcache.json"
+    # only a local context folder, which the next build reads again, keeps a stat cache
+    keeps = source_label == "context" and getattr(solver.context, "keeps_stat_cache", True)
+    stat_cache = store.root / "statcache.json" if keeps else None
     checksums: list[str] = []
     remote: list[dict[str, Any]] = []
     kinds = {src: _kind(src, is_add) for src in sources}
@@ -168,8 +170,7 @@ def plan_copy(solver: Solver, stage: Stage, node: ins.Copy | ins.Add, image: Ima
                     if message.startswith(("COPY failed: ", "ADD failed: ")):
                         message = message.split(": ", 1)[1]
                     raise ContextError(f"{verb} failed: {message}", hint=exc.hint) from None
-                checksums.append(str(tree.checksum(matches, excludes=excludes,
-                                                   stat_cache=stat_cache if source_label == "context" else None)))
+                checksums.append(str(tree.checksum(matches, excludes=excludes, stat_cache=stat_cache)))
 
     op: dict[str, Any] = {
         "kind": verb.lower(), "sources": sources, "dest": dest, "workdir": image.workdir or "/",

@@ -235,6 +235,9 @@ def resolve_commit(gr: GitRef) -> tuple[str, str]:
         return gr.ref, gr.ref
     ref = gr.ref or _default_branch(gr.remote)
     out = _git(["ls-remote", "--", gr.remote, ref, f"{ref}^{{}}"], remote=gr.remote)
+    if not out and not gr.ref:
+        raise ContextError(f"cannot read git repository {redact(gr.remote)}: it lists no refs "
+                           "(an empty repository, or none at that address)")
     bare = ref.removeprefix("refs/")
     head_ref = "refs/heads/" + ref.removeprefix("refs/heads/")
     tag_ref = "refs/tags/" + ref.removeprefix("refs/tags/")
@@ -304,6 +307,9 @@ def checkout_git(gr: GitRef, scratch: os.PathLike[str] | str, *, keep_git_dir: b
     if keep:
         _git(["remote", "set-url", "origin", redact(gr.remote)], cwd=repo)
         _git(["reflog", "expire", "--all", "--expire=now"], cwd=repo)
+        fetch_head = os.path.join(repo, ".git", "FETCH_HEAD")
+        if os.path.exists(fetch_head):
+            os.unlink(fetch_head)
     else:
         for path in submodules:
             link = os.path.join(repo, path, ".git")

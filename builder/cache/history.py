@@ -127,6 +127,8 @@ class Explainer:
         """The stat cache the COPY key's checksum of this context filled."""
         from ..context import StatCache, stat_cache_file
 
+        if not getattr(self.context, "keeps_stat_cache", True):
+            return StatCache(None)
         return StatCache.shared(stat_cache_file(self.store.root / "statcache.json",
                                                 os.fspath(self.context.root)))
 

@@ -1,0 +1,202 @@
+"""Remote build contexts: `pybuild build URL`, as `docker buildx build URL` takes one.
+
+What the context argument is, in buildx's order: ``-`` is stdin; an existing folder is a
+folder (even one named like ``github.com/owner/repo``); a git reference
+(``builder.gitsource.is_git_ref``, the ``github.com/`` shorthand included) is a git
+context; any other ``http(s)://`` URL is a remote file. Everything else is a folder that
+does not exist, which the caller reports.
+
+* A git context is the checkout of the ref (BuildKit's git source: ``builder.gitsource``),
+  or of its ``:subdir``. ``.git`` is dropped unless the ``BUILDKIT_CONTEXT_KEEP_GIT_DIR``
+  build arg (or ``?keep-git-dir=``) says to keep it, and never kept with a subdir.
+* A remote file is streamed to a scratch file and judged by its content, as dockerui's
+  ``DetectHTTPContext``: a tar archive (plain, gzip, bzip2, xz or zstd) is extracted and is
+  the context; anything else is the Dockerfile itself, and the context holds it alone, as
+  the file ``context`` (mode 0600), which is also the Dockerfile's name.
+* ``-f`` names a file inside the context (the subdir, for a git context), as buildx sends
+  it; an absolute ``-f`` is a file on this machine and ``-f -`` reads stdin.
+* ``.dockerignore`` is not applied: BuildKit applies it only to a context sent from a
+  local folder, never to a git checkout or a downloaded archive.
+
+The scratch folder lives in the store's ``tmp/`` and is removed however the build ends
+(an error, Ctrl-C); a killed process leaves it for the store's stale-entry sweep.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import ContextError
+
+__all__ = ["RemoteContext", "context_kind", "dockerfile_in", "for_remote", "open_remote"]
+
+_KEEP_GIT_DIR_ARG = "BUILDKIT_CONTEXT_KEEP_GIT_DIR"
+_BOOL = {"1": True, "t": True, "true": True, "0": False, "f": False, "false": False}
+
+
+@dataclass(frozen=True)
+class RemoteContext:
+    """A fetched context: the folder to build from and what it came from."""
+
+    root: Path
+    kind: str  # "git", "archive" (an extracted tarball) or "dockerfile" (a plain file)
+    url: str  # credentials removed
+    commit: str = ""  # git: the commit checked out
+    ref: str = ""  # git: the ref it was found by
+    subdir: str = ""
+    digest: str = ""  # a downloaded file: the sha256 of its bytes
+
+    @property
+    def described(self) -> str:
+        """How messages name it: ``git repository URL at COMMIT``, ``remote context URL``."""
+        if self.kind == "git":
+            at = f" at {self.commit[:12]}" if self.commit else ""
+            sub = f" (subdir {self.subdir})" if self.subdir else ""
+            return f"git repository {self.url}{at}{sub}"
+        return f"remote build context {self.url}"
+
+    def metadata(self) -> dict[str, Any]:
+        """The metadata file's ``pybuild.context`` entry."""
+        out: dict[str, Any] = {"type": "git" if self.kind == "git" else "http", "url": self.url}
+        if self.kind == "git":
+            out.update(ref=self.ref, commit=self.commit)
+            if self.subdir:
+                out["subdir"] = self.subdir
+        else:
+            out.update(digest=self.digest, archive=self.kind == "archive")
+        return out
+
+
+def context_kind(arg: str) -> str:
+    """``"stdin"``, ``"local"``, ``"git"`` or ``"http"`` for a build's context argument."""
+    if arg == "-":
+        return "stdin"
+    if os.path.isdir(arg):
+        return "local"
+    from .gitsource import is_git_ref
+
+    try:
+        if is_git_ref(arg, context=True):
+            return "git"
+    except ContextError:
+        pass  # a URL Go's parser refuses: the download below says what is wrong with it
+    if arg.lower().startswith(("http://", "https://")):
+        return "http"
+    return "local"
+
+
+def _keep_git_dir(build_args: Mapping[str, str]) -> bool | None:
+    value = build_args.get(_KEEP_GIT_DIR_ARG)
+    if value is None:
+        return None
+    parsed = _BOOL.get(value.strip().lower())
+    if parsed is None:  # BuildKit ignores a value strconv.ParseBool refuses
+        return None
+    return parsed
+
+
+@contextmanager
+def open_remote(arg: str, scratch_parent: Path, *, build_args: Mapping[str, str],
+                progress: Any) -> Iterator[RemoteContext]:
+    """Fetch the remote context ``arg`` into a scratch folder; removed on the way out."""
+    from .cache.store import remove_tree
+    from .gitsource import redact
+
+    scratch_parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="remote-context-", dir=scratch_parent))
+    try:
+        git = context_kind(arg) == "git"
+        # buildx's names for the step that fetches the context
+        sid = progress.start(f"[internal] load git source {redact(arg)}" if git
+                             else "[internal] load remote build context")
+        try:
+            remote = _git_context(arg, scratch, build_args) if git else _http_context(arg, scratch)
+        except ContextError as exc:
+            progress.error(sid, exc.message)
+            raise
+        progress.internal_done(sid)
+        yield remote
+    finally:
+        remove_tree(scratch)
+
+
+def _git_context(arg: str, scratch: Path, build_args: Mapping[str, str]) -> RemoteContext:
+    from .gitsource import checkout_git, parse_git_ref, redact
+
+    gr = parse_git_ref(arg)
+    keep = _keep_git_dir(build_args)
+    if keep is None:
+        keep = bool(gr.keep_git_dir)
+    elif gr.keep_git_dir:
+        keep = True  # either one asks for it, as dockerui's DetectGitContext adds both
+    done = checkout_git(gr, scratch, keep_git_dir=keep)
+    return RemoteContext(scratch / done.rel, "git", redact(gr.remote), commit=done.commit,
+                         ref=done.ref, subdir=gr.subdir)
+
+
+def _http_context(url: str, scratch: Path) -> RemoteContext:
+    import hashlib
+
+    from .copy_add import extract_archive, fetch_url, is_archive
+    from .digest import CHUNK
+    from .gitsource import redact
+
+    download = scratch / "download"
+    download.mkdir()
+    name = fetch_url(url, download)
+    path = download / name
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    root = scratch / "context"
+    root.mkdir(mode=0o755)
+    os.chmod(root, 0o755)
+    shown = redact(url)
+    if is_archive(os.fspath(path)):
+        try:
+            extract_archive(os.fspath(path), os.fspath(root))
+        except ContextError as exc:
+            raise ContextError(f"remote build context {shown}: "
+                               f"{exc.message.removeprefix('ADD failed: ')}") from None
+        os.chmod(root, 0o755)  # an archive's "./" entry does not decide the context's mode
+        return RemoteContext(root, "archive", shown, digest=f"sha256:{h.hexdigest()}")
+    with open(path, "rb") as f:
+        head = f.read(6)
+    if head.startswith((b"\x1f\x8b\x08", b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd")):
+        raise ContextError(f"remote build context {shown}: compressed data that holds no tar archive",
+                           hint="serve a tar archive (.tar, .tar.gz, ...) or a plain Dockerfile")
+    # dockerui: the file is the Dockerfile, and the context holds it as "context"
+    shutil.move(os.fspath(path), os.fspath(root / "context"))
+    return RemoteContext(root, "dockerfile", shown, digest=f"sha256:{h.hexdigest()}")
+
+
+def dockerfile_in(remote: RemoteContext, flag: str | None) -> str | None:
+    """The ``-f`` a build from ``remote`` uses: a path inside the fetched context (checked
+    to exist), or the flag itself when it names stdin or a file on this machine."""
+    from .context import resolve_in_root
+
+    if flag == "-" or (flag and os.path.isabs(flag)):
+        return flag  # buildx: stdin, or a local Dockerfile beside the remote context
+    if remote.kind == "dockerfile":
+        return os.fspath(remote.root / "context")  # dockerui names the Dockerfile so, whatever -f says
+    name = flag or "Dockerfile"
+    path = remote.root / resolve_in_root(remote.root, name)
+    if flag is None and not path.exists() and (remote.root / "dockerfile").is_file():
+        path = remote.root / "dockerfile"
+    if not path.is_file():
+        what = "is not a file" if path.exists() else "not found"
+        raise ContextError(f"failed to read the Dockerfile: {name} {what} in the {remote.described}",
+                           hint="-f names a file inside a remote context (relative to its root)")
+    return os.fspath(path)
+
+
+def for_remote(req: Any, remote: RemoteContext) -> Any:
+    """The request with its ``-f`` resolved inside the fetched context."""
+    return replace(req, dockerfile=dockerfile_in(remote, req.dockerfile))
