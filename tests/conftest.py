@@ -21,6 +21,7 @@ pytest_plugins: list[str] = [
     "tests.fixtures.secure_registry",
     "tests.fixtures.fault_proxy",
     "tests.fixtures.crossarch",
+    "tests.fixtures.gitserver",
 ]
 
 

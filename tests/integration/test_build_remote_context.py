@@ -1,0 +1,253 @@
+"""`pybuild build URL`: git repositories and remote files as the build context, fetched
+from a real git server (git http-backend, and the dumb protocol) and a file server on
+loopback (tests/fixtures/gitserver.py). What users see: image files, cache hits, messages."""
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from tests.fixtures.gitserver import GitServer, git
+from tests.integration import runbuild
+from tests.integration.runbuild import OciImage
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="builds mount overlays: needs root")
+
+bb_layout = runbuild.bb_layout
+
+DOCKERFILE = "FROM bb\nCOPY stable.txt /stable/\nCOPY . /ctx/\n"
+
+
+class Builds:
+    """Builds of one store, each written to its own OCI archive."""
+
+    def __init__(self, tmp: Path, bb: Path) -> None:
+        self.tmp, self.store, self.bb, self.n = tmp, tmp / "store", bb, 0
+
+    def run(self, context: str, *args: str, check: bool = True,
+            env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess[str], Path]:
+        self.n += 1
+        out = self.tmp / f"out{self.n}.tar"
+        proc = runbuild.pybuild("build", "--root", str(self.store), "--progress", "plain",
+                                "--build-context", f"bb=oci-layout://{self.bb}:latest",
+                                "-o", f"type=oci,dest={out}", "--metadata-file",
+                                str(out.with_suffix(".json")), *args, context, check=check, env=env)
+        return proc, out
+
+    def tmp_entries(self) -> list[str]:
+        return sorted(os.listdir(self.store / "tmp")) if (self.store / "tmp").exists() else []
+
+
+@pytest.fixture
+def builds(tmp_path: Path, bb_layout: Path) -> Builds:
+    return Builds(tmp_path, bb_layout)
+
+
+def _cached(meta_path: Path) -> list[bool]:
+    return [s["cached"] for s in json.loads(meta_path.read_text())["pybuild.steps"]]
+
+
+def _files(image: OciImage, layer: int) -> dict[str, bytes | None]:
+    return {name: data for name, (info, data) in image.layer(layer).items()}
+
+
+@pytest.fixture(scope="module")
+def repo(git_server: GitServer, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """app.git: a Dockerfile, a .dockerignore, a subdir with its own Dockerfile, a link, an
+    executable, and a submodule (lib.git); tags v1 (light) and v1a (annotated)."""
+    lib = tmp_path_factory.mktemp("lib")
+    git("init", "-q", "-b", "main", ".", cwd=lib)
+    (lib / "lib.txt").write_text("lib\n")
+    git("add", ".", cwd=lib)
+    git("commit", "-qm", "lib", cwd=lib)
+    lib_url = git_server.publish(lib, "lib")
+    work = tmp_path_factory.mktemp("app")
+    git("init", "-q", "-b", "main", ".", cwd=work)
+    (work / "Dockerfile").write_text(DOCKERFILE)
+    (work / "stable.txt").write_text("stable\n")
+    (work / "changing.txt").write_text("one\n")
+    (work / ".dockerignore").write_text("changing.txt\n")
+    (work / "run.sh").write_text("#!/bin/sh\n")
+    os.chmod(work / "run.sh", 0o755)
+    os.symlink("stable.txt", work / "link")
+    (work / "app").mkdir()
+    (work / "app/Dockerfile").write_text("FROM bb\nCOPY . /app/\n")
+    (work / "app/Other.Dockerfile").write_text("FROM bb\nCOPY f.txt /other/\n")
+    (work / "app/f.txt").write_text("f\n")
+    git("add", ".", cwd=work)
+    git("-c", "protocol.file.allow=always", "submodule", "add", "-q", lib_url, "vendor/lib", cwd=work)
+    git("commit", "-qm", "one", cwd=work)
+    git("tag", "v1", cwd=work)
+    git("tag", "-a", "v1a", "-m", "annotated", cwd=work)
+    first = git("rev-parse", "HEAD", cwd=work)
+    url = git_server.publish(work, "app")
+    return {"url": url, "work": work, "first": first, "server": git_server}
+
+
+def test_git_context_is_the_checkout_and_a_rebuild_hits_the_cache(repo: dict, builds: Builds) -> None:
+    url = str(repo["url"])
+    proc, out = builds.run(url)
+    assert f"#1 [internal] load git source {url}\n" in proc.stderr
+    image = OciImage(out)
+    files = _files(image, 2)
+    # the whole checkout, submodule included; no .git anywhere; .dockerignore not applied (BuildKit)
+    assert files["ctx/changing.txt"] == b"one\n"
+    assert files["ctx/vendor/lib/lib.txt"] == b"lib\n"
+    assert image.layer(2)["ctx/run.sh"][0].mode == 0o755
+    assert image.layer(2)["ctx/link"][0].linkname == "stable.txt"
+    assert not [n for n in files if n.endswith(".git") or "/.git/" in n]
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["pybuild.context"] == {"type": "git", "url": url, "ref": "refs/heads/main",
+                                       "commit": repo["first"]}
+    # the same commit again, by another name: every step a cache hit, the same image
+    _, again = builds.run(f"{url}#v1a")
+    assert _cached(again.with_suffix(".json")) == [True, True]
+    assert OciImage(again).layer_digests == image.layer_digests
+    assert builds.tmp_entries() == []
+    assert not (builds.store / "statcache.json.d").exists()  # no stat cache for a scratch folder
+
+
+def test_a_new_commit_misses_only_what_changed(repo: dict, builds: Builds, tmp_path: Path) -> None:
+    server: GitServer = repo["server"]  # type: ignore[assignment]
+    work = tmp_path / "clone"
+    shutil.copytree(Path(repo["work"]), work, symlinks=True)  # type: ignore[arg-type]
+    (work / "changing.txt").write_text("two\n")
+    git("commit", "-qam", "two", cwd=work)
+    url = server.publish(work, "moving")
+    git("checkout", "-q", "--detach", str(repo["first"]), cwd=work)  # the old commit on its own branch
+    git("branch", "-q", "old", cwd=work)
+    server.publish(work, "moving")
+    _, first = builds.run(f"{url}#old")
+    _, second = builds.run(f"{url}#main")
+    assert _cached(second.with_suffix(".json")) == [True, False]
+    assert _files(OciImage(second), 2)["ctx/changing.txt"] == b"two\n"
+    assert OciImage(second).layer_digests[1] == OciImage(first).layer_digests[1]
+
+
+def test_ref_subdir_query_and_dockerfile_flag(repo: dict, builds: Builds) -> None:
+    url = str(repo["url"])
+    _, out = builds.run(f"{url}#v1:app")
+    assert sorted(_files(OciImage(out), 1)) == ["app", "app/Dockerfile", "app/Other.Dockerfile", "app/f.txt"]
+    _, same = builds.run(f"{url}?tag=v1&subdir=app")
+    assert OciImage(same).layer_digests == OciImage(out).layer_digests
+    # -f is relative to the context (the subdir), not to the working directory
+    _, other = builds.run(f"{url}#main:app", "-f", "Other.Dockerfile")
+    assert list(_files(OciImage(other), 1)) == ["other", "other/f.txt"]
+    _, whole = builds.run(url, "-f", "app/Dockerfile")  # the context stays the whole checkout
+    assert {"app/stable.txt", "app/app/f.txt"} <= set(_files(OciImage(whole), 1))
+
+
+def test_keep_git_dir_build_arg_keeps_a_working_git_dir(repo: dict, builds: Builds, tmp_path: Path) -> None:
+    url = str(repo["url"])
+    _, out = builds.run(url, "--build-arg", "BUILDKIT_CONTEXT_KEEP_GIT_DIR=1")
+    files = _files(OciImage(out), 2)
+    assert files["ctx/.git/HEAD"] == f"{repo['first']}\n".encode()  # detached at the commit
+    assert b"gitdir:" in files["ctx/vendor/lib/.git"]  # type: ignore[operator]
+    assert "ctx/.git/FETCH_HEAD" not in files
+    # a subdir never carries .git (BuildKit)
+    _, sub = builds.run(f"{url}?keep-git-dir=true&subdir=app")
+    assert not [n for n in _files(OciImage(sub), 1) if ".git" in n]
+
+
+def test_the_dumb_protocol_works_without_shallow_fetches(repo: dict, builds: Builds) -> None:
+    server: GitServer = repo["server"]  # type: ignore[assignment]
+    _, out = builds.run(f"{server.url}/dumb/app.git#{repo['first']}:app")
+    assert "app/f.txt" in _files(OciImage(out), 1)
+
+
+def _tar(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o644, 1_600_000_000
+            tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_tarball_contexts_and_a_plain_dockerfile(git_server: GitServer, builds: Builds) -> None:
+    plain = _tar({"Dockerfile": b"FROM bb\nCOPY . /ctx/\n", "sub/a.txt": b"a\n", ".dockerignore": b"sub\n"})
+    git_server.files.update({
+        "ctx.tar": plain, "ctx.tar.gz": gzip.compress(plain, mtime=0),
+        "ctx.tar.zst": zstandard.ZstdCompressor().compress(plain),
+        "Dockerfile": b"FROM bb\nCOPY . /ctx/\n", "bad.gz": gzip.compress(b"not a tar"),
+    })
+    digests = set()
+    for name in ("ctx.tar", "ctx.tar.gz", "ctx.tar.zst"):
+        proc, out = builds.run(f"{git_server.url}/files/{name}")
+        assert "#1 [internal] load remote build context\n" in proc.stderr
+        assert sorted(_files(OciImage(out), 1)) == ["ctx", "ctx/.dockerignore", "ctx/Dockerfile",
+                                                   "ctx/sub", "ctx/sub/a.txt"]
+        digests.add(OciImage(out).layer_digests[1])
+        assert json.loads(out.with_suffix(".json").read_text())["pybuild.context"]["archive"] is True
+    assert len(digests) == 1  # the same files, however they were compressed: the same layer
+    # not an archive: the file is the Dockerfile, and the context holds it alone as "context"
+    _, out = builds.run(f"{git_server.url}/files/Dockerfile")
+    layer = OciImage(out).layer(1)
+    assert sorted(layer) == ["ctx", "ctx/context"] and layer["ctx/context"][0].mode == 0o600
+    proc, _ = builds.run(f"{git_server.url}/files/bad.gz", check=False)
+    assert "compressed data that holds no tar archive" in proc.stderr
+    assert builds.tmp_entries() == []
+
+
+@pytest.mark.parametrize(
+    ("suffix", "message"),
+    [
+        ("#nope", "git repository {url}: ref 'nope' not found (no branch, tag or commit of that name)"),
+        ("#main:nodir", "git repository {url} at {short}: subdirectory 'nodir' not found"),
+        ("#main:stable.txt", "git repository {url} at {short}: subdirectory 'stable.txt' not a directory"),
+        ("#main:vendor", ("failed to read the Dockerfile: Dockerfile not found in the git repository "
+                          "{url} at {short} (subdir vendor)")),
+    ],
+)
+def test_git_context_errors_name_the_fault(repo: dict, builds: Builds, suffix: str, message: str) -> None:
+    url = str(repo["url"])
+    proc, _ = builds.run(url + suffix, check=False)
+    assert proc.returncode == 1
+    assert message.format(url=url, short=str(repo["first"])[:12]) in proc.stderr.splitlines()
+    assert "Traceback" not in proc.stderr
+    assert builds.tmp_entries() == []
+
+
+def test_unreachable_hosts_and_missing_git(repo: dict, builds: Builds, tmp_path: Path) -> None:
+    from tests.fixtures.registry import free_port
+
+    port = free_port()
+    proc, _ = builds.run(f"http://127.0.0.1:{port}/x.git", check=False)
+    assert f"cannot read git repository http://127.0.0.1:{port}/x.git: unable to access " in proc.stderr
+    proc, _ = builds.run(f"http://127.0.0.1:{port}/ctx.tar", check=False)
+    assert f"failed to load http://127.0.0.1:{port}/ctx.tar: Connection refused" in proc.stderr.splitlines()
+    # no git on PATH: pybuild itself found by its absolute path
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    os.symlink(shutil.which("pybuild"), bin_dir / "pybuild")  # type: ignore[arg-type]
+    proc, _ = builds.run(str(repo["url"]), check=False, env={"PATH": str(bin_dir)})
+    assert f"git is not installed: {repo['url']} is a git repository" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert builds.tmp_entries() == []
+
+
+def test_ctrl_c_during_the_fetch_removes_the_scratch_folder(git_server: GitServer, builds: Builds) -> None:
+    proc = subprocess.Popen(["pybuild", "build", "--root", str(builds.store), "--progress", "plain",
+                             f"{git_server.url}/slow/x.git"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while not [e for e in builds.tmp_entries() if e.startswith("remote-context-")]:
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    time.sleep(0.3)  # git is fetching
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert builds.tmp_entries() == []
