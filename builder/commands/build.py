@@ -1,4 +1,4 @@
-"""`pybuild build [PATH | -]`: the flags of `docker buildx build` that make sense without a daemon."""
+"""`pybuild build [PATH | URL | -]`: the flags of `docker buildx build` that make sense without a daemon."""
 from __future__ import annotations
 
 import os
@@ -103,7 +103,11 @@ def _parse_secret(text: str) -> tuple[str, tuple[str, str]]:
 @click.option("--check", is_flag=True, help="Run the build checks only and print what they find (exit 1 if anything); build nothing.")
 @click.option("--dry-run", "dry_run", is_flag=True, hidden=True)  # what `pybuild plan` is
 def command(**kw: object) -> None:
-    """Build an image from a Dockerfile."""
+    """Build an image from a Dockerfile.
+
+    CONTEXT is a folder (default .), - (a tar archive or a Dockerfile on stdin), a git
+    repository (https://host/repo.git#ref:subdir, git@host:repo.git, ...) or the URL of a
+    tar archive or a Dockerfile."""
     from ..build import BuildRequest, run_build
     from ..buildflags import (
         check_attestations,
