@@ -84,6 +84,7 @@ def repo(git_server: GitServer, tmp_path_factory: pytest.TempPathFactory) -> dic
     (work / "app/Dockerfile").write_text("FROM bb\nCOPY . /app/\n")
     (work / "app/Other.Dockerfile").write_text("FROM bb\nCOPY f.txt /other/\n")
     (work / "app/f.txt").write_text("f\n")
+    (work / "docker.Dockerfile").write_text("ARG BASE\nFROM $BASE\nCOPY . /ctx/\n")
     git("add", ".", cwd=work)
     git("-c", "protocol.file.allow=always", "submodule", "add", "-q", lib_url, "vendor/lib", cwd=work)
     git("commit", "-qm", "one", cwd=work)
@@ -251,3 +252,36 @@ def test_ctrl_c_during_the_fetch_removes_the_scratch_folder(git_server: GitServe
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     assert builds.tmp_entries() == []
+
+
+def _entries(layer: bytes) -> set[tuple[object, ...]]:
+    """A layer's entries as users see them: name, type, mode, owner, data or link target."""
+    out = set()
+    with tarfile.open(fileobj=io.BytesIO(layer)) as tar:
+        for info in tar:
+            data = tar.extractfile(info).read() if info.isreg() else info.linkname  # type: ignore[union-attr]
+            out.add((info.name.removeprefix("./").rstrip("/"), info.type, info.mode & 0o7777,
+                     info.uid, info.gid, data))
+    return out
+
+
+def test_git_context_files_match_docker_buildkit(repo: dict, builds: Builds, docker_cli,
+                                                 busybox_image, tmp_path: Path) -> None:
+    """docker 20.10's BuildKit fetches the same repository itself (its daemon reaches the
+    loopback server): the COPY layer holds the same files, modes and links. Its one
+    difference (docs/remote-contexts.md): it leaves the submodule's .git file, pointing
+    into its own store; pybuild drops it with .git. (docker 20.10 wants an explicit ref:
+    without one it looks for master.)"""
+    url = f"{repo['url']}#main"
+    tag = "pybuild-compare-remote/git:latest"
+    docker_cli.check("build", "--network=host", "--progress=plain", "-t", tag, "-f", "docker.Dockerfile",
+                     "--build-arg", f"BASE={busybox_image.ref}", url)
+    docker_cli.check("save", "-o", str(tmp_path / "docker.tar"), tag)
+    docker_cli.run("rmi", "-f", tag)
+    with tarfile.open(tmp_path / "docker.tar") as tar:
+        manifest = json.load(tar.extractfile("manifest.json"))[0]  # type: ignore[arg-type]
+        theirs = _entries(tar.extractfile(manifest["Layers"][-1]).read())  # type: ignore[union-attr]
+    _, out = builds.run(url, "-f", "docker.Dockerfile", "--build-arg", f"BASE={busybox_image.ref}")
+    ours = _entries(OciImage(out).layer_bytes(-1))
+    assert theirs - ours == {e for e in theirs if e[0] == "ctx/vendor/lib/.git"}
+    assert ours - theirs == set()
