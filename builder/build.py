@@ -199,7 +199,7 @@ def _run_build(req: BuildRequest, progress: Progress, started: float) -> BuildRe
         from .remotecontext import for_remote, open_remote
 
         with open_remote(req.context, store.root / "tmp", build_args=req.build_args,
-                         progress=progress) as remote:
+                         progress=progress, source_date_epoch=req.source_date_epoch) as remote:
             return _build(for_remote(req, remote), store, progress, remote.root, None, started, None,
                           remote=remote)
     if req.context == "-":

@@ -301,8 +301,7 @@ def checkout_git(gr: GitRef, scratch: os.PathLike[str] | str, *, keep_git_dir: b
     submodules: list[str] = []
     if gr.submodules is not False and os.path.exists(os.path.join(repo, ".gitmodules")):
         submodules = _update_submodules(repo, gr.remote)
-    if gr.mtime == "commit":
-        _set_mtimes(repo, int(_git(["log", "-1", "--format=%ct", commit], cwd=repo)))
+    when = int(_git(["log", "-1", "--format=%ct", commit], cwd=repo)) if gr.mtime == "commit" else None
     keep = keep_git_dir and not gr.subdir  # BuildKit keeps .git only for the whole checkout
     if keep:
         _git(["remote", "set-url", "origin", redact(gr.remote)], cwd=repo)
@@ -316,6 +315,8 @@ def checkout_git(gr: GitRef, scratch: os.PathLike[str] | str, *, keep_git_dir: b
             if os.path.isfile(link) and not os.path.islink(link):
                 os.unlink(link)  # "gitdir: ../.git/modules/...": it would lead nowhere
         shutil.rmtree(os.path.join(repo, ".git"))
+    if when is not None:
+        _set_mtimes(repo, when)  # last: dropping .git changes the top folder's time
     rel = "repo"
     if gr.subdir:
         rel = os.path.join("repo", _subdir(repo, gr, commit))

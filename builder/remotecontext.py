@@ -103,8 +103,10 @@ def _keep_git_dir(build_args: Mapping[str, str]) -> bool | None:
 
 @contextmanager
 def open_remote(arg: str, scratch_parent: Path, *, build_args: Mapping[str, str],
-                progress: Any) -> Iterator[RemoteContext]:
-    """Fetch the remote context ``arg`` into a scratch folder; removed on the way out."""
+                progress: Any, source_date_epoch: int | None = None) -> Iterator[RemoteContext]:
+    """Fetch the remote context ``arg`` into a scratch folder; removed on the way out.
+    With a SOURCE_DATE_EPOCH (build arg or option) a git checkout's files get the commit's
+    time, as dockerui asks its git source for then (``GitMTimeCommit``)."""
     from .cache.store import remove_tree
     from .gitsource import redact
 
@@ -116,7 +118,9 @@ def open_remote(arg: str, scratch_parent: Path, *, build_args: Mapping[str, str]
         sid = progress.start(f"[internal] load git source {redact(arg)}" if git
                              else "[internal] load remote build context")
         try:
-            remote = _git_context(arg, scratch, build_args) if git else _http_context(arg, scratch)
+            commit_times = source_date_epoch is not None or bool(build_args.get("SOURCE_DATE_EPOCH"))
+            remote = _git_context(arg, scratch, build_args, commit_times) if git \
+                else _http_context(arg, scratch)
         except ContextError as exc:
             progress.error(sid, exc.message)
             raise
@@ -126,10 +130,13 @@ def open_remote(arg: str, scratch_parent: Path, *, build_args: Mapping[str, str]
         remove_tree(scratch)
 
 
-def _git_context(arg: str, scratch: Path, build_args: Mapping[str, str]) -> RemoteContext:
+def _git_context(arg: str, scratch: Path, build_args: Mapping[str, str],
+                 commit_times: bool) -> RemoteContext:
     from .gitsource import checkout_git, parse_git_ref, redact
 
     gr = parse_git_ref(arg)
+    if commit_times and not gr.mtime:
+        gr = replace(gr, mtime="commit")
     keep = _keep_git_dir(build_args)
     if keep is None:
         keep = bool(gr.keep_git_dir)

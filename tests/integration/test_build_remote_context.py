@@ -160,6 +160,16 @@ def test_keep_git_dir_build_arg_keeps_a_working_git_dir(repo: dict, builds: Buil
     assert not [n for n in _files(OciImage(sub), 1) if ".git" in n]
 
 
+def test_source_date_epoch_gives_files_the_commit_time(repo: dict, builds: Builds) -> None:
+    # dockerui asks for the commit's time when SOURCE_DATE_EPOCH is set; ?mtime=commit too
+    commit_time = 1_577_836_800  # GIT_COMMITTER_DATE of tests/fixtures/gitserver.py
+    for args in (["--build-arg", "SOURCE_DATE_EPOCH=1600000000"], []):
+        suffix = "" if args else "?mtime=commit"
+        _, out = builds.run(f"{repo['url']}{suffix}", "--no-cache", *args)
+        layer = OciImage(out).layer(2)
+        assert {layer[n][0].mtime for n in ("ctx", "ctx/app/f.txt", "ctx/vendor/lib/lib.txt")} == {commit_time}
+
+
 def test_the_dumb_protocol_works_without_shallow_fetches(repo: dict, builds: Builds) -> None:
     server: GitServer = repo["server"]  # type: ignore[assignment]
     _, out = builds.run(f"{server.url}/dumb/app.git#{repo['first']}:app")
