@@ -31,6 +31,12 @@ class NamedContext:
     tag: str | None = None
 
 
+def _remote(value: str) -> bool:
+    from .remotecontext import context_kind
+
+    return context_kind(value) in ("git", "http")
+
+
 def parse_named_contexts(values: Mapping[str, str]) -> dict[str, NamedContext]:
     out: dict[str, NamedContext] = {}
     for name, value in values.items():
@@ -48,9 +54,11 @@ def parse_named_contexts(values: Mapping[str, str]) -> dict[str, NamedContext]:
             out[key] = NamedContext(key, "oci-layout", str(path), tag)
         elif value.startswith("docker-image://"):
             out[key] = NamedContext(key, "docker-image", value[len("docker-image://"):])
-        elif "://" in value:
+        elif "://" in value or _remote(value):
             raise UsageError(f"--build-context {name}={value}: only oci-layout://, docker-image:// "
-                             "and local folders are supported")
+                             "and local folders are supported",
+                             hint="a git repository or URL is taken as the main context only "
+                                  "(pybuild build URL)" if _remote(value) else None)
         else:
             path = Path(value).resolve()
             if not path.is_dir():

@@ -193,9 +193,11 @@ def _run_build(req: BuildRequest, progress: Progress, started: float) -> BuildRe
     store = Store(Path(req.root) if req.root else default_root())
     recorder = _start_recording(req, store, progress)
 
+    from .base import parse_named_contexts
     from .remotecontext import context_kind
 
     if context_kind(req.context) in ("git", "http"):
+        parse_named_contexts(req.build_contexts)  # refused before the fetch, not after it
         from .remotecontext import for_remote, open_remote
 
         with open_remote(req.context, store.root / "tmp", build_args=req.build_args,

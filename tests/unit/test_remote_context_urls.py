@@ -132,3 +132,13 @@ def test_a_plain_remote_file_is_the_dockerfile_whatever_f_says(tmp_path: Path) -
     remote = _remote(tmp_path, "dockerfile")
     assert dockerfile_in(remote, None) == str(tmp_path / "context")
     assert dockerfile_in(remote, "Other.Dockerfile") == str(tmp_path / "context")
+
+
+@pytest.mark.parametrize("value", ["https://h/r.git#main", "git@h:r.git", "https://h/ctx.tar"])
+def test_a_remote_named_context_is_refused_with_a_hint(value: str) -> None:
+    from builder.base import parse_named_contexts
+    from builder.errors import UsageError
+
+    with pytest.raises(UsageError, match="only oci-layout://, docker-image:// and local folders") as err:
+        parse_named_contexts({"src": value})
+    assert err.value.hint == "a git repository or URL is taken as the main context only (pybuild build URL)"
