@@ -190,13 +190,31 @@ def _load_query(gr: GitRef, src: str, query: str) -> GitRef:
 # ---------------------------------------------------------------- running git
 
 
+# What would point git at another repository or config than the one in hand.
+_REPO_ENV = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_COMMON_DIR",
+             "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_NAMESPACE", "GIT_CONFIG", "GIT_CONFIG_PARAMETERS",
+             "GIT_CONFIG_COUNT")
+
+
+def _git_env() -> dict[str, str]:
+    """The environment git runs in: as BuildKit's git CLI, no system or global config (a
+    user's autocrlf or filters must not change what a checkout holds), C messages, never a
+    prompt; ssh is the user's own (agent, keys, known hosts) in batch mode."""
+    env = {k: v for k, v in os.environ.items() if k not in _REPO_ENV}
+    env.update(GIT_TERMINAL_PROMPT="0", GIT_ASKPASS="true", LC_ALL="C", GIT_CONFIG_NOSYSTEM="1",
+               GIT_CONFIG_GLOBAL=os.devnull)
+    if "GIT_SSH_COMMAND" not in env and "GIT_SSH" not in env:
+        env["GIT_SSH_COMMAND"] = "ssh -o BatchMode=yes"
+    return env
+
+
 def _git(args: list[str], *, cwd: str | None = None, remote: str = "") -> str:
     """Run git quietly (never asking for a password); its failure as a ContextError that
     names ``remote`` and git's own last words."""
-    env = dict(os.environ, GIT_TERMINAL_PROMPT="0", GIT_ASKPASS="true", LC_ALL="C")
     try:
-        proc = subprocess.run(["git", *args], check=False, cwd=cwd, env=env, capture_output=True,
-                              text=True)
+        # BuildKit's guard: a repository may not pull local files in as submodules
+        proc = subprocess.run(["git", "-c", "protocol.file.allow=user", *args], check=False, cwd=cwd,
+                              env=_git_env(), capture_output=True, text=True)
     except FileNotFoundError:
         raise ContextError("git is not installed: a git source needs the git command",
                            hint="install it (apt-get install git) or build from a folder") from None
