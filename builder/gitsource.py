@@ -224,6 +224,8 @@ def _git(args: list[str], *, cwd: str | None = None, remote: str = "") -> str:
 
 
 def _git_failure(args: list[str], output: str, remote: str) -> str:
+    while len(args) > 2 and args[0] == "-c":
+        args = args[2:]  # name the command, not its settings
     lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
     fatal = [ln for ln in lines if ln.startswith(("fatal:", "error:"))]
     why = (fatal[-1] if fatal else lines[-1] if lines else "exit status 128").split(": ", 1)[-1]
