@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tarfile
 import time
 from pathlib import Path
@@ -238,10 +239,13 @@ def test_unreachable_hosts_and_missing_git(repo: dict, builds: Builds, tmp_path:
     assert f"cannot read git repository http://127.0.0.1:{port}/x.git: unable to access " in proc.stderr
     proc, _ = builds.run(f"http://127.0.0.1:{port}/ctx.tar", check=False)
     assert f"failed to load http://127.0.0.1:{port}/ctx.tar: Connection refused" in proc.stderr.splitlines()
-    # no git on PATH: pybuild itself found by its absolute path
+    # no git on PATH: pybuild started by this interpreter (the console script found on
+    # PATH may be a pyenv shim, which needs bash and more from PATH)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    os.symlink(shutil.which("pybuild"), bin_dir / "pybuild")  # type: ignore[arg-type]
+    launcher = bin_dir / "pybuild"
+    launcher.write_text(f"#!{sys.executable}\nfrom builder.cli import main\nmain()\n")
+    launcher.chmod(0o755)
     proc, _ = builds.run(str(repo["url"]), check=False, env={"PATH": str(bin_dir)})
     assert f"git is not installed: {repo['url']} is a git repository" in proc.stderr
     assert "Traceback" not in proc.stderr
