@@ -63,6 +63,7 @@ class BuildRequest:
     ulimits: tuple[tuple[str, int, int], ...] = ()  # --ulimit: (name, soft, hard) for RUN steps
     annotations: Mapping[str, str] = field(default_factory=dict)  # --annotation: the manifest's
     descriptor_annotations: Mapping[str, str] = field(default_factory=dict)  # manifest-descriptor:
+    provenance: Any = None  # provenance.ProvenanceOptions: --provenance/--attest asked for one
 
 
 @dataclass(frozen=True)
@@ -236,9 +237,16 @@ def _build(req: BuildRequest, store: Any, progress: Progress, context_dir: Path,
     progress.source = (dockerfile.lines, name)
     contexts = parse_named_contexts(req.build_contexts)
     _check_request(req, progress)
+    attester = None
+    if req.provenance is not None:
+        from .attest import Attester
+
+        attester = Attester(req.provenance, req, store=store, dockerfile_name=name,
+                            dockerfile=text if isinstance(text, bytes) else text.encode(),
+                            started=time.time() - (time.monotonic() - started))
     if req.platforms:
         return _build_platforms(req, store, progress, dockerfile, name, df_path, contexts,
-                                context_dir, started, remote=remote)
+                                context_dir, started, attester, remote=remote)
     _, solver, result = _solve(req, store, progress, dockerfile, name, df_path, contexts,
                                context_dir, remote=remote)
     bases = solver.bases
@@ -270,16 +278,31 @@ def _build(req: BuildRequest, store: Any, progress: Progress, context_dir: Path,
 
     stored = "uncompressed"
     image = image_for(media_of(req.outputs[0])) if req.outputs else image_for("oci", stored)
+    indexes: list[Any] = []  # with --provenance: the index each output got, in order
+
+    def index_for(out: Mapping[str, str]) -> Any:
+        index = attester.index([(solver, image_for("oci"))], _names(req, out))  # type: ignore[union-attr]
+        indexes.append(index)
+        return index
+
     for out in req.outputs:
+        if attester is not None and out.get("type") == "oci":
+            _write_attested_oci(out, index_for(out), image_for("oci"), req)
+            continue
         write_outputs(store, image_for(media_of(out)), result, [out], tags=req.tags,
                       source_date_epoch=req.source_date_epoch, lowers_of=solver.lowers_of,
-                      descriptor_annotations=req.descriptor_annotations)
+                      descriptor_annotations=req.descriptor_annotations,
+                      provenance=attester.file_writer(solver, image_for(media_of(out)))
+                      if attester is not None else None)
     from .images import ImageStore
 
     if not req.outputs or any(o.get("type") in ("image", "registry") for o in req.outputs):
         ImageStore(store).tag_many(req.tags, image_for("oci", stored))
     for out in req.outputs:
         if out.get("type") == "registry" or (out.get("type") == "image" and out.get("push") == "true"):
+            if attester is not None:
+                _push_index(store, req, index_for(out), out, progress)
+                continue
             _push(store, req, image_for("docker" if out.get("oci-mediatypes") == "false" else "oci"),
                   out, progress)
 
@@ -288,14 +311,21 @@ def _build(req: BuildRequest, store: Any, progress: Progress, context_dir: Path,
 
         export_cache(store, solver, req.cache_to, insecure=req.insecure_registries, progress=progress)
     image_id = image.config_digest
+    steps = tuple(solver.steps)
+    if indexes:  # BuildKit's image exporter then names the index alone, and so does buildx
+        from .oci.types import MediaType
+
+        image_id = indexes[0].manifest_digest
+        metadata = {"containerimage.digest": str(image_id),
+                    **_described(req, MediaType.OCI_INDEX, indexes[0].manifest_bytes, steps, remote)}
+    else:
+        metadata = {
+            "containerimage.digest": str(image.manifest_digest),
+            "containerimage.config.digest": str(image_id),
+            **_described(req, image.manifest.media_type, image.manifest_bytes, steps, remote),
+        }
     if req.iidfile:
         write_text(req.iidfile, str(image_id))
-    steps = tuple(solver.steps)
-    metadata = {
-        "containerimage.digest": str(image.manifest_digest),
-        "containerimage.config.digest": str(image_id),
-        **_described(req, image.manifest.media_type, image.manifest_bytes, steps, remote),
-    }
     if req.metadata_file:
         write_text(req.metadata_file, json.dumps(metadata, indent=2) + "\n")
     elapsed = time.monotonic() - started
@@ -310,9 +340,30 @@ def _build(req: BuildRequest, store: Any, progress: Progress, context_dir: Path,
 _NO_INDEX = "docker exporter does not currently support exporting manifest lists"
 
 
+def _names(req: BuildRequest, out: Mapping[str, str]) -> list[str]:
+    """The names an output gives the image: its name= or the -t tags."""
+    return [n for n in out.get("name", "").split(",") if n] or list(req.tags)
+
+
+def _write_attested_oci(out: Mapping[str, str], index: Any, image: Any, req: BuildRequest) -> None:
+    """`-o type=oci` with provenance: the index of the image and its attestation manifest;
+    docker's manifest.json names the image, so docker load still takes the archive."""
+    from .export import _to_dest
+    from .oci.archive import write_oci_index_archive
+
+    names = _names(req, out)
+    dest = out.get("dest", "")
+    try:
+        _to_dest(dest, lambda p: write_oci_index_archive(
+            p, index, index.images, names, source_date_epoch=req.source_date_epoch,
+            annotations=req.descriptor_annotations, docker_image=image))
+    except OSError as exc:
+        raise BuildError(f"cannot write the oci output to {dest}: {exc.strerror or exc}") from None
+
+
 def _build_platforms(req: BuildRequest, store: Any, progress: Progress, dockerfile: Any, name: str,
-                     df_path: Any, contexts: Any, context_dir: Path, started: float, *,
-                     remote: Any = None) -> BuildResult:
+                     df_path: Any, contexts: Any, context_dir: Path, started: float,
+                     attester: Any = None, *, remote: Any = None) -> BuildResult:
     """--platform A,B: the target built for each platform in turn, the images joined in one
     OCI image index, which the outputs and pushes get (each platform's files in its own
     folder for a local or tar output), as BuildKit does. Neither a docker archive nor the
@@ -349,12 +400,26 @@ def _build_platforms(req: BuildRequest, store: Any, progress: Progress, dockerfi
         if len({platform_folder(p) for p, _, _ in parts}) < len(parts):
             raise UsageError(f"--platform names {platform} twice")
     index = IndexSpec.of(image for _, image, _ in parts)
+    files = {}
+    if attester is not None:
+        # one attestation per platform image; the index, its names in the subjects,
+        # is made for each output (BuildKit's exporters each make their own)
+        index = attester.index(list(zip(solvers, (i for _, i, _ in parts))), list(req.tags))
+        files = {p: attester.file_writer(s, i) for s, (p, i, _) in zip(solvers, parts)}
     store.put_blob_bytes(index.manifest_bytes)
-    write_index_outputs(store, index, parts, req.outputs, tags=req.tags,
-                        source_date_epoch=req.source_date_epoch,
-                        descriptor_annotations=req.descriptor_annotations)
+    for out in req.outputs:
+        one = index
+        if attester is not None and out.get("type") == "oci":
+            one = attester.index(list(zip(solvers, (i for _, i, _ in parts))), _names(req, out))
+        write_index_outputs(store, one, parts, [out], tags=req.tags,
+                            source_date_epoch=req.source_date_epoch,
+                            descriptor_annotations=req.descriptor_annotations,
+                            provenance=files)
     for out in pushing:
-        _push_index(store, req, index, out, progress)
+        one = index
+        if attester is not None:
+            one = attester.index(list(zip(solvers, (i for _, i, _ in parts))), _names(req, out))
+        _push_index(store, req, one, out, progress)
     if req.cache_to:  # one cache for every platform's steps, as BuildKit exports it
         from types import SimpleNamespace
 
@@ -410,7 +475,7 @@ def _push_index(store: Any, req: BuildRequest, index: Any, out: Mapping[str, str
     from .oci.types import MediaType
     from .reference import ImageRef
 
-    names = [n for n in out.get("name", "").split(",") if n] or list(req.tags)
+    names = _names(req, out)
     refs = [ImageRef.parse(ImageStore.normalize(n)) for n in names]
     sid = progress.start(f"[internal] pushing {', '.join(names)}")
     try:
@@ -437,10 +502,34 @@ def _check_request(req: BuildRequest, progress: Progress) -> None:
     for tag in req.tags:
         ImageStore.normalize(tag)  # a bad -t fails now, not after the whole build
     check_outputs(req.outputs)
+    if req.provenance is not None:
+        _check_attested_outputs(req, progress)
     for out in req.outputs:
         if (req.annotations or req.descriptor_annotations) and _docker_media(out):
             progress.warn(f"--annotation: the {out.get('type')} output uses docker media types, "
                           "which carry no annotations; they are left out of it")
+
+
+def _check_attested_outputs(req: BuildRequest, progress: Progress) -> None:
+    """Where a provenance attestation cannot go, as buildx and BuildKit say: a docker
+    archive holds no index, docker media types no attestation. The local store keeps the
+    image alone, as docker's own image store does: said once, when nothing else keeps it."""
+    for out in req.outputs:
+        if out.get("type") == "docker":
+            raise UsageError("docker exporter does not support exporting manifest lists, use the "
+                             "oci exporter instead",
+                             hint="the provenance attestation makes an image index: write "
+                                  "-o type=oci,dest=FILE, or turn it off with --provenance=false")
+        if out.get("oci-mediatypes") == "false":
+            raise UsageError('cannot export attestations with "oci-mediatypes=false"',
+                             hint="drop oci-mediatypes=false, or turn the provenance off")
+    inline = ("oci", "registry")
+    carried = [o for o in req.outputs if o.get("type") in inline or o.get("push") == "true"
+               or (o.get("type") in ("local", "tar") and not req.provenance.inline_only)]
+    if not carried:
+        progress.warn("--provenance: pybuild's image store keeps the image without its "
+                      "attestation (as docker's image store does); push it (--push) or write "
+                      "-o type=oci,dest=FILE to keep the provenance")
 
 
 def _solve(req: BuildRequest, store: Any, progress: Progress, dockerfile: Any, name: str,
@@ -631,7 +720,7 @@ def _push(store: Any, req: BuildRequest, image: Any, out: Mapping[str, str], pro
     """`--push` / `-o type=registry`: the image under every -t name (or the output's name=)."""
     from .images import push_stored
 
-    names = [n for n in out.get("name", "").split(",") if n] or list(req.tags)
+    names = _names(req, out)
     sid = progress.start(f"[internal] pushing {', '.join(names)}")
     try:
         results = push_stored(store, names[0], names, insecure=req.insecure_registries, image=image,

@@ -12,9 +12,10 @@ import re
 
 from .errors import UsageError
 from .parse_go import GO_FALSE, GO_TRUE, ram_in_bytes
+from .provenance import ProvenanceOptions
 
-__all__ = ["GO_FALSE", "GO_TRUE", "HOST_GATEWAY", "ULIMIT_NAMES", "check_attestations",
-           "parse_add_hosts", "parse_annotations", "parse_bytes", "parse_ulimits"]
+__all__ = ["GO_FALSE", "GO_TRUE", "HOST_GATEWAY", "ULIMIT_NAMES", "parse_add_hosts",
+           "parse_annotations", "parse_attestations", "parse_bytes", "parse_ulimits"]
 
 # docker's special --add-host address: the host as the build container reaches it. RUN
 # steps share the host's network here, so that is the loopback address.
@@ -161,16 +162,18 @@ def parse_annotations(values: tuple[str, ...], host_platform: str) -> tuple[dict
 
 
 # buildx reads --provenance, --sbom and disabled= with strconv.ParseBool (GO_TRUE, GO_FALSE)
-_NO_ATTESTATIONS = ("pybuild does not produce attestations (provenance, SBOM) yet; "
-                    "CI scripts turn them off with --provenance=false --sbom=false")
+_NO_SBOM = ("pybuild makes no SBOM attestation (it has no package scanner); "
+            "turn it off with --sbom=false")
 
 
-def check_attestations(attests: tuple[str, ...], provenance: str | None, sbom: str | None) -> None:
-    """buildx's `--attest type=T[,disabled=BOOL][,...]`, `--provenance VALUE` and `--sbom VALUE`
-    (a boolean, or the attestation's options): turning attestations off is accepted and
-    changes nothing; asking for one is a usage error, since none can be made yet. As in
-    buildx, the shorthands come after the --attest values and the last word on a type wins."""
-    wanted: dict[str, str] = {}  # type -> the flag that last asked for it ("" when disabled)
+def parse_attestations(attests: tuple[str, ...], provenance: str | None,
+                       sbom: str | None) -> ProvenanceOptions | None:
+    """buildx's `--attest type=T[,disabled=BOOL][,KEY=VALUE...]`, `--provenance VALUE` and
+    `--sbom VALUE` (a boolean, or the attestation's options), read as buildx and BuildKit
+    read them: the shorthands come after the --attest values, the last word on a type wins,
+    `--provenance true` is BuildKit's default mode (max). Returns the provenance asked for,
+    or None (pybuild attaches none unless asked). An SBOM is refused: nothing here scans."""
+    wanted: dict[str, tuple[str, dict[str, str]] | None] = {}  # type -> (flag, attrs) | off
     given = [(f"--attest {a!r}", a) for a in attests]
     for flag, value in (("--provenance", provenance), ("--sbom", sbom)):
         if value:  # an empty value is no value, as buildx reads it
@@ -179,21 +182,61 @@ def check_attestations(attests: tuple[str, ...], provenance: str | None, sbom: s
                 if value in GO_TRUE | GO_FALSE else f"type={kind},{value}"
             given.append((f"{flag} {value!r}", text))
     for flag, text in given:
-        kind, disabled = None, False
-        for field in _csv_fields(text):
-            key, sep, value = field.partition("=")
+        kind, disabled, attrs = None, False, {}
+        for item in _csv_fields(text):
+            key, sep, value = item.partition("=")
             if not sep:
-                raise UsageError(f"invalid {flag}: {field!r} is not KEY=VALUE")
-            key = key.strip().lower()
-            if key == "type":
+                raise UsageError(f"invalid {flag}: {item!r} is not KEY=VALUE")
+            name = key.strip().lower()
+            if name == "type":
                 kind = value
-            elif key == "disabled":
+            elif name == "disabled":
                 if value not in GO_TRUE | GO_FALSE:
                     raise UsageError(f"invalid {flag}: disabled={value} is not true or false")
                 disabled = value in GO_TRUE
+            else:
+                attrs[key] = value
         if not kind:
             raise UsageError(f"invalid {flag}: the attestation type is not given (type=...)")
-        wanted[kind] = "" if disabled else flag
-    asked = [flag for flag in wanted.values() if flag]
-    if asked:
-        raise UsageError(f"{asked[0]}: {_NO_ATTESTATIONS}")
+        wanted[kind] = None if disabled else (flag, attrs)
+    for kind, asked in wanted.items():
+        if asked is None:
+            continue
+        if kind == "sbom":
+            raise UsageError(f"{asked[0]}: {_NO_SBOM}")
+        if kind != "provenance":
+            raise UsageError(f"{asked[0]}: unknown attestation type {kind!r}",
+                             hint="BuildKit knows provenance and sbom")
+    asked = wanted.get("provenance")
+    return _provenance_options(*asked) if asked else None
+
+
+def _provenance_options(flag: str, attrs: dict[str, str]) -> ProvenanceOptions:
+    """BuildKit's provenance attrs: mode (min, max; full is max), version (v0.2, v1),
+    builder-id, reproducible, filename, inline-only; others are ignored, as there."""
+    mode = attrs.get("mode", "max")
+    mode = "max" if mode == "full" else mode
+    if mode not in ("min", "max"):
+        raise UsageError(f"invalid {flag}: invalid mode {mode!r}", hint="mode=min or mode=max")
+    version = attrs.get("version", "v0.2")
+    if version not in ("v0.2", "v1"):
+        raise UsageError(f"invalid {flag}: invalid provenance SLSA version: {version}",
+                         hint="version=v0.2 or version=v1")
+    reproducible = attrs.get("reproducible", "false")
+    if reproducible not in GO_TRUE | GO_FALSE:
+        raise UsageError(f"invalid {flag}: failed to parse reproducible flag {reproducible!r}")
+    complete = attrs.get("complete-materials", "false")
+    if complete not in GO_TRUE | GO_FALSE:
+        raise UsageError(f"invalid {flag}: failed to parse complete-materials flag {complete!r}")
+    if complete in GO_TRUE:
+        raise UsageError(f"{flag}: provenance materials are incomplete",
+                         hint="the build context is a local folder, which no digest pins; "
+                              "drop complete-materials=true")
+    # the exporters keep only the last part of the name (Go's path.Base)
+    filename = attrs.get("filename", "").rstrip("/").rpartition("/")[2] or "provenance.json"
+    if filename in (".", ".."):
+        raise UsageError(f"invalid {flag}: filename={attrs['filename']} names no file")
+    return ProvenanceOptions(mode=mode, version=version, builder_id=attrs.get("builder-id", ""),
+                             reproducible=reproducible in GO_TRUE,
+                             filename=filename,
+                             inline_only=attrs.get("inline-only", "") in GO_TRUE)

@@ -233,15 +233,18 @@ def _remembered_image(store: Store, memo: str) -> Any:
 
 def write_outputs(store: Store, image: Any, result: StageResult, outputs: Sequence[Mapping[str, str]],
                   *, tags: Sequence[str], source_date_epoch: int | None,
-                  lowers_of: Any, descriptor_annotations: Mapping[str, str] | None = None) -> list[str]:
+                  lowers_of: Any, descriptor_annotations: Mapping[str, str] | None = None,
+                  provenance: Any = None) -> list[str]:
     """Write every ``-o``; returns a line for each saying what was written.
-    ``descriptor_annotations`` go on the manifest's entry in an OCI archive's index.json."""
+    ``descriptor_annotations`` go on the manifest's entry in an OCI archive's index.json;
+    ``provenance(folder)`` writes the provenance file into a local or tar output."""
     written = []
     for out in outputs:
         try:
             written.extend(_write_output(store, image, result, out, tags=tags,
                                          source_date_epoch=source_date_epoch,
-                                         descriptor_annotations=descriptor_annotations))
+                                         descriptor_annotations=descriptor_annotations,
+                                         provenance=provenance))
         except OSError as exc:
             raise BuildError(f"cannot write the {out.get('type')} output to {out.get('dest')}: "
                              f"{exc.strerror or exc}") from None
@@ -256,11 +259,15 @@ def platform_folder(platform: str) -> str:
 def write_index_outputs(store: Store, index: Any, parts: Sequence[tuple[str, Any, StageResult]],
                         outputs: Sequence[Mapping[str, str]], *, tags: Sequence[str],
                         source_date_epoch: int | None,
-                        descriptor_annotations: Mapping[str, str] | None = None) -> list[str]:
+                        descriptor_annotations: Mapping[str, str] | None = None,
+                        provenance: Mapping[str, Any] | None = None) -> list[str]:
     """The ``-o`` outputs of a build for several platforms: ``index`` (an IndexSpec) of the
-    ``parts`` (platform, image, result). An OCI archive holds the index; a local folder or a
-    tar holds each platform's files in its own folder (``linux_amd64/``), as BuildKit splits
-    them. Pushes are the caller's."""
+    ``parts`` (platform, image, result). An OCI archive holds the index (and every manifest
+    it lists: attestation manifests too); a local folder or a tar holds each platform's
+    files in its own folder (``linux_amd64/``), as BuildKit splits them, with its
+    provenance file when ``provenance`` has a writer for that platform. Pushes are the
+    caller's."""
+    provenance = provenance or {}
     written = []
     for out in outputs:
         kind, dest = out.get("type", ""), out.get("dest", "")
@@ -270,13 +277,14 @@ def write_index_outputs(store: Store, index: Any, parts: Sequence[tuple[str, Any
                 from .oci.archive import write_oci_index_archive
 
                 _to_dest(dest, lambda p, names=names: write_oci_index_archive(
-                    p, index, [image for _, image, _ in parts], names,
+                    p, index, index.images, names,
                     source_date_epoch=source_date_epoch, annotations=descriptor_annotations))
             elif kind == "local":
                 for platform, _, result in parts:
-                    _write_local(store, result, Path(dest) / platform_folder(platform))
+                    _write_local(store, result, Path(dest) / platform_folder(platform),
+                                 provenance.get(platform))
             elif kind == "tar":
-                split = [(platform_folder(p), result) for p, _, result in parts]
+                split = [(platform_folder(p), result, provenance.get(p)) for p, _, result in parts]
                 _to_dest(dest, lambda p, split=split: _write_rootfs_tar(store, parts[0][2], Path(p), split))
             else:
                 continue  # "image" with push, "registry": pushed by the caller
@@ -306,7 +314,8 @@ def check_outputs(outputs: Sequence[Mapping[str, str]]) -> None:
 
 def _write_output(store: Store, image: Any, result: StageResult, out: Mapping[str, str], *,
                   tags: Sequence[str], source_date_epoch: int | None,
-                  descriptor_annotations: Mapping[str, str] | None = None) -> list[str]:
+                  descriptor_annotations: Mapping[str, str] | None = None,
+                  provenance: Any = None) -> list[str]:
     kind = out.get("type", "")
     dest = out.get("dest", "")
     names = [n for n in (out.get("name", "").split(",") if out.get("name") else []) if n] or list(tags)
@@ -320,9 +329,9 @@ def _write_output(store: Store, image: Any, result: StageResult, out: Mapping[st
 
         _to_dest(dest, lambda p: write_docker_archive(p, image, names, source_date_epoch=source_date_epoch))
     elif kind == "local":
-        _write_local(store, result, Path(dest))
+        _write_local(store, result, Path(dest), provenance)
     elif kind == "tar":
-        _to_dest(dest, lambda p: _write_rootfs_tar(store, result, Path(p)))
+        _to_dest(dest, lambda p: _write_rootfs_tar(store, result, Path(p), extra=provenance))
     elif kind in ("image", "registry"):
         return []  # handled by the caller (local image store, push)
     else:
@@ -358,12 +367,16 @@ def _flatten(store: Store, result: StageResult, into: Path) -> None:
         unpack_blob(store.blob_path(blob.digest), into, mode="apply")
 
 
-def _write_local(store: Store, result: StageResult, dest: Path) -> None:
+def _write_local(store: Store, result: StageResult, dest: Path, extra: Any = None) -> None:
+    """The root filesystem as a folder; ``extra(folder)`` adds to it before it is renamed
+    into place (the provenance file)."""
     dest = dest.resolve()
     dest.parent.mkdir(parents=True, exist_ok=True)  # as buildx makes a local output's folders
     tmp = Path(tempfile.mkdtemp(prefix=".pybuild-", dir=dest.parent))
     try:
         _flatten(store, result, tmp)
+        if extra is not None:
+            extra(tmp)
         if dest.exists():
             if dest.is_dir() and not any(dest.iterdir()):
                 dest.rmdir()
@@ -384,18 +397,23 @@ def _write_local(store: Store, result: StageResult, dest: Path) -> None:
 
 
 def _write_rootfs_tar(store: Store, result: StageResult, dest: Path,
-                      split: Sequence[tuple[str, StageResult]] = ()) -> None:
-    """The root filesystem as a tar; ``split``: several, each in its own top folder."""
+                      split: Sequence[tuple[str, StageResult, Any]] = (), *, extra: Any = None) -> None:
+    """The root filesystem as a tar; ``split``: several (folder, result, extra), each in its
+    own top folder; ``extra(folder)`` adds to a tree before it is archived."""
     from .layers.tar import write_tree_tar
 
     tmp = Path(tempfile.mkdtemp(prefix=".pybuild-", dir=store.root / "tmp"))
     try:
         if split:
-            for folder, one in split:
+            for folder, one, add in split:
                 (tmp / folder).mkdir()
                 _flatten(store, one, tmp / folder)
+                if add is not None:
+                    add(tmp / folder)
         else:
             _flatten(store, result, tmp)
+            if extra is not None:
+                extra(tmp)
         part = dest.with_name(f".{dest.name}.part")
         with open(part, "wb") as f:
             write_tree_tar(tmp, f)

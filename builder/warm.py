@@ -62,7 +62,7 @@ _VALUE_OPTIONS = {
     "--provenance": "provenance", "--sbom": "sbom",
 }
 # Only these values of theirs (parse_go.GO_FALSE, or empty; not imported: a replay must
-# start fast): any other asks for an attestation, which fails the build.
+# start fast): any other asks for an attestation, which a replay does not make.
 _OFF = frozenset({"", "0", "f", "F", "FALSE", "false", "False"})
 _OFF_VALUES = {"provenance": _OFF, "sbom": _OFF}
 # --load changes nothing for a build without an output (the only kind replayed)

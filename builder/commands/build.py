@@ -74,9 +74,9 @@ def _parse_secret(text: str) -> tuple[str, tuple[str, str]]:
 @click.option("--ssh", "ssh", multiple=True, metavar="default|ID[=SOCKET]", help="SSH agent socket to expose to RUN --mount=type=ssh.")
 @click.option("-o", "--output", "outputs", multiple=True, metavar="type=TYPE,dest=PATH", help="Output: oci, docker, local, tar (or a folder).")
 @click.option("--push", is_flag=True, help="Push the image to its registry (as -o type=registry).")
-@click.option("--provenance", metavar="false", help="Only false (or 0) is taken: pybuild makes no provenance attestation yet, and asking for one is an error.")
-@click.option("--sbom", metavar="false", help="Only false (or 0) is taken: pybuild makes no SBOM attestation yet, and asking for one is an error.")
-@click.option("--attest", "attests", multiple=True, metavar="type=TYPE,disabled=true", help="Only disabled attestations are taken (see --provenance).")
+@click.option("--provenance", metavar="true|false|mode=min|max[,version=v0.2|v1]", help="Attach a SLSA provenance attestation, as BuildKit makes it (true is mode=max; version v0.2 unless told). Off by default: pybuild attaches none unless asked. An OCI archive or a push gets an image index with an attestation manifest; -o local/tar get provenance.json.")
+@click.option("--sbom", metavar="false", help="Only false (or 0) is taken: pybuild makes no SBOM attestation (no package scanner), and asking for one is an error.")
+@click.option("--attest", "attests", multiple=True, metavar="type=provenance[,mode=min|max][,disabled=BOOL]", help="Attestation options, as buildx's (type=provenance with mode, version, builder-id, reproducible, filename, inline-only; type=sbom only disabled).")
 @click.option("--load", is_flag=True, help="Keep the image in pybuild's store under its -t names, as buildx's --load puts it in docker's (never docker's store here). Without -o a build does that anyway, so nothing changes; beside -o it stores the image too (as -o type=image).")
 @click.option("--iidfile", type=click.Path(dir_okay=False), help="Write the image ID to this file.")
 @click.option("--metadata-file", type=click.Path(dir_okay=False), help="Write build results as JSON to this file.")
@@ -110,15 +110,15 @@ def command(**kw: object) -> None:
     tar archive or a Dockerfile."""
     from ..build import BuildRequest, run_build
     from ..buildflags import (
-        check_attestations,
         parse_add_hosts,
         parse_annotations,
+        parse_attestations,
         parse_bytes,
         parse_ulimits,
     )
     from ..graph import platform_args
 
-    check_attestations(kw["attests"], kw["provenance"], kw["sbom"])  # type: ignore[arg-type]
+    provenance = parse_attestations(kw["attests"], kw["provenance"], kw["sbom"])  # type: ignore[arg-type]
     build_args = _parse_kv_list(kw["build_args"], "--build-arg", env_fallback=True)  # type: ignore[arg-type]
     labels = _parse_kv_list(kw["labels"], "--label")  # type: ignore[arg-type]
     contexts = _parse_kv_list(kw["build_contexts"], "--build-context")  # type: ignore[arg-type]
@@ -176,6 +176,7 @@ def command(**kw: object) -> None:
         ulimits=parse_ulimits(kw["ulimits"]),  # type: ignore[arg-type]
         annotations=annotations,
         descriptor_annotations=descriptor_annotations,
+        provenance=provenance,
     )
     ctx = click.get_current_context()
     debug = bool(((ctx.find_root().obj or {}) if ctx else {}).get("debug"))

@@ -86,10 +86,12 @@ def write_oci_archive(dest: str | Path, image: ImageSpec, tags: Sequence[str] = 
 
 def write_oci_index_archive(dest: str | Path, index: Any, images: Sequence[ImageSpec],
                             tags: Sequence[str] = (), *, source_date_epoch: int | None = None,
-                            annotations: Mapping[str, str] | None = None) -> Path:
+                            annotations: Mapping[str, str] | None = None,
+                            docker_image: ImageSpec | None = None) -> Path:
     """An OCI layout tarball of an image index (``index``: its ``manifest_descriptor``,
     ``manifest_digest`` and ``manifest_bytes``) and every image it lists, named by ``tags``.
-    It has no docker manifest.json: a docker archive holds one platform."""
+    Docker's manifest.json, which holds one platform, names ``docker_image`` when given
+    (the one image of an index that only adds its attestation), so docker load takes it."""
     entries: dict[str, Payload] = {"blobs/": None, "blobs/sha256/": None, "oci-layout": OCI_LAYOUT}
     entries[_blob_name(index.manifest_digest)] = index.manifest_bytes
     for image in images:
@@ -97,6 +99,10 @@ def write_oci_index_archive(dest: str | Path, index: Any, images: Sequence[Image
         for desc, source in image.blobs():
             entries[_blob_name(desc.digest)] = source
     entries["index.json"] = encode(layout_index([(index, tags)], annotations=annotations).to_json())
+    if docker_image is not None:
+        entries["manifest.json"] = _docker_manifest_json(
+            _blob_name(docker_image.config_digest), _repo_tags(tags),
+            [_blob_name(d.digest) for d in docker_image.layers])
     return _write_tar(Path(dest), entries, source_date_epoch)
 
 

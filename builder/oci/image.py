@@ -122,9 +122,14 @@ class IndexSpec:
     annotations: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, images: Iterable[ImageSpec], annotations: Mapping[str, str] | None = None) -> IndexSpec:
+    def of(cls, images: Iterable[ImageSpec], annotations: Mapping[str, str] | None = None, *,
+           entries: Mapping[Digest, Mapping[str, str]] | None = None) -> IndexSpec:
+        """``entries``: annotations of some manifests' entries, by manifest digest (an
+        attestation manifest's, ``oci.attestation.entry_annotations``)."""
         images = tuple(images)
-        index = Index(manifests=tuple(i.manifest_descriptor() for i in images),
+        entries = entries or {}
+        index = Index(manifests=tuple(i.manifest_descriptor(entries.get(i.manifest_digest))
+                                      for i in images),
                       annotations=dict(annotations or {}), media_type=MediaType.OCI_INDEX)
         return cls(images, encode(index.to_json()), dict(annotations or {}))
 

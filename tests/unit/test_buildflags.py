@@ -6,7 +6,6 @@ import pytest
 
 from builder.buildflags import (
     GO_FALSE,
-    check_attestations,
     parse_add_hosts,
     parse_annotations,
     parse_bytes,
@@ -140,48 +139,6 @@ def test_bad_annotation_is_a_usage_error_naming_it(bad: str, named: str) -> None
         parse_annotations(("ok=1", bad), HOST)
     assert caught.value.exit_code == 2
     assert repr(bad) in caught.value.message
-    assert named in caught.value.message
-
-
-@pytest.mark.parametrize("attests, provenance, sbom", [
-    ((), "false", "false"), ((), "0", None), ((), None, "False"), ((), "", ""), ((), None, None),
-    (("type=provenance,disabled=true", "type=sbom,disabled=1"), None, None),
-    (("type=sbom",), None, "false"),  # the shorthand comes last and wins for its type
-    (("type=provenance,mode=max",), "f", None),
-    (("type=sbom,generator=x", "type=sbom,disabled=true"), None, None),  # the last --attest wins
-])
-def test_attestations_turned_off_are_taken(attests: tuple[str, ...], provenance: str | None,
-                                           sbom: str | None) -> None:
-    check_attestations(attests, provenance, sbom)  # no error: the build goes on as without
-
-
-@pytest.mark.parametrize("attests, provenance, sbom, named", [
-    ((), "true", None, "--provenance 'true'"), ((), "1", None, "--provenance '1'"),
-    ((), "mode=max", None, "--provenance 'mode=max'"), ((), None, "true", "--sbom 'true'"),
-    ((), None, "generator=docker/scout-sbom-indexer", "--sbom 'generator="),
-    (("type=sbom",), None, None, "--attest 'type=sbom'"),
-    (("type=provenance,disabled=false",), None, None, "--attest 'type=provenance,disabled=false'"),
-    (("type=provenance,disabled=true",), "true", None, "--provenance 'true'"),
-    (("type=sbom,disabled=true", "type=sbom"), None, None, "--attest 'type=sbom'"),
-])
-def test_asking_for_an_attestation_is_a_usage_error(attests: tuple[str, ...], provenance: str | None,
-                                                    sbom: str | None, named: str) -> None:
-    with pytest.raises(UsageError) as caught:
-        check_attestations(attests, provenance, sbom)
-    assert caught.value.exit_code == 2
-    assert caught.value.message.startswith(named)
-    assert "pybuild does not produce attestations" in caught.value.message
-
-
-@pytest.mark.parametrize("attest, named", [
-    ("disabled=true", "the attestation type is not given"),
-    ("type=sbom,disabled=maybe", "disabled=maybe is not true or false"),
-    ("type=sbom,junk", "'junk' is not KEY=VALUE"),
-])
-def test_bad_attest_is_a_usage_error_naming_it(attest: str, named: str) -> None:
-    with pytest.raises(UsageError) as caught:
-        check_attestations((attest,), None, None)
-    assert caught.value.message.startswith(f"invalid --attest {attest!r}")
     assert named in caught.value.message
 
 
