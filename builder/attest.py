@@ -28,7 +28,7 @@ from .provenance import (
 )
 from .solve import format_time
 
-__all__ = ["Attester", "for_image", "gather", "write_file"]
+__all__ = ["Attester", "check_outputs", "for_image", "gather", "write_file", "write_oci"]
 
 
 def _frontend_args(req: Any, dockerfile_name: str) -> dict[str, str]:
@@ -244,3 +244,43 @@ class Attester:
         def write(root: Path) -> None:
             write_file(self.opts, self.facts(solver, image), root, mtime=epoch)
         return write
+
+
+def check_outputs(req: Any, progress: Any) -> None:
+    """Where a provenance attestation cannot go, as buildx and BuildKit say: a docker
+    archive holds no index, docker media types no attestation. The local store keeps the
+    image alone, as docker's own image store does: said once, when nothing else keeps it."""
+    from .errors import UsageError
+
+    for out in req.outputs:
+        if out.get("type") == "docker":
+            raise UsageError("docker exporter does not support exporting manifest lists, use the "
+                             "oci exporter instead",
+                             hint="the provenance attestation makes an image index: write "
+                                  "-o type=oci,dest=FILE, or turn it off with --provenance=false")
+        if out.get("oci-mediatypes") == "false":
+            raise UsageError('cannot export attestations with "oci-mediatypes=false"',
+                             hint="drop oci-mediatypes=false, or turn the provenance off")
+    carried = [o for o in req.outputs if o.get("type") in ("oci", "registry")
+               or o.get("push") == "true"
+               or (o.get("type") in ("local", "tar") and not req.provenance.inline_only)]
+    if not carried:
+        progress.warn("--provenance: pybuild's image store keeps the image without its "
+                      "attestation (as docker's image store does); push it (--push) or write "
+                      "-o type=oci,dest=FILE to keep the provenance")
+
+
+def write_oci(out: Any, index: Any, image: Any, req: Any, names: Sequence[str]) -> None:
+    """`-o type=oci` with provenance: the index of the image and its attestation manifest;
+    docker's manifest.json names the image, so docker load still takes the archive."""
+    from .errors import BuildError
+    from .export import to_dest
+    from .oci.archive import write_oci_index_archive
+
+    dest = out.get("dest", "")
+    try:
+        to_dest(dest, lambda p: write_oci_index_archive(
+            p, index, index.images, names, source_date_epoch=req.source_date_epoch,
+            annotations=req.descriptor_annotations, docker_image=image))
+    except OSError as exc:
+        raise BuildError(f"cannot write the oci output to {dest}: {exc.strerror or exc}") from None

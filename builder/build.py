@@ -285,9 +285,11 @@ def _build(req: BuildRequest, store: Any, progress: Progress, context_dir: Path,
         indexes.append(index)
         return index
 
+    from .attest import write_oci
+
     for out in req.outputs:
         if attester is not None and out.get("type") == "oci":
-            _write_attested_oci(out, index_for(out), image_for("oci"), req)
+            write_oci(out, index_for(out), image_for("oci"), req, _names(req, out))
             continue
         write_outputs(store, image_for(media_of(out)), result, [out], tags=req.tags,
                       source_date_epoch=req.source_date_epoch, lowers_of=solver.lowers_of,
@@ -344,21 +346,6 @@ def _names(req: BuildRequest, out: Mapping[str, str]) -> list[str]:
     """The names an output gives the image: its name= or the -t tags."""
     return [n for n in out.get("name", "").split(",") if n] or list(req.tags)
 
-
-def _write_attested_oci(out: Mapping[str, str], index: Any, image: Any, req: BuildRequest) -> None:
-    """`-o type=oci` with provenance: the index of the image and its attestation manifest;
-    docker's manifest.json names the image, so docker load still takes the archive."""
-    from .export import _to_dest
-    from .oci.archive import write_oci_index_archive
-
-    names = _names(req, out)
-    dest = out.get("dest", "")
-    try:
-        _to_dest(dest, lambda p: write_oci_index_archive(
-            p, index, index.images, names, source_date_epoch=req.source_date_epoch,
-            annotations=req.descriptor_annotations, docker_image=image))
-    except OSError as exc:
-        raise BuildError(f"cannot write the oci output to {dest}: {exc.strerror or exc}") from None
 
 
 def _build_platforms(req: BuildRequest, store: Any, progress: Progress, dockerfile: Any, name: str,
@@ -503,33 +490,13 @@ def _check_request(req: BuildRequest, progress: Progress) -> None:
         ImageStore.normalize(tag)  # a bad -t fails now, not after the whole build
     check_outputs(req.outputs)
     if req.provenance is not None:
-        _check_attested_outputs(req, progress)
+        from .attest import check_outputs as check_attested
+
+        check_attested(req, progress)
     for out in req.outputs:
         if (req.annotations or req.descriptor_annotations) and _docker_media(out):
             progress.warn(f"--annotation: the {out.get('type')} output uses docker media types, "
                           "which carry no annotations; they are left out of it")
-
-
-def _check_attested_outputs(req: BuildRequest, progress: Progress) -> None:
-    """Where a provenance attestation cannot go, as buildx and BuildKit say: a docker
-    archive holds no index, docker media types no attestation. The local store keeps the
-    image alone, as docker's own image store does: said once, when nothing else keeps it."""
-    for out in req.outputs:
-        if out.get("type") == "docker":
-            raise UsageError("docker exporter does not support exporting manifest lists, use the "
-                             "oci exporter instead",
-                             hint="the provenance attestation makes an image index: write "
-                                  "-o type=oci,dest=FILE, or turn it off with --provenance=false")
-        if out.get("oci-mediatypes") == "false":
-            raise UsageError('cannot export attestations with "oci-mediatypes=false"',
-                             hint="drop oci-mediatypes=false, or turn the provenance off")
-    inline = ("oci", "registry")
-    carried = [o for o in req.outputs if o.get("type") in inline or o.get("push") == "true"
-               or (o.get("type") in ("local", "tar") and not req.provenance.inline_only)]
-    if not carried:
-        progress.warn("--provenance: pybuild's image store keeps the image without its "
-                      "attestation (as docker's image store does); push it (--push) or write "
-                      "-o type=oci,dest=FILE to keep the provenance")
 
 
 def _solve(req: BuildRequest, store: Any, progress: Progress, dockerfile: Any, name: str,

@@ -25,7 +25,7 @@ from .graph import platform_args
 from .solve import LayerRef, StageResult, format_time
 
 __all__ = ["check_outputs", "config_document", "ensure_layer_blob", "make_image", "platform_folder",
-           "write_index_outputs", "write_outputs"]
+           "to_dest", "write_index_outputs", "write_outputs"]
 
 
 def ensure_layer_blob(store: Store, layer: LayerRef, *, compression: str, level: int | None,
@@ -276,7 +276,7 @@ def write_index_outputs(store: Store, index: Any, parts: Sequence[tuple[str, Any
             if kind == "oci":
                 from .oci.archive import write_oci_index_archive
 
-                _to_dest(dest, lambda p, names=names: write_oci_index_archive(
+                to_dest(dest, lambda p, names=names: write_oci_index_archive(
                     p, index, index.images, names,
                     source_date_epoch=source_date_epoch, annotations=descriptor_annotations))
             elif kind == "local":
@@ -285,7 +285,7 @@ def write_index_outputs(store: Store, index: Any, parts: Sequence[tuple[str, Any
                                  provenance.get(platform))
             elif kind == "tar":
                 split = [(platform_folder(p), result, provenance.get(p)) for p, _, result in parts]
-                _to_dest(dest, lambda p, split=split: _write_rootfs_tar(store, parts[0][2], Path(p), split))
+                to_dest(dest, lambda p, split=split: _write_rootfs_tar(store, parts[0][2], Path(p), split))
             else:
                 continue  # "image" with push, "registry": pushed by the caller
         except OSError as exc:
@@ -322,16 +322,16 @@ def _write_output(store: Store, image: Any, result: StageResult, out: Mapping[st
     if kind == "oci":
         from .oci.archive import write_oci_archive
 
-        _to_dest(dest, lambda p: write_oci_archive(p, image, names, source_date_epoch=source_date_epoch,
+        to_dest(dest, lambda p: write_oci_archive(p, image, names, source_date_epoch=source_date_epoch,
                                                    annotations=descriptor_annotations))
     elif kind == "docker":
         from .oci.archive import write_docker_archive
 
-        _to_dest(dest, lambda p: write_docker_archive(p, image, names, source_date_epoch=source_date_epoch))
+        to_dest(dest, lambda p: write_docker_archive(p, image, names, source_date_epoch=source_date_epoch))
     elif kind == "local":
         _write_local(store, result, Path(dest), provenance)
     elif kind == "tar":
-        _to_dest(dest, lambda p: _write_rootfs_tar(store, result, Path(p), extra=provenance))
+        to_dest(dest, lambda p: _write_rootfs_tar(store, result, Path(p), extra=provenance))
     elif kind in ("image", "registry"):
         return []  # handled by the caller (local image store, push)
     else:
@@ -339,7 +339,7 @@ def _write_output(store: Store, image: Any, result: StageResult, out: Mapping[st
     return [f"{kind} -> {dest}"]
 
 
-def _to_dest(dest: str, write: Any) -> None:
+def to_dest(dest: str, write: Any) -> None:
     """Write an output file aside and rename it into place; `-` streams it to stdout."""
     if dest == "-":
         with tempfile.TemporaryDirectory() as tmp:

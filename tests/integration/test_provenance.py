@@ -96,6 +96,9 @@ def test_a_push_carries_the_attestation_and_leaves_the_image_as_it_was(
     by_digest = _skopeo(registry, "inspect", "--raw", "--tls-verify=false",
                         f"docker://{registry.host}/prov/app@{plain}")
     assert "sha256:" + sha256(by_digest).hexdigest() == plain
+    # pybuild's own pull picks the platform image out of the index, never the attestation
+    write(project, {"Dockerfile": f"FROM {name}\nRUN cat /greeting\n"})
+    pybuild("build", "--root", str(tmp_path / "fresh"), str(project))
 
 
 def test_an_oci_archive_holds_the_index_and_the_tools_read_it(

@@ -46,8 +46,8 @@ def test_attestations_turned_off_give_none(attests: tuple[str, ...], provenance:
     (("type=provenance,mode=full",), None, ProvenanceOptions(mode="max")),
     (("type=provenance,disabled=true",), "true", ProvenanceOptions()),  # the shorthand is last
     (("TYPE=provenance,Disabled=false,mode=min",), None, ProvenanceOptions(mode="min")),
-    (("type=provenance,builder-id=https://ci/run/1,reproducible=true,filename=out/p.json,"
-      "inline-only=1,unknown=kept",), None,
+    ((("type=provenance,builder-id=https://ci/run/1,reproducible=true,filename=out/p.json,"
+       "inline-only=1,unknown=kept"),), None,
      ProvenanceOptions(builder_id="https://ci/run/1", reproducible=True, filename="p.json",
                        inline_only=True)),
 ])
@@ -105,14 +105,15 @@ BASE = Digest.parse("sha256:" + "ab" * 32)
 
 
 def _facts(**changes: object) -> ProvenanceFacts:
-    values: dict = dict(
-        args={"build-arg:TOKEN": "x", "label:team": "core", "target": "app",
-              "filename": "Dockerfile.app"},
-        dockerfile_name="Dockerfile.app", dockerfile=b"FROM busybox\nRUN true\n",
-        materials=(Material("docker.io/library/busybox:latest", "linux/amd64", BASE),),
-        locals=("context", "dockerfile"), builder_platform="linux/amd64",
-        started="2026-01-02T03:04:05.5Z", finished="2026-01-02T03:04:06Z", invocation="x" * 25,
-        secrets=(("npmrc", True),), steps=(StepFact("sha256:" + "01" * 32, "stage-0", "RUN true", 2),))
+    values: dict = {
+        "args": {"build-arg:TOKEN": "x", "label:team": "core", "target": "app",
+                 "filename": "Dockerfile.app"},
+        "dockerfile_name": "Dockerfile.app", "dockerfile": b"FROM busybox\nRUN true\n",
+        "materials": (Material("docker.io/library/busybox:latest", "linux/amd64", BASE),),
+        "locals": ("context", "dockerfile"), "builder_platform": "linux/amd64",
+        "started": "2026-01-02T03:04:05.5Z", "finished": "2026-01-02T03:04:06Z",
+        "invocation": "x" * 25, "secrets": (("npmrc", True),),
+        "steps": (StepFact("sha256:" + "01" * 32, "stage-0", "RUN true", 2),)}
     values.update(changes)
     return ProvenanceFacts(**values)
 
