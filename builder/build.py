@@ -469,7 +469,7 @@ def _push_index(store: Any, req: BuildRequest, index: Any, out: Mapping[str, str
         for image in index.images:
             by_digest = sorted({f"{ref.name}@{image.manifest_digest}" for ref in refs})
             push_stored(store, by_digest[0], by_digest, insecure=req.insecure_registries,
-                        image=image, report=progress.info)
+                        image=image, report=progress.info, as_is=True)
         for ref in refs:
             registry = Registry(ref.api_host, insecure_registries=req.insecure_registries)
             registry.put_manifest(ref, ref.tag or str(index.manifest_digest), index.manifest_bytes,

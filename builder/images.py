@@ -218,9 +218,11 @@ class BlobSources:
 
 def push_stored(store: Store, name: str, targets: Sequence[str] = (), *, insecure: Sequence[str] = (),
                 chunk_size: int | None = None, jobs: int = 4,
-                report: Callable[[str], None] = lambda line: None, image: Any = None) -> list[Any]:
+                report: Callable[[str], None] = lambda line: None, image: Any = None,
+                as_is: bool = False) -> list[Any]:
     """Push the stored image ``name`` (or ``image``, an ImageSpec) to every name in ``targets``
-    (default: ``name`` itself), recording where its blobs now are."""
+    (default: ``name`` itself), recording where its blobs now are. ``as_is``: push ``image``
+    exactly as it is (an index names its manifest: no layer may be compressed on the way)."""
     from .oci.push import DEFAULT_CHUNK, push_image
     from .oci.registry import Registry
     from .reference import ImageRef
@@ -228,7 +230,7 @@ def push_stored(store: Store, name: str, targets: Sequence[str] = (), *, insecur
     stored = image is None
     if image is None:
         image = ImageStore(store).spec(ImageStore(store).lookup(name))
-    compressed = _compressed(store, image)
+    compressed = image if as_is else _compressed(store, image)
     if stored and compressed is not image:
         # The same image (same config, same ID) in the form registries get; the local name
         # now points at it, so what `inspect` shows is what was pushed.

@@ -206,3 +206,27 @@ def test_each_platform_gets_its_attestation_in_the_one_index(
     for arch in ("amd64", "arm64"):
         stmt = json.loads((local / f"linux_{arch}/provenance.json").read_text())
         assert [s["name"] for s in stmt["subject"]] == [arch]
+
+
+def test_an_uncompressed_image_is_pushed_as_its_index_names_it(
+        registry, project: Path, store: str, tmp_path: Path) -> None:
+    import requests
+
+    write(project, {"Dockerfile": "FROM scratch\nCOPY hello.txt /\n", "hello.txt": "hello\n"})
+    name = f"{registry.host}/prov/raw:1"
+    pybuild("build", "--root", store, "--compression", "uncompressed", "--provenance", "true",
+            "--push", "-t", name, str(project))
+    index = json.loads(_skopeo(registry, "inspect", "--raw", "--tls-verify=false", f"docker://{name}"))
+
+    def blob(digest: str) -> bytes:  # manifests and blobs straight from the registry's API
+        for kind in ("manifests", "blobs"):
+            got = requests.get(f"{registry.url}/v2/prov/raw/{kind}/{digest}", timeout=10, headers={
+                "Accept": "application/vnd.oci.image.manifest.v1+json"})
+            if got.ok:
+                return got.content
+        raise AssertionError(f"{digest} was not pushed")
+    image = json.loads(blob(index["manifests"][0]["digest"]))
+    assert [d["mediaType"] for d in image["layers"]] == ["application/vnd.oci.image.layer.v1.tar"]
+    host, port = registry.host.split(":")
+    _check_attestation(index, blob, index["manifests"][0]["digest"], None,
+                       f"pkg:docker/{host}%3A{port}/prov/raw@1?platform=linux%2F{_arch()}")
