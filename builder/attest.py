@@ -61,7 +61,8 @@ def _frontend_args(req: Any, dockerfile_name: str) -> dict[str, str]:
 
 def _material(base: Any, platform: str) -> Material | None:
     """A stage's base image as a material: a registry name, or an OCI layout (pkg:oci,
-    named after its folder and tag); a folder context or scratch is none."""
+    named after its folder); a folder context or scratch is none. Its digest is the one
+    the name resolved to, an index's when it named one, as BuildKit pins it."""
     if base is None or base.manifest_digest is None:
         return None
     name = str(base.name)
@@ -71,7 +72,7 @@ def _material(base: Any, platform: str) -> Material | None:
         folder = os.path.basename(name[len("oci-layout://"):].rstrip("/")) or "layout"
         folder = re.sub(r"[^a-z0-9._-]+", "-", folder.lower()).strip("-._") or "layout"
         return Material(folder, platform, base.manifest_digest, local=True)
-    return Material(name, platform, base.manifest_digest)
+    return Material(name, platform, base.resolved_digest or base.manifest_digest)
 
 
 def _mount_ids(stages: Sequence[Any]) -> tuple[tuple[tuple[str, bool], ...], tuple[tuple[str, bool], ...]]:

@@ -74,6 +74,7 @@ class BaseImage:
     config: Mapping[str, Any]
     layers: tuple[LayerBlob, ...]
     manifest_digest: Digest | None = None
+    resolved_digest: Digest | None = None  # the index the name resolved to, when it was one
 
 
 def load_stored_image(store: Store, manifest_digest: Digest) -> tuple[dict[str, Any], list[LayerBlob]] | None:
@@ -182,8 +183,9 @@ class BaseResolver:
                 if loaded is not None and (platform is None or is_for(loaded[0], platform)):
                     config, layers = loaded
                     self.refs_read.append((str(ref), digest))
+                    top = Digest.parse(doc["index"]) if doc.get("index") else None
                     return BaseImage(str(ref), base_key(manifest_digest=str(digest)), config,
-                                     tuple(layers), digest)
+                                     tuple(layers), digest, top)
                 if loaded is not None:
                     from .hostplatform import config_platform
 
@@ -220,7 +222,10 @@ class BaseResolver:
 
         image = self._adopt(str(ref), resolved, fetch)
         if platform is None:  # the name in the store stays this machine's image
-            self.store.put_ref(str(ref), {"manifest": str(resolved.manifest_digest)})
+            doc = {"manifest": str(resolved.manifest_digest)}
+            if resolved.resolved_digest is not None:  # for provenance: what the tag named
+                doc["index"] = str(resolved.resolved_digest)
+            self.store.put_ref(str(ref), doc)
         from .images import BlobSources  # where the blobs came from, for mounts on push
 
         where = f"{there.api_host}/{there.repository}"
@@ -248,7 +253,7 @@ class BaseResolver:
             self.store.add_layer_blob(blob)
             layers.append(blob)
         return BaseImage(name, base_key(manifest_digest=str(resolved.manifest_digest)), config,
-                         tuple(layers), resolved.manifest_digest)
+                         tuple(layers), resolved.manifest_digest, resolved.resolved_digest)
 
 
 def foreign_platform(platform: str | None) -> Any:

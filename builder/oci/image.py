@@ -86,6 +86,9 @@ class ResolvedImage:
     manifest_bytes: bytes
     config: ImageConfig
     config_bytes: bytes
+    # what the reference resolved to, when that was an index (the platform's manifest
+    # was then chosen in it): the digest BuildKit pins and names in provenance
+    resolved_digest: Digest | None = None
 
 
 def convert_layer_media(media_type: str, media: Literal["oci", "docker"]) -> str:

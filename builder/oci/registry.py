@@ -129,6 +129,7 @@ class Registry:
         if ref.digest and digest != ref.digest:
             raise RegistryError(f"{self._where(ref)}: manifest {reference} has digest {digest}")
         parsed = self._parse(ref, data, media_type)
+        top = digest if isinstance(parsed, Index) else None
         for _ in range(4):  # an index of indexes is legal but rare; a bound stops a loop
             if not isinstance(parsed, Index):
                 break
@@ -148,7 +149,7 @@ class Registry:
             raise RegistryError(f"{self._where(ref)}: manifest {digest.short} has "
                                 f"{len(parsed.layers)} layers but its config lists "
                                 f"{len(config.diff_ids)} diff ids")
-        return ResolvedImage(digest, parsed, data, config, config_bytes)
+        return ResolvedImage(digest, parsed, data, config, config_bytes, resolved_digest=top)
 
     def get_manifest(self, ref: ImageRef, reference: str) -> tuple[bytes, str, Digest]:
         """(bytes, content type, digest) of a manifest or index, by tag or digest."""

@@ -96,9 +96,16 @@ def test_a_push_carries_the_attestation_and_leaves_the_image_as_it_was(
     by_digest = _skopeo(registry, "inspect", "--raw", "--tls-verify=false",
                         f"docker://{registry.host}/prov/app@{plain}")
     assert "sha256:" + sha256(by_digest).hexdigest() == plain
-    # pybuild's own pull picks the platform image out of the index, never the attestation
+    # pybuild's own pull picks the platform image out of the index, never the attestation;
+    # the material is the index the tag names, as BuildKit pins it, pulled or then stored
     write(project, {"Dockerfile": f"FROM {name}\nRUN cat /greeting\n"})
-    pybuild("build", "--root", str(tmp_path / "fresh"), str(project))
+    for again in ("pulled", "stored"):
+        pybuild("build", "--root", str(tmp_path / "fresh"), "--provenance", "mode=min", "-o",
+                f"type=local,dest={tmp_path / again}", str(project))
+        stmt = json.loads((tmp_path / again / "provenance.json").read_text())
+        assert stmt["predicate"]["materials"] == [{
+            "uri": f"pkg:docker/{host}%3A{port}/prov/app@1?platform=linux%2F{_arch()}",
+            "digest": {"sha256": index_digest[7:]}}]
 
 
 def test_an_oci_archive_holds_the_index_and_the_tools_read_it(

@@ -77,6 +77,7 @@ def test_resolve_follows_manifest_list_to_platform_with_token_auth():
     })
     got = reg.resolve(ImageRef.parse("r.example/lib/app:1.0"), Platform("linux", "amd64"))
     assert got.manifest_digest == sha256_bytes(MANIFEST)
+    assert got.resolved_digest == sha256_bytes(INDEX)  # what the tag named: provenance's digest
     assert got.config.architecture == "amd64" and got.config_bytes == CONFIG
     urls = [u for u, _ in router.log]
     assert urls[0] == "https://r.example/v2/lib/app/manifests/1.0"
@@ -108,7 +109,7 @@ def test_retries_honour_retry_after_and_are_bounded():
     reg, router, sleeps = make({"/manifests/1.0": [FakeResponse(429, b"", {"Retry-After": "3"}),
                                                    FakeResponse(503), ok(MANIFEST)],
                                 f"/blobs/{sha256_bytes(CONFIG)}": [ok(CONFIG)]})
-    reg.resolve(ImageRef.parse("r.example/lib/app:1.0"))
+    assert reg.resolve(ImageRef.parse("r.example/lib/app:1.0")).resolved_digest is None  # no index
     assert sleeps == [3.0, 1.0]
     reg, router, sleeps = make({"/manifests/1.0": [FakeResponse(500)]})
     with pytest.raises(RegistryError, match=r"r.example/lib/app: manifest 1.0: the registry answered HTTP 500"):
