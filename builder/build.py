@@ -347,7 +347,6 @@ def _names(req: BuildRequest, out: Mapping[str, str]) -> list[str]:
     return [n for n in out.get("name", "").split(",") if n] or list(req.tags)
 
 
-
 def _build_platforms(req: BuildRequest, store: Any, progress: Progress, dockerfile: Any, name: str,
                      df_path: Any, contexts: Any, context_dir: Path, started: float,
                      attester: Any = None, *, remote: Any = None) -> BuildResult:
@@ -389,23 +388,23 @@ def _build_platforms(req: BuildRequest, store: Any, progress: Progress, dockerfi
     index = IndexSpec.of(image for _, image, _ in parts)
     files = {}
     if attester is not None:
-        # one attestation per platform image; the index, its names in the subjects,
-        # is made for each output (BuildKit's exporters each make their own)
-        index = attester.index(list(zip(solvers, (i for _, i, _ in parts))), list(req.tags))
+        # one attestation per platform image, its subjects named as the output names the
+        # index: each output that holds the index gets its own (as BuildKit's exporters)
+        attested = [(solver, image) for solver, (_, image, _) in zip(solvers, parts)]
         files = {p: attester.file_writer(s, i) for s, (p, i, _) in zip(solvers, parts)}
+        made = [attester.index(attested, _names(req, o)) for o in req.outputs
+                if o.get("type") == "oci" or o in pushing]
+        index = made[0] if made else attester.index(attested, list(req.tags))
     store.put_blob_bytes(index.manifest_bytes)
     for out in req.outputs:
-        one = index
-        if attester is not None and out.get("type") == "oci":
-            one = attester.index(list(zip(solvers, (i for _, i, _ in parts))), _names(req, out))
+        one = attester.index(attested, _names(req, out)) \
+            if attester is not None and out.get("type") == "oci" else index
         write_index_outputs(store, one, parts, [out], tags=req.tags,
                             source_date_epoch=req.source_date_epoch,
                             descriptor_annotations=req.descriptor_annotations,
                             provenance=files)
     for out in pushing:
-        one = index
-        if attester is not None:
-            one = attester.index(list(zip(solvers, (i for _, i, _ in parts))), _names(req, out))
+        one = attester.index(attested, _names(req, out)) if attester is not None else index
         _push_index(store, req, one, out, progress)
     if req.cache_to:  # one cache for every platform's steps, as BuildKit exports it
         from types import SimpleNamespace

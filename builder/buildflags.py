@@ -119,8 +119,9 @@ def parse_ulimits(values: tuple[str, ...]) -> tuple[tuple[str, int, int], ...]:
 
 # buildx's `--annotation TYPE[PLATFORM],...:KEY=VALUE` prefix: a type, an optional platform
 _ANNOTATION_TYPE = re.compile(r"^([a-z-]+)(?:\[([A-Za-z0-9_/-]+)\])?$")
-_NO_INDEX = ("pybuild makes one single-platform image without attestations, which has no image "
-             "index (BuildKit refuses index annotations for it too)")
+_NO_INDEX = ("pybuild writes no index annotations: a single-platform image without attestations "
+             "has no image index (BuildKit refuses them for it too), and the indexes of "
+             "--platform A,B and --provenance take none yet")
 
 
 def parse_annotations(values: tuple[str, ...], host_platform: str) -> tuple[dict[str, str], dict[str, str]]:
