@@ -119,9 +119,17 @@ def _steps(solver: Any, image: Any) -> tuple[StepFact, ...]:
     return tuple(out)
 
 
+def _dockerfile_fetched(req: Any, remote: Any) -> bool:
+    """Whether the Dockerfile came with the remote context (not stdin or a local -f)."""
+    if remote is None or not req.dockerfile or req.dockerfile == "-":
+        return remote is not None and not req.dockerfile
+    return Path(req.dockerfile).is_relative_to(remote.root)
+
+
 def gather(req: Any, solver: Any, image: Any, *, platform: str, dockerfile_name: str,
-           dockerfile: bytes, started: float, invocation: str) -> ProvenanceFacts:
-    """What the provenance of ``image`` (one platform's) says about the build."""
+           dockerfile: bytes, started: float, invocation: str, remote: Any = None) -> ProvenanceFacts:
+    """What the provenance of ``image`` (one platform's) says about the build; ``remote``:
+    the git or HTTP context it was built from (``builder.remotecontext``), if any."""
     from .hostplatform import format_platform, host_build_platform
 
     results = [solver.results[i] for i in sorted(solver.results)]
@@ -137,7 +145,12 @@ def gather(req: Any, solver: Any, image: Any, *, platform: str, dockerfile_name:
     return ProvenanceFacts(
         args=_frontend_args(req, dockerfile_name), dockerfile_name=dockerfile_name,
         dockerfile=dockerfile, materials=tuple(materials),
-        locals=tuple(sorted({"context", "dockerfile", *folders})),
+        # a remote context is no local source: the Dockerfile comes with it, unless -f
+        # names a file on this machine
+        locals=tuple(sorted({*(() if remote is not None else ("context",)),
+                             *(() if _dockerfile_fetched(req, remote) else ("dockerfile",)),
+                             *folders})),
+        context=remote.material() if remote is not None else None,
         builder_platform=format_platform(host_build_platform()),
         started=format_time(started), finished=format_time(time.time()), invocation=invocation,
         secrets=secrets, ssh=ssh, network=runs and req.network != "none",
@@ -196,8 +209,10 @@ class Attester:
     platform image the facts, the attestation manifest, the provenance file."""
 
     def __init__(self, opts: ProvenanceOptions, req: Any, *, store: Any, dockerfile_name: str,
-                 dockerfile: bytes, started: float) -> None:
+                 dockerfile: bytes, started: float, remote: Any = None) -> None:
         from .provenance import invocation_id
+
+        self.remote = remote  # a git or HTTP context (builder.remotecontext)
 
         self.opts = opts
         self.req = req
@@ -211,7 +226,7 @@ class Attester:
     def facts(self, solver: Any, image: Any) -> ProvenanceFacts:
         return gather(self.req, solver, image, platform=str(image.platform),
                       dockerfile_name=self.dockerfile_name, dockerfile=self.dockerfile,
-                      started=self.started, invocation=self.invocation)
+                      started=self.started, invocation=self.invocation, remote=self.remote)
 
     def manifest(self, solver: Any, image: Any, names: Sequence[str]) -> Any:
         """The attestation manifest of ``image`` pushed or written under ``names``."""

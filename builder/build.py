@@ -243,7 +243,7 @@ def _build(req: BuildRequest, store: Any, progress: Progress, context_dir: Path,
 
         attester = Attester(req.provenance, req, store=store, dockerfile_name=name,
                             dockerfile=text if isinstance(text, bytes) else text.encode(),
-                            started=time.time() - (time.monotonic() - started))
+                            started=time.time() - (time.monotonic() - started), remote=remote)
     if req.platforms:
         return _build_platforms(req, store, progress, dockerfile, name, df_path, contexts,
                                 context_dir, started, attester, remote=remote)

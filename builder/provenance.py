@@ -96,6 +96,9 @@ class ProvenanceFacts:
     ssh: tuple[tuple[str, bool], ...] = ()
     network: bool = True  # whether any RUN step had the network
     steps: tuple[StepFact, ...] = field(default=())
+    # a git or HTTP build context: (its URL as asked, its digest set: the commit as sha1 or
+    # the download's sha256), BuildKit's git or HTTP source material and configSource
+    context: tuple[str, Mapping[str, str]] | None = None
 
 
 def invocation_id() -> str:
@@ -177,8 +180,22 @@ def _id(ident: str, optional: bool) -> dict[str, Any]:
 
 
 def _materials(facts: ProvenanceFacts) -> list[dict[str, Any]]:
-    return [{"uri": purl(m.ref, m.platform, kind="oci" if m.local else "docker"),
-             "digest": _digest_set(m.digest)} for m in facts.materials]
+    out = [{"uri": purl(m.ref, m.platform, kind="oci" if m.local else "docker"),
+            "digest": _digest_set(m.digest)} for m in facts.materials]
+    if facts.context is not None:  # after the images, as BuildKit lists git and HTTP sources
+        out.append({"uri": facts.context[0], "digest": dict(facts.context[1])})
+    return out
+
+
+def _config_source(facts: ProvenanceFacts, path_key: str) -> dict[str, Any]:
+    """Where the build definition came from: a remote context's URL and digest (as
+    BuildKit's RequestProvenance finds the context among the materials), and the
+    Dockerfile's name (``entryPoint`` in v0.2, ``path`` in v1)."""
+    out: dict[str, Any] = {}
+    if facts.context is not None:
+        out = {"uri": facts.context[0], "digest": dict(facts.context[1])}
+    out[path_key] = facts.dockerfile_name
+    return out
 
 
 def _build_config(facts: ProvenanceFacts) -> tuple[dict[str, Any], dict[str, str]]:
@@ -232,7 +249,7 @@ def predicate(opts: ProvenanceOptions, facts: ProvenanceFacts) -> dict[str, Any]
         build_config, ids = _build_config(facts)
         meta = _buildkit_metadata(facts, ids)
     if opts.version == "v1":
-        config_source = {"path": facts.dockerfile_name}
+        config_source = _config_source(facts, "path")
         internal: dict[str, Any] = {"builderPlatform": facts.builder_platform}
         if build_config:
             internal = {"buildConfig": build_config, **internal}  # Go sorts this map's keys
@@ -254,7 +271,7 @@ def predicate(opts: ProvenanceOptions, facts: ProvenanceFacts) -> dict[str, Any]
     out: dict[str, Any] = {"builder": {"id": opts.builder_id}, "buildType": BUILD_TYPE_V02}
     if materials:
         out["materials"] = materials
-    out["invocation"] = {"configSource": {"entryPoint": facts.dockerfile_name},
+    out["invocation"] = {"configSource": _config_source(facts, "entryPoint"),
                          "parameters": request,
                          "environment": {"platform": facts.builder_platform}}
     if build_config:

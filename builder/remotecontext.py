@@ -51,6 +51,15 @@ class RemoteContext:
     ref: str = ""  # git: the ref it was found by
     subdir: str = ""
     digest: str = ""  # a downloaded file: the sha256 of its bytes
+    given: str = ""  # the context argument as written, credentials removed
+
+    def material(self) -> tuple[str, dict[str, str]]:
+        """The provenance material of the context (BuildKit's git or HTTP source): the URL
+        the build was asked for and the commit (sha1) or the download's sha256."""
+        if self.kind == "git":
+            return self.given or self.url, {"sha1": self.commit}
+        algo, _, hexd = self.digest.partition(":")
+        return self.given or self.url, {algo: hexd}
 
     @property
     def described(self) -> str:
@@ -144,7 +153,7 @@ def _git_context(arg: str, scratch: Path, build_args: Mapping[str, str],
         keep = True  # either one asks for it, as dockerui's DetectGitContext adds both
     done = checkout_git(gr, scratch, keep_git_dir=keep)
     return RemoteContext(scratch / done.rel, "git", redact(gr.remote), commit=done.commit,
-                         ref=done.ref, subdir=gr.subdir)
+                         ref=done.ref, subdir=gr.subdir, given=redact(arg))
 
 
 def _http_context(url: str, scratch: Path) -> RemoteContext:
@@ -173,7 +182,7 @@ def _http_context(url: str, scratch: Path) -> RemoteContext:
             raise ContextError(f"remote build context {shown}: "
                                f"{exc.message.removeprefix('ADD failed: ')}") from None
         os.chmod(root, 0o755)  # an archive's "./" entry does not decide the context's mode
-        return RemoteContext(root, "archive", shown, digest=f"sha256:{h.hexdigest()}")
+        return RemoteContext(root, "archive", shown, digest=f"sha256:{h.hexdigest()}", given=shown)
     with open(path, "rb") as f:
         head = f.read(6)
     if head.startswith((b"\x1f\x8b\x08", b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd")):
@@ -181,7 +190,7 @@ def _http_context(url: str, scratch: Path) -> RemoteContext:
                            hint="serve a tar archive (.tar, .tar.gz, ...) or a plain Dockerfile")
     # dockerui: the file is the Dockerfile, and the context holds it as "context"
     shutil.move(os.fspath(path), os.fspath(root / "context"))
-    return RemoteContext(root, "dockerfile", shown, digest=f"sha256:{h.hexdigest()}")
+    return RemoteContext(root, "dockerfile", shown, digest=f"sha256:{h.hexdigest()}", given=shown)
 
 
 def dockerfile_in(remote: RemoteContext, flag: str | None) -> str | None:

@@ -299,3 +299,17 @@ def test_git_context_files_match_docker_buildkit(repo: dict, builds: Builds, doc
     ours = _entries(OciImage(out).layer_bytes(-1))
     assert theirs - ours == {e for e in theirs if e[0] == "ctx/vendor/lib/.git"}
     assert ours - theirs == set()
+
+
+def test_the_provenance_names_the_git_context_and_its_commit(repo: dict, builds: Builds, tmp_path: Path) -> None:
+    # BuildKit's git source material and configSource: the URL asked for, the commit as
+    # sha1; no local source is named (the Dockerfile came with the checkout)
+    url = f"{repo['url']}#main:app"
+    runbuild.pybuild("build", "--root", str(builds.store), "--progress", "quiet",
+                     "--build-context", f"bb=oci-layout://{builds.bb}:latest",
+                     "--provenance", "mode=max", "-o", f"type=local,dest={tmp_path / 'out'}", url)
+    predicate = json.loads((tmp_path / "out" / "provenance.json").read_text())["predicate"]
+    sha1 = {"sha1": repo["first"]}
+    assert predicate["invocation"]["configSource"] == {"uri": url, "digest": sha1, "entryPoint": "Dockerfile"}
+    assert {"uri": url, "digest": sha1} in predicate["materials"]
+    assert "locals" not in predicate["invocation"]["parameters"]
