@@ -184,7 +184,7 @@ def command(**kw: object) -> None:
     request = replace(request, cache_from=tuple(_parse_cache(t, export=False) for t in kw["cache_from"]),  # type: ignore[union-attr]
                       cache_to=tuple(_parse_cache(t, export=True) for t in kw["cache_to"]))  # type: ignore[union-attr]
     if kw["check"]:
-        from ..build import run_check
+        from ..buildcheck import run_check
 
         status = run_check(request)
         if status:
