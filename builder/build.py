@@ -370,21 +370,28 @@ def _build_platforms(req: BuildRequest, store: Any, progress: Progress, dockerfi
                          hint="push the index (--push), or write -o type=oci,dest=FILE")
     if req.dry_run or req.explain:
         raise UsageError("plan and --explain take one platform at a time")
+    folders = [platform_folder(p) for p in req.platforms]
+    for i, folder in enumerate(folders):
+        if folder in folders[:i]:
+            raise UsageError(f"--platform names {req.platforms[i]} twice")
+
+    def solve_one(i: int, register: Any) -> tuple[Any, Any]:
+        one = replace(req, platform=req.platforms[i], platforms=(), cache_to=())
+        _, solver, result = _solve(one, store, progress, dockerfile, name, df_path, contexts,
+                                   context_dir, checks=i == 0, show_platform=True, remote=remote,
+                                   on_solver=register)
+        return solver, result
+
     parts = []
     steps: list[Any] = []
     solvers = []
-    for i, platform in enumerate(req.platforms):
-        one = replace(req, platform=platform, platforms=(), cache_to=())
-        _, solver, result = _solve(one, store, progress, dockerfile, name, df_path, contexts,
-                                   context_dir, checks=i == 0, show_platform=True, remote=remote)
+    for platform, (solver, result) in zip(req.platforms, _each_platform(len(req.platforms), solve_one, req.jobs)):
         solvers.append(solver)
         image = make_image(store, result, compression=req.compression, level=req.compression_level,
                            source_date_epoch=req.source_date_epoch, media="oci",
                            annotations=req.annotations, platform=platform)
         parts.append((platform, image, result))
         steps.extend(solver.steps)
-        if len({platform_folder(p) for p, _, _ in parts}) < len(parts):
-            raise UsageError(f"--platform names {platform} twice")
     index = IndexSpec.of(image for _, image, _ in parts)
     files = {}
     if attester is not None:
@@ -432,6 +439,54 @@ def _build_platforms(req: BuildRequest, store: Any, progress: Progress, dockerfi
     summary = (f"built {shown} {digest} for {', '.join(req.platforms)} in "
                f"{time.monotonic() - started:.1f}s ({cached}/{len(steps)} steps cached)")
     return BuildResult(digest, digest, summary, tuple(steps), metadata)
+
+
+def _each_platform(count: int, solve_one: Any, jobs: int) -> list[tuple[Any, Any]]:
+    """``solve_one(i, register)`` for each platform, at once (as BuildKit solves the
+    platforms of one build side by side), ``jobs`` at a time (0: one per CPU); the results
+    in platform order. ``register(solver)`` is called with each solver before it runs, so
+    that a signal to this process, or the failure of one platform, stops them all: the
+    first error is the build's."""
+    workers = min(count, jobs or os.cpu_count() or 1)
+    if workers <= 1:
+        return [solve_one(i, lambda _solver: None) for i in range(count)]
+    import signal
+    import threading
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    live: list[Any] = []
+    stopped: list[int] = []
+    guard = threading.RLock()  # a signal may arrive while the main thread holds it
+
+    def register(solver: Any) -> None:
+        with guard:
+            live.append(solver)
+            if stopped:
+                solver.interrupt(stopped[0])
+
+    def stop(signum: int, _frame: Any = None) -> None:
+        with guard:
+            stopped.append(signum)
+            for solver in live:
+                solver.interrupt(signum)
+
+    isolate_mounts()  # the process's own mount namespace, entered before any thread starts
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    first: BaseException | None = None
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = [pool.submit(solve_one, i, register) for i in range(count)]
+            for fut in as_completed(futures):
+                if fut.exception() is not None and first is None:
+                    first = fut.exception()
+                    if not stopped:
+                        stop(signal.SIGTERM)  # the other platforms end their steps
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+    if first is not None:
+        raise first
+    return [fut.result() for fut in futures]
 
 
 def _described(req: BuildRequest, media_type: str, manifest: bytes, steps: Sequence[Any],
@@ -500,9 +555,11 @@ def _check_request(req: BuildRequest, progress: Progress) -> None:
 
 def _solve(req: BuildRequest, store: Any, progress: Progress, dockerfile: Any, name: str,
            df_path: Any, contexts: Any, context_dir: Path, *, checks: bool = True,
-           show_platform: bool = False, remote: Any = None) -> tuple[Any, Any, Any]:
+           show_platform: bool = False, remote: Any = None,
+           on_solver: Any = None) -> tuple[Any, Any, Any]:
     """Build the target stage for ``req.platform``: (graph, solver, the stage's result).
-    ``checks``: run the build checks first (once per build, not once per platform)."""
+    ``checks``: run the build checks first (once per build, not once per platform);
+    ``on_solver``: told of the solver before it runs (``_each_platform``)."""
     from .base import BaseResolver
     from .cache.history import Explainer
     from .context import BuildContext
@@ -526,6 +583,8 @@ def _solve(req: BuildRequest, store: Any, progress: Progress, dockerfile: Any, n
     solver = Solver(graph, dockerfile, opts, store=store, context=context, progress=progress,
                     bases=bases, runner=runner)
     solver.explainer = Explainer(store, context=context, enabled=req.explain or req.dry_run)
+    if on_solver is not None:
+        on_solver(solver)
     if req.cache_from and not req.dry_run:
         from .cache.remote import open_imports
 

@@ -126,6 +126,16 @@ class Progress:
             return self._tty.finish(sid, f"ERROR: {message}")
         self._emit(f"#{sid} ERROR: {message}", event="error", id=sid, message=message)
 
+    def canceled(self, sid: int) -> None:
+        """A step ended before it finished: the build stopped (a signal, or another step
+        failed), as BuildKit marks the vertices of a cancelled solve."""
+        self._flush_output(sid)
+        if self.journal is not None:
+            self.journal.append(["canceled", sid])
+        if self._tty is not None:
+            return self._tty.finish(sid, "CANCELED")
+        self._emit(f"#{sid} CANCELED", event="canceled", id=sid)
+
     def output(self, sid: int, data: bytes) -> None:
         if self.journal is not None:
             self.journal.append(["output", sid])

@@ -49,7 +49,8 @@ class TtyDisplay:
             self._redraw()
 
     def finish(self, sid: int, status: str) -> None:
-        """``status``: "DONE", "CACHED" or "ERROR: ..."; the step becomes a permanent line."""
+        """``status``: "DONE", "CACHED", "CANCELED" or "ERROR: ..."; the step becomes a
+        permanent line."""
         with self._lock:
             step = self._running.pop(sid, None)
             if step is None:
@@ -59,6 +60,8 @@ class TtyDisplay:
                 line = f"=> {step.name}  {elapsed:.1f}s"
             elif status == "CACHED":
                 line = f"=> CACHED {step.name}"
+            elif status == "CANCELED":
+                line = f"=> CANCELED {step.name}  {elapsed:.1f}s"
             else:
                 line = f"=> ERROR {step.name}  {elapsed:.1f}s\n" + "\n".join(
                     f"   | {t}" for t in step.tail) + f"\n   {status}"

@@ -241,11 +241,7 @@ class Solver:
             return
 
         def handler(signum: int, _frame: Any) -> None:
-            self._interrupted = self._interrupted or signum
-            # Steps run processes only once the executor is loaded: nothing to end before.
-            run = sys.modules.get("builder.executor.run")
-            if run is not None:
-                run.interrupt_steps(signum)
+            self.interrupt(signum)
 
         previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -253,6 +249,16 @@ class Solver:
         finally:
             for sig, old in previous.items():
                 signal.signal(sig, old)
+
+    def interrupt(self, signum: int) -> None:
+        """Stop the build: end its running steps (each raises StepInterrupted and cleans up
+        after itself) and start no new one. Also what another thread calls to stop this
+        solver (a sibling platform failed, or the main thread got a signal)."""
+        self._interrupted = self._interrupted or signum
+        # Steps run processes only once the executor is loaded: nothing to end before.
+        run = sys.modules.get("builder.executor.run")
+        if run is not None:
+            run.interrupt_steps(signum)
 
     def _solve(self) -> StageResult:
         jobs = self.opts.jobs or (os.cpu_count() or 1)
@@ -262,12 +268,19 @@ class Solver:
                     self._stage_built(index)
             else:
                 # imported here: a one-chain build (the common case) never needs threads
-                from concurrent.futures import ThreadPoolExecutor
+                from concurrent.futures import ThreadPoolExecutor, as_completed
 
+                failed: BaseException | None = None
                 with ThreadPoolExecutor(max_workers=min(jobs, len(wave))) as pool:
                     futures = [pool.submit(self._stage_built, i) for i in wave]
-                    for fut in futures:
-                        fut.result()
+                    for fut in as_completed(futures):
+                        if fut.exception() is not None and failed is None:
+                            # the first failure is the build's: the other stages stop
+                            # now, as BuildKit cancels the rest of a failed solve
+                            failed = fut.exception()
+                            self.interrupt(signal.SIGTERM)
+                if failed is not None:
+                    raise failed
         return self.results[self.graph.target]
 
     def _stage_built(self, index: int) -> StageResult:
@@ -485,6 +498,12 @@ class Solver:
                 self._running[sid] = key
                 try:
                     record = self._execute(stage, fs, action, link_base, sid)
+                except StepInterrupted:
+                    self.progress.canceled(sid)
+                    raise
+                except BuildError as exc:
+                    self.progress.error(sid, exc.message.split("\n")[0])
+                    raise
                 finally:
                     del self._running[sid]
                 record = {**record, "step": title, "stage": stage.display_name,

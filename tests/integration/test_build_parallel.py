@@ -60,3 +60,21 @@ def test_no_cache_and_no_cache_filter(project: Path, store: str, local_busybox: 
     filtered = steps("--no-cache-filter", "two")
     assert [k for k, cached in filtered.items() if not cached] == ["two RUN echo two > /two"]
     assert not any(steps("--no-cache").values())
+
+
+def test_a_failing_stage_cancels_the_stages_running_beside_it(project: Path, store: str,
+                                                               local_busybox: Path) -> None:
+    # BuildKit cancels the rest of a failed solve: the other stage's step ends at once
+    # (not 60 s later), marked CANCELED, and the build reports the failure
+    write(project, {"Dockerfile": "FROM base AS slow\nRUN sleep 60 && echo x > /x\n"
+                                  "FROM base AS bad\nRUN sleep 0.5 && exit 4\n"
+                                  "FROM base\nCOPY --from=slow /x /x\nCOPY --from=bad /etc/passwd /p\n"})
+    failed = pybuild("build", "--root", store, "--progress", "plain", "--jobs", "2", "--build-context",
+                     f"base=oci-layout://{local_busybox}:latest", str(project), check=False, timeout=40)
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr
+    lines = failed.stderr.splitlines()
+    slow = next(ln.split()[0] for ln in lines if ln.endswith(" RUN sleep 60 && echo x > /x"))
+    bad = next(ln.split()[0] for ln in lines if ln.endswith(" RUN sleep 0.5 && exit 4"))
+    assert f"{bad} ERROR: RUN sleep 0.5 && exit 4 failed: exit code 4" in lines
+    assert f"{slow} CANCELED" in lines
+    assert not os.listdir(Path(store) / "tmp")  # the cancelled step left nothing behind

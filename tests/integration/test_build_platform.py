@@ -270,3 +270,24 @@ def test_an_image_named_by_from_is_read_for_the_target_platform(cross_image, pro
         f"COPY --from={cross_image.ref} /bin/busybox /copied\n")})
     _, out = _build(project, store, tmp_path, "x", "--platform", f"linux/{other}")
     assert (out / "copied").read_bytes() == _fetch_busybox(other).read_bytes()
+
+
+def test_the_platforms_of_one_build_are_built_side_by_side(cross_image, project: Path, store: str,
+                                                           tmp_path: Path) -> None:
+    # Each platform's RUN waits for the other's to start, meeting in a shared cache mount:
+    # built one after the other, the first would give up after 10 s and fail the build.
+    other, here = cross_image.other, host_arch()
+    meet = ('touch /c/$TARGETARCH; n=0; until [ -e /c/amd64 ] && [ -e /c/arm64 ]; do sleep 0.1; '
+            'n=$((n+1)); [ $n -lt 100 ] || exit 1; done; echo met > /out')
+    write(project, {"Dockerfile": _cross_compiling(cross_image.ref, "TARGETARCH",
+                                                   f"--mount=type=cache,target=/c,id=meet {meet}", "/out")})
+    pybuild("build", "--root", store, "--progress", "plain", "--platform", f"linux/{here},linux/{other}",
+            "-o", f"type=local,dest={tmp_path / 'out'}", str(project))
+    for arch in (here, other):
+        assert (tmp_path / f"out/linux_{arch}/out").read_text() == "met\n"
+    # --jobs 1 builds them in turn (and the rendezvous cannot happen)
+    failed = pybuild("build", "--root", store, "--no-cache", "--jobs", "1", "--platform",
+                     f"linux/{here},linux/{other}", "-o", f"type=local,dest={tmp_path / 'seq'}",
+                     str(project), check=False)
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr
+    assert "failed: exit code 1" in failed.stderr
