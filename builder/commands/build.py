@@ -94,7 +94,7 @@ def _parse_secret(text: str) -> tuple[str, tuple[str, str]]:
 @click.option("--ulimit", "ulimits", multiple=True, metavar="NAME=SOFT[:HARD]", help="Resource limit for RUN steps, as docker's (e.g. nofile=1024:2048, nproc=512; -1 is unlimited).")
 @click.option("--memory", metavar="BYTES", help="Memory limit for RUN steps (e.g. 512m).")
 @click.option("--cpus", type=click.FloatRange(min=0, min_open=True), help="CPU limit for RUN steps.")
-@click.option("--jobs", type=click.IntRange(min=0), default=0, help="Stages to build at once (default: CPUs).")
+@click.option("--jobs", type=click.IntRange(min=0), default=0, help="Stages (and platforms) to build at once (default: CPUs).")
 @click.option("--explain", is_flag=True, help="Say why each step that missed the cache missed.")
 @click.option("--check-reproducible", is_flag=True, help="Build twice with --no-cache in fresh temporary stores (same SOURCE_DATE_EPOCH: the given one, else now) and report the first difference; exit 1 if the digests differ.")
 @click.option("--cache-from", "cache_from", multiple=True, metavar="type=registry,ref=REF|type=local,src=DIR", help="Import build cache from a registry or an OCI layout (repeatable; a bare REF is type=registry).")
