@@ -20,6 +20,7 @@ tonistiigi/fsutil ``copy.Copy`` with ``CopyDirContents`` and ``FollowLinks``):
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import queue
@@ -112,7 +113,8 @@ def copy_into(
     copier = _Copier(root, chown=chown, chmod=mode, mtime=mtime, verb=verb,
                      donor=os.fspath(donor) if donor is not None else None)
     try:
-        with tempfile.TemporaryDirectory(prefix="pybuild-copy-", dir=scratch_dir) as tmp:
+        with contextlib.ExitStack() as scratches:
+            tmp = None  # made for the first source that is not a path: most copies need none
             try:
                 for i, spec in enumerate(sources):
                     if spec.kind == "path":
@@ -121,6 +123,9 @@ def copy_into(
                         _copy_path(copier, spec.tree, spec.source, drel, dir_hint, parents, excludes, unpack,
                                    observe)
                     else:
+                        if tmp is None:
+                            tmp = scratches.enter_context(
+                                tempfile.TemporaryDirectory(prefix="pybuild-copy-", dir=scratch_dir))
                         scratch = Path(tmp, str(i))
                         scratch.mkdir()
                         _copy_special(copier, spec, scratch, drel, dir_hint, excludes, bool(unpack_archives))

@@ -25,6 +25,8 @@ __all__ = ["CopyPlan", "plan_copy", "resolve_chown", "source_tree"]
 
 @dataclass(frozen=True)
 class CopyPlan:
+    """A COPY or ADD step ready to key and run: its op, action, title and history."""
+
     op: dict[str, Any]
     action: Callable[[list[Path], Path, int], None]
     title: str
@@ -151,10 +153,16 @@ def plan_copy(solver: Solver, stage: Stage, node: ins.Copy | ins.Add, image: Ima
     if checksum_flag and not remote:
         raise BuildError("checksum requires HTTP(S) or Git sources")
     local = [s for s in sources if kinds[s] == "path"]
+    # The names the copy makes in its destination when that is an existing folder, if that
+    # is all it makes: files selected by plain COPY, each going in under its own name (a
+    # folder's contents would merge into it; --parents, ADD, remote and heredoc sources
+    # are left to the overlay).
+    made: list[str] | None = [] if not (is_add or parents or remote or heredocs) else None
     if local and source_label == "unknown":
         # `pybuild plan`: the source stage has steps that would run; its files cannot be
         # hashed, so this step cannot be found in the cache either: it would run.
         checksums.append("unknown")
+        made = None
     elif local:
         from .copy_parents import select_parents
 
@@ -170,6 +178,9 @@ def plan_copy(solver: Solver, stage: Stage, node: ins.Copy | ins.Add, image: Ima
                     if message.startswith(("COPY failed: ", "ADD failed: ")):
                         message = message.split(": ", 1)[1]
                     raise ContextError(f"{verb} failed: {message}", hint=exc.hint) from None
+                if made is not None:
+                    made = (None if any(m.is_dir for m in matches)
+                            else made + [m.rel.rpartition("/")[2] for m in matches])
                 checksums.append(str(tree.checksum(matches, excludes=excludes, stat_cache=stat_cache)))
 
     op: dict[str, Any] = {
@@ -209,10 +220,12 @@ def plan_copy(solver: Solver, stage: Stage, node: ins.Copy | ins.Add, image: Ima
                 elif kinds[src] == "url":
                     specs.append(SourceSpec.url(src, checksum=checksum_flag))
             specs.extend(SourceSpec.inline(n, t.encode()) for n, t in heredocs)
-            if link or solver.runner.copy_up_to(lowers, upper, dest_path(dest, workdir)[0]):
-                # --link, or a destination no layer below has: what the step writes cannot
-                # meet anything below it, so it goes straight into the upper directory
-                # (creating files through an overlay mount costs about twice as much).
+            if link or solver.runner.copy_up_to(lowers, upper, dest_path(dest, workdir)[0],
+                                                 names=made):
+                # --link, or a destination no layer below has, or only files new to the
+                # folder below: what the step writes cannot meet anything below it, so it
+                # goes straight into the upper directory (creating files through an overlay
+                # mount costs about twice as much, and mounting one costs more than the copy).
                 owner_root = stack.enter_context(solver.runner.merged(lowers, None)) if lowers and chown else None
                 root = upper
                 donor = solver.donor(sid)

@@ -268,20 +268,33 @@ class StepRunner:
         if kept is not None:
             _rmtree(kept[1])
 
-    def copy_up_to(self, lowers: Sequence[Path], upper: Path, rel: str) -> bool:
-        """When ``rel`` is missing from the merged view of ``lowers`` and every folder above
-        it that exists is a real directory, make those folders in ``upper`` as overlay's
-        copy-up would (owner, mode, xattrs of the merged view) and return True: a step that
-        only makes things at ``rel`` can then write into ``upper`` directly, without an
-        overlay mount (creating files through one costs about twice as much). False
-        (nothing made) when anything below could be met on the way."""
+    def copy_up_to(self, lowers: Sequence[Path], upper: Path, rel: str,
+                   names: Sequence[str] | None = None) -> bool:
+        """When the step can write into ``upper`` directly, without an overlay mount,
+        make the folders it writes in there as overlay's copy-up would (owner, mode, xattrs
+        and times of the merged view) and return True. That is when nothing below can be
+        met on the way: ``rel`` is missing from the merged view of ``lowers`` and every
+        folder above it that exists is a real directory; or, given ``names``, ``rel`` is a
+        real directory there and the step only makes those names in it, none of which is
+        below. False (nothing made) otherwise. (Creating files through an overlay costs
+        about twice as much, and mounting one more than a small step's work.)"""
         from .layers.diff import merged_lookup, read_xattrs
 
         if not rel or not lowers:
             return False
+        depth = len(rel.split("/"))
         shown = merged_lookup(list(lowers), rel)
-        if shown is None or len(shown) == len(rel.split("/")):
+        if shown is None:
             return False
+        if len(shown) == depth:
+            if not names or not stat.S_ISDIR(shown[-1][1].st_mode):
+                return False
+            for name in names:
+                if name in ("", ".", "..") or "/" in name:
+                    return False
+                inside = merged_lookup(list(lowers), f"{rel}/{name}")
+                if inside is None or len(inside) > depth:
+                    return False
         try:
             for path, st, where in shown:
                 made = upper / path
@@ -290,6 +303,10 @@ class StepRunner:
                 os.chmod(made, stat.S_IMODE(st.st_mode))
                 for name, value in read_xattrs(where).items():
                     os.setxattr(made, name, value)
+            # Overlay's copy-up keeps a folder's times (and puts back its parent's): only
+            # the folder the step then writes in gets a new mtime, from that write.
+            for path, st, _ in shown:
+                os.utime(upper / path, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
         except OSError:
             # An owner or xattr this process may not give (a user namespace): overlay's
             # own copy-up decides instead.
@@ -303,9 +320,13 @@ class StepRunner:
         --chown (llb.WithUser), so an unknown name is 0 and a bare uid is also the gid."""
         from .copystep import resolve_chown
         from .fsutil import secure_join
+        from .layers.diff import merged_lookup
 
         with contextlib.ExitStack() as stack:
             rel = path.strip("/")
+            shown = merged_lookup(list(lowers), rel) if rel and lowers else None
+            if shown and len(shown) == len(rel.split("/")) and stat.S_ISDIR(shown[-1][1].st_mode):
+                return  # every folder is there below, real ones: nothing to make or mount
             if self.copy_up_to(lowers, upper, rel):
                 # Nothing below is in the way: the missing folders go straight into the
                 # upper dir; the merged view is mounted only to look a user name up.

@@ -1,7 +1,7 @@
-"""The layer of a COPY or WORKDIR whose destination no layer below has: written straight
-into the upper directory, its existing parent folders copied up as overlay would (owner,
-mode), the same entries as a COPY into an existing folder, which goes through the
-overlay."""
+"""The layer of a COPY or WORKDIR whose destination no layer below has, or of a COPY of
+files new to an existing folder: written straight into the upper directory, its existing
+parent folders copied up as overlay would (owner, mode, times), the same entries as a
+COPY that meets something below, which goes through the overlay."""
 from __future__ import annotations
 
 import os
@@ -22,26 +22,41 @@ def test_copy_into_a_new_folder_copies_up_its_parents(project: Project) -> None:
     project.dockerfile(
         "FROM bb\n"
         "RUN mkdir -p /app/deep && chmod 0750 /app && chown 1000:1002 /app && "
-        "echo keep > /app/deep/keep\n"
-        "COPY f /app/new/dir/\n"      # /app/new is nowhere below: straight into the upper
-        "COPY f /app/deep/\n"         # /app/deep exists below: through the overlay
+        "echo keep > /app/deep/keep && touch -t 201701010000 /app/deep /app\n"
+        "COPY f /app/deep/sub/\n"     # /app/deep/sub is nowhere below: straight into the upper
+        "COPY f /app/deep/\n"         # /app/deep exists below, f does not: straight in too
+        "COPY keep /app/deep/\n"      # /app/deep/keep exists below: through the overlay
+        "COPY f /app/new/dir/\n"      # /app/new is nowhere below
         "COPY --chown=1000:1000 f /fresh\n"
         "COPY --chown=app:other f /named/\n"  # names looked up in the merged view
         "RUN (cat /app/new/dir/f /app/deep/keep /fresh && stat -c '%u:%g %a' /app /fresh) > /check\n",
-        f="copied\n")
+        f="copied\n", keep="replaced\n")
+    os.utime(project.root / "f", ns=(1_600_000_000_000_000_000,) * 2)
     project.build()
     img = project.image()
     # what a step on top sees: the merged view
-    assert img.layer(6)["check"][1] == b"copied\nkeep\ncopied\n1000:1002 750\n1000:1000 644\n"
-    direct, through, fresh = img.layer(2), img.layer(3), img.layer(4)
+    assert img.layer(8)["check"][1] == b"copied\nreplaced\ncopied\n1000:1002 750\n1000:1000 644\n"
+    below, passed, into, through, direct = (img.layer(i) for i in range(1, 6))
+    assert sorted(passed) == ["app", "app/deep", "app/deep/sub", "app/deep/sub/f"]
+    assert sorted(into) == ["app", "app/deep", "app/deep/f"]
+    assert sorted(through) == ["app", "app/deep", "app/deep/keep"]
     assert sorted(direct) == ["app", "app/new", "app/new/dir", "app/new/dir/f"]
-    assert sorted(through) == ["app", "app/deep", "app/deep/f"]
-    for layer in (direct, through):
+    for layer in (passed, into, through, direct):
         app = layer["app"][0]
         assert (app.mode, app.uid, app.gid) == (0o750, 1000, 1002)
+    # as overlay's copy-up: a folder a step only passes through keeps its time; the one it
+    # makes something in gets a new one
+    old = below["app"][0].mtime
+    assert old == below["app/deep"][0].mtime < 1_500_000_000
+    assert [layer["app"][0].mtime == old for layer in (passed, into, through, direct)] == [
+        True, True, True, False]
+    assert passed["app/deep"][0].mtime > old
     assert direct["app/new"][0].mode == 0o755 and direct["app/new/dir/f"][1] == b"copied\n"
+    assert into["app/deep/f"][0].mtime == 1_600_000_000 and into["app/deep/f"][1] == b"copied\n"
+    assert through["app/deep/keep"][1] == b"replaced\n"
+    fresh = img.layer(6)
     assert sorted(fresh) == ["fresh"] and (fresh["fresh"][0].uid, fresh["fresh"][0].gid) == (1000, 1000)
-    named = img.layer(5)
+    named = img.layer(7)
     assert sorted(named) == ["named", "named/f"]
     assert {(e.uid, e.gid) for e, _ in named.values()} == {(1000, 1002)}
 
