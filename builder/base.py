@@ -25,6 +25,8 @@ __all__ = ["BaseImage", "BaseResolver", "NamedContext", "load_stored_image", "pa
 
 @dataclass(frozen=True)
 class NamedContext:
+    """A --build-context value: a name and what it stands for."""
+
     name: str
     kind: str  # "oci-layout" | "docker-image" | "dir"
     value: str  # the folder, or the image reference
@@ -69,6 +71,8 @@ def parse_named_contexts(values: Mapping[str, str]) -> dict[str, NamedContext]:
 
 @dataclass(frozen=True)
 class BaseImage:
+    """A stage's base, resolved: its name, cache key, config and layers."""
+
     name: str
     key: CacheKey
     config: Mapping[str, Any]

@@ -25,6 +25,8 @@ __all__ = ["BuildRequest", "BuildResult", "run_build"]
 
 @dataclass(frozen=True)
 class BuildRequest:
+    """Everything `pybuild build` was asked for, flags already parsed."""
+
     context: str = "."
     dockerfile: str | None = None
     tags: tuple[str, ...] = ()
@@ -68,6 +70,8 @@ class BuildRequest:
 
 @dataclass(frozen=True)
 class BuildResult:
+    """What a build made: the image, its summary line, steps and metadata."""
+
     image_id: Digest
     manifest_digest: Digest
     summary: str

@@ -28,6 +28,8 @@ HISTORY_COMMENT = "buildkit.dockerfile.v0"
 
 @dataclass(frozen=True, slots=True)
 class HistoryEntry:
+    """One entry of the image config's history."""
+
     created_by: str
     empty_layer: bool
     comment: str = HISTORY_COMMENT

@@ -73,6 +73,8 @@ class StageBase:
 
 @dataclass(frozen=True, slots=True)
 class Stage:
+    """One FROM and the instructions under it, with what it depends on."""
+
     index: int
     name: str | None
     base: StageBase
@@ -93,6 +95,8 @@ class Stage:
 
 @dataclass(frozen=True, slots=True)
 class BuildGraph:
+    """The stages of a Dockerfile, the target and the order to build it in."""
+
     stages: tuple[Stage, ...]
     target: int
     order: tuple[int, ...]  # stages the target needs, dependencies first

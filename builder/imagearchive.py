@@ -27,6 +27,8 @@ __all__ = ["LoadedImage", "load_archive", "save_images", "tar_open_problem"]
 
 @dataclass(frozen=True)
 class LoadedImage:
+    """An image loaded from an archive into the store."""
+
     names: tuple[str, ...]   # normalised names given to it (none for an untagged image)
     manifest_digest: Digest
     config_digest: Digest

@@ -25,6 +25,8 @@ __all__ = ["BlobSources", "ImageStore", "StoredImage", "human_duration", "human_
 
 @dataclass(frozen=True)
 class StoredImage:
+    """A named image in the local store."""
+
     name: str               # normalised: docker.io/library/busybox:latest
     manifest_digest: Digest
     config_digest: Digest

@@ -46,6 +46,8 @@ INSTRUCTION_NAMES = (
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Instruction:
+    """What every instruction has: where it is, its keyword, text and flags."""
+
     range: SourceRange
     keyword: str
     original: str
@@ -60,6 +62,8 @@ class Instruction:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class From(Instruction):
+    """FROM image [AS name]."""
+
     image: str
     stage_name: str | None = None  # lower-cased, as buildkit stores it
     platform: str | None = None
@@ -67,6 +71,8 @@ class From(Instruction):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Run(Instruction):
+    """RUN, in shell or exec form."""
+
     command: tuple[str, ...]
     prepend_shell: bool  # True for the shell form
     heredocs: tuple[Heredoc, ...] = ()
@@ -78,23 +84,31 @@ class Run(Instruction):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Cmd(Instruction):
+    """CMD."""
+
     command: tuple[str, ...]
     prepend_shell: bool
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Entrypoint(Instruction):
+    """ENTRYPOINT."""
+
     command: tuple[str, ...]
     prepend_shell: bool
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Shell(Instruction):
+    """SHELL."""
+
     shell: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Copy(Instruction):
+    """COPY."""
+
     sources: tuple[str, ...]  # paths; heredoc sources are in ``heredocs``
     dest: str
     heredocs: tuple[Heredoc, ...] = ()
@@ -108,6 +122,8 @@ class Copy(Instruction):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Add(Instruction):
+    """ADD."""
+
     sources: tuple[str, ...]
     dest: str
     heredocs: tuple[Heredoc, ...] = ()
@@ -122,46 +138,64 @@ class Add(Instruction):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Env(Instruction):
+    """ENV."""
+
     pairs: tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Label(Instruction):
+    """LABEL."""
+
     pairs: tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Arg(Instruction):
+    """ARG."""
+
     args: tuple[tuple[str, str | None], ...]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Expose(Instruction):
+    """EXPOSE."""
+
     ports: tuple[str, ...]  # sorted, as buildkit sorts them
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Volume(Instruction):
+    """VOLUME."""
+
     paths: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class User(Instruction):
+    """USER."""
+
     user: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Workdir(Instruction):
+    """WORKDIR."""
+
     path: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StopSignal(Instruction):
+    """STOPSIGNAL."""
+
     signal: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Healthcheck(Instruction):
+    """HEALTHCHECK."""
+
     # ("NONE",), ("CMD", arg, ...) for the exec form, ("CMD-SHELL", command) for the shell form
     test: tuple[str, ...] | None
     interval: float | None = None  # seconds
@@ -173,6 +207,8 @@ class Healthcheck(Instruction):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Onbuild(Instruction):
+    """ONBUILD and its trigger."""
+
     expression: str  # the trigger text exactly as docker stores it in the image config
     # None when the trigger does not parse: BuildKit parses it only where it runs (a stage
     # FROM this one, or a build FROM the image), so only there is that an error.
@@ -182,6 +218,8 @@ class Onbuild(Instruction):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Maintainer(Instruction):
+    """MAINTAINER (deprecated)."""
+
     name: str
 
 

@@ -47,6 +47,8 @@ class Heredoc:
 
 @dataclass(frozen=True, slots=True)
 class HeredocWord:
+    """A heredoc's opening word (<<[-]["]NAME["]) as read."""
+
     name: str
     expand: bool
     chomp: bool

@@ -28,6 +28,8 @@ Tok = tuple[str, str, int]  # (terminal, text, 1-based line)
 
 @dataclass(frozen=True, slots=True)
 class Tree:
+    """A node of the parse tree: a rule's name and its children."""
+
     data: str
     children: list[Any]  # Tree | Tok
 
@@ -41,6 +43,8 @@ class UnexpectedToken(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Tables:
+    """The parser's tables: the lexer, the LALR states and the rules."""
+
     lexer: re.Pattern[str]
     # state -> terminal or rule name -> (shift?, next state | rule index)
     states: dict[int, dict[str, tuple[bool, int]]]

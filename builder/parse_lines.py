@@ -26,6 +26,8 @@ _DIRECTIVE = re.compile(r"([a-zA-Z][a-zA-Z0-9]*)[\t\n\x0c\r ]*=[\t\n\x0c\r ]*(.+
 
 @dataclass(frozen=True, slots=True)
 class LogicalLine:
+    """One instruction's text, continuation lines joined, with its heredocs."""
+
     text: str  # continuation lines joined, as the reference joins them
     start: int
     end: int
@@ -35,6 +37,8 @@ class LogicalLine:
 
 @dataclass(frozen=True, slots=True)
 class Scan:
+    """A Dockerfile read into logical lines, with its parser directives."""
+
     lines: tuple[LogicalLine, ...]
     directives: tuple[tuple[str, str], ...]
     escape: str

@@ -21,6 +21,8 @@ REFRESH = 0.1
 
 @dataclass
 class _Step:
+    """A step shown on the terminal: its name, start and last lines."""
+
     name: str
     started: float
     tail: list[str] = field(default_factory=list)

@@ -32,6 +32,8 @@ __all__ = ["ReproducibleReport", "check_reproducible", "compare_images", "compar
 
 @dataclass(frozen=True)
 class ReproducibleReport:
+    """The outcome of --check-reproducible: the two digests and the first difference."""
+
     epoch: int
     digests: tuple[Digest, Digest]  # the two manifest digests
     difference: str | None  # None: byte for byte the same image
@@ -144,6 +146,8 @@ def first_json_difference(a: Any, b: Any, path: str = "") -> str | None:
 
 @dataclass(frozen=True)
 class _Entry:
+    """One tar entry as the reproducibility report compares it."""
+
     name: str
     fields: tuple[tuple[str, Any], ...]  # (what, value) in the order they are reported
 

@@ -97,6 +97,8 @@ def format_time(seconds: float) -> str:
 
 @dataclass(frozen=True, slots=True)
 class BuildOptions:
+    """The settings of one solve that come from the command line."""
+
     context_dir: Path
     dockerfile_name: str = "Dockerfile"
     tags: tuple[str, ...] = ()
@@ -126,12 +128,16 @@ class BuildOptions:
 
 @dataclass(frozen=True, slots=True)
 class LayerRef:
+    """A layer of a stage's file system, by diff_id."""
+
     diff_id: Digest
     blob: LayerBlob | None = None  # the known compressed form (pulled, or made by a step)
 
 
 @dataclass(frozen=True, slots=True)
 class FsState:
+    """A stage's file system after a step: its cache key and layers."""
+
     key: CacheKey
     layers: tuple[LayerRef, ...] = ()
     # `pybuild plan` only: a step below would run, so ``layers`` lack what it would write
@@ -141,6 +147,8 @@ class FsState:
 
 @dataclass(frozen=True, slots=True)
 class StepReport:
+    """What one step did, as the metadata file reports it."""
+
     stage: str
     instruction: str
     line: int
@@ -154,6 +162,8 @@ class StepReport:
 
 @dataclass(frozen=True, slots=True)
 class StageResult:
+    """A stage built: its file system, image state and base."""
+
     stage: Stage
     fs: FsState
     image: ImageState

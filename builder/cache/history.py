@@ -37,6 +37,8 @@ __all__ = ["Explainer", "FilesRecorder", "StepVerdict"]
 
 @dataclass(frozen=True)
 class StepVerdict:
+    """Whether one step was cached, and why not when it was not."""
+
     stage: str
     title: str
     cached: bool

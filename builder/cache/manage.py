@@ -166,6 +166,8 @@ def disk_usage(store: Store) -> dict[str, tuple[int, int]]:
 
 @dataclass
 class VerifyReport:
+    """What `pybuild cache verify` checked, found damaged or unused, and repaired."""
+
     checked: dict[str, int] = field(default_factory=dict)
     damaged: list[str] = field(default_factory=list)     # what is wrong, one line each
     unreferenced: list[str] = field(default_factory=list)
@@ -392,6 +394,8 @@ def _remove_aside(store: Store, path: Path) -> Path | None:
 
 @dataclass
 class PruneReport:
+    """What `pybuild cache prune` removed, kept and freed."""
+
     records: list[CacheEntry] = field(default_factory=list)
     kept_in_use: int = 0
     freed: int = 0

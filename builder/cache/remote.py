@@ -181,6 +181,8 @@ class CacheArtifact:
 
 @dataclass(frozen=True, slots=True)
 class _Entry:
+    """One cache record of an imported cache, with where it came from."""
+
     record: Mapping[str, Any]
     source: _Source
     layer: Any  # the layer's Descriptor in the artifact (None for an empty record)

@@ -42,6 +42,8 @@ class Script:
 
 @dataclass(frozen=True)
 class Call:
+    """One run the fake executor was asked for."""
+
     spec: RunSpec
     rootfs: RootFS
 

@@ -31,6 +31,8 @@ _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 @dataclass(frozen=True)
 class PendingFile:
+    """A small file of a layer waiting to be written by the pool."""
+
     path: str                      # absolute, its parent already resolved safely
     entry: str                     # the tar entry's name, for errors
     data: bytes

@@ -317,6 +317,8 @@ def _add(out: _TarOut, name: str, payload: Payload, mtime: int) -> None:
 
 @dataclass(frozen=True)
 class ArchiveLayer:
+    """One layer of an image in an OCI or docker archive."""
+
     member: str          # the tar member holding the layer (compressed or not)
     media_type: str
     diff_id: Digest
@@ -325,6 +327,8 @@ class ArchiveLayer:
 
 @dataclass(frozen=True)
 class ArchiveImage:
+    """An image found in an OCI or docker archive."""
+
     path: Path
     kind: Literal["oci", "docker"]
     config: ImageConfig

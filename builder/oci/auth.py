@@ -59,6 +59,8 @@ class Transport(Protocol):
 
 @dataclass(frozen=True)
 class Credentials:
+    """A user name and password for one registry."""
+
     username: str
     password: str = field(repr=False)
 
@@ -69,6 +71,8 @@ class Credentials:
 
 @dataclass(frozen=True)
 class Challenge:
+    """One WWW-Authenticate challenge of a registry."""
+
     scheme: str                 # lower-case: "bearer" or "basic"
     params: Mapping[str, str]
 

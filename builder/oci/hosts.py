@@ -58,6 +58,8 @@ class HostConfig:
 
 @dataclass(frozen=True)
 class Mirror:
+    """A mirror of a registry, with the path put in front of repositories."""
+
     host: str
     path: str = ""  # put in front of the repository: "proxy.docker.io/library/python"
 
@@ -90,6 +92,8 @@ class Place:
 
 @dataclass(frozen=True)
 class _Settings:
+    """The registry settings read from the host's configuration files."""
+
     hosts: Mapping[str, HostConfig]
     insecure_nets: tuple[Any, ...] = ()  # daemon.json's CIDR ranges
     containers: tuple[ContainersRegistry, ...] = ()

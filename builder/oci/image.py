@@ -40,6 +40,8 @@ _TO_OCI = {v: k for k, v in _TO_DOCKER.items()}
 
 @dataclass(frozen=True)
 class ImageSpec:
+    """An image's config and manifest, as values and as the bytes written."""
+
     config: ImageConfig
     config_bytes: bytes
     manifest: Manifest

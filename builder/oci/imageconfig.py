@@ -125,6 +125,8 @@ class ContainerConfig:
 
 @dataclass(frozen=True, slots=True)
 class History:
+    """One history entry of an OCI image config."""
+
     created: str | None = None
     created_by: str = ""
     author: str = ""

@@ -36,6 +36,8 @@ _OCTET = "application/octet-stream"
 
 @dataclass(frozen=True)
 class BlobPush:
+    """How one blob reached the registry in a push."""
+
     digest: Digest
     size: int
     how: str  # "exists" | "mounted" | "uploaded"
@@ -44,6 +46,8 @@ class BlobPush:
 
 @dataclass(frozen=True)
 class PushResult:
+    """What a push sent: the names, the manifest digest and the blobs."""
+
     names: tuple[str, ...]      # every name pushed (registry/repository:tag)
     digest: Digest              # the manifest digest
     blobs: tuple[BlobPush, ...]

@@ -89,6 +89,8 @@ class MediaType:
 
 @dataclass(frozen=True, slots=True)
 class Platform:
+    """An OCI platform: os, architecture and their refinements."""
+
     os: str
     architecture: str
     variant: str = ""
@@ -156,6 +158,8 @@ def host_platform() -> Platform:
 
 @dataclass(frozen=True, slots=True)
 class Descriptor:
+    """An OCI content descriptor: media type, digest, size."""
+
     media_type: str
     digest: Digest
     size: int
@@ -217,6 +221,8 @@ def _header(obj: Mapping[str, Any], what: str, media_type: str, default: str,
 
 @dataclass(frozen=True, slots=True)
 class Manifest:
+    """An image manifest: its config and layers."""
+
     media_type: str
     config: Descriptor
     layers: tuple[Descriptor, ...]
@@ -251,6 +257,8 @@ class Manifest:
 
 @dataclass(frozen=True, slots=True)
 class Index:
+    """An image index: manifests, one a platform."""
+
     manifests: tuple[Descriptor, ...]
     annotations: Mapping[str, str] = field(default_factory=dict, hash=False)
     media_type: str = MediaType.OCI_INDEX
