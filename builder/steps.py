@@ -280,7 +280,7 @@ class StepRunner:
         about twice as much, and mounting one more than a small step's work.)"""
         from .layers.diff import merged_lookup, read_xattrs
 
-        if not rel or not lowers:
+        if not rel:
             return False
         depth = len(rel.split("/"))
         shown = merged_lookup(list(lowers), rel)
@@ -324,7 +324,7 @@ class StepRunner:
 
         with contextlib.ExitStack() as stack:
             rel = path.strip("/")
-            shown = merged_lookup(list(lowers), rel) if rel and lowers else None
+            shown = merged_lookup(list(lowers), rel) if rel else None
             if shown and len(shown) == len(rel.split("/")) and stat.S_ISDIR(shown[-1][1].st_mode):
                 return  # every folder is there below, real ones: nothing to make or mount
             if self.copy_up_to(lowers, upper, rel):
