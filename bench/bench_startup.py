@@ -7,9 +7,16 @@ by pair in one process so that the ratios cancel machine noise:
 * build, no table:    the same with the table of compiled dataclass methods
                       (builder.codecache) moved aside and not written again
 
+With ``--base TAR`` (a root filesystem tarball, e.g. the tests' Debian + python3 one at
+/var/cache/pybuild-tests/debian-bookworm-minbase-python3.tar), also the suite's hello
+workload on it (`FROM base:1`, WORKDIR, COPY app.py, CMD), as bench/suite.py runs it:
+
+* hello cold:         `--no-cache`
+* hello incremental:  app.py changed before each run
+
 Most of such a build is importing pybuild; the last ratio is what the table saves.
 
-Usage (root: builds mount overlays): python3 bench/bench_startup.py [--runs 11]
+Usage (root: builds mount overlays): python3 bench/bench_startup.py [--runs 11] [--base TAR]
 """
 from __future__ import annotations
 
@@ -40,6 +47,7 @@ def _timed(cmd: list[str], env: dict[str, str]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=11)
+    parser.add_argument("--base", metavar="TAR", help="a root filesystem tarball for the hello rows")
     args = parser.parse_args()
     from builder.codecache import default_file
 
@@ -55,9 +63,16 @@ def main() -> None:
                  "--progress", "plain", "--no-cache", "-t", "startup:bench", str(ctx)]
         _timed(build, ENV)  # warm-up: bytecode and the table are written
         rows: dict[str, list[float]] = {"python start": [], "build": [], "build, no table": []}
+        hello = _hello(Path(tmp), args.base) if args.base else None
+        if hello is not None:
+            rows.update({"hello cold": [], "hello incremental": []})
         ratios: list[float] = []
-        for _ in range(args.runs):
+        for i in range(args.runs):
             rows["python start"].append(_timed([sys.executable, "-c", "pass"], ENV))
+            if hello is not None:
+                rows["hello cold"].append(_timed([*hello, "--no-cache"], ENV))
+                (Path(tmp, "hello", "app.py")).write_text(f'print("Hello, Containers! {i}")\n')
+                rows["hello incremental"].append(_timed(hello, ENV))
             rows["build"].append(_timed(build, ENV))
             os.replace(table, aside)
             try:
@@ -66,10 +81,25 @@ def main() -> None:
             finally:
                 os.replace(aside, table)
             ratios.append(rows["build"][-1] / rows["build, no table"][-1])
-    print(f"{'row':<18} {'median s':>9} {'min s':>7}   ({args.runs} runs)")
+    start = statistics.median(rows["python start"])
+    print(f"{'row':<18} {'median s':>9} {'min s':>7} {'/ start':>8}   ({args.runs} runs)")
     for name, times in rows.items():
-        print(f"{name:<18} {statistics.median(times):9.3f} {min(times):7.3f}")
+        print(f"{name:<18} {statistics.median(times):9.3f} {min(times):7.3f} "
+              f"{statistics.median(times) / start:8.2f}")
     print(f"build / build without the table: {statistics.median(ratios):.2f} (median of pairs)")
+
+
+def _hello(tmp: Path, base: str) -> list[str]:
+    """The hello workload's build command, its base imported and one build made."""
+    store, ctx = tmp / "hello-store", tmp / "hello"
+    ctx.mkdir()
+    (ctx / "app.py").write_text('print("Hello, Containers!")\n')
+    (ctx / "Dockerfile").write_text('FROM base:1\nWORKDIR /app\nCOPY app.py .\nCMD ["python3", "app.py"]\n')
+    _timed([sys.executable, "-m", "builder", "import", "--root", str(store), base, "base:1"], ENV)
+    build = [sys.executable, "-m", "builder", "build", "--root", str(store), "--progress", "plain",
+             "-t", "hello:bench", str(ctx)]
+    _timed(build, ENV)
+    return build
 
 
 if __name__ == "__main__":
