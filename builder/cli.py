@@ -1,12 +1,14 @@
 """The `pybuild` entry point: a fully cached rebuild is answered from its memo
-(``builder.warm``) before anything else is imported; everything else goes to the click
-application in ``builder.cli_app``."""
+(``builder.warm``) before anything else is imported; a plain `pybuild build` line is read
+without click (``builder.commands.build_impl.fast_args``); everything else goes to the click
+application in ``builder.cli_app``. ``fail`` is the one place where an error becomes an exit
+status (cli_app adds click's own)."""
 from __future__ import annotations
 
 import os
 import sys
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 __all__ = ["main"]
 
@@ -51,9 +53,61 @@ def main(argv: list[str] | None = None) -> Any:
     from . import codecache
 
     codecache.install()
-    from .cli_app import main as app_main
+    from .commands.build_impl import fast_args
 
-    return app_main(args)
+    kw = fast_args(args)
+    if kw is None:
+        from .cli_app import main as app_main
+
+        return app_main(args)
+    from .commands.build_impl import run
+
+    env_debug = bool(os.environ.get("PYBUILD_DEBUG"))
+    try:
+        # as the click group sets it: its own --debug, before the command
+        return run(kw, debug=args[:1] == ["--debug"] or env_debug, echo=_echo) or None
+    except (KeyboardInterrupt, OSError, _build_error()) as exc:
+        fail(exc, "--debug" in args or env_debug)
+
+
+def _build_error() -> type[Exception]:
+    # Imported only when an exception is being matched: `pybuild --help` never pays for it.
+    from .errors import BuildError
+
+    return BuildError
+
+
+def _echo(text: str) -> None:
+    # click.echo of a plain line (fast_args lets through only a -q build's image ID)
+    sys.stdout.write(f"{text}\n")
+    sys.stdout.flush()
+
+
+def fail(exc: BaseException, debug: bool) -> NoReturn:
+    """Say what went wrong in one sentence (a traceback too with --debug) and exit with its
+    status: a BuildError's own, 130 for an interrupt, 1 for what the system refused."""
+    import click  # only now: a build that succeeds never loads it
+
+    from .errors import BuildError
+
+    if isinstance(exc, KeyboardInterrupt):
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    if debug:
+        import traceback
+
+        traceback.print_exception(exc)
+    if isinstance(exc, BuildError):
+        click.echo(exc.render(), err=True)
+        sys.exit(exc.exit_code)
+    assert isinstance(exc, OSError), exc
+    # Anything the system refused that no module turned into a BuildError: still one
+    # sentence naming what and where, never a traceback without --debug.
+    where = f": {exc.filename}" if exc.filename else ""
+    click.echo(f"pybuild: {exc.strerror or exc}{where}", err=True)
+    if exc.errno == 28:  # ENOSPC
+        click.echo("free some space, or point --root / PYBUILD_ROOT at a larger disk", err=True)
+    sys.exit(1)
 
 
 def __getattr__(name: str) -> Any:

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from .cli import _COMMANDS, _GROUP_OPTIONS
+from .cli import _COMMANDS, _GROUP_OPTIONS, _build_error, fail
 
 __all__ = ["main"]
 
@@ -52,13 +52,6 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj["debug"] = debug or bool(os.environ.get("PYBUILD_DEBUG"))
 
 
-def _build_error() -> type[Exception]:
-    # Imported only when an exception is being matched: `pybuild --help` never pays for it.
-    from .errors import BuildError
-
-    return BuildError
-
-
 def main(argv: list[str] | None = None) -> Any:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or bool(os.environ.get("PYBUILD_DEBUG"))
@@ -76,25 +69,5 @@ def main(argv: list[str] | None = None) -> Any:
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except _build_error() as exc:
-        if debug:
-            import traceback
-
-            traceback.print_exc()
-        click.echo(exc.render(), err=True)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        sys.exit(130)
-    except OSError as exc:
-        # Anything the system refused that no module turned into a BuildError: still one
-        # sentence naming what and where, never a traceback without --debug.
-        if debug:
-            import traceback
-
-            traceback.print_exc()
-        where = f": {exc.filename}" if exc.filename else ""
-        click.echo(f"pybuild: {exc.strerror or exc}{where}", err=True)
-        if exc.errno == 28:  # ENOSPC
-            click.echo("free some space, or point --root / PYBUILD_ROOT at a larger disk", err=True)
-        sys.exit(1)
+    except (_build_error(), KeyboardInterrupt, OSError) as exc:
+        fail(exc, debug)

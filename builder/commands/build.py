@@ -1,307 +1,57 @@
-"""`pybuild build [PATH | URL | -]`: the flags of `docker buildx build` that make sense without a daemon."""
+"""`pybuild build [PATH | URL | -]`: the flags of `docker buildx build` that make sense without a daemon.
+
+The click command, made from the option table of builder.commands.build_impl (which also
+runs it, and reads plain command lines without click: see builder.cli)."""
 from __future__ import annotations
 
-import os
-import sys
-from dataclasses import replace
-from pathlib import Path
+from typing import Any
 
 import click
 
-from ..errors import UsageError
+from .build_impl import OPTIONS, Opt, run
 
 __all__ = ["command"]
 
 
-def _parse_kv_list(values: tuple[str, ...], what: str, *, env_fallback: bool = False) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in values:
-        key, sep, value = item.partition("=")
-        if not key:
-            raise UsageError(f"invalid {what} {item!r}: expected NAME=VALUE")
-        if not sep:
-            if env_fallback:
-                env = os.environ.get(key)
-                if env is None:
-                    continue  # as docker: `--build-arg NAME` with NAME unset is ignored
-                value = env
-            else:
-                raise UsageError(f"invalid {what} {item!r}: expected NAME=VALUE")
-        out[key] = value
-    return out
+def _click_type(opt: Opt) -> Any:
+    return {
+        "choice": lambda: click.Choice(list(opt.choices)),
+        "int": lambda: int,
+        "count": lambda: click.IntRange(min=0),
+        "positive": lambda: click.FloatRange(min=0, min_open=True),
+        "file": lambda: click.Path(dir_okay=False),
+        "folder": lambda: click.Path(file_okay=False),
+    }.get(opt.kind, lambda: None)()
 
 
-def _parse_csv_opts(text: str) -> dict[str, str]:
-    import csv
-
-    out: dict[str, str] = {}
-    for field in next(csv.reader([text]), []):
-        k, sep, v = field.partition("=")
-        out[k.strip().lower()] = v if sep else ""
-    return out
-
-
-def _parse_secret(text: str) -> tuple[str, tuple[str, str]]:
-    opts = _parse_csv_opts(text)
-    sid = opts.get("id")
-    if not sid:
-        raise UsageError(f"invalid --secret {text!r}: id= is required")
-    if "env" in opts:
-        return sid, ("env", opts["env"])
-    src = opts.get("src") or opts.get("source")
-    if src:
-        if not Path(src).is_file():
-            raise UsageError(f"--secret {sid}: file {src} not found")
-        return sid, ("file", str(Path(src).resolve()))
-    if sid in os.environ:
-        return sid, ("env", sid)
-    raise UsageError(f"invalid --secret {text!r}: give src=FILE or env=VAR")
-
-
-@click.command("build", context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("context", default=".", required=False)
-@click.option("-f", "--file", "dockerfile", metavar="PATH", help="Name of the Dockerfile (default: PATH/Dockerfile; - for stdin).")
-@click.option("-t", "--tag", "tags", multiple=True, metavar="NAME[:TAG]", help="Name and optionally a tag for the image.")
-@click.option("--build-arg", "build_args", multiple=True, metavar="NAME[=VALUE]", help="Set a build-time variable.")
-@click.option("--target", metavar="STAGE", help="Build only this stage and what it needs.")
-@click.option("--no-cache", is_flag=True, help="Do not use the cache.")
-@click.option("--no-cache-filter", "no_cache_filter", multiple=True, metavar="STAGE", help="Do not use the cache for these stages.")
-@click.option("--pull", is_flag=True, help="Resolve base images again from their registry.")
-@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="Set a label on the image.")
-@click.option("--annotation", "annotations", multiple=True, metavar="[TYPE:]KEY=VALUE", help="Add an annotation to the image manifest (TYPE manifest, the default, or manifest-descriptor: the OCI archive's index.json entry).")
-@click.option("--network", default="default", type=click.Choice(["default", "none", "host"]), help="Network for RUN steps.")
-@click.option("--secret", "secrets", multiple=True, metavar="id=ID,src=FILE|env=VAR", help="Secret to expose to RUN --mount=type=secret.")
-@click.option("--ssh", "ssh", multiple=True, metavar="default|ID[=SOCKET]", help="SSH agent socket to expose to RUN --mount=type=ssh.")
-@click.option("-o", "--output", "outputs", multiple=True, metavar="type=TYPE,dest=PATH", help="Output: oci, docker, local, tar (or a folder).")
-@click.option("--push", is_flag=True, help="Push the image to its registry (as -o type=registry).")
-@click.option("--provenance", metavar="true|false|mode=min|max[,version=v0.2|v1]", help="Attach a SLSA provenance attestation, as BuildKit makes it (true is mode=max; version v0.2 unless told). Off by default: pybuild attaches none unless asked. An OCI archive or a push gets an image index with an attestation manifest; -o local/tar get provenance.json.")
-@click.option("--sbom", metavar="false", help="Only false (or 0) is taken: pybuild makes no SBOM attestation (no package scanner), and asking for one is an error.")
-@click.option("--attest", "attests", multiple=True, metavar="type=provenance[,mode=min|max][,disabled=BOOL]", help="Attestation options, as buildx's (type=provenance with mode, version, builder-id, reproducible, filename, inline-only; type=sbom only disabled).")
-@click.option("--load", is_flag=True, help="Keep the image in pybuild's store under its -t names, as buildx's --load puts it in docker's (never docker's store here). Without -o a build does that anyway, so nothing changes; beside -o it stores the image too (as -o type=image).")
-@click.option("--iidfile", type=click.Path(dir_okay=False), help="Write the image ID to this file.")
-@click.option("--metadata-file", type=click.Path(dir_okay=False), help="Write build results as JSON to this file.")
-@click.option("--progress", default="auto", type=click.Choice(["auto", "tty", "plain", "quiet", "rawjson"]), help="How to show progress.")
-@click.option("--build-context", "build_contexts", multiple=True, metavar="NAME=VALUE", help="Extra named context (oci-layout://DIR[:TAG], docker-image://REF, or a folder).")
-@click.option("--platform", metavar="PLATFORM", help="Target platform (os/arch[/variant]), or several, comma-separated, for one image index; a RUN step for another architecture needs an emulator (qemu-user-static).")
-@click.option("-q", "--quiet", is_flag=True, help="Print only the image ID.")
-@click.option("--root", type=click.Path(file_okay=False), envvar="PYBUILD_ROOT", help="Store folder (default: $PYBUILD_ROOT or ~/.local/share/pybuild).")
-@click.option("--compression", default="gzip", type=click.Choice(["gzip", "zstd", "uncompressed"]), help="Layer compression.")
-@click.option("--compression-level", type=int, help="Compression level.")
-@click.option("--source-date-epoch", type=int, envvar="SOURCE_DATE_EPOCH", help="Clamp times to this Unix time (reproducible builds).")
-@click.option("--insecure-registry", "insecure", multiple=True, metavar="HOST", help="Use plain HTTP or unverified TLS for this registry.")
-@click.option("--add-host", "add_hosts", multiple=True, metavar="HOST:IP", help="Add a line to /etc/hosts of RUN steps (HOST=IP works too; host-gateway is 127.0.0.1, the host).")
-@click.option("--shm-size", metavar="BYTES", help="Size of /dev/shm in RUN steps (e.g. 128m, 2g; default 64m).")
-@click.option("--ulimit", "ulimits", multiple=True, metavar="NAME=SOFT[:HARD]", help="Resource limit for RUN steps, as docker's (e.g. nofile=1024:2048, nproc=512; -1 is unlimited).")
-@click.option("--memory", metavar="BYTES", help="Memory limit for RUN steps (e.g. 512m).")
-@click.option("--cpus", type=click.FloatRange(min=0, min_open=True), help="CPU limit for RUN steps.")
-@click.option("--jobs", type=click.IntRange(min=0), default=0, help="Stages (and platforms) to build at once (default: CPUs).")
-@click.option("--explain", is_flag=True, help="Say why each step that missed the cache missed.")
-@click.option("--check-reproducible", is_flag=True, help="Build twice with --no-cache in fresh temporary stores (same SOURCE_DATE_EPOCH: the given one, else now) and report the first difference; exit 1 if the digests differ.")
-@click.option("--cache-from", "cache_from", multiple=True, metavar="type=registry,ref=REF|type=local,src=DIR", help="Import build cache from a registry or an OCI layout (repeatable; a bare REF is type=registry).")
-@click.option("--cache-to", "cache_to", multiple=True, metavar="type=registry,ref=REF|type=local,dest=DIR[,mode=min|max][,mounts=true]", help="Export the build cache (mode=max: every stage's steps; mounts=true: cache mounts too).")
-@click.option("--allow", "allow", multiple=True, metavar="ENTITLEMENT", help="Grant an entitlement: security.insecure (RUN --security=insecure runs with every capability) or network.host (always granted).")
-@click.option("--check", is_flag=True, help="Run the build checks only and print what they find (exit 1 if anything); build nothing.")
-@click.option("--dry-run", "dry_run", is_flag=True, hidden=True)  # what `pybuild plan` is
-def command(**kw: object) -> None:
+def _build(**kw: object) -> None:
     """Build an image from a Dockerfile.
 
     CONTEXT is a folder (default .), - (a tar archive or a Dockerfile on stdin), a git
     repository (https://host/repo.git#ref:subdir, git@host:repo.git, ...) or the URL of a
     tar archive or a Dockerfile."""
-    from ..build import BuildRequest, run_build
-    from ..buildflags import (
-        parse_add_hosts,
-        parse_annotations,
-        parse_attestations,
-        parse_bytes,
-        parse_ulimits,
-    )
-    from ..graph import platform_args
-
-    provenance = parse_attestations(kw["attests"], kw["provenance"], kw["sbom"])  # type: ignore[arg-type]
-    build_args = _parse_kv_list(kw["build_args"], "--build-arg", env_fallback=True)  # type: ignore[arg-type]
-    labels = _parse_kv_list(kw["labels"], "--label")  # type: ignore[arg-type]
-    contexts = _parse_kv_list(kw["build_contexts"], "--build-context")  # type: ignore[arg-type]
-    secrets = dict(_parse_secret(s) for s in kw["secrets"])  # type: ignore[union-attr]
-    ssh = dict(_parse_ssh(s) for s in kw["ssh"])  # type: ignore[union-attr]
-    outputs = [_parse_output(o) for o in kw["outputs"]]  # type: ignore[union-attr]
-    if kw["push"]:
-        outputs.append({"type": "registry"})
-    if kw["load"] and outputs and not any(o.get("type") in ("image", "registry") for o in outputs):
-        outputs.append({"type": "image"})  # as buildx adds its docker output beside the others
-    for out in outputs:
-        pushing = out.get("type") == "registry" or out.get("push") == "true"
-        if pushing and not kw["tags"] and not out.get("name"):
-            raise UsageError("pushing needs a name: give one with -t NAME[:TAG]")
-    memory = parse_bytes(str(kw["memory"]), "--memory") if kw["memory"] else None
-    shm_size = parse_bytes(str(kw["shm_size"]), "--shm-size") if kw["shm_size"] else 0
-    _check_level(str(kw["compression"]), kw["compression_level"])  # type: ignore[arg-type]
-    for option in ("iidfile", "metadata_file"):
-        _check_parent(option, kw[option])  # type: ignore[arg-type]
-    platforms = _parse_platforms(kw["platform"])  # type: ignore[arg-type]
-    platform = platforms[0] if len(platforms) == 1 else None
-    target = platform or platform_args()["BUILDPLATFORM"]
-    annotations, descriptor_annotations = parse_annotations(kw["annotations"], target)  # type: ignore[arg-type]
-    request = BuildRequest(
-        context=str(kw["context"]),
-        dockerfile=kw["dockerfile"],  # type: ignore[arg-type]
-        tags=tuple(kw["tags"]),  # type: ignore[arg-type]
-        build_args=build_args,
-        target=kw["target"],  # type: ignore[arg-type]
-        platform=platform,
-        platforms=platforms if len(platforms) > 1 else (),
-        no_cache=bool(kw["no_cache"]),
-        no_cache_filter=tuple(x for v in kw["no_cache_filter"] for x in str(v).split(",") if x),  # type: ignore[union-attr]
-        pull=bool(kw["pull"]),
-        labels=labels,
-        network=str(kw["network"]),
-        secrets=secrets,
-        ssh=ssh,
-        outputs=tuple(outputs),
-        iidfile=kw["iidfile"],  # type: ignore[arg-type]
-        metadata_file=kw["metadata_file"],  # type: ignore[arg-type]
-        progress="quiet" if kw["quiet"] else str(kw["progress"]),
-        build_contexts=contexts,
-        root=kw["root"],  # type: ignore[arg-type]
-        compression=str(kw["compression"]),
-        compression_level=kw["compression_level"],  # type: ignore[arg-type]
-        source_date_epoch=kw["source_date_epoch"],  # type: ignore[arg-type]
-        insecure_registries=tuple(kw["insecure"]),  # type: ignore[arg-type]
-        memory=memory,
-        cpus=kw["cpus"],  # type: ignore[arg-type]
-        jobs=int(kw["jobs"] or 0),  # type: ignore[arg-type]
-        allow=_parse_allow(kw["allow"]),  # type: ignore[arg-type]
-        extra_hosts=parse_add_hosts(kw["add_hosts"]),  # type: ignore[arg-type]
-        shm_size=shm_size or None,  # 0, as in buildx: the default size
-        ulimits=parse_ulimits(kw["ulimits"]),  # type: ignore[arg-type]
-        annotations=annotations,
-        descriptor_annotations=descriptor_annotations,
-        provenance=provenance,
-    )
     ctx = click.get_current_context()
-    debug = bool(((ctx.find_root().obj or {}) if ctx else {}).get("debug"))
-    request = replace(request, explain=bool(kw["explain"]), dry_run=bool(kw["dry_run"]), debug=debug)
-    request = replace(request, cache_from=tuple(_parse_cache(t, export=False) for t in kw["cache_from"]),  # type: ignore[union-attr]
-                      cache_to=tuple(_parse_cache(t, export=True) for t in kw["cache_to"]))  # type: ignore[union-attr]
-    if kw["check"]:
-        from ..buildcheck import run_check
-
-        status = run_check(request)
-        if status:
-            ctx.exit(status)
-        return
-    if kw["check_reproducible"]:
-        from ..reproducible import check_reproducible, not_reproducible, report_lines
-
-        report = check_reproducible(request)
-        if not report.reproducible:
-            raise not_reproducible(report)
-        for line in report_lines(report):
-            click.echo(line)
-        return
-    result = run_build(request)
-    if request.dry_run:
-        for line in result.metadata.get("pybuild.plan", ()):
-            click.echo(line)
-        sys.stderr.write(result.summary + "\n")
-        return
-    if kw["quiet"]:
-        click.echo(str(result.image_id))
-    else:
-        sys.stderr.write(result.summary + "\n")
+    debug = bool((ctx.find_root().obj or {}).get("debug"))
+    status = run(kw, debug=debug, echo=click.echo)
+    if status:
+        ctx.exit(status)
 
 
-def _parse_platforms(value: str | None) -> tuple[str, ...]:
-    """--platform: one platform or several (comma-separated), normalised as BuildKit names
-    them (``linux/arm64``); ``local`` is this machine."""
-    if not value:
-        return ()
-    from ._store import platform_value
-
-    out: list[str] = []
-    for word in (w.strip() for w in value.split(",")):
-        if not word:
-            raise UsageError(f"--platform {value}: an empty platform",
-                             hint="give os/arch[/variant], several separated by commas")
-        platform = platform_value(word)
-        if platform in out:
-            raise UsageError(f"--platform names {platform} twice")
-        out.append(platform)  # type: ignore[arg-type]
-    return tuple(out)
+def _command() -> click.Command:
+    func: Any = _build
+    for opt in reversed(OPTIONS):
+        extra: dict[str, Any] = {"is_flag": True} if opt.kind == "flag" else {}
+        kind = _click_type(opt)
+        if kind is not None:
+            extra["type"] = kind
+        for key in ("multiple", "envvar", "metavar", "hidden"):
+            if getattr(opt, key):
+                extra[key] = getattr(opt, key)
+        if opt.default is not None:
+            extra["default"] = opt.default
+        func = click.option(*opt.opts, opt.name, help=opt.help, **extra)(func)
+    func = click.argument("context", default=".", required=False)(func)
+    return click.command("build", context_settings={"help_option_names": ["-h", "--help"]})(func)
 
 
-def _parse_allow(values: tuple[str, ...]) -> tuple[str, ...]:
-    """buildx's --allow: entitlements, comma-separated or repeated."""
-    out = []
-    for value in values:
-        for word in value.split(","):
-            word = word.strip()
-            if word not in ("security.insecure", "network.host"):
-                raise UsageError(f"invalid entitlement: {word}",
-                                 hint="pybuild knows security.insecure and network.host")
-            out.append(word)
-    return tuple(out)
-
-
-def _check_level(compression: str, level: int | None) -> None:
-    """A compression level the compressor would refuse fails now, not after the build."""
-    from ..errors import LayerError
-    from ..layers.compress import check_level
-
-    if level is not None:
-        try:
-            check_level(compression, level)
-        except LayerError as exc:
-            raise UsageError(f"--compression-level {level}: {exc.message}") from None
-
-
-def _check_parent(option: str, path: str | None) -> None:
-    """A file written after the build must have a folder to go in before the build starts."""
-    if path and path != "-":
-        parent = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(parent):
-            raise UsageError(f"--{option.replace('_', '-')} {path}: the folder {parent} does not exist")
-
-
-def _parse_ssh(text: str) -> tuple[str, str]:
-    """buildx's `--ssh default|ID[=SOCKET]`: `default` alone forwards $SSH_AUTH_SOCK."""
-    import stat
-
-    sid, sep, paths = text.partition("=")
-    if not sid:
-        raise UsageError(f"invalid --ssh {text!r}: expected default or ID[=SOCKET]")
-    path = paths.split(",")[0] if sep else os.environ.get("SSH_AUTH_SOCK", "")
-    if not path:
-        raise UsageError(f"--ssh {sid}: SSH_AUTH_SOCK is not set",
-                         hint="start an agent (eval $(ssh-agent)) or name a socket: --ssh ID=SOCKET")
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        raise UsageError(f"--ssh {sid}: {path} not found") from None
-    if not stat.S_ISSOCK(mode):
-        raise UsageError(f"--ssh {sid}: {path} is not a socket",
-                         hint="pybuild forwards agent sockets; load keys into ssh-agent with ssh-add")
-    return sid, os.path.abspath(path)
-
-
-def _parse_output(text: str) -> dict[str, str]:
-    if "=" not in text and "," not in text:
-        # `-o DIR` is `type=local,dest=DIR`; `-o -` is a tar on stdout.
-        return {"type": "tar", "dest": "-"} if text == "-" else {"type": "local", "dest": text}
-    opts = _parse_csv_opts(text)
-    kind = opts.get("type")
-    if kind not in ("oci", "docker", "local", "tar", "image", "registry"):
-        raise UsageError(f"invalid --output {text!r}: type must be oci, docker, local, tar, image or registry")
-    if kind in ("oci", "docker", "local", "tar") and not opts.get("dest"):
-        raise UsageError(f"invalid --output {text!r}: dest= is required for type={kind}")
-    return opts
-
-
-def _parse_cache(text: str, *, export: bool) -> dict[str, str]:
-    """A --cache-from/--cache-to value as buildx reads it (a bare REF is type=registry),
-    checked now so that a typo fails before the build."""
-    from ..cache.remote import parse_cache_spec
-
-    opts = _parse_csv_opts(text) if "=" in text else {"type": "registry", "ref": text}
-    parse_cache_spec(opts, export=export)
-    return opts
+command = _command()
