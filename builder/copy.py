@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import queue
 import stat
 import tempfile
 import threading
@@ -608,6 +607,8 @@ class _FilePool:
     Plain threads on a SimpleQueue: a Future per file would cost more than its copy."""
 
     def __init__(self, workers: int, limit: int = 256) -> None:
+        import queue  # only a copy of a folder makes a pool: most single-file copies do not
+
         self._queue: queue.SimpleQueue[tuple[Callable[..., None], tuple[object, ...]] | None] = \
             queue.SimpleQueue()
         self._limit = limit

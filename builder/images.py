@@ -8,17 +8,19 @@ Archives (`save`, `load`) are in builder.imagearchive.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .cache.store import Store
 from .digest import Digest, canonical_json
 from .errors import BuildError, UsageError
+
+if TYPE_CHECKING:
+    import datetime as _dt
 
 __all__ = ["BlobSources", "ImageStore", "StoredImage", "human_duration", "human_size", "import_rootfs"]
 
@@ -323,6 +325,8 @@ def human_duration(seconds: float) -> str:
 
 
 def created_ago(created: str, now: _dt.datetime | None = None) -> str:
+    import datetime as _dt  # `pybuild images` reads times; a build does not: not at import
+
     if not created:
         return "N/A"
     try:
@@ -374,6 +378,8 @@ def import_rootfs(store: Store, source: str, name: str, *, message: str | None =
         diff_id, digest, size, media = _tar_as_layer(store, path, source)
     blob = LayerBlob(diff_id, digest, size, media)
     store.add_layer_blob(blob)
+    import datetime as _dt
+
     now = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     state = ImageState(history=(HistoryEntry("", empty_layer=False, comment=message or
                                              f"Imported from {path.name}", created=now),))

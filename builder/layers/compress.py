@@ -6,7 +6,6 @@ Owns the mapping between compression names and OCI layer media types.
 from __future__ import annotations
 
 import io
-import queue
 import threading
 import zlib
 from collections.abc import Iterator
@@ -215,6 +214,8 @@ class _ReadAhead(io.RawIOBase):
     """A stream of the chunks an iterator yields, the iterator run in a thread of its own."""
 
     def __init__(self, chunks: Iterator[bytes]) -> None:
+        import queue  # only a read-ahead needs it: writing a layer does not
+
         self._queue: queue.Queue[bytes | BaseException | None] = queue.Queue(_AHEAD)
         self._stop = threading.Event()
         self._chunk = memoryview(b"")
@@ -234,6 +235,8 @@ class _ReadAhead(io.RawIOBase):
         self._put(item)
 
     def _put(self, item: bytes | BaseException | None) -> bool:
+        import queue
+
         while not self._stop.is_set():
             try:
                 self._queue.put(item, timeout=0.1)

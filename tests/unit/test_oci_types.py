@@ -161,7 +161,7 @@ def test_descriptor_omits_empty_fields_and_platform_order():
 def test_host_platform_maps_machine_as_docker_does(monkeypatch, machine, expected):
     import builder.hostplatform as hp
 
-    monkeypatch.setattr(hp._platform, "machine", lambda: machine)
+    monkeypatch.setattr(hp, "_machine", lambda: machine)
     assert str(t.host_platform()) == expected
 
 
