@@ -83,11 +83,11 @@ def parse_bytes(text: str, option: str) -> int:
 # docker's --ulimit names (go-units); `as` is left out there too
 ULIMIT_NAMES = ("core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile",
                 "nproc", "rss", "rtprio", "rttime", "sigpending", "stack")
-_INT64 = re.compile(r"^[+-]?\d+$")
+_INT64 = r"^[+-]?\d+$"  # compiled where used
 
 
 def _limit(item: str, text: str) -> int:
-    value = int(text) if _INT64.match(text) else None
+    value = int(text) if re.match(_INT64, text) else None
     if value is None or not -(1 << 63) <= value < 1 << 63:
         raise UsageError(f"invalid --ulimit {item!r}: {text!r} is not an integer")
     return value
@@ -118,7 +118,7 @@ def parse_ulimits(values: tuple[str, ...]) -> tuple[tuple[str, int, int], ...]:
 
 
 # buildx's `--annotation TYPE[PLATFORM],...:KEY=VALUE` prefix: a type, an optional platform
-_ANNOTATION_TYPE = re.compile(r"^([a-z-]+)(?:\[([A-Za-z0-9_/-]+)\])?$")
+_ANNOTATION_TYPE = r"^([a-z-]+)(?:\[([A-Za-z0-9_/-]+)\])?$"  # compiled where used
 _NO_INDEX = ("pybuild writes no index annotations: a single-platform image without attestations "
              "has no image index (BuildKit refuses them for it too), and the indexes of "
              "--platform A,B and --provenance take none yet")
@@ -144,7 +144,7 @@ def parse_annotations(values: tuple[str, ...], host_platform: str) -> tuple[dict
         if not key or any(c.isspace() for c in key):
             raise UsageError(f"invalid --annotation {item!r}: the key must be a word without spaces")
         for prefix in types.split(",") if types else ["manifest"]:
-            m = _ANNOTATION_TYPE.match(prefix)
+            m = re.match(_ANNOTATION_TYPE, prefix)
             if m is None:
                 raise UsageError(f"invalid --annotation {item!r}: {prefix!r} is not a type with an "
                                  "optional [platform]")

@@ -22,7 +22,7 @@ from .digest import sha256_bytes
 
 __all__ = ["cache_name", "folder", "locked", "prune"]
 
-_BASED = re.compile(r"(.*)@(sha256:[0-9a-f]{64})", re.DOTALL)
+_BASED = r"(?s)(.*)@(sha256:[0-9a-f]{64})"  # compiled where used
 
 
 def cache_name(cache_id: str, base: str | None) -> str:
@@ -37,7 +37,7 @@ def folder(store_root: Path, name: str) -> Path:
     """The folder of the cache called ``name`` (see cache_name); the based caches of an id
     share a prefix, so they can be found without an index."""
     root = store_root / "cache-mounts"
-    m = _BASED.fullmatch(name)
+    m = re.fullmatch(_BASED, name)
     if m is None:
         return root / sha256_bytes(name.encode()).hex[:32]
     return root / (sha256_bytes(m.group(1).encode()).hex[:32] + "-" + m.group(2)[7:39])

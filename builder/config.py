@@ -223,7 +223,7 @@ class ImageState:
         return cfg
 
 
-_PORT_NUMBER = re.compile(r"[+-]?[0-9]+")
+_PORT_NUMBER = r"[+-]?[0-9]+"  # compiled where used
 _PROTOCOLS = ("tcp", "udp", "sctp")
 
 
@@ -278,7 +278,7 @@ def _port_range(text: str, what: str) -> tuple[int, int]:
     start, dash, end = text.partition("-")
 
     def number(part: str) -> int:
-        if not _PORT_NUMBER.fullmatch(part) or not 0 <= int(part) <= 65535:
+        if not re.fullmatch(_PORT_NUMBER, part) or not 0 <= int(part) <= 65535:
             raise BuildError(f"invalid {what}: {text}")
         return int(part)
 

@@ -16,8 +16,9 @@ from builder.errors import ContextError
 __all__ = ["Chmod", "parse_chmod"]
 
 _WHO = {"u": 0o4700, "g": 0o2070, "o": 0o1007, "a": 0o7777}
-_CLAUSE = re.compile(r"^([ugoa]*)((?:[-+=](?:[ugo]|[rwxXst]*))+)$")
-_ACTION = re.compile(r"([-+=])([ugo]|[rwxXst]*)")
+# compiled where used (re keeps them): only --chmod with letters needs them
+_CLAUSE = r"^([ugoa]*)((?:[-+=](?:[ugo]|[rwxXst]*))+)$"
+_ACTION = r"([-+=])([ugo]|[rwxXst]*)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,12 +34,12 @@ class Chmod:
             return self.octal
         cur = mode & 0o7777
         for clause in self.text.split(","):
-            m = _CLAUSE.match(clause)
+            m = re.match(_CLAUSE, clause)
             assert m is not None  # validated by parse_chmod
             who_mask = 0
             for ch in m.group(1) or "a":
                 who_mask |= _WHO[ch]
-            for op, perms in _ACTION.findall(m.group(2)):
+            for op, perms in re.findall(_ACTION, m.group(2)):
                 bits = _bits(perms, cur, mode, is_dir) & who_mask
                 if perms in ("u", "g", "o"):
                     bits = _copy_bits(perms, cur) & who_mask & 0o777
@@ -95,6 +96,6 @@ def parse_chmod(value: int | str) -> Chmod:
         if n > 0o7777:
             raise bad
         return Chmod(octal=n)
-    if not text or not all(_CLAUSE.match(c) for c in text.split(",")):
+    if not text or not all(re.match(_CLAUSE, c) for c in text.split(",")):
         raise bad
     return Chmod(text=text)

@@ -123,7 +123,8 @@ _WS = r"[ \t\n\r]*"
 _STR = r'"(?:[^"\\\x00-\x1f]|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*"'
 _STRING_ARRAY = re.compile(rf"\[{_WS}(?:{_STR}(?:{_WS},{_WS}{_STR})*)?{_WS}\]{_WS}\Z")
 _STRINGS = re.compile(_STR)
-_TOKEN = re.compile(
+# Patterns most builds never use are compiled where they are used (re keeps them).
+_TOKEN = (
     rf"{_WS}(?:(?P<s>{_STR})|(?P<n>-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)"
     r"|(?P<l>true|false|null)|(?P<p>[\[\]{},:]))"
 )
@@ -159,7 +160,7 @@ def _valid_json(text: str) -> bool:
     expect = "value"  # value | value_or_close | comma_or_close | key | key_or_close | colon
     pos, n = 0, len(text)
     while True:
-        m = _TOKEN.match(text, pos)
+        m = re.compile(_TOKEN).match(text, pos)
         if m is None:
             return False
         pos = m.end()
@@ -207,18 +208,18 @@ def _valid_json(text: str) -> bool:
 
 _UNITS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ms": 1e-3, "s": 1.0,
           "m": 60.0, "h": 3600.0}
-_DURATION_PART = re.compile(r"([0-9]*(?:\.[0-9]*)?)([^0-9.]*)")
+_DURATION_PART = r"([0-9]*(?:\.[0-9]*)?)([^0-9.]*)"  # compiled where used
 _MAX_DURATION = (1 << 63) - 1  # nanoseconds in an int64
 
 
-_RAM_SIZE = re.compile(r"^(\d+(?:\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?$")
+_RAM_SIZE = r"^(\d+(?:\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?$"  # compiled where used
 
 
 def ram_in_bytes(text: str) -> int | None:
     """A size as go-units' RAMInBytes reads it (docker's --memory and --shm-size, a tmpfs
     mount's size, `docker builder prune --keep-storage`): a number, maybe with a fraction,
     and an optional binary unit k, m, g, t or p (`mb`, `MiB` too); None if it is not one."""
-    m = _RAM_SIZE.match(text)
+    m = re.match(_RAM_SIZE, text)
     if not m:
         return None
     try:
@@ -241,7 +242,7 @@ def parse_duration(text: str) -> float:
         raise ValueError(f"time: invalid duration {go_quote(orig)}")
     total_ns = 0.0
     while s:
-        m = _DURATION_PART.match(s)
+        m = re.match(_DURATION_PART, s)
         assert m is not None
         number, unit = m.group(1), m.group(2)
         if number in ("", "."):

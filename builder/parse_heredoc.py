@@ -21,8 +21,9 @@ __all__ = ["Heredoc", "HeredocWord", "ShellSyntaxError", "heredoc_words", "parse
 # The reference's reHeredoc: Go's \d is ASCII, \s is [\t\n\f\r ], $ is the end of text.
 _HEREDOC = re.compile(r"([0-9]*)<<(-?)[\t\n\x0c\r ]*([^<]*)\Z")
 _SPECIAL_PARAMS = "@*#?-$!0"
-_LEADING_TABS = re.compile(r"^\t+", re.MULTILINE)
-_SPACE_RUN = re.compile(f"[{GO_SPACES}]+")
+# compiled where used (re keeps them): most Dockerfiles have no heredoc
+_LEADING_TABS = r"(?m)^\t+"
+_SPACE_RUN = f"[{GO_SPACES}]+"
 
 
 class ShellSyntaxError(ValueError):
@@ -42,7 +43,7 @@ class Heredoc:
     @property
     def data(self) -> str:
         """The body as the build uses it (leading tabs removed for ``<<-``)."""
-        return _LEADING_TABS.sub("", self.content) if self.chomp else self.content
+        return re.sub(_LEADING_TABS, "", self.content) if self.chomp else self.content
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +84,7 @@ class _Words:
 
     def add_string(self, s: str) -> None:
         """add_char for every character, in bulk (expansions can be long and nested)."""
-        for i, part in enumerate(_SPACE_RUN.split(s)):
+        for i, part in enumerate(re.split(_SPACE_RUN, s)):
             if i and self.in_word:
                 self._flush()
             if part:

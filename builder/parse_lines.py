@@ -21,7 +21,7 @@ __all__ = ["MAX_LINE_BYTES", "LogicalLine", "Scan", "scan_lines"]
 
 # bufio.Scanner's token limit in the reference: longer lines are an error there.
 MAX_LINE_BYTES = 65535
-_DIRECTIVE = re.compile(r"([a-zA-Z][a-zA-Z0-9]*)[\t\n\x0c\r ]*=[\t\n\x0c\r ]*(.+?)[\t\n\x0c\r ]*\Z")
+_DIRECTIVE = r"([a-zA-Z][a-zA-Z0-9]*)[\t\n\x0c\r ]*=[\t\n\x0c\r ]*(.+?)[\t\n\x0c\r ]*\Z"  # compiled where used
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +108,7 @@ def _post_lex(stream: Iterator[Tok], st: _State) -> Iterator[Tok]:
 def _directive(value: str, line_no: int, st: _State) -> bool:
     """Records a parser directive (syntax, escape, check) if this comment line is one."""
     line = value.rstrip("\r\n").lstrip(GO_SPACES)
-    m = _DIRECTIVE.match(line[1:].lstrip(GO_SPACES))
+    m = re.match(_DIRECTIVE, line[1:].lstrip(GO_SPACES))
     if m is None or m.group(1).lower() not in ("syntax", "escape", "check"):
         return False
     name, text = m.group(1).lower(), m.group(2)

@@ -38,8 +38,9 @@ from .parse_heredoc import ShellSyntaxError, parse_heredoc_word
 
 __all__ = ["suggest", "to_instruction"]
 
-_STAGE_NAME = re.compile(r"[a-z][a-z0-9-_.]*\Z")
-_ONBUILD_PREFIX = re.compile(r"^[\t\n\x0c\r ]*ONBUILD[\t\n\x0c\r ]*", re.IGNORECASE)
+# compiled where used (re keeps them): not every Dockerfile names a stage or has ONBUILD
+_STAGE_NAME = r"[a-z][a-z0-9-_.]*\Z"
+_ONBUILD_PREFIX = r"(?i)^[\t\n\x0c\r ]*ONBUILD[\t\n\x0c\r ]*"
 _NETWORKS = ("default", "none", "host")
 _SECURITY = ("sandbox", "insecure")
 
@@ -187,7 +188,7 @@ def _from(node: Node, rng: SourceRange) -> From:
     stage = None
     if len(args) == 3 and len(args[1]) == 2 and args[1][0] in "aA" and args[1][1] in "sS\u017f":
         stage = go_lower(args[2])
-        if not _STAGE_NAME.match(stage):
+        if not re.match(_STAGE_NAME, stage):
             raise LineError(f"invalid name for build stage: {go_quote(args[2])}, name can't start "
                             "with a number or contain symbols")
     elif len(args) != 1:
@@ -345,7 +346,7 @@ def _onbuild(node: Node, rng: SourceRange) -> Onbuild:
         raise LineError("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed")
     if trigger in ("MAINTAINER", "FROM"):
         raise LineError(f"{trigger} isn't allowed as an ONBUILD trigger")
-    expression = _ONBUILD_PREFIX.sub("", node.original, count=1)
+    expression = re.sub(_ONBUILD_PREFIX, "", node.original, count=1)
     for doc in node.heredocs:
         expression += "\n" + doc.content + doc.name
     child = node.child

@@ -41,7 +41,6 @@ _REFERENCE = re.compile(
     rf"(?P<name>(?:{_DOMAIN_AND_PORT}/)?{_REMOTE_NAME})(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?"
 )
 _NAME = re.compile(rf"(?:(?P<domain>{_DOMAIN_AND_PORT})/)?(?P<path>{_REMOTE_NAME})")
-_TAG_RE = re.compile(_TAG)
 _IDENTIFIER = re.compile(r"[a-f0-9]{64}")
 # Algorithms go-digest knows, with the length of their hex part.
 _DIGEST_LENGTHS = {"sha256": 64, "sha384": 96, "sha512": 128}
@@ -155,7 +154,7 @@ class ImageRef:
     # -- new values ----------------------------------------------------------------
     def with_tag(self, tag: str) -> ImageRef:
         """The same repository with another tag (a digest is kept, as docker keeps it)."""
-        if not _TAG_RE.fullmatch(tag):
+        if not re.fullmatch(_TAG, tag):  # compiled here: most names are checked whole
             raise InvalidReference(f"{self.name}:{tag}", "invalid tag format")
         return replace(self, tag=tag)
 
