@@ -40,6 +40,20 @@ _GROUP_OPTIONS = frozenset({"--debug", "--version", "-h", "--help"})
 
 
 def main(argv: list[str] | None = None) -> Any:
+    result = _main(argv)
+    if argv is None:
+        # Run as the program, the process ends now and the kernel takes back its memory:
+        # spare the interpreter's shutdown the collector's passes over every object still
+        # alive (10 ms of a small build here). Exit-time cleanup (leases, temp dirs, the
+        # progress display) is atexit's, which runs as before. A caller that passes argv
+        # goes on living: its collector is left alone.
+        import gc
+
+        gc.freeze()
+    return result
+
+
+def _main(argv: list[str] | None) -> Any:
     started = time.monotonic()
     args = list(sys.argv[1:] if argv is None else argv)
     if not os.environ.get("PYBUILD_NO_REPLAY"):
