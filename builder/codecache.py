@@ -16,6 +16,10 @@ bytecode (not under ``PYTHONDONTWRITEBYTECODE``) and is replaced whole (a tempor
 renamed over it); a table that cannot be read is ignored and written again.
 
 Only the process that installed it writes it (forked children do not), once, at exit.
+
+``install()`` also leaves ``inspect`` (which ``dataclasses`` imports, with ast, dis and
+tokenize) to be loaded on first use: ``dataclasses`` needs it only for a class without a
+docstring, and every pybuild class has one.
 """
 import builtins
 import marshal
@@ -43,6 +47,8 @@ def install(path: str | None = None) -> None:
     """Start serving ``dataclasses``' generated source from the table at ``path`` (default:
     beside this package's bytecode). Call before the modules defining dataclasses are
     imported; a second call does nothing."""
+    if "dataclasses" not in sys.modules:
+        _defer_inspect()
     import dataclasses
 
     if getattr(dataclasses, "exec", None) is _exec:
@@ -63,6 +69,31 @@ def install(path: str | None = None) -> None:
         import atexit
 
         atexit.register(_save)
+
+
+def _defer_inspect() -> None:
+    """Let ``dataclasses`` import ``inspect`` (with ast, dis, tokenize: 5-6 ms) only when
+    something uses it. ``dataclasses`` calls it for nothing but the docstring of a class
+    that has none, and pybuild's classes all have one (tests/unit/test_startup.py). Until
+    then ``inspect`` is a module that loads the real one on its first attribute asked."""
+    if "inspect" in sys.modules:
+        return
+    import types
+
+    stand_in = types.ModuleType("inspect", "inspect, loaded on first use (builder.codecache)")
+    stand_in.__spec__ = None  # the import system asks for it, and must not load anything
+
+    def load(name: str) -> object:
+        real = sys.modules.get("inspect")
+        if real is None or real is stand_in:
+            import importlib
+
+            sys.modules.pop("inspect", None)
+            real = importlib.import_module("inspect")
+        return getattr(real, name)
+
+    setattr(stand_in, "__getattr__", load)  # noqa: B010 - a module's own __getattr__ (PEP 562)
+    sys.modules["inspect"] = stand_in
 
 
 def stats() -> tuple[int, int]:

@@ -132,3 +132,29 @@ def test_nothing_is_written_where_python_writes_no_bytecode(tmp_path: Path) -> N
     result = _run(str(table), env={"PYTHONDONTWRITEBYTECODE": "1"})
     assert result["stats"][1] > 10
     assert not table.exists()
+
+
+def test_inspect_is_loaded_only_when_something_uses_it(tmp_path: Path) -> None:
+    code = r'''
+import json, sys
+from builder import codecache
+codecache.install(sys.argv[1])
+from dataclasses import dataclass
+
+@dataclass(frozen=True)
+class Documented:
+    """Has its own docstring: dataclasses needs no inspect for it."""
+    x: int
+
+loaded = "ast" in sys.modules or "tokenize" in sys.modules
+@dataclass
+class Bare:
+    y: int
+
+import inspect
+print(json.dumps([loaded, Bare.__doc__, str(inspect.signature(Documented)),
+                  inspect is sys.modules["inspect"], inspect.isclass(Bare)]))
+'''
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "t.marshal")], capture_output=True,
+                         text=True, check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert json.loads(out.stdout) == [False, "Bare(y: int)", "(x: int) -> None", True, True]
