@@ -101,7 +101,9 @@ def convert_layer_media(media_type: str, media: Literal["oci", "docker"]) -> str
 
 
 def store_blob(blob_dir: Path, data: bytes) -> Digest:
-    """Write ``data`` as ``blob_dir/sha256/<hex>`` (aside, then renamed) unless it is there."""
+    """Write ``data`` as ``blob_dir/sha256/<hex>`` (aside, synced, then renamed) unless it is
+    there. Synced: the tags and memo records that name a manifest or config are written
+    durably after it, and a blob left empty by a power cut would be taken as present."""
     digest = sha256_bytes(data)
     dest = blob_dir / digest.algorithm / digest.hex
     if not dest.exists():
@@ -110,6 +112,8 @@ def store_blob(blob_dir: Path, data: bytes) -> Digest:
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
             os.replace(tmp, dest)
         except BaseException:
             os.unlink(tmp)
