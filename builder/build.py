@@ -198,12 +198,12 @@ def _run_build(req: BuildRequest, progress: Progress, started: float) -> BuildRe
     store = Store(Path(req.root) if req.root else default_root())
     recorder = _start_recording(req, store, progress)
 
-    from .base import parse_named_contexts
-    from .remotecontext import context_kind
-
-    if context_kind(req.context) in ("git", "http"):
-        parse_named_contexts(req.build_contexts)  # refused before the fetch, not after it
+    # a folder (the common case) is told apart without loading the remote-context code
+    if req.context != "-" and not os.path.isdir(req.context) and _is_remote(req.context):
+        from .base import parse_named_contexts
         from .remotecontext import for_remote, open_remote
+
+        parse_named_contexts(req.build_contexts)  # refused before the fetch, not after it
 
         with open_remote(req.context, store.root / "tmp", build_args=req.build_args,
                          progress=progress, source_date_epoch=req.source_date_epoch) as remote:
@@ -223,6 +223,12 @@ def _run_build(req: BuildRequest, progress: Progress, started: float) -> BuildRe
             raise ContextError(f"the build context {req.context} is not a folder",
                                hint="give the folder holding the Dockerfile, e.g. `pybuild .`")
     return _build(req, store, progress, context_dir, None, started, recorder)
+
+
+def _is_remote(context: str) -> bool:
+    from .remotecontext import context_kind
+
+    return context_kind(context) in ("git", "http")
 
 
 def _build(req: BuildRequest, store: Any, progress: Progress, context_dir: Path,
@@ -289,10 +295,10 @@ def _build(req: BuildRequest, store: Any, progress: Progress, context_dir: Path,
         indexes.append(index)
         return index
 
-    from .attest import write_oci
-
     for out in req.outputs:
         if attester is not None and out.get("type") == "oci":
+            from .attest import write_oci  # only with --provenance: a plain build never loads it
+
             write_oci(out, index_for(out), image_for("oci"), req, _names(req, out))
             continue
         write_outputs(store, image_for(media_of(out)), result, [out], tags=req.tags,

@@ -9,10 +9,13 @@ returns a plain value for ``BuildRequest``; a bad value is a ``UsageError`` nami
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from .errors import UsageError
 from .parse_go import GO_FALSE, GO_TRUE, ram_in_bytes
-from .provenance import ProvenanceOptions
+
+if TYPE_CHECKING:
+    from .provenance import ProvenanceOptions
 
 __all__ = ["GO_FALSE", "GO_TRUE", "HOST_GATEWAY", "ULIMIT_NAMES", "parse_add_hosts",
            "parse_annotations", "parse_attestations", "parse_bytes", "parse_ulimits"]
@@ -237,6 +240,8 @@ def _provenance_options(flag: str, attrs: dict[str, str]) -> ProvenanceOptions:
     filename = attrs.get("filename", "").rstrip("/").rpartition("/")[2] or "provenance.json"
     if filename in (".", ".."):
         raise UsageError(f"invalid {flag}: filename={attrs['filename']} names no file")
+    from .provenance import ProvenanceOptions  # only when provenance is asked for
+
     return ProvenanceOptions(mode=mode, version=version, builder_id=attrs.get("builder-id", ""),
                              reproducible=reproducible in GO_TRUE,
                              filename=filename,

@@ -37,6 +37,8 @@ class CopyPlan:
 def _kind(src: str, is_add: bool) -> str:
     """"git", "url" or "path": BuildKit's reading of a source word (COPY knows only paths
     and URLs, which it refuses)."""
+    if "://" not in src and "@" not in src:
+        return "path"  # no URL or git form (scp-like git needs user@host): no need to ask
     from .copy_add import classify_source
 
     kind = classify_source(src)
