@@ -192,7 +192,7 @@ def make_image(store: Store, result: StageResult, *, compression: str = "gzip",
     image = build_image(config, layers, blob_dir=store.root / "blobs", media=media,  # type: ignore[arg-type]
                         annotations=annotations)
     # Not "manifest": refs/ documents holding one keep their blobs from `cache prune`.
-    store.put_ref(memo, {"image": str(image.manifest_digest)})
+    store.put_ref(memo, {"image": str(image.manifest_digest)}, durable=False)  # made again if lost
     return image
 
 

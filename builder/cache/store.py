@@ -186,7 +186,9 @@ class Store:
     def put_record(self, key: Digest, record: dict[str, Any]) -> None:
         self._hold("key", key.hex)
         record = {**record, "created": record.get("created", time.time())}
-        self._write_atomic(self.record_path(key), canonical_json(record))
+        # Not synced: the layer it names is, before it; a record a power cut leaves empty or
+        # cut reads as absent (``_read_json``), so the worst case is a step that runs again.
+        self._write_atomic(self.record_path(key), canonical_json(record), durable=False)
 
     def touch_record(self, key: Digest) -> None:
         """Count a cache hit (``paths.count_hit``)."""
@@ -199,8 +201,11 @@ class Store:
     def get_ref(self, name: str) -> dict[str, Any] | None:
         return self._read_json(self.ref_path(name))
 
-    def put_ref(self, name: str, doc: dict[str, Any]) -> None:
-        self._write_atomic(self.ref_path(name), canonical_json({"name": name, **doc}))
+    def put_ref(self, name: str, doc: dict[str, Any], *, durable: bool = True) -> None:
+        """``durable=False`` for a memo that can be made again (a lost one reads as absent);
+        a name the user gave stays synced."""
+        self._write_atomic(self.ref_path(name), canonical_json({"name": name, **doc}),
+                           durable=durable)
 
     # -- locks ------------------------------------------------------------------------
     @contextlib.contextmanager
