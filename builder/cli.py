@@ -40,6 +40,13 @@ _GROUP_OPTIONS = frozenset({"--debug", "--version", "-h", "--help"})
 
 
 def main(argv: list[str] | None = None) -> Any:
+    if argv is None:
+        # Run as the program: collect young objects every 10,000 allocations, not every 700.
+        # Starting a build allocates much and frees little (module code, classes), and the
+        # default threshold spent ~4 ms of a small build in passes that found nothing.
+        import gc
+
+        gc.set_threshold(10_000, 20, 100)
     result = _main(argv)
     if argv is None:
         # Run as the program, the process ends now and the kernel takes back its memory:
