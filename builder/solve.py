@@ -10,6 +10,7 @@ lower directory for the next step without being unpacked again).
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import sys
@@ -86,13 +87,18 @@ def lower_dirs(store: Store, layers: Sequence[LayerRef]) -> list[Path]:
 
 
 def format_time(seconds: float) -> str:
-    """RFC 3339 in UTC with trailing zeros of the fraction trimmed, as Go writes times."""
-    import datetime as _dt
-
-    t = _dt.datetime.fromtimestamp(seconds, tz=_dt.UTC)
-    text = t.strftime("%Y-%m-%dT%H:%M:%S")
-    frac = f"{t.microsecond:06d}".rstrip("0")
-    return text + (f".{frac}" if frac else "") + "Z"
+    """RFC 3339 in UTC with trailing zeros of the fraction trimmed, as Go writes times.
+    (time.gmtime, not datetime: datetime's import is 2 ms of every build's start.) The
+    fraction is rounded to microseconds half to even, as datetime.fromtimestamp rounds it."""
+    frac, whole = math.modf(seconds)
+    micro = round(frac * 1e6)
+    if micro >= 1_000_000:
+        whole, micro = whole + 1, micro - 1_000_000
+    elif micro < 0:
+        whole, micro = whole - 1, micro + 1_000_000
+    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+    digits = f"{micro:06d}".rstrip("0")
+    return text + (f".{digits}" if digits else "") + "Z"
 
 
 @dataclass(frozen=True, slots=True)

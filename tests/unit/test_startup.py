@@ -26,3 +26,23 @@ def test_every_dataclass_has_a_docstring() -> None:
             if isinstance(node, ast.ClassDef) and _is_dataclass(node) and ast.get_docstring(node) is None:
                 missing.append(f"{path.relative_to(ROOT.parent)}:{node.lineno} {node.name}")
     assert missing == []
+
+
+def test_format_time_without_datetime_writes_what_datetime_writes() -> None:
+    # builder.solve.format_time uses time.gmtime to keep datetime off a build's start; it
+    # must round and format exactly as datetime.fromtimestamp did (Go's RFC 3339 form)
+    import datetime as dt
+    import random
+
+    from builder.solve import format_time
+
+    def reference(seconds: float) -> str:
+        t = dt.datetime.fromtimestamp(seconds, tz=dt.UTC)
+        frac = f"{t.microsecond:06d}".rstrip("0")
+        return t.strftime("%Y-%m-%dT%H:%M:%S") + (f".{frac}" if frac else "") + "Z"
+
+    rng = random.Random(7)
+    values = [0, 1.5, -1.5, -4e-7, 1700000000.9999996, 1700000000.0000004, 2.5e-6, 253402300799]
+    values += [rng.uniform(-1e9, 4e9) for _ in range(20000)]
+    assert [format_time(v) for v in values] == [reference(v) for v in values]
+    assert format_time(1700000000.25) == "2023-11-14T22:13:20.25Z"
