@@ -199,7 +199,7 @@ def _run_build(req: BuildRequest, progress: Progress, started: float) -> BuildRe
     recorder = _start_recording(req, store, progress)
 
     # a folder (the common case) is told apart without loading the remote-context code
-    if req.context != "-" and not os.path.isdir(req.context) and _is_remote(req.context):
+    if req.context != "-" and not os.path.isdir(req.context) and _remote_context(req.context):
         from .base import parse_named_contexts
         from .remotecontext import for_remote, open_remote
 
@@ -225,10 +225,10 @@ def _run_build(req: BuildRequest, progress: Progress, started: float) -> BuildRe
     return _build(req, store, progress, context_dir, None, started, recorder)
 
 
-def _is_remote(context: str) -> bool:
-    from .remotecontext import context_kind
+def _remote_context(arg: str) -> bool:
+    from .remotecontext import is_remote
 
-    return context_kind(context) in ("git", "http")
+    return is_remote(arg)
 
 
 def _build(req: BuildRequest, store: Any, progress: Progress, context_dir: Path,

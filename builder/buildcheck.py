@@ -58,11 +58,11 @@ def run_check(req: Any) -> int:
     from .context import BuildContext
     from .graph import build_graph
     from .parse import parse_dockerfile
-    from .remotecontext import context_kind, for_remote, open_remote
+    from .remotecontext import for_remote, is_remote, open_remote
 
     if req.context == "-" or req.dockerfile == "-":
         raise UsageError("--check reads the Dockerfile and the context from a folder, not stdin")
-    remote = context_kind(req.context) in ("git", "http")
+    remote = is_remote(req.context)
     context_dir = Path(req.context).resolve()
     if not remote and not context_dir.is_dir():
         raise ContextError(f"the build context {req.context} is not a folder")

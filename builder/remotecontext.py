@@ -34,7 +34,7 @@ from typing import Any
 
 from .errors import ContextError
 
-__all__ = ["RemoteContext", "context_kind", "dockerfile_in", "for_remote", "open_remote"]
+__all__ = ["RemoteContext", "context_kind", "dockerfile_in", "for_remote", "is_remote", "open_remote"]
 
 _KEEP_GIT_DIR_ARG = "BUILDKIT_CONTEXT_KEEP_GIT_DIR"
 _BOOL = {"1": True, "t": True, "true": True, "0": False, "f": False, "false": False}
@@ -80,6 +80,11 @@ class RemoteContext:
         else:
             out.update(digest=self.digest, archive=self.kind == "archive")
         return out
+
+
+def is_remote(arg: str) -> bool:
+    """Whether a build's context argument is fetched: a git repository or an http(s) URL."""
+    return context_kind(arg) in ("git", "http")
 
 
 def context_kind(arg: str) -> str:

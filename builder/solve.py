@@ -31,7 +31,6 @@ from .dispatch import (
     METADATA,
     StageEnv,
     apply_metadata,
-    lone_heredoc,
     normalize_workdir,
     run_argv,
     run_history_text,
@@ -41,6 +40,7 @@ from .executor.spec import StepInterrupted
 from .expand import expand_shown
 from .graph import BuildGraph, Stage, platform_args, proxy_env
 from .progress import Progress
+from .stepnames import cross_arrow, shown_base, shown_run, steps_of
 from .steps import StepRunner
 
 __all__ = ["BuildOptions", "FsState", "LayerRef", "Solver", "StageResult", "ensure_snapshot",
@@ -220,7 +220,7 @@ class Solver:
         stage (its name, else stage-N; nothing when the Dockerfile has one stage and reads no
         image with --from), then this step's number among the stage's and their count."""
         with self._counts_lock:
-            count = self._counts.setdefault(stage.index, [0, _steps_of(stage)])
+            count = self._counts.setdefault(stage.index, [0, steps_of(stage)])
             count[0] += 1
             number, total = count
         if total == 0:
@@ -229,14 +229,14 @@ class Solver:
         label = "" if single else f"{stage.display_name} "
         if self.opts.show_platform:  # several platforms: BuildKit names each step's
             platform = self._run_platform.get(stage.index) or self.platform_of(stage) or self._host_platform
-            label = f"{platform}{'' if first else _cross_arrow(stage, platform, self.opts.platform)} {label}"
+            label = f"{platform}{'' if first else cross_arrow(stage, platform, self.opts.platform)} {label}"
         return f"[{label}{number:>{len(str(total))}}/{total}] {title}"
 
     def _count_triggers(self, stage: Stage, triggers: int) -> None:
         """A base image's ONBUILD triggers join the stage's steps (BuildKit adds them to the
         count once it has read the image, after naming the FROM step)."""
         with self._counts_lock:
-            self._counts.setdefault(stage.index, [0, _steps_of(stage)])[1] += triggers
+            self._counts.setdefault(stage.index, [0, steps_of(stage)])[1] += triggers
 
     # -- the graph ------------------------------------------------------------------
     def solve(self) -> StageResult:
@@ -433,7 +433,7 @@ class Solver:
             base = self._bases.get(stage.index)
             if base is not None:
                 return base
-            sid = self.progress.start(self._step_name(stage, f"FROM {_shown_base(stage)}", first=True))
+            sid = self.progress.start(self._step_name(stage, f"FROM {shown_base(stage)}", first=True))
             try:
                 base = self.bases.resolve(stage.base.name, kind=stage.base.kind,
                                           platform=self.platform_of(stage), pull=self.opts.pull)
@@ -742,7 +742,7 @@ class Solver:
                     hint=("last lines of its output:\n  " + "\n  ".join(last)) if last else None)
 
         fs, hist = self._step(stage, node, fs, op, action, no_cache=no_cache, title=title,
-                              shown=_shown_run(title, node, lookup, self.graph.escape))
+                              shown=shown_run(title, node, lookup, self.graph.escape))
         return fs, image.with_history(replace(hist, created_by=history))
 
     def _refuse_device(self, value: str) -> None:
@@ -784,50 +784,3 @@ def _root_like(upper: Path) -> None:
     """The merged root takes the upper dir's mode: make it the 0755 of every image's / (a
     fresh temp dir is 0700, which would lock every other user out of the root)."""
     os.chmod(upper, 0o755)
-
-
-def _cross_arrow(stage: Stage, platform: str, target: str | None) -> str:
-    """``->arm64`` after a step's platform when the stage runs on another platform than the
-    target and has declared a TARGET* arg, as BuildKit's formatTargetPlatform shows a stage
-    that cross-compiles."""
-    declared = {name for n in stage.instructions if isinstance(n, ins.Arg) for name, _ in n.args}
-    if not target or not declared & {"TARGETPLATFORM", "TARGETOS", "TARGETARCH", "TARGETVARIANT"}:
-        return ""
-    here, there = platform.split("/"), target.split("/")
-    if here[0] == there[0] and here[1] != there[1]:
-        return "->" + "/".join(there[1:])
-    return "" if here[0] == there[0] else "->" + target
-
-
-def _steps_of(stage: Stage) -> int:
-    """The steps BuildKit counts in a stage before it runs: its FROM, when that reads an
-    image, and each ADD, COPY, RUN and WORKDIR. A stage on a named context counts none
-    (BuildKit leaves it before counting), so its steps are named without a number."""
-    if stage.base.kind == "context":
-        return 0
-    own = sum(isinstance(n, (ins.Add, ins.Copy, ins.Run, ins.Workdir)) for n in stage.instructions)
-    return own + (stage.base.kind == "image")
-
-
-def _shown_base(stage: Stage) -> str:
-    """The FROM step's image as BuildKit names it: the reference in full
-    (docker.io/library/busybox:latest); a named context as written."""
-    if stage.base.kind != "image":
-        return stage.base.name
-    from .reference import ImageRef, InvalidReference
-
-    try:
-        return str(ImageRef.parse(stage.base.name))
-    except (InvalidReference, ValueError):
-        return stage.base.name
-
-
-def _shown_run(title: str, node: ins.Run, env: Mapping[str, str], escape: str) -> str:
-    """A RUN's text as BuildKit shows it: a lone heredoc's first line added in brackets
-    (`RUN <<EOF (apt-get update...)`), then the stage's variables expanded with quotes kept
-    and unset ones left as written."""
-    doc = lone_heredoc(node)
-    if doc is not None:
-        lines = doc.content.strip().replace("\r\n", "\n").split("\n")
-        title += f" ({lines[0]}{'...' if len(lines) > 1 else ''})"
-    return expand_shown(title, env, escape=escape, raw=True)
