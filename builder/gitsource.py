@@ -26,14 +26,15 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass, replace
 from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
 from builder.context import resolve_in_root
 from builder.errors import ContextError
 
-__all__ = ["GitCheckout", "GitRef", "checkout_git", "git_checkout", "is_git_ref", "parse_git_ref",
-           "redact", "resolve_commit"]
+__all__ = ["GitCheckout", "GitRef", "checkout_git", "git_checkout", "is_git_ref", "is_transient",
+           "parse_git_ref", "redact", "resolve_commit"]
 
 # sshutil's scp-style URL: user@host:path[?query][#fragment]
 _SCP = re.compile(r"^([a-zA-Z0-9_-]+)@([a-zA-Z0-9.-]+):(.*?)(?:\?(.*?))?(?:#(.*))?$")
@@ -208,19 +209,47 @@ def _git_env() -> dict[str, str]:
     return env
 
 
+# What git (through curl or ssh) says when a transfer broke off on the way rather than
+# being refused: a reset or dropped connection, a cut stream, a server error (5xx). Such a
+# failure is tried again, as BuildKit's registry client retries a reset connection; an
+# unknown host, a refused connection, a missing repository or a denied login is not.
+_TRANSIENT = re.compile(
+    r"Connection reset by peer|Recv failure|Send failure|Empty reply from server|RPC failed"
+    r"|early EOF|remote end hung up unexpectedly|expected flush after ref listing"
+    r"|transfer closed with outstanding read data|returned error: 5\d\d|SSL_ERROR_SYSCALL"
+    r"|GnuTLS recv error|Connection closed by remote host")
+RETRY_DELAYS = (0.5, 2.0)  # seconds before the second and the third attempt
+
+
+def is_transient(output: str) -> bool:
+    """Whether git's ``output`` tells of a transfer that broke off (worth another try)."""
+    return _TRANSIENT.search(output) is not None
+
+
 def _git(args: list[str], *, cwd: str | None = None, remote: str = "") -> str:
     """Run git quietly (never asking for a password); its failure as a ContextError that
-    names ``remote`` and git's own last words."""
-    try:
-        # BuildKit's guard: a repository may not pull local files in as submodules
-        proc = subprocess.run(["git", "-c", "protocol.file.allow=user", *args], check=False, cwd=cwd,
-                              env=_git_env(), capture_output=True, text=True)
-    except FileNotFoundError:
-        raise ContextError("git is not installed: a git source needs the git command",
-                           hint="install it (apt-get install git) or build from a folder") from None
-    if proc.returncode != 0:
-        raise ContextError(_git_failure(args, proc.stderr or proc.stdout, remote))
-    return proc.stdout.strip()
+    names ``remote`` and git's own last words. A command that reaches ``remote`` is tried
+    again when the transfer broke off (``_TRANSIENT``); fetches and listings are safe to
+    repeat."""
+    attempts = 1 + (len(RETRY_DELAYS) if remote else 0)
+    for attempt in range(attempts):
+        try:
+            # BuildKit's guard: a repository may not pull local files in as submodules
+            proc = subprocess.run(["git", "-c", "protocol.file.allow=user", *args], check=False,
+                                  cwd=cwd, env=_git_env(), capture_output=True, text=True)
+        except FileNotFoundError:
+            raise ContextError("git is not installed: a git source needs the git command",
+                               hint="install it (apt-get install git) or build from a folder") from None
+        if proc.returncode == 0:
+            return proc.stdout.strip()
+        output = proc.stderr or proc.stdout
+        if attempt + 1 == attempts or not is_transient(output):
+            break
+        time.sleep(RETRY_DELAYS[attempt])
+    message = _git_failure(args, output, remote)
+    if attempt:
+        message += f" (tried {attempt + 1} times)"
+    raise ContextError(message)
 
 
 def _git_failure(args: list[str], output: str, remote: str) -> str:

@@ -252,6 +252,25 @@ def test_unreachable_hosts_and_missing_git(repo: dict, builds: Builds, tmp_path:
     assert builds.tmp_entries() == []
 
 
+def test_a_dropped_connection_is_tried_again_and_a_lasting_one_is_named(repo: dict, builds: Builds) -> None:
+    server: GitServer = repo["server"]  # type: ignore[assignment]
+    url = str(repo["url"])
+    try:
+        server.reset_next(2)  # the first listing fails twice, the third attempt gets through
+        proc, out = builds.run(url)
+        assert server.reset_next(0) == 0
+        assert _files(OciImage(out), 2)["ctx/stable.txt"] == b"stable\n"
+        assert "Traceback" not in proc.stderr
+        server.reset_next(3)  # three in a row: the build fails, and says what and how often
+        proc, _ = builds.run(url, check=False)
+        assert proc.returncode == 1
+        assert (f"cannot read git repository {url}: unable to access '{url}/': Recv failure: "
+                "Connection reset by peer (tried 3 times)") in proc.stderr.splitlines()
+        assert server.reset_next(0) == 0 and builds.tmp_entries() == []
+    finally:
+        server.reset_next(0)
+
+
 def test_ctrl_c_during_the_fetch_removes_the_scratch_folder(git_server: GitServer, builds: Builds) -> None:
     proc = subprocess.Popen(["pybuild", "build", "--root", str(builds.store), "--progress", "plain",
                              f"{git_server.url}/slow/x.git"], stdout=subprocess.PIPE,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from builder.errors import ContextError
-from builder.gitsource import GitRef, is_git_ref, parse_git_ref, redact
+from builder.gitsource import GitRef, is_git_ref, is_transient, parse_git_ref, redact
 from builder.remotecontext import RemoteContext, context_kind, dockerfile_in
 
 
@@ -142,3 +142,19 @@ def test_a_remote_named_context_is_refused_with_a_hint(value: str) -> None:
     with pytest.raises(UsageError, match="only oci-layout://, docker-image:// and local folders") as err:
         parse_named_contexts({"src": value})
     assert err.value.hint == "a git repository or URL is taken as the main context only (pybuild build URL)"
+
+
+@pytest.mark.parametrize(("output", "transient"), [
+    ("fatal: unable to access 'https://h/r.git/': Recv failure: Connection reset by peer", True),
+    ("error: RPC failed; curl 56 GnuTLS recv error (-54): Error in the pull function", True),
+    ("fatal: expected flush after ref listing", True),
+    ("fatal: the remote end hung up unexpectedly\nfatal: early EOF", True),
+    ("fatal: unable to access 'https://h/r.git/': The requested URL returned error: 503", True),
+    ("fatal: unable to access 'https://h/r.git/': The requested URL returned error: 404", False),
+    ("fatal: unable to access 'http://127.0.0.1:1/x.git/': Couldn't connect to server", False),
+    ("fatal: unable to access 'https://nohost/r.git/': Could not resolve host: nohost", False),
+    ("fatal: repository 'https://h/r.git/' not found", False),
+    ("fatal: Authentication failed for 'https://h/r.git/'", False),
+])
+def test_only_a_transfer_that_broke_off_is_tried_again(output: str, transient: bool) -> None:
+    assert is_transient(output) is transient
