@@ -241,15 +241,19 @@ class Builder:
 
 
 class PyBuild(Builder):
-    def __init__(self, work: Path, log: Path) -> None:
+    """pybuild run by ``python`` (``python -m builder``): the interpreter of a virtual
+    environment it was installed into (``install_venv``), or the bench's own."""
+
+    def __init__(self, work: Path, log: Path, python: str = sys.executable) -> None:
         super().__init__("pybuild", work, log)
         self.root = work / "store"
+        self.python = python
         # Installed Python programs keep their compiled bytecode; an environment that says
         # PYTHONDONTWRITEBYTECODE=1 would have every run compile every module again.
         self.env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
     def cmd(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "builder", *args]
+        return [self.python, "-m", "builder", *args]
 
     def build_argv(self, context: Path, tag: str, *, cold: bool, extra: Sequence[str] = ()) -> list[str]:
         return self.cmd("build", "--root", str(self.root), "--progress", "plain", "-t", tag,
@@ -318,6 +322,17 @@ def _binfmt_state() -> str:
     return f"{len(qemu)} qemu entries enabled" if qemu else "none registered"
 
 
+def install_venv(venv: Path, source: Path, log: Path) -> str:
+    """Install pybuild from ``source`` (not editable) into a new virtual environment, as a
+    user installs a Python program (pipx does the same); its interpreter. The bench's own
+    interpreter may load more at every start: its site-packages' .pth files (an editable
+    install's finder, hooks of the machine) run before any program does."""
+    check([sys.executable, "-m", "venv", str(venv)], log=log)
+    python = str(venv / "bin" / "python3")
+    check([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", str(source)], log=log)
+    return python
+
+
 def versions(builders: Sequence[Builder]) -> dict[str, str]:
     """Versions of the peers and tools, for RESULTS.md."""
     def first_line(argv: list[str]) -> str:
@@ -334,8 +349,8 @@ def versions(builders: Sequence[Builder]) -> dict[str, str]:
     for b in builders:
         if isinstance(b, PyBuild):
             where = os.environ.get("PYTHONPATH") or str(Path(__file__).resolve().parents[1])
-            done = subprocess.run([sys.executable, "-c", "import builder; print(builder.__file__)"],
-                                  capture_output=True, text=True, check=False)
+            done = subprocess.run([b.python, "-c", "import builder; print(builder.__file__)"],
+                                  capture_output=True, text=True, check=False, env=b.env)
             rev = subprocess.run(["git", "-C", str(Path(__file__).resolve().parents[1]),
                                   "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                  check=False).stdout.strip()

@@ -8,6 +8,10 @@ Workloads: hello, bigctx, multistage, heavyrun (each cold / warm / incremental),
 ``tar | zstd -T0`` on the same bytes) and push (the bigctx image to an empty registry,
 against ``skopeo copy``). Writes results.md, results.json and ratios.png into --out.
 ``--smoke``: tiny sizes, one run, pybuild only (no peers), for CI.
+
+pybuild is installed from this repository into a new virtual environment in the work
+folder and run from there, as a user installs it (``--install here`` runs the pybuild
+that this interpreter imports instead, which ``--smoke`` does).
 """
 from __future__ import annotations
 
@@ -38,6 +42,7 @@ from peers import (
     Sample,
     check,
     measure,
+    install_venv,
     tempdir,
     versions,
 )
@@ -102,7 +107,11 @@ class Bench:
                              "makes it with debootstrap) or `bash .ci/demo`")
         self.registry.start()
         self.base_ref = f"{self.registry.host}/{BASE_NAME}"
-        pybuild = PyBuild(self.work / "pybuild", self.logfile)
+        python = self.args.python or sys.executable
+        if self.args.install == "venv" and not self.args.python:
+            log(f"installing pybuild from {self.args.source} into a virtual environment")
+            python = install_venv(self.work / "venv", self.args.source, self.logfile)
+        pybuild = PyBuild(self.work / "pybuild", self.logfile, python)
         seed = str(self.work / "seed-store")
         log(f"registry on {self.registry.host}; the Debian python3 base: {self.base_ref}")
         if self.smoke:  # pybuild alone: its store can hold the base directly (no round trip)
@@ -190,7 +199,7 @@ class Bench:
         without a process that stays running."""
         if self.smoke:
             return {}
-        start = [sys.executable, "-c", "pass"]
+        start = [self.builders[0].python, "-c", "pass"]  # type: ignore[attr-defined]
         if name == "hello":
             return {"ref:python start": start}
         if name == "bigctx" and mode == "warm":
@@ -355,7 +364,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument("--export-peers", action="store_true",
                         help="also time buildah pushing the export image to an oci-archive")
+    parser.add_argument("--install", choices=("venv", "here"), default=None,
+                        help="venv (the default, not with --smoke): install pybuild from --source "
+                             "into a new virtual environment and run it there; here: run the "
+                             "pybuild this interpreter imports")
+    parser.add_argument("--source", type=Path, default=Path(__file__).resolve().parents[1],
+                        help="the pybuild source tree to install (default: this repository)")
+    parser.add_argument("--python", default=None,
+                        help="run pybuild with this interpreter (it must import builder)")
     args = parser.parse_args(argv)
+    if args.install is None:
+        args.install = "here" if args.smoke else "venv"
     started = datetime.datetime.now(datetime.UTC)
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` too stops the daemons we started
     install_missing(args.smoke)
