@@ -1,7 +1,7 @@
 """Base images: where a FROM (or COPY --from an image) gets its layers and config.
 
 In order: a named build context (`--build-context NAME=oci-layout://DIR[:TAG]`,
-`docker-image://REF` or a folder), an image already in the local store (built or pulled
+`docker-image://REF`, a folder, or a git or http(s) URL, fetched to a folder first), an image already in the local store (built or pulled
 before; no network request unless `--pull`), or the registry the reference names. Every
 blob is verified against its digest before it enters the store.
 """
@@ -28,8 +28,8 @@ class NamedContext:
     """A --build-context value: a name and what it stands for."""
 
     name: str
-    kind: str  # "oci-layout" | "docker-image" | "dir"
-    value: str  # the folder, or the image reference
+    kind: str  # "oci-layout" | "docker-image" | "dir" | "url" (git or http(s), not yet fetched)
+    value: str  # the folder, the image reference, or the URL
     tag: str | None = None
 
 
@@ -56,11 +56,12 @@ def parse_named_contexts(values: Mapping[str, str]) -> dict[str, NamedContext]:
             out[key] = NamedContext(key, "oci-layout", str(path), tag)
         elif value.startswith("docker-image://"):
             out[key] = NamedContext(key, "docker-image", value[len("docker-image://"):])
-        elif "://" in value or _remote(value):
-            raise UsageError(f"--build-context {name}={value}: only oci-layout://, docker-image:// "
-                             "and local folders are supported",
-                             hint="a git repository or URL is taken as the main context only "
-                                  "(pybuild build URL)" if _remote(value) else None)
+        elif not Path(value).is_dir() and ("://" in value or value.startswith("git@")):
+            if not _remote(value):
+                raise UsageError(f"--build-context {name}={value}: only oci-layout://, docker-image://, "
+                                 "a git repository, an http(s) URL and local folders are supported")
+            # fetched before the build starts (builder.build); a folder from then on
+            out[key] = NamedContext(key, "url", value)
         else:
             path = Path(value).resolve()
             if not path.is_dir():

@@ -197,7 +197,32 @@ def _run_build(req: BuildRequest, progress: Progress, started: float) -> BuildRe
 
     store = Store(Path(req.root) if req.root else default_root())
     recorder = _start_recording(req, store, progress)
+    # named contexts given as URLs: fetched first, then each is the folder it was fetched to
+    urls = [name for name, value in req.build_contexts.items()
+            if ("://" in value or value.startswith("git@")) and not value.startswith(_IMAGE_SCHEMES)
+            and _remote_context(value)]
+    if not urls:
+        return _run_build_from(req, store, progress, started, recorder)
+    from contextlib import ExitStack
 
+    from .base import parse_named_contexts
+    from .remotecontext import open_named
+
+    parse_named_contexts(req.build_contexts)  # the others refused before any fetch
+    with ExitStack() as fetched:
+        folders = dict(req.build_contexts)
+        for name in urls:
+            remote = fetched.enter_context(open_named(name, req.build_contexts[name], store.root / "tmp",
+                                                      progress=progress))
+            folders[name] = os.fspath(remote.root)
+        return _run_build_from(replace(req, build_contexts=folders), store, progress, started, recorder)
+
+
+_IMAGE_SCHEMES = ("docker-image://", "oci-layout://")
+
+
+def _run_build_from(req: BuildRequest, store: Any, progress: Progress, started: float,
+                    recorder: Any) -> BuildResult:
     # a folder (the common case) is told apart without loading the remote-context code
     if req.context != "-" and not os.path.isdir(req.context) and _remote_context(req.context):
         from .base import parse_named_contexts

@@ -118,7 +118,7 @@ class _CheckBases:
         wanted = foreign_platform(platform)
         if kind == "context":
             nc = self.contexts[name.lower()]
-            if nc.kind == "dir":
+            if nc.kind in ("dir", "url"):  # files only: no image config
                 return {}
             if nc.kind == "oci-layout":
                 from .oci.layout import OciLayout

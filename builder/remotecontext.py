@@ -34,7 +34,8 @@ from typing import Any
 
 from .errors import ContextError
 
-__all__ = ["RemoteContext", "context_kind", "dockerfile_in", "for_remote", "is_remote", "open_remote"]
+__all__ = ["RemoteContext", "context_kind", "dockerfile_in", "for_remote", "is_remote", "open_named",
+           "open_remote"]
 
 _KEEP_GIT_DIR_ARG = "BUILDKIT_CONTEXT_KEEP_GIT_DIR"
 _BOOL = {"1": True, "t": True, "true": True, "0": False, "f": False, "false": False}
@@ -45,7 +46,9 @@ class RemoteContext:
     """A fetched context: the folder to build from and what it came from."""
 
     root: Path
-    kind: str  # "git", "archive" (an extracted tarball) or "dockerfile" (a plain file)
+    # "git", "archive" (an extracted tarball), "dockerfile" (a plain file), or "file" (a
+    # named context's download, kept as it came)
+    kind: str
     url: str  # credentials removed
     commit: str = ""  # git: the commit checked out
     ref: str = ""  # git: the ref it was found by
@@ -196,6 +199,55 @@ def _http_context(url: str, scratch: Path) -> RemoteContext:
     # dockerui: the file is the Dockerfile, and the context holds it as "context"
     shutil.move(os.fspath(path), os.fspath(root / "context"))
     return RemoteContext(root, "dockerfile", shown, digest=f"sha256:{h.hexdigest()}", given=shown)
+
+
+@contextmanager
+def open_named(name: str, value: str, scratch_parent: Path, *, progress: Any) -> Iterator[RemoteContext]:
+    """A named context given as a URL (``--build-context NAME=URL``), fetched as dockerui
+    loads one: a git reference is its checkout (``.git`` kept only when the URL asks for
+    it, the ``BUILDKIT_CONTEXT_KEEP_GIT_DIR`` build arg being the main context's; the files
+    with the commit's time); any
+    other URL is downloaded as it is, never extracted, as the file ``context`` (mode 0600)
+    of an otherwise empty folder. Removed on the way out, as ``open_remote``'s."""
+    from .cache.store import remove_tree
+    from .gitsource import redact
+
+    scratch_parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="named-context-", dir=scratch_parent))
+    try:
+        git = context_kind(value) == "git"
+        shown = redact(value)
+        sid = progress.start(f"[context {name}] load git source {shown}" if git
+                             else f"[context {name}] {shown}")
+        try:
+            # a checkout's files take the commit's time: a rebuild of the same commit makes
+            # the same layers (BuildKit gets there by keeping the first checkout's snapshot)
+            remote = _git_context(value, scratch, {}, True) if git else _http_file(value, scratch)
+        except ContextError as exc:
+            message = f"--build-context {name}: {exc.message}"
+            progress.error(sid, message)
+            raise ContextError(message, hint=exc.hint) from None
+        progress.internal_done(sid)
+        yield remote
+    finally:
+        remove_tree(scratch)
+
+
+def _http_file(url: str, scratch: Path) -> RemoteContext:
+    from .copy_add import fetch_url
+    from .digest import sha256_file
+    from .gitsource import redact
+
+    download = scratch / "download"
+    download.mkdir()
+    path = download / fetch_url(url, download)
+    root = scratch / "context"
+    root.mkdir(mode=0o755)
+    os.chmod(root, 0o755)
+    os.replace(path, root / "context")
+    os.chmod(root / "context", 0o600)
+    shown = redact(url)
+    return RemoteContext(root, "file", shown, digest=str(sha256_file(root / "context")[0]), given=shown)
 
 
 def dockerfile_in(remote: RemoteContext, flag: str | None) -> str | None:

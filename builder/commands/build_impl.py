@@ -59,7 +59,7 @@ OPTIONS: tuple[Opt, ...] = (
     Opt(('--iidfile',), 'iidfile', kind='file', help='Write the image ID to this file.'),
     Opt(('--metadata-file',), 'metadata_file', kind='file', help='Write build results as JSON to this file.'),
     Opt(('--progress',), 'progress', kind='choice', choices=('auto', 'tty', 'plain', 'quiet', 'rawjson'), default='auto', help='How to show progress.'),
-    Opt(('--build-context',), 'build_contexts', multiple=True, metavar='NAME=VALUE', help='Extra named context (oci-layout://DIR[:TAG], docker-image://REF, or a folder).'),
+    Opt(('--build-context',), 'build_contexts', multiple=True, metavar='NAME=VALUE', help='Extra named context (oci-layout://DIR[:TAG], docker-image://REF, a git repository or http(s) URL, or a folder).'),
     Opt(('--platform',), 'platform', metavar='PLATFORM', help='Target platform (os/arch[/variant]), or several, comma-separated, for one image index; a RUN step for another architecture needs an emulator (qemu-user-static).'),
     Opt(('-q', '--quiet'), 'quiet', kind='flag', help='Print only the image ID.'),
     Opt(('--root',), 'root', kind='folder', envvar='PYBUILD_ROOT', help='Store folder (default: $PYBUILD_ROOT or ~/.local/share/pybuild).'),

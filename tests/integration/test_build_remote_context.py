@@ -212,6 +212,51 @@ def test_tarball_contexts_and_a_plain_dockerfile(git_server: GitServer, builds: 
     assert builds.tmp_entries() == []
 
 
+def test_named_contexts_from_a_git_repository_and_a_url(repo: dict, builds: Builds, tmp_path: Path) -> None:
+    """--build-context NAME=URL, as dockerui loads one: a git reference is its checkout (for
+    COPY --from and as a FROM's files), any other URL the downloaded file as it came."""
+    server: GitServer = repo["server"]  # type: ignore[assignment]
+    url = str(repo["url"])
+    tarball = _tar({"a.txt": b"a\n"})
+    server.files["lib.tar"] = tarball
+    ctx = tmp_path / "local"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(
+        "FROM src AS checkout\n"
+        "FROM bb\n"
+        "COPY --from=src stable.txt /from-git/\n"
+        "COPY --from=app . /app/\n"
+        "COPY --from=checkout /vendor/lib/lib.txt /from-stage/\n"
+        "COPY --from=dl context /dl/\n")
+    proc, out = builds.run(str(ctx), "--build-context", f"src={url}",
+                           "--build-context", f"app={url}#main:app",
+                           "--build-context", f"dl={server.url}/files/lib.tar")
+    assert f"[context src] load git source {url}\n" in proc.stderr
+    assert f"[context dl] {server.url}/files/lib.tar\n" in proc.stderr
+    image = OciImage(out)
+    assert _files(image, 1) == {"from-git": None, "from-git/stable.txt": b"stable\n"}
+    assert sorted(_files(image, 2)) == ["app", "app/Dockerfile", "app/Other.Dockerfile", "app/f.txt"]
+    assert _files(image, 3) == {"from-stage": None, "from-stage/lib.txt": b"lib\n"}
+    # the download is kept whole (not extracted), as the one file "context"
+    assert _files(image, 4) == {"dl": None, "dl/context": tarball}
+    assert builds.tmp_entries() == []
+    # a rebuild of the same commit and the same download: every step from the cache
+    _, again = builds.run(str(ctx), "--build-context", f"src={url}",
+                          "--build-context", f"app={url}#main:app",
+                          "--build-context", f"dl={server.url}/files/lib.tar")
+    assert all(_cached(again.with_suffix(".json")))
+    assert OciImage(again).layer_digests == image.layer_digests
+    # a fault names the context; nothing is left behind
+    proc, _ = builds.run(str(ctx), "--build-context", f"src={url}#nope",
+                         "--build-context", f"app={url}", "--build-context", f"dl={url}", check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert (f"--build-context src: git repository {url}: ref 'nope' not found (no branch, tag or "
+            "commit of that name)") in proc.stderr.splitlines()
+    proc, _ = builds.run(str(ctx), "--build-context", "src=ftp://h/x.tar", check=False)
+    assert proc.returncode == 2
+    assert builds.tmp_entries() == []
+
+
 @pytest.mark.parametrize(
     ("suffix", "message"),
     [

@@ -134,14 +134,22 @@ def test_a_plain_remote_file_is_the_dockerfile_whatever_f_says(tmp_path: Path) -
     assert dockerfile_in(remote, "Other.Dockerfile") == str(tmp_path / "context")
 
 
-@pytest.mark.parametrize("value", ["https://h/r.git#main", "git@h:r.git", "https://h/ctx.tar"])
-def test_a_remote_named_context_is_refused_with_a_hint(value: str) -> None:
+@pytest.mark.parametrize("value", ["https://h/r.git#main", "git@h:r.git", "https://h/ctx.tar",
+                                   "git://h/r", "ssh://git@h/r.git"])
+def test_a_remote_named_context_is_taken_to_be_fetched(value: str) -> None:
+    from builder.base import NamedContext, parse_named_contexts
+
+    assert parse_named_contexts({"Src": value}) == {"src": NamedContext("src", "url", value)}
+
+
+@pytest.mark.parametrize("value", ["ftp://h/ctx.tar", "s3://bucket/ctx"])
+def test_a_named_context_of_another_scheme_is_refused(value: str) -> None:
     from builder.base import parse_named_contexts
     from builder.errors import UsageError
 
-    with pytest.raises(UsageError, match="only oci-layout://, docker-image:// and local folders") as err:
+    with pytest.raises(UsageError, match="only oci-layout://, docker-image://, a git repository, an "
+                                         "http.s. URL and local folders are supported"):
         parse_named_contexts({"src": value})
-    assert err.value.hint == "a git repository or URL is taken as the main context only (pybuild build URL)"
 
 
 @pytest.mark.parametrize(("output", "transient"), [
