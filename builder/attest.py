@@ -52,7 +52,9 @@ def _frontend_args(req: Any, dockerfile_name: str) -> dict[str, str]:
     if req.ulimits:
         args["ulimit"] = ",".join(f"{n}={s}:{h}" for n, s, h in req.ulimits)
     for name, value in req.build_contexts.items():
-        if value.startswith(("docker-image://", "oci-layout://")):
+        if name in req.named_remotes:
+            args[f"context:{name}"] = req.named_remotes[name].given  # the URL, as buildx sends it
+        elif value.startswith(("docker-image://", "oci-layout://")):
             args[f"context:{name}"] = value
         else:
             args[f"context:{name}"] = f"local:{name}"
@@ -139,7 +141,7 @@ def gather(req: Any, solver: Any, image: Any, *, platform: str, dockerfile_name:
         if material is not None and material not in materials:
             materials.append(material)
     folders = sorted(n for n, v in req.build_contexts.items()
-                     if not v.startswith(("docker-image://", "oci-layout://")))
+                     if not v.startswith(("docker-image://", "oci-layout://")) and n not in req.named_remotes)
     secrets, ssh = _mount_ids([r.stage for r in results])
     runs = any(type(n).__name__ == "Run" for r in results for n in r.stage.instructions)
     return ProvenanceFacts(
@@ -151,6 +153,7 @@ def gather(req: Any, solver: Any, image: Any, *, platform: str, dockerfile_name:
                              *(() if _dockerfile_fetched(req, remote) else ("dockerfile",)),
                              *folders})),
         context=remote.material() if remote is not None else None,
+        sources=tuple(req.named_remotes[n].material() for n in sorted(req.named_remotes)),
         builder_platform=format_platform(host_build_platform()),
         started=format_time(started), finished=format_time(time.time()), invocation=invocation,
         secrets=secrets, ssh=ssh, network=runs and req.network != "none",

@@ -46,6 +46,9 @@ class BuildRequest:
     metadata_file: str | None = None
     progress: str = "auto"
     build_contexts: Mapping[str, str] = field(default_factory=dict)
+    # named contexts fetched from a URL (builder.remotecontext.RemoteContext), by name; their
+    # build_contexts entries are the folders they were fetched to
+    named_remotes: Mapping[str, Any] = field(default_factory=dict)
     root: str | None = None
     compression: str = "gzip"
     compression_level: int | None = None
@@ -210,12 +213,13 @@ def _run_build(req: BuildRequest, progress: Progress, started: float) -> BuildRe
 
     parse_named_contexts(req.build_contexts)  # the others refused before any fetch
     with ExitStack() as fetched:
-        folders = dict(req.build_contexts)
+        folders, remotes = dict(req.build_contexts), {}
         for name in urls:
-            remote = fetched.enter_context(open_named(name, req.build_contexts[name], store.root / "tmp",
-                                                      progress=progress))
-            folders[name] = os.fspath(remote.root)
-        return _run_build_from(replace(req, build_contexts=folders), store, progress, started, recorder)
+            remotes[name] = fetched.enter_context(open_named(name, req.build_contexts[name],
+                                                             store.root / "tmp", progress=progress))
+            folders[name] = os.fspath(remotes[name].root)
+        return _run_build_from(replace(req, build_contexts=folders, named_remotes=remotes), store,
+                               progress, started, recorder)
 
 
 _IMAGE_SCHEMES = ("docker-image://", "oci-layout://")

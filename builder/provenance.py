@@ -99,6 +99,8 @@ class ProvenanceFacts:
     # a git or HTTP build context: (its URL as asked, its digest set: the commit as sha1 or
     # the download's sha256), BuildKit's git or HTTP source material and configSource
     context: tuple[str, Mapping[str, str]] | None = None
+    # named contexts fetched from git or HTTP (--build-context NAME=URL): (URL, digest set)
+    sources: tuple[tuple[str, Mapping[str, str]], ...] = ()
 
 
 def invocation_id() -> str:
@@ -184,6 +186,7 @@ def _materials(facts: ProvenanceFacts) -> list[dict[str, Any]]:
             "digest": _digest_set(m.digest)} for m in facts.materials]
     if facts.context is not None:  # after the images, as BuildKit lists git and HTTP sources
         out.append({"uri": facts.context[0], "digest": dict(facts.context[1])})
+    out += [{"uri": uri, "digest": dict(digest)} for uri, digest in facts.sources]
     return out
 
 

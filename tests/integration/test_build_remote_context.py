@@ -4,6 +4,7 @@ loopback (tests/fixtures/gitserver.py). What users see: image files, cache hits,
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import os
@@ -246,6 +247,21 @@ def test_named_contexts_from_a_git_repository_and_a_url(repo: dict, builds: Buil
                           "--build-context", f"dl={server.url}/files/lib.tar")
     assert all(_cached(again.with_suffix(".json")))
     assert OciImage(again).layer_digests == image.layer_digests
+    # the provenance names each as BuildKit's git and HTTP sources: the URL and its digest
+    runbuild.pybuild("build", "--root", str(builds.store), "--progress", "quiet",
+                     "--build-context", f"bb=oci-layout://{builds.bb}:latest",
+                     "--build-context", f"src={url}", "--build-context", f"app={url}#main:app",
+                     "--build-context", f"dl={server.url}/files/lib.tar",
+                     "--provenance", "mode=max", "-o", f"type=local,dest={tmp_path / 'prov'}", str(ctx))
+    predicate = json.loads((tmp_path / "prov" / "provenance.json").read_text())["predicate"]
+    materials = predicate["materials"]
+    assert {"uri": url, "digest": {"sha1": repo["first"]}} in materials
+    assert {"uri": f"{url}#main:app", "digest": {"sha1": repo["first"]}} in materials
+    assert {"uri": f"{server.url}/files/lib.tar",
+            "digest": {"sha256": hashlib.sha256(tarball).hexdigest()}} in materials
+    args = predicate["invocation"]["parameters"]["args"]
+    assert args["context:src"] == url and args["context:dl"] == f"{server.url}/files/lib.tar"
+    assert [x["name"] for x in predicate["invocation"]["parameters"]["locals"]] == ["context", "dockerfile"]
     # a fault names the context; nothing is left behind
     proc, _ = builds.run(str(ctx), "--build-context", f"src={url}#nope",
                          "--build-context", f"app={url}", "--build-context", f"dl={url}", check=False)
