@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -239,17 +239,20 @@ class Attester:
                                         str(image.platform), blob_dir=self.store.root / "blobs")
         return self._made[key]
 
-    def index(self, parts: Sequence[tuple[Any, Any]], names: Sequence[str]) -> Any:
+    def index(self, parts: Sequence[tuple[Any, Any]], names: Sequence[str], *,
+              entries: Mapping[Any, Mapping[str, str]] | None = None) -> Any:
         """The index of the images of ``parts`` ((solver, image)), each followed at the end
-        by its attestation manifest, as BuildKit lists them."""
+        by its attestation manifest, as BuildKit lists them; with the build's ``index:``
+        annotations, and ``entries`` (the images' manifest-descriptor annotations)."""
         from .oci.attestation import entry_annotations
         from .oci.image import IndexSpec
 
         images = [image for _, image in parts]
         atts = [self.manifest(solver, image, names) for solver, image in parts]
-        index = IndexSpec.of([*images, *atts], entries={
-            att.manifest_digest: entry_annotations(image.manifest_digest)
-            for att, image in zip(atts, images)})
+        index = IndexSpec.of([*images, *atts], self.req.index_annotations, entries={
+            **(entries or {}),
+            **{att.manifest_digest: entry_annotations(image.manifest_digest)
+               for att, image in zip(atts, images)}})
         self.store.put_blob_bytes(index.manifest_bytes)
         return index
 
@@ -300,6 +303,6 @@ def write_oci(out: Any, index: Any, image: Any, req: Any, names: Sequence[str]) 
     try:
         to_dest(dest, lambda p: write_oci_index_archive(
             p, index, index.images, names, source_date_epoch=req.source_date_epoch,
-            annotations=req.descriptor_annotations, docker_image=image))
+            annotations=req.index_descriptor_annotations, docker_image=image))
     except OSError as exc:
         raise BuildError(f"cannot write the oci output to {dest}: {exc.strerror or exc}") from None

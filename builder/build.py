@@ -68,6 +68,11 @@ class BuildRequest:
     ulimits: tuple[tuple[str, int, int], ...] = ()  # --ulimit: (name, soft, hard) for RUN steps
     annotations: Mapping[str, str] = field(default_factory=dict)  # --annotation: the manifest's
     descriptor_annotations: Mapping[str, str] = field(default_factory=dict)  # manifest-descriptor:
+    index_annotations: Mapping[str, str] = field(default_factory=dict)  # index:
+    index_descriptor_annotations: Mapping[str, str] = field(default_factory=dict)  # index-descriptor:
+    # manifest[PLATFORM]: and manifest-descriptor[PLATFORM]: of a build for several platforms
+    platform_annotations: Mapping[str, tuple[Mapping[str, str], Mapping[str, str]]] = \
+        field(default_factory=dict)
     provenance: Any = None  # provenance.ProvenanceOptions: --provenance/--attest asked for one
 
 
@@ -320,7 +325,8 @@ def _build(req: BuildRequest, store: Any, progress: Progress, context_dir: Path,
     indexes: list[Any] = []  # with --provenance: the index each output got, in order
 
     def index_for(out: Mapping[str, str]) -> Any:
-        index = attester.index([(solver, image_for("oci"))], _names(req, out))  # type: ignore[union-attr]
+        index = attester.index([(solver, image_for("oci"))], _names(req, out),  # type: ignore[union-attr]
+                               entries=descriptor_entries(req, [(req.platform, image_for("oci"))]))
         indexes.append(index)
         return index
 
@@ -428,29 +434,30 @@ def _build_platforms(req: BuildRequest, store: Any, progress: Progress, dockerfi
         solvers.append(solver)
         image = make_image(store, result, compression=req.compression, level=req.compression_level,
                            source_date_epoch=req.source_date_epoch, media="oci",
-                           annotations=req.annotations, platform=platform)
+                           annotations=manifest_annotations(req, platform), platform=platform)
         parts.append((platform, image, result))
         steps.extend(solver.steps)
-    index = IndexSpec.of(image for _, image, _ in parts)
+    entries = descriptor_entries(req, [(p, image) for p, image, _ in parts])
+    index = IndexSpec.of((image for _, image, _ in parts), req.index_annotations, entries=entries)
     files = {}
     if attester is not None:
         # one attestation per platform image, its subjects named as the output names the
         # index: each output that holds the index gets its own (as BuildKit's exporters)
         attested = [(solver, image) for solver, (_, image, _) in zip(solvers, parts)]
         files = {p: attester.file_writer(s, i) for s, (p, i, _) in zip(solvers, parts)}
-        made = [attester.index(attested, _names(req, o)) for o in req.outputs
+        made = [attester.index(attested, _names(req, o), entries=entries) for o in req.outputs
                 if o.get("type") == "oci" or o in pushing]
-        index = made[0] if made else attester.index(attested, list(req.tags))
+        index = made[0] if made else attester.index(attested, list(req.tags), entries=entries)
     store.put_blob_bytes(index.manifest_bytes)
     for out in req.outputs:
-        one = attester.index(attested, _names(req, out)) \
+        one = attester.index(attested, _names(req, out), entries=entries) \
             if attester is not None and out.get("type") == "oci" else index
         write_index_outputs(store, one, parts, [out], tags=req.tags,
                             source_date_epoch=req.source_date_epoch,
-                            descriptor_annotations=req.descriptor_annotations,
+                            descriptor_annotations=req.index_descriptor_annotations,
                             provenance=files)
     for out in pushing:
-        one = attester.index(attested, _names(req, out)) if attester is not None else index
+        one = attester.index(attested, _names(req, out), entries=entries) if attester is not None else index
         _push_index(store, req, one, out, progress)
     if req.cache_to:  # one cache for every platform's steps, as BuildKit exports it
         from types import SimpleNamespace
@@ -538,7 +545,7 @@ def _described(req: BuildRequest, media_type: str, manifest: bytes, steps: Seque
         **({"pybuild.context": remote.metadata()} if remote is not None else {}),
         "containerimage.descriptor": {
             "mediaType": media_type, "digest": str(sha256_bytes(manifest)), "size": len(manifest),
-            **({"annotations": dict(req.descriptor_annotations)} if req.descriptor_annotations else {})},
+            **({"annotations": dict(ann)} if (ann := _descriptor_annotations(req, media_type)) else {})},
         "image.name": ",".join(req.tags),
         "pybuild.steps": [
             {"stage": s.stage, "instruction": s.instruction, "line": s.line, "key": s.key,
@@ -572,6 +579,34 @@ def _push_index(store: Any, req: BuildRequest, index: Any, out: Mapping[str, str
         progress.error(sid, str(exc))
         raise
     progress.internal_done(sid)
+
+
+def _descriptor_annotations(req: BuildRequest, media_type: str) -> Mapping[str, str]:
+    """The annotations of the descriptor of what a build made: an index's or a manifest's."""
+    from .oci.types import MediaType
+
+    return req.index_descriptor_annotations if media_type == MediaType.OCI_INDEX \
+        else req.descriptor_annotations
+
+
+def manifest_annotations(req: BuildRequest, platform: str | None) -> Mapping[str, str]:
+    """``--annotation`` for the manifest of ``platform``'s image: those for every image, then
+    those scoped to it (in a build for several platforms)."""
+    scoped = req.platform_annotations.get(platform or "")
+    return {**req.annotations, **scoped[0]} if scoped else req.annotations
+
+
+def descriptor_entries(req: BuildRequest,
+                       images: Sequence[tuple[str | None, Any]]) -> dict[Any, Mapping[str, str]]:
+    """The manifest-descriptor annotations of each (platform, image) of an index, by
+    manifest digest: where they go when the images are listed in an index."""
+    out: dict[Any, Mapping[str, str]] = {}
+    for platform, image in images:
+        scoped = req.platform_annotations.get(platform or "")
+        entry = {**req.descriptor_annotations, **(scoped[1] if scoped else {})}
+        if entry:
+            out[image.manifest_digest] = entry
+    return out
 
 
 def _check_request(req: BuildRequest, progress: Progress) -> None:

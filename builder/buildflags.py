@@ -9,6 +9,8 @@ returns a plain value for ``BuildRequest``; a bad value is a ``UsageError`` nami
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .errors import UsageError
@@ -17,7 +19,7 @@ from .parse_go import GO_FALSE, GO_TRUE, ram_in_bytes
 if TYPE_CHECKING:
     from .provenance import ProvenanceOptions
 
-__all__ = ["GO_FALSE", "GO_TRUE", "HOST_GATEWAY", "ULIMIT_NAMES", "parse_add_hosts",
+__all__ = ["GO_FALSE", "GO_TRUE", "HOST_GATEWAY", "ULIMIT_NAMES", "Annotations", "parse_add_hosts",
            "parse_annotations", "parse_attestations", "parse_bytes", "parse_ulimits"]
 
 # docker's special --add-host address: the host as the build container reaches it. RUN
@@ -122,19 +124,46 @@ def parse_ulimits(values: tuple[str, ...]) -> tuple[tuple[str, int, int], ...]:
 
 # buildx's `--annotation TYPE[PLATFORM],...:KEY=VALUE` prefix: a type, an optional platform
 _ANNOTATION_TYPE = r"^([a-z-]+)(?:\[([A-Za-z0-9_/-]+)\])?$"  # compiled where used
-_NO_INDEX = ("pybuild writes no index annotations: a single-platform image without attestations "
-             "has no image index (BuildKit refuses them for it too), and the indexes of "
-             "--platform A,B and --provenance take none yet")
+_SINGLE = "index annotations not supported for single platform export"  # BuildKit's words
 
 
-def parse_annotations(values: tuple[str, ...], host_platform: str) -> tuple[dict[str, str], dict[str, str]]:
-    """`--annotation [TYPE[PLATFORM],...:]KEY=VALUE` as buildx reads it: annotations for the
-    image manifest (no type, or `manifest`) and for the manifest's descriptor
-    (`manifest-descriptor`: the OCI archive's index.json entry). A platform must be this
-    build's; `index` and `index-descriptor` are refused, as BuildKit refuses them for a
-    single-platform image. A later value for a key replaces the earlier."""
+@dataclass(frozen=True)
+class Annotations:
+    """``--annotation`` values by where they go, as buildx sorts them. ``manifest`` and
+    ``descriptor`` hold those for every image of the build (and, in a build for one
+    platform, those scoped to it); ``by_platform`` those scoped to one platform of a build
+    for several, as (manifest, descriptor) pairs."""
+
+    manifest: Mapping[str, str] = field(default_factory=dict)
+    descriptor: Mapping[str, str] = field(default_factory=dict)  # the manifest's entry (index, index.json)
+    index: Mapping[str, str] = field(default_factory=dict)
+    index_descriptor: Mapping[str, str] = field(default_factory=dict)  # the index's index.json entry
+    by_platform: Mapping[str, tuple[Mapping[str, str], Mapping[str, str]]] = field(default_factory=dict)
+
+
+def _platform_of(wanted: str, platforms: Sequence[str]) -> str | None:
+    """The build platform an annotation's ``[platform]`` names (a variant may be left out)."""
+    wanted = wanted.lower()
+    for p in platforms:
+        if wanted in (p.lower(), p.lower().split("/v")[0]):
+            return p
+    return None
+
+
+def parse_annotations(values: tuple[str, ...], platforms: Sequence[str], *,
+                      makes_index: bool) -> Annotations:
+    """`--annotation [TYPE[PLATFORM],...:]KEY=VALUE` as buildx reads it, for a build of
+    ``platforms``: annotations for the image manifests (no type, or `manifest`), for their
+    descriptors (`manifest-descriptor`: their entries in the index, or in an OCI archive's
+    index.json), for the image index and for its descriptor (`index`, `index-descriptor`:
+    refused, in BuildKit's words, when the build makes no index: one platform and no
+    attestation). A platform must be one the build makes. A later value for a key replaces
+    the earlier."""
     manifest: dict[str, str] = {}
     descriptor: dict[str, str] = {}
+    index: dict[str, str] = {}
+    index_descriptor: dict[str, str] = {}
+    by_platform: dict[str, tuple[dict[str, str], dict[str, str]]] = {}
     for item in values:
         if not item:
             continue
@@ -156,13 +185,28 @@ def parse_annotations(values: tuple[str, ...], host_platform: str) -> tuple[dict
                 raise UsageError(f"invalid --annotation {item!r}: unknown annotation type {kind!r}",
                                  hint="one of: manifest, manifest-descriptor, index, index-descriptor")
             if kind.startswith("index"):
-                raise UsageError(f"--annotation {item!r}: {kind} annotations need an image index",
-                                 hint=_NO_INDEX + "; use manifest: or manifest-descriptor:")
-            if platform and platform.lower() not in (host_platform, host_platform.split("/v")[0]):
-                raise UsageError(f"--annotation {item!r}: this build makes no {platform} image",
-                                 hint=f"pybuild builds for the host platform only ({host_platform})")
-            (manifest if kind == "manifest" else descriptor)[key] = value
-    return manifest, descriptor
+                if not makes_index:
+                    raise UsageError(f"--annotation {item!r}: {_SINGLE}",
+                                     hint="a build for one platform without attestations makes no "
+                                          "image index; use manifest: or manifest-descriptor:")
+                if platform:
+                    raise UsageError(f"invalid --annotation {item!r}: an {kind} annotation takes "
+                                     "no platform (the index holds them all)")
+                (index if kind == "index" else index_descriptor)[key] = value
+                continue
+            scoped = None
+            if platform:
+                scoped = _platform_of(platform, platforms)
+                if scoped is None:
+                    raise UsageError(f"--annotation {item!r}: this build makes no {platform} image",
+                                     hint="it builds for " + ", ".join(platforms))
+            if scoped is None or len(platforms) == 1:
+                target = manifest if kind == "manifest" else descriptor
+            else:
+                pair = by_platform.setdefault(scoped, ({}, {}))
+                target = pair[0] if kind == "manifest" else pair[1]
+            target[key] = value
+    return Annotations(manifest, descriptor, index, index_descriptor, by_platform)
 
 
 # buildx reads --provenance, --sbom and disabled= with strconv.ParseBool (GO_TRUE, GO_FALSE)

@@ -46,7 +46,7 @@ OPTIONS: tuple[Opt, ...] = (
     Opt(('--no-cache-filter',), 'no_cache_filter', multiple=True, metavar='STAGE', help='Do not use the cache for these stages.'),
     Opt(('--pull',), 'pull', kind='flag', help='Resolve base images again from their registry.'),
     Opt(('--label',), 'labels', multiple=True, metavar='KEY=VALUE', help='Set a label on the image.'),
-    Opt(('--annotation',), 'annotations', multiple=True, metavar='[TYPE:]KEY=VALUE', help="Add an annotation to the image manifest (TYPE manifest, the default, or manifest-descriptor: the OCI archive's index.json entry)."),
+    Opt(('--annotation',), 'annotations', multiple=True, metavar='[TYPE:]KEY=VALUE', help="Add an annotation to the image manifest (TYPE manifest, the default; manifest-descriptor: its entry in the index or index.json; index and index-descriptor: the image index of --platform A,B or --provenance, and its index.json entry; TYPE[PLATFORM] for one platform's)."),
     Opt(('--network',), 'network', kind='choice', choices=('default', 'none', 'host'), default='default', help='Network for RUN steps.'),
     Opt(('--secret',), 'secrets', multiple=True, metavar='id=ID,src=FILE|env=VAR', help='Secret to expose to RUN --mount=type=secret.'),
     Opt(('--ssh',), 'ssh', multiple=True, metavar='default|ID[=SOCKET]', help='SSH agent socket to expose to RUN --mount=type=ssh.'),
@@ -223,7 +223,8 @@ def run(kw: Mapping[str, Any], *, debug: bool, echo: Callable[[str], Any]) -> in
     platforms = _parse_platforms(kw["platform"])  # type: ignore[arg-type]
     platform = platforms[0] if len(platforms) == 1 else None
     target = platform or platform_args()["BUILDPLATFORM"]
-    annotations, descriptor_annotations = parse_annotations(kw["annotations"], target)  # type: ignore[arg-type]
+    annotations = parse_annotations(kw["annotations"], platforms or [target],  # type: ignore[arg-type]
+                                    makes_index=len(platforms) > 1 or provenance is not None)
     request = BuildRequest(
         context=str(kw["context"]),
         dockerfile=kw["dockerfile"],  # type: ignore[arg-type]
@@ -256,8 +257,11 @@ def run(kw: Mapping[str, Any], *, debug: bool, echo: Callable[[str], Any]) -> in
         extra_hosts=parse_add_hosts(kw["add_hosts"]),  # type: ignore[arg-type]
         shm_size=shm_size or None,  # 0, as in buildx: the default size
         ulimits=parse_ulimits(kw["ulimits"]),  # type: ignore[arg-type]
-        annotations=annotations,
-        descriptor_annotations=descriptor_annotations,
+        annotations=annotations.manifest,
+        descriptor_annotations=annotations.descriptor,
+        index_annotations=annotations.index,
+        index_descriptor_annotations=annotations.index_descriptor,
+        platform_annotations=annotations.by_platform,
         provenance=provenance,
     )
     request = replace(request, explain=bool(kw["explain"]), dry_run=bool(kw["dry_run"]), debug=debug)

@@ -1,6 +1,6 @@
 """`pybuild build --annotation`: what buildx users find in the image manifest (and the OCI
 archive's index.json entry for `manifest-descriptor:`), locally, in the archive and after
-a push."""
+a push; and on the image index of a build for several platforms or with provenance."""
 from __future__ import annotations
 
 import json
@@ -76,8 +76,9 @@ def test_annotations_change_the_image_not_the_steps(project: Project) -> None:
 
 @pytest.mark.parametrize("bad, said", [
     ("novalue", "expected KEY=VALUE"),
-    ("index:k=v", "index annotations need an image index"),
-    ("index-descriptor:k=v", "index-descriptor annotations need an image index"),
+    # BuildKit's words: one platform and no attestation make no index
+    ("index:k=v", "index annotations not supported for single platform export"),
+    ("index-descriptor:k=v", "index annotations not supported for single platform export"),
     ("layer:k=v", "unknown annotation type 'layer'"),
     ("manifest[plan9/mips]:k=v", "this build makes no plan9/mips image"),
     ("com.example:k=v", "'com.example' is not a type"),
@@ -96,3 +97,49 @@ def test_an_output_with_docker_media_types_says_it_leaves_them_out(project: Proj
     assert "the docker output uses docker media types, which carry no annotations" in done.stderr
     assert _archive(project.out)[1]["annotations"] == {"k": "v"}  # the OCI one has them
     assert "carry no annotations" not in project.build("-o", f"type=docker,dest={project.out}.d2").stderr
+
+
+def _index_archive(path) -> tuple[dict, dict, dict[str, tuple[dict, dict]]]:
+    """An OCI archive holding an index: its index.json entry, the index, and each image
+    manifest by platform ("linux/amd64"): (its entry in the index, the manifest)."""
+    with tarfile.open(path) as tar:
+        def blob(digest: str) -> dict:
+            return json.load(tar.extractfile("blobs/sha256/" + digest.split(":")[1]))  # type: ignore[arg-type]
+
+        entry = json.load(tar.extractfile("index.json"))["manifests"][0]  # type: ignore[arg-type]
+        index = blob(entry["digest"])
+        images = {f"{d['platform']['os']}/{d['platform']['architecture']}": (d, blob(d["digest"]))
+                  for d in index["manifests"] if d["platform"]["os"] != "unknown"}
+    return entry, index, images
+
+
+def test_index_annotations_go_on_the_index_and_scoped_ones_on_their_platform(project: Project) -> None:
+    project.dockerfile("FROM scratch\nCOPY Dockerfile /\n")
+    project.build("--platform", "linux/amd64,linux/arm64",
+                  "--annotation", "index:org.opencontainers.image.description=both",
+                  "--annotation", "index-descriptor:com.example.entry=idx",
+                  "--annotation", "manifest:com.example.all=1",
+                  "--annotation", "manifest[linux/arm64]:com.example.arch=arm",
+                  "--annotation", "manifest-descriptor[linux/amd64]:com.example.desc=amd")
+    entry, index, images = _index_archive(project.out)
+    assert entry["annotations"]["com.example.entry"] == "idx"
+    assert index["annotations"] == {"org.opencontainers.image.description": "both"}
+    (amd_entry, amd), (arm_entry, arm) = images["linux/amd64"], images["linux/arm64"]
+    assert amd["annotations"] == {"com.example.all": "1"}
+    assert arm["annotations"] == {"com.example.all": "1", "com.example.arch": "arm"}
+    assert amd_entry["annotations"] == {"com.example.desc": "amd"} and "annotations" not in arm_entry
+    assert project.metadata()["containerimage.descriptor"]["annotations"] == {"com.example.entry": "idx"}
+
+
+def test_with_provenance_one_platform_has_an_index_to_annotate(project: Project) -> None:
+    project.dockerfile("FROM scratch\nCOPY Dockerfile /\n")
+    project.build("--provenance", "mode=min", "--annotation", "index:k=v",
+                  "--annotation", "index-descriptor:e=1", "--annotation", "manifest-descriptor:m=2",
+                  "--annotation", "a=b")
+    entry, index, images = _index_archive(project.out)
+    assert index["annotations"] == {"k": "v"} and entry["annotations"]["e"] == "1"
+    [(image_entry, manifest)] = images.values()
+    assert image_entry["annotations"] == {"m": "2"} and manifest["annotations"] == {"a": "b"}
+    # the attestation manifest's entry keeps BuildKit's own annotations only
+    [att] = [d for d in index["manifests"] if d["platform"]["os"] == "unknown"]
+    assert set(att["annotations"]) == {"vnd.docker.reference.digest", "vnd.docker.reference.type"}

@@ -119,7 +119,22 @@ HOST = "linux/arm64/v8"
     (["k="], {"k": ""}, {}),
 ])
 def test_annotation_values(given: list[str], manifest: dict, descriptor: dict) -> None:
-    assert parse_annotations(tuple(given), HOST) == (manifest, descriptor)
+    got = parse_annotations(tuple(given), [HOST], makes_index=False)
+    assert (got.manifest, got.descriptor, got.index, got.index_descriptor, got.by_platform) == \
+        (manifest, descriptor, {}, {}, {})
+
+
+def test_index_and_per_platform_annotations_of_a_build_that_makes_an_index() -> None:
+    got = parse_annotations(("index:i=1", "index-descriptor:d=2", "manifest,index:both=3",
+                             "manifest[linux/arm64]:arm=4", "manifest-descriptor[linux/amd64]:amd=5",
+                             "manifest-descriptor:all=6"),
+                            ["linux/amd64", "linux/arm64/v8"], makes_index=True)
+    assert got.index == {"i": "1", "both": "3"} and got.index_descriptor == {"d": "2"}
+    assert got.manifest == {"both": "3"} and got.descriptor == {"all": "6"}
+    assert got.by_platform == {"linux/arm64/v8": ({"arm": "4"}, {}), "linux/amd64": ({}, {"amd": "5"})}
+    # one platform with provenance: scoped ones are that image's own
+    one = parse_annotations(("manifest[linux/arm64]:k=v", "index:i=1"), [HOST], makes_index=True)
+    assert one.manifest == {"k": "v"} and one.index == {"i": "1"} and one.by_platform == {}
 
 
 @pytest.mark.parametrize("bad, named", [
@@ -127,8 +142,8 @@ def test_annotation_values(given: list[str], manifest: dict, descriptor: dict) -
     ("=v", "the key must be a word"),
     ("manifest:=v", "the key must be a word"),
     ("a key=v", "the key must be a word"),
-    ("index:k=v", "index annotations need an image index"),
-    ("manifest,index-descriptor:k=v", "index-descriptor annotations need an image index"),
+    ("index:k=v", "index annotations not supported for single platform export"),
+    ("manifest,index-descriptor:k=v", "index annotations not supported for single platform export"),
     ("Manifest:k=v", "'Manifest' is not a type"),
     ("layer:k=v", "unknown annotation type 'layer'"),
     ("manifest[linux/amd64]:k=v", "this build makes no linux/amd64 image"),
@@ -136,7 +151,7 @@ def test_annotation_values(given: list[str], manifest: dict, descriptor: dict) -
 ])
 def test_bad_annotation_is_a_usage_error_naming_it(bad: str, named: str) -> None:
     with pytest.raises(UsageError) as caught:
-        parse_annotations(("ok=1", bad), HOST)
+        parse_annotations(("ok=1", bad), [HOST], makes_index=False)
     assert caught.value.exit_code == 2
     assert repr(bad) in caught.value.message
     assert named in caught.value.message
