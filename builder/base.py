@@ -39,6 +39,10 @@ def _remote(value: str) -> bool:
     return context_kind(value) in ("git", "http")
 
 
+# what else buildx's urlutil.IsGitURL takes as a git repository in a --build-context value
+NAMED_URL_PREFIXES = ("git@", "github.com/")
+
+
 def parse_named_contexts(values: Mapping[str, str]) -> dict[str, NamedContext]:
     out: dict[str, NamedContext] = {}
     for name, value in values.items():
@@ -56,7 +60,7 @@ def parse_named_contexts(values: Mapping[str, str]) -> dict[str, NamedContext]:
             out[key] = NamedContext(key, "oci-layout", str(path), tag)
         elif value.startswith("docker-image://"):
             out[key] = NamedContext(key, "docker-image", value[len("docker-image://"):])
-        elif not Path(value).is_dir() and ("://" in value or value.startswith("git@")):
+        elif not Path(value).is_dir() and ("://" in value or value.startswith(NAMED_URL_PREFIXES)):
             if not _remote(value):
                 raise UsageError(f"--build-context {name}={value}: only oci-layout://, docker-image://, "
                                  "a git repository, an http(s) URL and local folders are supported")

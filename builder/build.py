@@ -206,9 +206,13 @@ def _run_build(req: BuildRequest, progress: Progress, started: float) -> BuildRe
     store = Store(Path(req.root) if req.root else default_root())
     recorder = _start_recording(req, store, progress)
     # named contexts given as URLs: fetched first, then each is the folder it was fetched to
-    urls = [name for name, value in req.build_contexts.items()
-            if ("://" in value or value.startswith("git@")) and not value.startswith(_IMAGE_SCHEMES)
-            and _remote_context(value)]
+    urls = []
+    if req.build_contexts:
+        from .base import NAMED_URL_PREFIXES
+
+        urls = [name for name, value in req.build_contexts.items()
+                if ("://" in value or value.startswith(NAMED_URL_PREFIXES))
+                and not value.startswith(_IMAGE_SCHEMES) and _remote_context(value)]
     if not urls:
         return _run_build_from(req, store, progress, started, recorder)
     from contextlib import ExitStack

@@ -135,7 +135,7 @@ def test_a_plain_remote_file_is_the_dockerfile_whatever_f_says(tmp_path: Path) -
 
 
 @pytest.mark.parametrize("value", ["https://h/r.git#main", "git@h:r.git", "https://h/ctx.tar",
-                                   "git://h/r", "ssh://git@h/r.git"])
+                                   "git://h/r", "ssh://git@h/r.git", "github.com/moby/buildkit#v0.12"])
 def test_a_remote_named_context_is_taken_to_be_fetched(value: str) -> None:
     from builder.base import NamedContext, parse_named_contexts
 
