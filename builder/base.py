@@ -1,9 +1,10 @@
 """Base images: where a FROM (or COPY --from an image) gets its layers and config.
 
 In order: a named build context (`--build-context NAME=oci-layout://DIR[:TAG]`,
-`docker-image://REF`, a folder, or a git or http(s) URL, fetched to a folder first), an image already in the local store (built or pulled
-before; no network request unless `--pull`), or the registry the reference names. Every
-blob is verified against its digest before it enters the store.
+`docker-image://REF`, a folder, or a git or http(s) URL, fetched to a folder first), an
+image already in the local store (built or pulled before; no network request unless
+`--pull`), or the registry the reference names. Every blob is verified against its digest
+before it enters the store.
 """
 from __future__ import annotations
 

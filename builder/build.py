@@ -461,7 +461,8 @@ def _build_platforms(req: BuildRequest, store: Any, progress: Progress, dockerfi
                             descriptor_annotations=req.index_descriptor_annotations,
                             provenance=files)
     for out in pushing:
-        one = attester.index(attested, _names(req, out), entries=entries) if attester is not None else index
+        one = attester.index(attested, _names(req, out), entries=entries) \
+            if attester is not None else index
         _push_index(store, req, one, out, progress)
     if req.cache_to:  # one cache for every platform's steps, as BuildKit exports it
         from types import SimpleNamespace
