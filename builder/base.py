@@ -29,7 +29,9 @@ class NamedContext:
     """A --build-context value: a name and what it stands for."""
 
     name: str
-    kind: str  # "oci-layout" | "docker-image" | "dir" | "url" (git or http(s), not yet fetched)
+    # "oci-layout" | "docker-image" | "scratch" (docker-image://scratch) | "dir" | "url" (git
+    # or http(s), not yet fetched)
+    kind: str
     value: str  # the folder, the image reference, or the URL
     tag: str | None = None
 
@@ -60,7 +62,9 @@ def parse_named_contexts(values: Mapping[str, str]) -> dict[str, NamedContext]:
                 raise UsageError(f"--build-context {name}: {path} is not an OCI layout (no index.json)")
             out[key] = NamedContext(key, "oci-layout", str(path), tag)
         elif value.startswith("docker-image://"):
-            out[key] = NamedContext(key, "docker-image", value[len("docker-image://"):])
+            ref = value[len("docker-image://"):]
+            # dockerui: the name "scratch" is the empty image, not a registry's "scratch"
+            out[key] = NamedContext(key, "scratch" if ref == "scratch" else "docker-image", ref)
         elif not Path(value).is_dir() and ("://" in value or value.startswith(NAMED_URL_PREFIXES)):
             if not _remote(value):
                 raise UsageError(f"--build-context {name}={value}: only oci-layout://, docker-image://, "
@@ -141,7 +145,15 @@ class BaseResolver:
             return self._resolved[cache_key]
 
     # -- named contexts ---------------------------------------------------------------
+    def is_scratch(self, name: str) -> bool:
+        """Whether the named context ``name`` is ``docker-image://scratch``: a stage on it
+        starts from scratch, as ``FROM scratch``."""
+        nc = self.contexts.get(name.lower())
+        return nc is not None and nc.kind == "scratch"
+
     def _from_context(self, nc: NamedContext, pull: bool, platform: Any) -> BaseImage:
+        if nc.kind == "scratch":  # nothing to copy from (COPY --from of it finds no file)
+            return BaseImage("scratch", base_key(manifest_digest=None), {}, ())
         if nc.kind == "docker-image":
             return self._from_reference(nc.value, pull, platform)
         if nc.kind == "oci-layout":

@@ -118,7 +118,7 @@ class _CheckBases:
         wanted = foreign_platform(platform)
         if kind == "context":
             nc = self.contexts[name.lower()]
-            if nc.kind in ("dir", "url"):  # files only: no image config
+            if nc.kind in ("dir", "url", "scratch"):  # files only, or nothing: no image config
                 return {}
             if nc.kind == "oci-layout":
                 from .oci.layout import OciLayout

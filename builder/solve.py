@@ -342,7 +342,8 @@ class Solver:
             image = image.changed(onbuild=())
             base = parent.base
             onbuild = parent.image.onbuild
-        elif stage.base.kind == "scratch":
+        elif stage.base.kind == "scratch" or (stage.base.kind == "context"
+                                              and self.bases.is_scratch(stage.base.name)):
             fs, image, onbuild = FsState(base_key(manifest_digest=None)), ImageState(workdir="/"), ()
         else:
             base = self.base_of(stage)
@@ -432,6 +433,11 @@ class Solver:
         with self._bases_lock:
             base = self._bases.get(stage.index)
             if base is not None:
+                return base
+            if stage.base.kind == "context" and self.bases.is_scratch(stage.base.name):
+                # docker-image://scratch: no image to load, and no step for it (BuildKit's
+                # llb.Scratch() has no vertex)
+                base = self._bases[stage.index] = self.bases.resolve(stage.base.name, kind="context")
                 return base
             sid = self.progress.start(self._step_name(stage, f"FROM {shown_base(stage)}", first=True))
             try:

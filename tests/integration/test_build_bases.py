@@ -191,3 +191,27 @@ def test_local_bases_make_no_network_request(project: Path, store: str, local_bu
     write(project, {"Dockerfile": "FROM example.invalid/never:1\n"})
     failed = pybuild("build", "--root", store, str(project), env=proxy_env, check=False)
     assert failed.returncode != 0 and counting_proxy.count > 0
+
+
+def test_docker_image_scratch_is_the_empty_image(project: Path, store: str, tmp_path: Path,
+                                                counting_proxy: _CountingProxy) -> None:
+    """dockerui reads `docker-image://scratch` as the empty image: a stage on it is the same
+    image as one `FROM scratch`, with no request to any registry and no step for the base;
+    COPY --from it finds nothing."""
+    env = {"SOURCE_DATE_EPOCH": "0", "HTTP_PROXY": counting_proxy.url, "HTTPS_PROXY": counting_proxy.url,
+           "NO_PROXY": "", "no_proxy": ""}
+    write(project, {"a.txt": "a\n", "Dockerfile": "FROM scratch\nCOPY a.txt /\n",
+                    "Named.Dockerfile": "FROM base\nCOPY a.txt /\n",
+                    "From.Dockerfile": "FROM scratch\nCOPY --from=base /x /\n"})
+    ids = []
+    for args in ([], ["-f", str(project / "Named.Dockerfile"), "--build-context", "base=docker-image://scratch"]):
+        iid = tmp_path / f"iid{len(ids)}"
+        done = pybuild("build", "--root", store, "--iidfile", str(iid), *args, str(project), env=env)
+        assert "FROM base" not in done.stderr
+        ids.append(iid.read_text())
+    assert ids[0] == ids[1]
+    assert counting_proxy.count == 0
+    failed = pybuild("build", "--root", store, "-f", str(project / "From.Dockerfile"),
+                     "--build-context", "base=docker-image://scratch", str(project), env=env, check=False)
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr
+    assert 'COPY failed: "/x" not found in image base' in failed.stderr
