@@ -105,6 +105,18 @@ class ImageStore:
         raise UsageError(f"{name!r} matches several images: "
                          f"{', '.join(sorted(str(i) for i in ids))}")
 
+    def by_name(self, name: str) -> StoredImage:
+        """A stored image by its name only, as `docker push` finds it: an image ID is no
+        name to push to."""
+        doc = self.store.get_ref(self.normalize(name))
+        image = self._describe(str(doc["name"]), Digest.parse(doc["manifest"])) \
+            if doc and doc.get("manifest") else None
+        if image is None:
+            raise BuildError(f"no such image: {name}: an image does not exist locally with that name",
+                             hint="push a name (see `pybuild images`); to push an image by its "
+                                  "ID, name it first: pybuild tag ID NAME")
+        return image
+
     def find(self, name: str) -> list[StoredImage]:
         """Stored names matching ``name``: the name itself, else an image ID (prefix)."""
         hexpart = name.removeprefix("sha256:").lower()
@@ -233,7 +245,7 @@ def push_stored(store: Store, name: str, targets: Sequence[str] = (), *, insecur
 
     stored = image is None
     if image is None:
-        image = ImageStore(store).spec(ImageStore(store).lookup(name))
+        image = ImageStore(store).spec(ImageStore(store).by_name(name))
     compressed = image if as_is else _compressed(store, image)
     if stored and compressed is not image:
         # The same image (same config, same ID) in the form registries get; the local name

@@ -31,6 +31,12 @@ def test_images_tag_inspect_rmi(tmp_path: Path) -> None:
     assert info["Manifest"]["config"]["digest"] == image_id
     assert info["Config"]["rootfs"]["diff_ids"] and info["Name"] == "example.com/team/hello:latest"
     assert s.run("images", "-q").stdout.split() == [short]
+    # an image ID is no name to push to (docker push takes names only): refused, and no
+    # name made of the ID is left behind
+    pushed = s.run("push", short, check=False)
+    assert pushed.returncode == 1
+    assert_one_sentence_error(pushed, f"no such image: {short}: an image does not exist locally")
+    assert s.run("images", "-q").stdout.split() == [short] and len(s.run("images").stdout.splitlines()) == 3
     assert s.run("rmi", "hello:v1").stdout == "Untagged: hello:v1\n"
     assert_one_sentence_error(s.run("inspect", "hello:v1", check=False), "no such image: hello:v1")
     assert_one_sentence_error(s.run("rmi", "nothere", check=False), "no such image")
