@@ -43,7 +43,18 @@ def _remote(value: str) -> bool:
 
 
 # what else buildx's urlutil.IsGitURL takes as a git repository in a --build-context value
-NAMED_URL_PREFIXES = ("git@", "github.com/")
+_NAMED_URL_PREFIXES = ("git@", "github.com/")
+
+
+def _url_like(value: str) -> bool:
+    """Whether a --build-context value is given as a URL (not an image, not a folder)."""
+    return not value.startswith(("docker-image://", "oci-layout://")) and not Path(value).is_dir() \
+        and ("://" in value or value.startswith(_NAMED_URL_PREFIXES))
+
+
+def is_url_context(value: str) -> bool:
+    """Whether a --build-context value is a git repository or an http(s) URL to fetch."""
+    return _url_like(value) and _remote(value)
 
 
 def parse_named_contexts(values: Mapping[str, str]) -> dict[str, NamedContext]:
@@ -65,7 +76,7 @@ def parse_named_contexts(values: Mapping[str, str]) -> dict[str, NamedContext]:
             ref = value[len("docker-image://"):]
             # dockerui: the name "scratch" is the empty image, not a registry's "scratch"
             out[key] = NamedContext(key, "scratch" if ref == "scratch" else "docker-image", ref)
-        elif not Path(value).is_dir() and ("://" in value or value.startswith(NAMED_URL_PREFIXES)):
+        elif _url_like(value):
             if not _remote(value):
                 raise UsageError(f"--build-context {name}={value}: only oci-layout://, docker-image://, "
                                  "a git repository, an http(s) URL and local folders are supported")

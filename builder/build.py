@@ -201,37 +201,21 @@ def run_build(req: BuildRequest) -> BuildResult:
 
 
 def _run_build(req: BuildRequest, progress: Progress, started: float) -> BuildResult:
+    from .base import is_url_context, parse_named_contexts
     from .cache.store import Store, default_root
 
     store = Store(Path(req.root) if req.root else default_root())
     recorder = _start_recording(req, store, progress)
-    # named contexts given as URLs: fetched first, then each is the folder it was fetched to
-    urls = []
-    if req.build_contexts:
-        from .base import NAMED_URL_PREFIXES
-
-        urls = [name for name, value in req.build_contexts.items()
-                if ("://" in value or value.startswith(NAMED_URL_PREFIXES))
-                and not value.startswith(_IMAGE_SCHEMES) and _remote_context(value)]
-    if not urls:
+    if not any(is_url_context(v) for v in req.build_contexts.values()):
         return _run_build_from(req, store, progress, started, recorder)
-    from contextlib import ExitStack
+    from .remotecontext import open_named_contexts
 
-    from .base import parse_named_contexts
-    from .remotecontext import open_named
-
-    parse_named_contexts(req.build_contexts)  # the others refused before any fetch
-    with ExitStack() as fetched:
-        folders, remotes = dict(req.build_contexts), {}
-        for name in urls:
-            remotes[name] = fetched.enter_context(open_named(name, req.build_contexts[name],
-                                                             store.root / "tmp", progress=progress))
-            folders[name] = os.fspath(remotes[name].root)
+    parse_named_contexts(req.build_contexts)  # all checked before any fetch
+    # named contexts given as URLs: fetched first, then each is the folder it was fetched to
+    with open_named_contexts(req.build_contexts, store.root / "tmp",
+                             progress=progress) as (folders, remotes):
         return _run_build_from(replace(req, build_contexts=folders, named_remotes=remotes), store,
                                progress, started, recorder)
-
-
-_IMAGE_SCHEMES = ("docker-image://", "oci-layout://")
 
 
 def _run_build_from(req: BuildRequest, store: Any, progress: Progress, started: float,

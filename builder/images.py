@@ -105,12 +105,16 @@ class ImageStore:
         raise UsageError(f"{name!r} matches several images: "
                          f"{', '.join(sorted(str(i) for i in ids))}")
 
+    def _named(self, name: str) -> StoredImage | None:
+        doc = self.store.get_ref(self.normalize(name))
+        if doc and doc.get("manifest"):
+            return self._describe(str(doc["name"]), Digest.parse(doc["manifest"]))
+        return None
+
     def by_name(self, name: str) -> StoredImage:
         """A stored image by its name only, as `docker push` finds it: an image ID is no
         name to push to."""
-        doc = self.store.get_ref(self.normalize(name))
-        image = self._describe(str(doc["name"]), Digest.parse(doc["manifest"])) \
-            if doc and doc.get("manifest") else None
+        image = self._named(name)
         if image is None:
             raise BuildError(f"no such image: {name}: an image does not exist locally with that name",
                              hint="push a name (see `pybuild images`); to push an image by its "
@@ -123,11 +127,9 @@ class ImageStore:
         is_id = name.startswith("sha256:") or (len(hexpart) >= 4 and all(
             c in "0123456789abcdef" for c in hexpart) and len(hexpart) <= 64 and ":" not in name)
         if not is_id or ("/" in name):
-            doc = self.store.get_ref(self.normalize(name))
-            if doc and doc.get("manifest"):
-                image = self._describe(str(doc["name"]), Digest.parse(doc["manifest"]))
-                if image is not None:
-                    return [image]
+            image = self._named(name)
+            if image is not None:
+                return [image]
             if not is_id:
                 return []
         return [i for i in self.images() if i.image_id.hex.startswith(hexpart)]

@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -35,7 +35,7 @@ from typing import Any
 from .errors import ContextError
 
 __all__ = ["RemoteContext", "context_kind", "dockerfile_in", "for_remote", "is_remote", "open_named",
-           "open_remote"]
+           "open_named_contexts", "open_remote"]
 
 _KEEP_GIT_DIR_ARG = "BUILDKIT_CONTEXT_KEEP_GIT_DIR"
 _BOOL = {"1": True, "t": True, "true": True, "0": False, "f": False, "false": False}
@@ -124,22 +124,36 @@ def open_remote(arg: str, scratch_parent: Path, *, build_args: Mapping[str, str]
     """Fetch the remote context ``arg`` into a scratch folder; removed on the way out.
     With a SOURCE_DATE_EPOCH (build arg or option) a git checkout's files get the commit's
     time, as dockerui asks its git source for then (``GitMTimeCommit``)."""
-    from .cache.store import remove_tree
     from .gitsource import redact
 
+    git = context_kind(arg) == "git"
+    commit_times = source_date_epoch is not None or bool(build_args.get("SOURCE_DATE_EPOCH"))
+    # buildx's names for the step that fetches the context
+    title = f"[internal] load git source {redact(arg)}" if git else "[internal] load remote build context"
+    with _fetched(scratch_parent, "remote-context-", title, progress,
+                  lambda scratch: _git_context(arg, scratch, build_args, commit_times) if git
+                  else _http_context(arg, scratch)) as remote:
+        yield remote
+
+
+@contextmanager
+def _fetched(scratch_parent: Path, prefix: str, title: str, progress: Any,
+             fetch: Callable[[Path], RemoteContext], what: str = "") -> Iterator[RemoteContext]:
+    """``fetch`` into a new scratch folder of ``scratch_parent``, shown as the step
+    ``title``; its failure ends the step, its message prefixed by ``what``. The folder is
+    removed however the build ends."""
+    from .cache.store import remove_tree
+
     scratch_parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix="remote-context-", dir=scratch_parent))
+    scratch = Path(tempfile.mkdtemp(prefix=prefix, dir=scratch_parent))
     try:
-        git = context_kind(arg) == "git"
-        # buildx's names for the step that fetches the context
-        sid = progress.start(f"[internal] load git source {redact(arg)}" if git
-                             else "[internal] load remote build context")
+        sid = progress.start(title)
         try:
-            commit_times = source_date_epoch is not None or bool(build_args.get("SOURCE_DATE_EPOCH"))
-            remote = _git_context(arg, scratch, build_args, commit_times) if git \
-                else _http_context(arg, scratch)
+            remote = fetch(scratch)
         except ContextError as exc:
-            progress.error(sid, exc.message)
+            progress.error(sid, what + exc.message)
+            if what:
+                raise ContextError(what + exc.message, hint=exc.hint) from None
             raise
         progress.internal_done(sid)
         yield remote
@@ -164,24 +178,26 @@ def _git_context(arg: str, scratch: Path, build_args: Mapping[str, str],
                          ref=done.ref, subdir=gr.subdir, given=redact(arg))
 
 
-def _http_context(url: str, scratch: Path) -> RemoteContext:
-    import hashlib
-
-    from .copy_add import extract_archive, fetch_url, is_archive
-    from .digest import CHUNK
-    from .gitsource import redact
+def _download(url: str, scratch: Path) -> tuple[Path, str, Path]:
+    """``url`` downloaded into ``scratch``: the file, the digest of its bytes, and the
+    context folder (``scratch``/context, empty, mode 0755) it is to make."""
+    from .copy_add import fetch_url
+    from .digest import sha256_file
 
     download = scratch / "download"
     download.mkdir()
-    name = fetch_url(url, download)
-    path = download / name
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
+    path = download / fetch_url(url, download)
     root = scratch / "context"
     root.mkdir(mode=0o755)
     os.chmod(root, 0o755)
+    return path, str(sha256_file(path)[0]), root
+
+
+def _http_context(url: str, scratch: Path) -> RemoteContext:
+    from .copy_add import extract_archive, is_archive
+    from .gitsource import redact
+
+    path, digest, root = _download(url, scratch)
     shown = redact(url)
     if is_archive(os.fspath(path)):
         try:
@@ -190,7 +206,7 @@ def _http_context(url: str, scratch: Path) -> RemoteContext:
             raise ContextError(f"remote build context {shown}: "
                                f"{exc.message.removeprefix('ADD failed: ')}") from None
         os.chmod(root, 0o755)  # an archive's "./" entry does not decide the context's mode
-        return RemoteContext(root, "archive", shown, digest=f"sha256:{h.hexdigest()}", given=shown)
+        return RemoteContext(root, "archive", shown, digest=digest, given=shown)
     with open(path, "rb") as f:
         head = f.read(6)
     if head.startswith((b"\x1f\x8b\x08", b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd")):
@@ -198,7 +214,7 @@ def _http_context(url: str, scratch: Path) -> RemoteContext:
                            hint="serve a tar archive (.tar, .tar.gz, ...) or a plain Dockerfile")
     # dockerui: the file is the Dockerfile, and the context holds it as "context"
     shutil.move(os.fspath(path), os.fspath(root / "context"))
-    return RemoteContext(root, "dockerfile", shown, digest=f"sha256:{h.hexdigest()}", given=shown)
+    return RemoteContext(root, "dockerfile", shown, digest=digest, given=shown)
 
 
 @contextmanager
@@ -209,45 +225,45 @@ def open_named(name: str, value: str, scratch_parent: Path, *, progress: Any) ->
     with the commit's time); any
     other URL is downloaded as it is, never extracted, as the file ``context`` (mode 0600)
     of an otherwise empty folder. Removed on the way out, as ``open_remote``'s."""
-    from .cache.store import remove_tree
     from .gitsource import redact
 
-    scratch_parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix="named-context-", dir=scratch_parent))
-    try:
-        git = context_kind(value) == "git"
-        shown = redact(value)
-        sid = progress.start(f"[context {name}] load git source {shown}" if git
-                             else f"[context {name}] {shown}")
-        try:
-            # a checkout's files take the commit's time: a rebuild of the same commit makes
-            # the same layers (BuildKit gets there by keeping the first checkout's snapshot)
-            remote = _git_context(value, scratch, {}, True) if git else _http_file(value, scratch)
-        except ContextError as exc:
-            message = f"--build-context {name}: {exc.message}"
-            progress.error(sid, message)
-            raise ContextError(message, hint=exc.hint) from None
-        progress.internal_done(sid)
+    git = context_kind(value) == "git"
+    title = f"[context {name}] load git source {redact(value)}" if git else f"[context {name}] {redact(value)}"
+    # a checkout's files take the commit's time: a rebuild of the same commit makes the
+    # same layers (BuildKit gets there by keeping the first checkout's snapshot)
+    with _fetched(scratch_parent, "named-context-", title, progress,
+                  lambda scratch: _git_context(value, scratch, {}, True) if git
+                  else _http_file(value, scratch), what=f"--build-context {name}: ") as remote:
         yield remote
-    finally:
-        remove_tree(scratch)
+
+
+@contextmanager
+def open_named_contexts(contexts: Mapping[str, str], scratch_parent: Path, *,
+                        progress: Any) -> Iterator[tuple[dict[str, str], dict[str, RemoteContext]]]:
+    """The --build-context values with each git or http(s) URL among them fetched
+    (``open_named``) and replaced by the folder it was fetched to; and the fetched ones by
+    name. The folders are removed on the way out."""
+    from contextlib import ExitStack
+
+    from .base import is_url_context
+
+    folders, remotes = dict(contexts), {}
+    with ExitStack() as stack:
+        for name, value in contexts.items():
+            if is_url_context(value):
+                remotes[name] = stack.enter_context(open_named(name, value, scratch_parent,
+                                                               progress=progress))
+                folders[name] = os.fspath(remotes[name].root)
+        yield folders, remotes
 
 
 def _http_file(url: str, scratch: Path) -> RemoteContext:
-    from .copy_add import fetch_url
-    from .digest import sha256_file
     from .gitsource import redact
 
-    download = scratch / "download"
-    download.mkdir()
-    path = download / fetch_url(url, download)
-    root = scratch / "context"
-    root.mkdir(mode=0o755)
-    os.chmod(root, 0o755)
+    path, digest, root = _download(url, scratch)
     os.replace(path, root / "context")
     os.chmod(root / "context", 0o600)
-    shown = redact(url)
-    return RemoteContext(root, "file", shown, digest=str(sha256_file(root / "context")[0]), given=shown)
+    return RemoteContext(root, "file", redact(url), digest=digest, given=redact(url))
 
 
 def dockerfile_in(remote: RemoteContext, flag: str | None) -> str | None:
