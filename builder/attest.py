@@ -249,7 +249,7 @@ class Attester:
 
         images = [image for _, image in parts]
         atts = [self.manifest(solver, image, names) for solver, image in parts]
-        index = IndexSpec.of([*images, *atts], self.req.index_annotations, entries={
+        index = IndexSpec.of([*images, *atts], self.req.annotations.index, entries={
             **(entries or {}),
             **{att.manifest_digest: entry_annotations(image.manifest_digest)
                for att, image in zip(atts, images)}})
@@ -303,6 +303,6 @@ def write_oci(out: Any, index: Any, image: Any, req: Any, names: Sequence[str]) 
     try:
         to_dest(dest, lambda p: write_oci_index_archive(
             p, index, index.images, names, source_date_epoch=req.source_date_epoch,
-            annotations=req.index_descriptor_annotations, docker_image=image))
+            annotations=req.annotations.index_descriptor, docker_image=image))
     except OSError as exc:
         raise BuildError(f"cannot write the oci output to {dest}: {exc.strerror or exc}") from None

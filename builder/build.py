@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from .buildflags import Annotations
 from .digest import Digest
 from .errors import BuildError, ContextError, UsageError
 from .progress import Progress
@@ -66,13 +67,7 @@ class BuildRequest:
     extra_hosts: tuple[tuple[str, str], ...] = ()  # --add-host: (host, ip) lines of RUN's /etc/hosts
     shm_size: int | None = None  # --shm-size: bytes of RUN's /dev/shm (None: the default 64m)
     ulimits: tuple[tuple[str, int, int], ...] = ()  # --ulimit: (name, soft, hard) for RUN steps
-    annotations: Mapping[str, str] = field(default_factory=dict)  # --annotation: the manifest's
-    descriptor_annotations: Mapping[str, str] = field(default_factory=dict)  # manifest-descriptor:
-    index_annotations: Mapping[str, str] = field(default_factory=dict)  # index:
-    index_descriptor_annotations: Mapping[str, str] = field(default_factory=dict)  # index-descriptor:
-    # manifest[PLATFORM]: and manifest-descriptor[PLATFORM]: of a build for several platforms
-    platform_annotations: Mapping[str, tuple[Mapping[str, str], Mapping[str, str]]] = \
-        field(default_factory=dict)
+    annotations: Annotations = field(default_factory=Annotations)  # --annotation, by where they go
     provenance: Any = None  # provenance.ProvenanceOptions: --provenance/--attest asked for one
 
 
@@ -302,7 +297,7 @@ def _build(req: BuildRequest, store: Any, progress: Progress, context_dir: Path,
             images[media, comp] = make_image(store, result, compression=comp,
                                              level=req.compression_level,
                                              source_date_epoch=req.source_date_epoch, media=media,
-                                             annotations=req.annotations, platform=req.platform)
+                                             annotations=req.annotations.manifest, platform=req.platform)
         return images[media, comp]
 
     def media_of(out: Mapping[str, str]) -> str:
@@ -314,7 +309,7 @@ def _build(req: BuildRequest, store: Any, progress: Progress, context_dir: Path,
 
     def index_for(out: Mapping[str, str]) -> Any:
         index = attester.index([(solver, image_for("oci"))], _names(req, out),  # type: ignore[union-attr]
-                               entries=descriptor_entries(req, [(req.platform, image_for("oci"))]))
+                               entries=req.annotations.entries([(req.platform, image_for("oci"))]))
         indexes.append(index)
         return index
 
@@ -326,7 +321,7 @@ def _build(req: BuildRequest, store: Any, progress: Progress, context_dir: Path,
             continue
         write_outputs(store, image_for(media_of(out)), result, [out], tags=req.tags,
                       source_date_epoch=req.source_date_epoch, lowers_of=solver.lowers_of,
-                      descriptor_annotations=req.descriptor_annotations,
+                      descriptor_annotations=req.annotations.descriptor,
                       provenance=attester.file_writer(solver, image_for(media_of(out)))
                       if attester is not None else None)
     from .images import ImageStore
@@ -422,11 +417,11 @@ def _build_platforms(req: BuildRequest, store: Any, progress: Progress, dockerfi
         solvers.append(solver)
         image = make_image(store, result, compression=req.compression, level=req.compression_level,
                            source_date_epoch=req.source_date_epoch, media="oci",
-                           annotations=manifest_annotations(req, platform), platform=platform)
+                           annotations=req.annotations.for_manifest(platform), platform=platform)
         parts.append((platform, image, result))
         steps.extend(solver.steps)
-    entries = descriptor_entries(req, [(p, image) for p, image, _ in parts])
-    index = IndexSpec.of((image for _, image, _ in parts), req.index_annotations, entries=entries)
+    entries = req.annotations.entries([(p, image) for p, image, _ in parts])
+    index = IndexSpec.of((image for _, image, _ in parts), req.annotations.index, entries=entries)
     files = {}
     if attester is not None:
         # one attestation per platform image, its subjects named as the output names the
@@ -442,7 +437,7 @@ def _build_platforms(req: BuildRequest, store: Any, progress: Progress, dockerfi
             if attester is not None and out.get("type") == "oci" else index
         write_index_outputs(store, one, parts, [out], tags=req.tags,
                             source_date_epoch=req.source_date_epoch,
-                            descriptor_annotations=req.index_descriptor_annotations,
+                            descriptor_annotations=req.annotations.index_descriptor,
                             provenance=files)
     for out in pushing:
         one = attester.index(attested, _names(req, out), entries=entries) \
@@ -574,28 +569,8 @@ def _descriptor_annotations(req: BuildRequest, media_type: str) -> Mapping[str, 
     """The annotations of the descriptor of what a build made: an index's or a manifest's."""
     from .oci.types import MediaType
 
-    return req.index_descriptor_annotations if media_type == MediaType.OCI_INDEX \
-        else req.descriptor_annotations
-
-
-def manifest_annotations(req: BuildRequest, platform: str | None) -> Mapping[str, str]:
-    """``--annotation`` for the manifest of ``platform``'s image: those for every image, then
-    those scoped to it (in a build for several platforms)."""
-    scoped = req.platform_annotations.get(platform or "")
-    return {**req.annotations, **scoped[0]} if scoped else req.annotations
-
-
-def descriptor_entries(req: BuildRequest,
-                       images: Sequence[tuple[str | None, Any]]) -> dict[Any, Mapping[str, str]]:
-    """The manifest-descriptor annotations of each (platform, image) of an index, by
-    manifest digest: where they go when the images are listed in an index."""
-    out: dict[Any, Mapping[str, str]] = {}
-    for platform, image in images:
-        scoped = req.platform_annotations.get(platform or "")
-        entry = {**req.descriptor_annotations, **(scoped[1] if scoped else {})}
-        if entry:
-            out[image.manifest_digest] = entry
-    return out
+    return req.annotations.index_descriptor if media_type == MediaType.OCI_INDEX \
+        else req.annotations.descriptor
 
 
 def _check_request(req: BuildRequest, progress: Progress) -> None:
@@ -611,7 +586,7 @@ def _check_request(req: BuildRequest, progress: Progress) -> None:
 
         check_attested(req, progress)
     for out in req.outputs:
-        if (req.annotations or req.descriptor_annotations) and _docker_media(out):
+        if (req.annotations.manifest or req.annotations.descriptor) and _docker_media(out):
             progress.warn(f"--annotation: the {out.get('type')} output uses docker media types, "
                           "which carry no annotations; they are left out of it")
 

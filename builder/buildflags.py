@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import UsageError
 from .parse_go import GO_FALSE, GO_TRUE, ram_in_bytes
@@ -139,6 +139,22 @@ class Annotations:
     index: Mapping[str, str] = field(default_factory=dict)
     index_descriptor: Mapping[str, str] = field(default_factory=dict)  # the index's index.json entry
     by_platform: Mapping[str, tuple[Mapping[str, str], Mapping[str, str]]] = field(default_factory=dict)
+
+    def for_manifest(self, platform: str | None) -> Mapping[str, str]:
+        """Those of ``platform``'s image manifest: the build's, then those scoped to it."""
+        scoped = self.by_platform.get(platform or "")
+        return {**self.manifest, **scoped[0]} if scoped else self.manifest
+
+    def entries(self, images: Sequence[tuple[str | None, Any]]) -> dict[Any, Mapping[str, str]]:
+        """The manifest-descriptor annotations of each (platform, image) listed in an index,
+        by manifest digest."""
+        out: dict[Any, Mapping[str, str]] = {}
+        for platform, image in images:
+            scoped = self.by_platform.get(platform or "")
+            entry = {**self.descriptor, **(scoped[1] if scoped else {})}
+            if entry:
+                out[image.manifest_digest] = entry
+        return out
 
 
 def _platform_of(wanted: str, platforms: Sequence[str]) -> str | None:

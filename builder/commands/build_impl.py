@@ -257,11 +257,7 @@ def run(kw: Mapping[str, Any], *, debug: bool, echo: Callable[[str], Any]) -> in
         extra_hosts=parse_add_hosts(kw["add_hosts"]),  # type: ignore[arg-type]
         shm_size=shm_size or None,  # 0, as in buildx: the default size
         ulimits=parse_ulimits(kw["ulimits"]),  # type: ignore[arg-type]
-        annotations=annotations.manifest,
-        descriptor_annotations=annotations.descriptor,
-        index_annotations=annotations.index,
-        index_descriptor_annotations=annotations.index_descriptor,
-        platform_annotations=annotations.by_platform,
+        annotations=annotations,
         provenance=provenance,
     )
     request = replace(request, explain=bool(kw["explain"]), dry_run=bool(kw["dry_run"]), debug=debug)
