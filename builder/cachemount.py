@@ -14,11 +14,11 @@ import contextlib
 import fcntl
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .digest import sha256_bytes
+from .fsutil import make_temp_dir
 
 __all__ = ["cache_name", "folder", "locked", "prune"]
 
@@ -67,6 +67,6 @@ def prune(store_root: Path, cache_id: str, *, based: bool,
         with locked(path):
             if not path.exists():
                 continue
-            aside = Path(tempfile.mkdtemp(prefix="pruned-", dir=tmp))
+            aside = Path(make_temp_dir(tmp, "pruned-"))
             os.rename(path, aside / "cache")
         remove(aside)

@@ -24,7 +24,6 @@ import contextlib
 import errno
 import os
 import stat
-import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -123,6 +122,8 @@ def copy_into(
                                    observe)
                     else:
                         if tmp is None:
+                            import tempfile
+
                             tmp = scratches.enter_context(
                                 tempfile.TemporaryDirectory(prefix="pybuild-copy-", dir=scratch_dir))
                         scratch = Path(tmp, str(i))

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -21,6 +19,7 @@ from .cache.store import LayerBlob, Store, remove_tree
 from .config import HistoryEntry
 from .digest import Digest
 from .errors import BuildError, UsageError
+from .fsutil import make_temp_dir
 from .graph import platform_args
 from .solve import LayerRef, StageResult, format_time
 
@@ -342,6 +341,9 @@ def _write_output(store: Store, image: Any, result: StageResult, out: Mapping[st
 def to_dest(dest: str, write: Any) -> None:
     """Write an output file aside and rename it into place; `-` streams it to stdout."""
     if dest == "-":
+        import shutil
+        import tempfile
+
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "out"
             write(path)
@@ -372,7 +374,7 @@ def _write_local(store: Store, result: StageResult, dest: Path, extra: Any = Non
     into place (the provenance file)."""
     dest = dest.resolve()
     dest.parent.mkdir(parents=True, exist_ok=True)  # as buildx makes a local output's folders
-    tmp = Path(tempfile.mkdtemp(prefix=".pybuild-", dir=dest.parent))
+    tmp = Path(make_temp_dir(dest.parent, ".pybuild-"))
     try:
         _flatten(store, result, tmp)
         if extra is not None:
@@ -402,7 +404,7 @@ def _write_rootfs_tar(store: Store, result: StageResult, dest: Path,
     own top folder; ``extra(folder)`` adds to a tree before it is archived."""
     from .layers.tar import write_tree_tar
 
-    tmp = Path(tempfile.mkdtemp(prefix=".pybuild-", dir=store.root / "tmp"))
+    tmp = Path(make_temp_dir(store.root / "tmp", ".pybuild-"))
     try:
         if split:
             for folder, one, add in split:

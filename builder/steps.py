@@ -12,9 +12,7 @@ import contextlib
 import fcntl
 import os
 import posixpath
-import shutil
 import stat
-import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +23,7 @@ from . import instructions as ins
 from .cachemount import cache_name, folder, prune
 from .cachemount import locked as cachemount_locked
 from .errors import BuildError, ExecError
+from .fsutil import make_temp_dir, secure_join
 from .parse_go import GO_FALSE, GO_TRUE, ram_in_bytes
 
 if TYPE_CHECKING:
@@ -188,7 +187,7 @@ class StepRunner:
                     done(upper, ())
             return
         with contextlib.ExitStack() as stack:
-            scratch = Path(tempfile.mkdtemp(prefix="ovl-", dir=self.store_root / "tmp"))
+            scratch = Path(make_temp_dir(self.store_root / "tmp", "ovl-"))
             stack.callback(_rmtree, scratch)
             empty = scratch / "empty"
             empty.mkdir()
@@ -240,7 +239,7 @@ class StepRunner:
                 copied.rebase()
                 return copied, holder
             _rmtree(holder)
-        holder = Path(tempfile.mkdtemp(prefix="copy-", dir=self.store_root / "tmp"))
+        holder = Path(make_temp_dir(self.store_root / "tmp", "copy-"))
         try:
             return CopiedRoot(lowers, holder / "root"), holder
         except BaseException:
@@ -319,7 +318,6 @@ class StepRunner:
         """WORKDIR's missing folders, owned by USER as BuildKit's mkdir reads it: like
         --chown (llb.WithUser), so an unknown name is 0 and a bare uid is also the gid."""
         from .copystep import resolve_chown
-        from .fsutil import secure_join
         from .layers.diff import merged_lookup
 
         with contextlib.ExitStack() as stack:
@@ -433,7 +431,7 @@ class StepRunner:
 
         env = list(env)
         with contextlib.ExitStack() as stack:
-            scratch = Path(tempfile.mkdtemp(prefix="run-", dir=self.store_root / "tmp"))
+            scratch = Path(make_temp_dir(self.store_root / "tmp", "run-"))
             stack.callback(_rmtree, scratch)
             work = scratch / "work"
             work.mkdir()
@@ -494,13 +492,14 @@ class StepRunner:
                 if getattr(solver.context, "ignore", None) is not None:
                     # Only what .dockerignore lets through, as BuildKit sends the context.
                     root = _visible_copy(solver.context, scratch / _fresh(scratch, "ctx"))
-            from .fsutil import secure_join
 
             src = secure_join(root, m.options.get("source", "/"))
             if not src.exists():
                 raise BuildError(f"--mount source {m.options.get('source', '/')!r} not found")
             if not m.readonly:
                 # rw binds see their writes, which are thrown away after the step.
+                import shutil
+
                 copy = scratch / _fresh(scratch, "bind")
                 if src.is_dir():
                     shutil.copytree(src, copy, symlinks=True)
@@ -518,7 +517,6 @@ class StepRunner:
         """A folder in the store kept between builds (builder.cachemount names it), made on
         first use: empty with mode/uid/gid, or seeded from the ``from`` stage."""
         from .executor import Mount
-        from .fsutil import secure_join
 
         assert m.cache is not None
         base = folder(self.store_root, m.cache)
@@ -526,7 +524,7 @@ class StepRunner:
         fd = stack.enter_context(cachemount_locked(base))
         if not base.exists():
             # Made aside and renamed: a half-seeded cache is never seen.
-            part = Path(tempfile.mkdtemp(prefix="cache-", dir=self.store_root / "tmp"))
+            part = Path(make_temp_dir(self.store_root / "tmp", "cache-"))
             try:
                 source = posixpath.join("/", m.options.get("source", ""))
                 if m.source_tree is not None and not (source == "/" and _sets_owner(m.options)):
@@ -658,6 +656,8 @@ def _cache_base(options: dict[str, str], stage_digest: str | None) -> str | None
 
 def _copy_tree(src: Path, dest: Path) -> None:
     """``src`` copied to ``dest`` (absent), with modes, times and owners."""
+    import shutil
+
     shutil.copytree(src, dest, symlinks=True)
     if os.geteuid() != 0:
         return
@@ -701,6 +701,8 @@ def _visible_copy(context: Any, dest: Path) -> Path:
             try:
                 os.link(entry.path, target)
             except OSError:
+                import shutil
+
                 shutil.copy2(entry.path, target)
     return dest
 
@@ -718,6 +720,8 @@ class _SSHProxy:
         import threading
 
         # AF_UNIX paths are short (108 bytes): a folder in /tmp, not in the store.
+        import tempfile
+
         self.dir = Path(tempfile.mkdtemp(prefix="pbssh-"))
         self.path = self.dir / "agent.sock"
         self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -755,6 +759,8 @@ class _SSHProxy:
             self.server.shutdown(socket.SHUT_RDWR)
         self.server.close()
         self.thread.join(timeout=5)
+        import shutil
+
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

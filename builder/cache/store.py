@@ -29,8 +29,6 @@ import contextlib
 import fcntl
 import json
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,6 +37,7 @@ from typing import Any
 
 from ..digest import Digest, canonical_json, sha256_bytes, sha256_stream
 from ..errors import CacheError
+from ..fsutil import make_temp_dir, make_temp_file
 from .lease import process_lease
 from .paths import count_hit, default_root
 
@@ -90,10 +89,10 @@ class Store:
 
     # -- temporary space ---------------------------------------------------------
     def tempdir(self, prefix: str = "work-") -> Path:
-        return Path(tempfile.mkdtemp(prefix=prefix, dir=self.root / "tmp"))
+        return Path(make_temp_dir(self.root / "tmp", prefix))
 
     def tempfile(self, prefix: str = "file-") -> Path:
-        fd, name = tempfile.mkstemp(prefix=prefix, dir=self.root / "tmp")
+        fd, name = make_temp_file(self.root / "tmp", prefix)
         os.close(fd)
         return Path(name)
 
@@ -256,5 +255,27 @@ def remove_tree(path: Path) -> None:
 
     if path.is_symlink() or path.is_file():
         path.unlink(missing_ok=True)
-    elif path.exists():
+    elif path.exists() and not _remove_plain(path):
+        import shutil  # what a plain walk could not remove (read-only folders, deep trees)
+
         shutil.rmtree(path, onerror=onerror)
+
+
+def _remove_plain(path: Path | str, depth: int = 0) -> bool:
+    """Remove a tree of plain writable folders (what most steps leave) without loading
+    ``shutil``; False at the first thing that needs more, which ``shutil.rmtree`` finishes."""
+    if depth > 64:
+        return False
+    try:
+        with os.scandir(path) as listing:
+            entries = list(listing)
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                if not _remove_plain(entry.path, depth + 1):
+                    return False
+            else:
+                os.unlink(entry.path)
+        os.rmdir(path)
+    except OSError:
+        return False
+    return True

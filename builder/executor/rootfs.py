@@ -11,16 +11,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import shutil
 import stat
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from builder.errors import ExecError
-from builder.fsutil import secure_join
+from builder.fsutil import make_temp_dir, secure_join
 
 from . import libc
 from .spec import RootFS
@@ -103,6 +101,9 @@ def mount_overlay(target: Path, options: str) -> None:
 @contextlib.contextmanager
 def mounted_rootfs(rootfs: RootFS) -> Iterator[Path]:
     """Mount ``rootfs`` in this process' mount namespace; yield the merged directory."""
+    import shutil
+    import tempfile
+
     tmp = Path(tempfile.mkdtemp(prefix="pb"))
     merged = tmp / "m"
     mounted = False
@@ -125,7 +126,9 @@ def overlay_problem(scratch: Path) -> str | None:
     """Why a step's overlay cannot be mounted with its upper directory in ``scratch`` (an
     old kernel, a filesystem that cannot be an upper layer, a user namespace that may not
     mount overlay), or None when it can: a small overlay is mounted there and removed."""
-    probe = Path(tempfile.mkdtemp(prefix="probe-", dir=scratch))
+    import shutil
+
+    probe = Path(make_temp_dir(scratch, "probe-"))
     try:
         for name in ("lower", "upper", "work", "m"):
             (probe / name).mkdir()

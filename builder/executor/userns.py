@@ -18,7 +18,6 @@ from __future__ import annotations
 import errno
 import os
 import pwd
-import shutil
 import threading
 from pathlib import Path
 
@@ -85,6 +84,8 @@ def write_id_maps(pid: int) -> None:
     uid, gid = os.getuid(), os.getgid()
     name = _user_name(uid)
     sub_u, sub_g = subids("/etc/subuid", name, uid), subids("/etc/subgid", name, uid)
+    import shutil
+
     if sub_u and sub_g and shutil.which("newuidmap") and shutil.which("newgidmap"):
         import subprocess  # only rootless builds with subordinate ids run these
 

@@ -7,7 +7,6 @@ stay on disk in the build's store and are reached through ``blob_path``.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Literal
 
 from builder.digest import Digest, sha256_bytes
 from builder.errors import LayerError
+from builder.fsutil import make_temp_file
 from builder.oci.types import (
     Descriptor,
     ImageConfig,
@@ -108,7 +108,7 @@ def store_blob(blob_dir: Path, data: bytes) -> Digest:
     dest = blob_dir / digest.algorithm / digest.hex
     if not dest.exists():
         dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
+        fd, tmp = make_temp_file(dest.parent, ".tmp-")
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
