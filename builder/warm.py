@@ -46,7 +46,7 @@ from .cli import _COMMANDS, _GROUP_OPTIONS
 
 __all__ = ["Recorder", "clear_pending", "pending", "prepare", "replay", "write_text"]
 
-MEMO_VERSION = 2  # 2: the context stamp packs its numbers (a version-1 memo never matches)
+MEMO_VERSION = 3  # 3: the context walk goes breadth first and may split (older memos never match)
 RACY_NS = 2_000_000_000  # entries touched this close to the read are not trusted by stat
 
 # `pybuild build` options a replay understands; any other option means "build normally".
@@ -142,27 +142,60 @@ def _tree_stamp(top: str, skip: frozenset[str] = frozenset(), *, meta: bool = Tr
     owner; with ``meta`` False only name, size and mtime, and no __pycache__ folder) and
     the newest ctime seen.
 
-    Entries are taken in the order the folder lists them: an unchanged folder lists them
-    in the same order, and a different order only costs a real build. This walk is most
-    of a replay's time on a big context, so it stats each name relative to its open folder
-    (no path lookup from the root) and packs the numbers into one array."""
-    names: list[str] = []
-    nums = array.array("q")
-    add_name, add_nums = names.append, nums.extend
-    newest = 0
-    stack = [top]
-    while stack:
-        path = stack.pop()
+    Entries are taken in the order the folders list them, folder by folder breadth first:
+    an unchanged tree is listed in the same order, and a different order only costs a real
+    build. This walk is most of a replay's time on a big context, so it stats each name
+    relative to its open folder and packs the numbers into one array; and once it has seen
+    ``SPLIT_AT`` entries with folders still to walk, a second process (fork) walks every
+    other one of them, each process on a core of its own. The split falls at the same place
+    for the same tree, and the digest says whether and where it fell."""
+    part = _Part(meta)
+    queue = [top]
+    done = 0
+    while done < len(queue):
+        if part.count >= SPLIT_AT and len(queue) - done >= 2 and _may_fork():
+            rest = queue[done:]
+            digests = _walk_split(rest[0::2], rest[1::2], meta)
+            part.names.append(f"split {len(rest)}")
+            digest = part.digest()
+            for d, newest in digests:
+                digest.update(d)
+                part.newest = max(part.newest, newest)
+            return digest.hexdigest(), part.newest
+        part.folder(queue[done], queue, skip if done == 0 else frozenset())
+        done += 1
+    return part.digest().hexdigest(), part.newest
+
+
+SPLIT_AT = 2000  # entries a walk has seen before it hands half of what is left to a second process
+
+
+class _Part:
+    """What one process saw of a tree: names, packed numbers, the newest ctime."""
+
+    def __init__(self, meta: bool) -> None:
+        self.meta = meta
+        self.names: list[str] = []
+        self.nums = array.array("q")
+        self.newest = 0
+
+    @property
+    def count(self) -> int:
+        return len(self.names)
+
+    def folder(self, path: str, more: list[str], skip: frozenset[str]) -> None:
+        """Stat every entry of the folder ``path``; its folders go onto ``more``."""
+        add_name, add_nums, meta = self.names.append, self.nums.extend, self.meta
         try:
             fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
         except OSError as exc:
             add_name(f"{path}/error {exc.errno}")
-            continue
+            return
         try:
             listed = os.listdir(fd)
             add_name(f"{path}/")
             for name in listed:
-                if (path is top and name in skip) or (not meta and name == "__pycache__"):
+                if name in skip or (not meta and name == "__pycache__"):
                     continue
                 try:
                     st = os.stat(name, dir_fd=fd, follow_symlinks=False)
@@ -173,19 +206,80 @@ def _tree_stamp(top: str, skip: frozenset[str] = frozenset(), *, meta: bool = Tr
                 if meta:
                     add_nums((st.st_mode, st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns,
                               st.st_uid, st.st_gid))
-                    if st.st_ctime_ns > newest:
-                        newest = st.st_ctime_ns
+                    if st.st_ctime_ns > self.newest:
+                        self.newest = st.st_ctime_ns
                 else:
                     add_nums((st.st_size, st.st_mtime_ns))
                 if stat.S_ISDIR(st.st_mode):
-                    stack.append(f"{path}/{name}")
+                    more.append(f"{path}/{name}")
         except OSError as exc:
             add_name(f"{path}/error {exc.errno}")
         finally:
             os.close(fd)
-    digest = hashlib.sha256("\0".join(names).encode("utf-8", "surrogateescape"))
-    digest.update(nums.tobytes())
-    return digest.hexdigest(), newest
+
+    def walk(self, folders: list[str]) -> None:
+        """Every entry below each of ``folders``, depth first."""
+        stack = list(reversed(folders))
+        while stack:
+            more: list[str] = []
+            self.folder(stack.pop(), more, frozenset())
+            stack.extend(reversed(more))
+
+    def digest(self) -> Any:
+        digest = hashlib.sha256("\0".join(self.names).encode("utf-8", "surrogateescape"))
+        digest.update(self.nums.tobytes())
+        return digest
+
+
+def _may_fork() -> bool:
+    """A second process helps only with a second core, and is safe only before threads."""
+    threading = sys.modules.get("threading")
+    if threading is not None and threading.active_count() > 1:
+        return False
+    try:
+        return len(os.sched_getaffinity(0)) > 1
+    except (AttributeError, OSError):
+        return False
+
+
+def _walk_split(mine: list[str], theirs: list[str], meta: bool) -> list[tuple[bytes, int]]:
+    """(digest, newest ctime) of the trees below ``mine`` and of those below ``theirs``, the
+    second walked by a forked child. Should the child fail, this process walks it too."""
+    read_end, write_end = os.pipe()
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(read_end)
+        os.close(write_end)
+        pid = -1
+    if pid == 0:  # the child: walk, answer in one write, and leave without any clean-up
+        try:
+            os.close(read_end)
+            part = _Part(meta)
+            part.walk(theirs)
+            os.write(write_end, part.digest().digest() + part.newest.to_bytes(8, "big", signed=True))
+        finally:
+            os._exit(0)
+    answer = b""
+    if pid > 0:
+        os.close(write_end)
+    try:
+        mine_part = _Part(meta)
+        mine_part.walk(mine)
+        if pid > 0:
+            while chunk := os.read(read_end, 64):
+                answer += chunk
+    finally:
+        if pid > 0:
+            os.close(read_end)
+            os.waitpid(pid, 0)
+    if len(answer) == 40:
+        theirs_answer = (answer[:32], int.from_bytes(answer[32:], "big", signed=True))
+    else:
+        their_part = _Part(meta)
+        their_part.walk(theirs)
+        theirs_answer = (their_part.digest().digest(), their_part.newest)
+    return [(mine_part.digest().digest(), mine_part.newest), theirs_answer]
 
 
 def _ignored_top_level(context: str, dockerfile: str) -> frozenset[str]:

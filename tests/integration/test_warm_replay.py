@@ -122,6 +122,26 @@ def test_any_change_builds_for_real(project: tuple[Path, Path]) -> None:
     assert not replayed and "(2/3 steps cached)" in shown
 
 
+def test_a_big_context_walked_by_two_processes_still_sees_every_change(project: tuple[Path, Path]) -> None:
+    # 3,000 entries: past warm.SPLIT_AT, so a second process stats half of the folders
+    # (on a machine with one CPU the walk stays whole, and this checks that instead)
+    store, ctx = project
+    for d in range(30):
+        write(ctx / "app" / f"d{d:02}", {f"f{i:03}.txt": f"{d} {i}\n" for i in range(99)})
+    settle(ctx)
+    assert not build(store, ctx, "-t", "app:1")[0]
+    assert build(store, ctx, "-t", "app:1")[0]
+    for d in range(30):  # one file in each folder in turn, whichever process walks it
+        if d % 7:
+            continue
+        target = ctx / "app" / f"d{d:02}" / "f050.txt"
+        target.write_text(f"{d} changed\n")  # the same size
+        settle(target)
+        replayed, _, shown = build(store, ctx, "-t", "app:1")
+        assert not replayed and "(1/3 steps cached)" in shown, d
+        assert build(store, ctx, "-t", "app:1")[0]
+
+
 def test_the_store_must_still_hold_it(project: tuple[Path, Path], busybox_rootfs: Path,
                                       tmp_path: Path) -> None:
     store, ctx = project

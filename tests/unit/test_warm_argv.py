@@ -54,7 +54,20 @@ def test_only_plain_top_level_names_are_skipped(tmp_path) -> None:
     assert _ignored_top_level(str(tmp_path), str(tmp_path / "Dockerfile")) == {"node_modules"}
 
 
-def test_the_context_stamp_sees_every_kind_of_change(tmp_path) -> None:
+@pytest.fixture(params=["one process", "split in two"])
+def split(request, monkeypatch):
+    """The context walk as one process, or split between two at once (after the top)."""
+    from builder import warm
+
+    if request.param == "split in two":
+        monkeypatch.setattr(warm, "SPLIT_AT", 1)
+        monkeypatch.setattr(warm, "_may_fork", lambda: True)
+    else:
+        monkeypatch.setattr(warm, "SPLIT_AT", 10**9)
+    return request.param
+
+
+def test_the_context_stamp_sees_every_kind_of_change(tmp_path, split) -> None:
     from builder.warm import _tree_stamp
 
     top = tmp_path / "ctx"
@@ -94,6 +107,31 @@ def test_the_context_stamp_sees_every_kind_of_change(tmp_path) -> None:
     assert _tree_stamp(str(top), meta=False)[0] == before
     (top / "m.py").write_text("x\n")
     assert _tree_stamp(str(top), meta=False)[0] != before
+
+
+def test_a_split_walk_gives_the_same_stamp_whoever_walks_the_second_half(tmp_path, monkeypatch) -> None:
+    from builder import warm
+
+    top = tmp_path / "ctx"
+    for i in range(6):
+        (top / f"d{i}" / "sub").mkdir(parents=True)
+        (top / f"d{i}" / "sub" / "f").write_text(str(i))
+    serial = warm._tree_stamp(str(top))
+    monkeypatch.setattr(warm, "SPLIT_AT", 1)
+    monkeypatch.setattr(warm, "_may_fork", lambda: True)
+    forked = warm._tree_stamp(str(top))
+    assert forked[0] != serial[0] and forked[1] == serial[1]  # the digest says it was split
+    assert warm._tree_stamp(str(top)) == forked
+    theirs = os.listdir(top)[1]  # every other folder after the top goes to the child
+    (top / theirs / "sub" / "f").write_text("x")
+    changed = warm._tree_stamp(str(top))
+    assert changed[0] != forked[0] and changed[1] > forked[1]
+
+    def no_fork() -> int:
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(warm.os, "fork", no_fork)  # no second process: this one walks both
+    assert warm._tree_stamp(str(top)) == changed
 
 
 @pytest.mark.parametrize("argv", [
