@@ -327,7 +327,7 @@ def _build(req: BuildRequest, store: Any, progress: Progress, context_dir: Path,
     from .images import ImageStore
 
     if not req.outputs or any(o.get("type") in ("image", "registry") for o in req.outputs):
-        ImageStore(store).tag_many(req.tags, image_for("oci", stored))
+        ImageStore(store).keep(req.tags, image_for("oci", stored))  # no -t: kept dangling
     for out in req.outputs:
         if out.get("type") == "registry" or (out.get("type") == "image" and out.get("push") == "true"):
             if attester is not None:
@@ -743,8 +743,8 @@ def _record(recorder: Any, store: Any, solver: Any, bases: Any, image: Any, req:
         watch.append(str(store.blob_path(manifest)))
     for digest in (image.manifest_digest, image.config_digest, *(d.digest for d in image.layers)):
         watch.append(str(store.blob_path(digest)))
-    for tag in req.tags:
-        watch.append(str(store.ref_path(ImageStore.normalize(tag))))
+    for ref in ImageStore(store).refs_of(req.tags, image):
+        watch.append(str(store.ref_path(ref)))
     # What the next identical build shows: every step a cache hit, found at once.
     cached_meta = dict(metadata)
     cached_meta["pybuild.steps"] = [{**s, "cached": True, "duration": 0.0}

@@ -105,10 +105,9 @@ def load_archive(store: Store, path: str | Path) -> list[LoadedImage]:
                                  "archive (no index.json or manifest.json)")
     except ImageFormatError as exc:
         raise BuildError(f"cannot load {path}: {exc.message}") from None
+    images = ImageStore(store)
     for image in loaded:  # names last: a name never points at an image half loaded
-        for name in image.names:
-            store.put_ref(name, {"manifest": str(image.manifest_digest),
-                                 "config": str(image.config_digest)})
+        images.keep(image.names, image)  # without a name: kept dangling, as docker load does
     return loaded
 
 

@@ -1,8 +1,12 @@
 """The local image store: names (tags) pointing at manifests whose blobs are in the store.
 
 A built image lands here under its `-t` names; `FROM` of such a name uses it without a
-network request. Names are kept normalised (docker.io/library/x:latest). This module owns
-what `pybuild images|tag|rmi|inspect|pull|push` do with those names, and the record of which
+network request. An image without a name is kept as docker keeps it, "dangling": a build
+without `-t`, an archive loaded without names, an image whose last name moved to another
+image. It is listed as `<none>:<none>` and found by its ID until `rmi` removes it.
+
+Names are kept normalised (docker.io/library/x:latest). This module owns what
+`pybuild images|tag|rmi|inspect|pull|push` do with those names, and the record of which
 registry repositories each blob is known to be in (for cross-repository mounts on push).
 Archives (`save`, `load`) are in builder.imagearchive.
 """
@@ -10,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +26,11 @@ from .errors import BuildError, UsageError
 if TYPE_CHECKING:
     import datetime as _dt
 
-__all__ = ["BlobSources", "ImageStore", "StoredImage", "human_duration", "human_size", "import_rootfs"]
+__all__ = ["DANGLING", "BlobSources", "ImageStore", "StoredImage", "human_duration", "human_size",
+           "import_rootfs"]
+
+DANGLING = "<none>:<none>"  # the name of an image that has none, as `docker images` shows it
+_DANGLING_REF = "<none>@"  # + manifest digest: its entry in refs/ (never a valid image name)
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,10 @@ class StoredImage:
     def image_id(self) -> Digest:
         return self.config_digest
 
+    @property
+    def dangling(self) -> bool:
+        return self.name == DANGLING
+
 
 class ImageStore:
     def __init__(self, store: Store) -> None:
@@ -54,30 +66,93 @@ class ImageStore:
             raise UsageError(f"invalid image name {name!r}: {exc}") from None
 
     def tag(self, name: str, image: Any) -> None:
+        """``name`` now names ``image``. The image it named before, left without a name,
+        is kept dangling (as docker keeps the image a rebuild took its tag from)."""
         name = self.normalize(name)
         doc = {"manifest": str(image.manifest_digest), "config": str(image.config_digest)}
         held = self.store.get_ref(name) or {}
         if all(held.get(k) == v for k, v in doc.items()):
             return  # already so: rewriting it would only make remembered builds stale
         self.store.put_ref(name, doc)
+        if held.get("manifest") and held["manifest"] != doc["manifest"]:
+            before = self._config_of(held)  # the same image ID under another manifest stays named
+            if before and before != doc["config"] and not self._names_of(before):
+                self._dangle(held["manifest"], before)
 
     def tag_many(self, names: Sequence[str], image: Any) -> None:
         normalized = [self.normalize(n) for n in names]  # all valid before any is written
         for name in normalized:
             self.tag(name, image)
 
-    # -- reading the names ------------------------------------------------------------
-    def images(self) -> list[StoredImage]:
-        """Every name whose manifest is in the store, newest first (as `docker images`)."""
-        out = []
+    def keep(self, names: Sequence[str], image: Any) -> list[str]:
+        """Keep a built or loaded image: under ``names``, or dangling when there are none
+        (hidden while something else names it). Returns the refs it is kept by."""
+        if names:
+            self.tag_many(names, image)
+        else:
+            self._dangle(str(image.manifest_digest), str(image.config_digest))
+        return self.refs_of(names, image)
+
+    def refs_of(self, names: Sequence[str], image: Any) -> list[str]:
+        """The refs ``keep(names, image)`` keeps the image by (what a replay must find)."""
+        if names:
+            return [self.normalize(n) for n in names]
+        return [_DANGLING_REF + str(image.manifest_digest)]
+
+    def _dangle(self, manifest: str, config: str) -> str:
+        ref = _DANGLING_REF + manifest
+        doc = {"manifest": manifest, "config": config}
+        if self.store.get_ref(ref) != {"name": ref, **doc}:
+            self.store.put_ref(ref, doc)
+        return ref
+
+    def _config_of(self, doc: dict[str, Any]) -> str | None:
+        """The image ID (config digest) a refs/ entry is for: kept in it, or in its manifest."""
+        if isinstance(doc.get("config"), str):
+            return str(doc["config"])
+        try:
+            return str(json.loads(self.store.read_blob(Digest.parse(doc["manifest"])))["config"]["digest"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def _refs(self) -> Iterator[tuple[str, str, str]]:
+        """(ref, manifest, image ID) of every image entry of refs/: names and dangling
+        images (not other memos, nor an entry whose manifest is gone)."""
         for path in sorted((self.store.root / "refs").glob("*.json")):
             try:
                 doc = json.loads(path.read_bytes())
-                image = self._describe(str(doc["name"]), Digest.parse(doc["manifest"]))
-            except (OSError, ValueError, KeyError, TypeError):
+            except (OSError, ValueError):
                 continue  # a damaged or foreign entry is not an image
+            if not (isinstance(doc, dict) and isinstance(doc.get("name"), str)
+                    and isinstance(doc.get("manifest"), str)):
+                continue
+            config = self._config_of(doc)
+            if config is not None:
+                yield doc["name"], doc["manifest"], config
+
+    def _names_of(self, config: str) -> list[str]:
+        """The names of the image with this ID."""
+        return [ref for ref, _, image_id in self._refs()
+                if image_id == config and not ref.startswith(_DANGLING_REF)]
+
+    # -- reading the names ------------------------------------------------------------
+    def images(self) -> list[StoredImage]:
+        """Every name whose manifest is in the store, and every image without a name (as
+        DANGLING), newest first (as `docker images`)."""
+        refs = list(self._refs())
+        shown = {image_id for ref, _, image_id in refs if not ref.startswith(_DANGLING_REF)}
+        out = []
+        for ref, manifest, image_id in refs:
+            dangling = ref.startswith(_DANGLING_REF)
+            if dangling and image_id in shown:
+                continue  # named after all (or already listed): not dangling
+            try:
+                image = self._describe(DANGLING if dangling else ref, Digest.parse(manifest))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
             if image is not None:
                 out.append(image)
+                shown.add(image_id)
         return sorted(out, key=lambda i: (i.created, i.name), reverse=True)
 
     def _describe(self, name: str, manifest_digest: Digest) -> StoredImage | None:
@@ -148,16 +223,16 @@ class ImageStore:
 
     # -- changing the names ------------------------------------------------------------
     def add_name(self, source: str, target: str) -> str:
-        """`pybuild tag SRC DST`: DST names what SRC names."""
+        """`pybuild tag SRC DST`: DST names what SRC names (or the image of that ID)."""
         image = self.lookup(source)
         name = self.normalize(target)
-        self.store.put_ref(name, {"manifest": str(image.manifest_digest),
-                                  "config": str(image.config_digest)})
+        self.tag(name, image)
         return name
 
-    def remove(self, name: str, *, force: bool = False) -> list[str]:
-        """`pybuild rmi`: forget the names (blobs stay until the cache is pruned). By image ID
-        every name of that image goes; several names need ``force``, as in docker."""
+    def remove(self, name: str, *, force: bool = False) -> tuple[list[str], list[Digest]]:
+        """`pybuild rmi`: forget the names, and the image once none is left (blobs stay until
+        the cache is pruned): (names untagged, image IDs deleted). By image ID every name of
+        that image goes; several names need ``force``, as in docker."""
         found = self.find(name)
         if not found:
             raise BuildError(f"no such image: {name}", hint="see `pybuild images`")
@@ -167,12 +242,18 @@ class ImageStore:
             raise BuildError(f"image {name} is referenced by several names "
                              f"({', '.join(i.name for i in targets)})",
                              hint="remove them by name, or use --force")
-        removed = []
+        untagged: list[str] = []
+        deleted: list[Digest] = []
         for image in targets:
-            # Store has no public delete for a ref yet; its path is the store's own helper.
-            self.store.ref_path(image.name).unlink(missing_ok=True)
-            removed.append(image.name)
-        return removed
+            if not image.dangling:
+                self.store.ref_path(image.name).unlink(missing_ok=True)
+                untagged.append(image.name)
+            if image.image_id not in deleted and not self._names_of(str(image.image_id)):
+                for ref, _, image_id in list(self._refs()):
+                    if image_id == str(image.image_id) and ref.startswith(_DANGLING_REF):
+                        self.store.ref_path(ref).unlink(missing_ok=True)
+                deleted.append(image.image_id)
+        return untagged, deleted
 
     def pull(self, name: str, *, insecure: Sequence[str] = (), progress: Any = None,
              platform: str | None = None) -> StoredImage:
@@ -359,9 +440,12 @@ def images_table(images: Sequence[StoredImage], now: _dt.datetime | None = None)
 
     rows = [("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE")]
     for image in images:
-        ref = ImageRef.parse(image.name)
-        repo = ImageRef(ref.registry, ref.repository, None, None).familiar()
-        rows.append((repo, ref.tag or "<none>", image.image_id.short, created_ago(image.created, now),
+        if image.dangling:
+            repo, tag = "<none>", "<none>"
+        else:
+            ref = ImageRef.parse(image.name)
+            repo, tag = ImageRef(ref.registry, ref.repository, None, None).familiar(), ref.tag or "<none>"
+        rows.append((repo, tag, image.image_id.short, created_ago(image.created, now),
                      human_size(image.size)))
     widths = [max(10, max(len(r[i]) for r in rows) + 3) for i in range(4)]
     return "\n".join("".join(c.ljust(w) for c, w in zip(r, widths)) + r[4] for r in rows) + "\n"

@@ -19,14 +19,14 @@ __all__ = ["run_image"]
 
 def _image_layers(store: Store, name: str) -> tuple[dict, list]:
     from .base import load_stored_image
-    from .digest import Digest
     from .images import ImageStore
 
-    doc = store.get_ref(ImageStore.normalize(name))
-    if not doc:
+    try:
+        image = ImageStore(store).lookup(name)  # a name, or an image ID as docker run takes it
+    except BuildError:
         raise UsageError(f"image {name!r} not found in the local store",
-                         hint="build it with `pybuild build -t NAME .` or `pybuild pull NAME`")
-    loaded = load_stored_image(store, Digest.parse(doc["manifest"]))
+                         hint="build it with `pybuild build -t NAME .` or `pybuild pull NAME`") from None
+    loaded = load_stored_image(store, image.manifest_digest)
     if loaded is None:
         raise BuildError(f"image {name!r} has blobs missing from the store",
                          hint="build or pull it again")

@@ -12,17 +12,28 @@ __all__ = ["command"]
 @root_option
 @click.option("-q", "--quiet", is_flag=True, help="Print only image IDs.")
 @click.option("--digests", is_flag=True, help="Print manifest digests too.")
+@click.option("-f", "--filter", "filters", multiple=True, metavar="dangling=true|false",
+              help="Only images without a name (dangling=true), or only named ones.")
 @click.argument("repository", required=False)
-def command(root: str | None, quiet: bool, digests: bool, repository: str | None) -> None:
-    """List the images in the local store (optionally only REPOSITORY[:TAG])."""
+def command(root: str | None, quiet: bool, digests: bool, filters: tuple[str, ...],
+            repository: str | None) -> None:
+    """List the images in the local store (optionally only REPOSITORY[:TAG]); an image
+    without a name shows as <none>."""
+    from ..errors import UsageError
     from ..images import ImageStore, images_table
     from ..reference import ImageRef
 
     found = ImageStore(open_store(root)).images()
+    for text in filters:
+        key, _, value = text.partition("=")
+        if key.strip().lower() != "dangling" or value.strip().lower() not in ("true", "false", "1", "0"):
+            raise UsageError(f"invalid filter {text!r}: pybuild images takes dangling=true or dangling=false")
+        want_dangling = value.strip().lower() in ("true", "1")
+        found = [i for i in found if i.dangling == want_dangling]
     if repository:
         want = ImageRef.parse(repository)
         with_tag = ":" in repository.rsplit("/", 1)[-1]
-        found = [i for i in found if ImageRef.parse(i.name).name == want.name
+        found = [i for i in found if not i.dangling and ImageRef.parse(i.name).name == want.name
                  and (not with_tag or ImageRef.parse(i.name).tag == want.tag)]
     if quiet:
         seen: list[str] = []

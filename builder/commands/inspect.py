@@ -24,7 +24,7 @@ def command(root: str | None, names: tuple[str, ...]) -> None:
     for name in names:
         image = images.lookup(name)
         out.append({
-            "Name": ImageRef.parse(image.name).familiar(),
+            "Name": image.name if image.dangling else ImageRef.parse(image.name).familiar(),
             "Id": str(image.image_id),
             "Digest": str(image.manifest_digest),
             "Created": image.created,

@@ -2,6 +2,7 @@
 traceback; and `pybuild run` passes its flags through to the process."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -74,6 +75,9 @@ def test_run_passes_env_volumes_user_and_network(project: Path, store: str, loca
     (shared / "in.txt").write_text("from the host\n")
     default = pybuild("run", "--root", store, "--rm", "runcheck")
     assert default.stdout == "default\n"
+    image_id = json.loads(pybuild("inspect", "--root", store, "runcheck").stdout)[0]["Id"]
+    for by_id in (image_id, image_id.removeprefix("sha256:")[:12]):  # as docker run takes it
+        assert pybuild("run", "--root", store, "--rm", by_id).stdout == "default\n"
     out = pybuild("run", "--root", store, "--rm", "-e", "GREETING=hello", "-v", f"{shared}:/mnt",
                   "--network", "none", "-u", "nobody", "runcheck", "sh", "-c",
                   "echo $GREETING $FROM_IMAGE; cat /mnt/in.txt; id -u; ls /sys/class/net")

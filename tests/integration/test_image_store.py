@@ -142,3 +142,63 @@ def test_a_file_that_is_no_archive_is_one_sentence(tmp_path: Path) -> None:
         # one sentence, not tarfile's list of every decompressor it tried
         assert proc.stderr.strip() == (f"cannot {verb} {text}: not a tar archive (plain, or "
                                        "compressed with gzip, bzip2 or xz)")
+
+
+def test_an_image_without_a_name_is_kept_as_docker_keeps_it(tmp_path: Path) -> None:
+    s = imported(tmp_path, "base:1")
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM base:1\nCOPY a /a\nCMD [\"cat\", \"/a\"]\n")
+    (ctx / "a").write_text("one\n")
+
+    def dangling() -> list[str]:
+        return s.run("images", "-f", "dangling=true", "-q").stdout.split()
+
+    # a build without -t: listed as <none>, found by its ID
+    first = s.run("build", "-q", str(ctx)).stdout.strip()
+    short = first.removeprefix("sha256:")[:12]
+    assert [line.split()[:3] for line in s.run("images").stdout.splitlines()[1:]] == [
+        ["<none>", "<none>", short], ["base", "1", _short(s, "base:1")]]
+    info = json.loads(s.run("inspect", short).stdout)[0]
+    assert info["Id"] == first and info["Name"] == "<none>:<none>"
+    assert dangling() == [short]
+    assert s.run("images", "-f", "dangling=false", "-q").stdout.split() == [_short(s, "base:1")]
+    assert s.run("images", "base").stdout.count("\n") == 2  # a REPOSITORY never matches <none>
+
+    # a rebuild that takes the tag leaves the image it took it from dangling; the same
+    # build again changes nothing
+    assert s.run("build", "-q", "-t", "app", str(ctx)).stdout.strip() == first
+    assert dangling() == []  # the same image, named now: no longer dangling
+    (ctx / "a").write_text("two\n")
+    second = s.run("build", "-q", "-t", "app", str(ctx)).stdout.strip()
+    assert dangling() == [short] and s.run("build", "-q", "-t", "app", str(ctx)).stdout.strip() == second
+    assert _short(s, "app") == second.removeprefix("sha256:")[:12]
+    (ctx / "a").write_text("three\n")
+    s.run("build", "-q", "-t", "app", str(ctx))
+    assert sorted(dangling()) == sorted([short, second.removeprefix("sha256:")[:12]])
+
+    # naming a dangling image by its ID, then removing that name, deletes it
+    s.run("tag", short, "named:1")
+    assert dangling() == [second.removeprefix("sha256:")[:12]]
+    assert s.run("rmi", "named:1").stdout == f"Untagged: named:1\nDeleted: {first}\n"
+    assert short not in s.run("images", "-q").stdout.split()
+    assert_one_sentence_error(s.run("inspect", short, check=False), f"no such image: {short}")
+    # and a dangling image goes by its ID
+    assert s.run("rmi", second).stdout == f"Deleted: {second}\n"
+    assert dangling() == []
+    bad = s.run("images", "-f", "label=x", check=False)
+    assert bad.returncode == 2 and "invalid filter 'label=x'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_an_archive_without_names_loads_dangling(tmp_path: Path) -> None:
+    s = imported(tmp_path, "saved/one:1")
+    image_id = json.loads(s.run("inspect", "saved/one:1").stdout)[0]["Id"]
+    archive = tmp_path / "by-id.tar"
+    s.run("save", image_id, "-o", str(archive))  # by ID: docker writes no name for it
+    other = imported(tmp_path / "other", "unused:1")
+    assert other.run("load", "-i", str(archive)).stdout == f"Loaded image ID: {image_id}\n"
+    assert other.run("images", "-f", "dangling=true", "-q").stdout.split() == [image_id[7:19]]
+
+
+def _short(s, name: str) -> str:
+    return str(json.loads(s.run("inspect", name).stdout)[0]["Id"]).removeprefix("sha256:")[:12]

@@ -35,9 +35,12 @@ def test_push_survives_500_429_and_dropped_connections(registry, fault_proxy_fac
     proxy = fault_proxy_factory(registry.host, FaultPlan(
         every=3, budget={"500": 2, "429": 2, "drop": 2}, retry_after="1"))
     s, name = _push_via(tmp_path, registry, proxy, "faults/app", big=3 << 20)
+    before = stored_digest(s, name)
     pushed = s.run("push", name)
     digest = stored_digest(s, name)
     assert digest in pushed.stdout
+    # the name moved to the compressed manifest of the same image: nothing left dangling
+    assert digest != before and s.run("images", "-f", "dangling=true", "-q").stdout == ""
     assert sorted(proxy.faults()) == ["429", "429", "500", "500", "drop", "drop"]
     assert skopeo_digest(f"{registry.host}/faults/app:1", "--tls-verify=false") == digest
     other = imported(tmp_path / "pull", "unused:1")
