@@ -66,8 +66,9 @@ class ImageStore:
             raise UsageError(f"invalid image name {name!r}: {exc}") from None
 
     def tag(self, name: str, image: Any) -> None:
-        """``name`` now names ``image``. The image it named before, left without a name,
-        is kept dangling (as docker keeps the image a rebuild took its tag from)."""
+        """``name`` now names ``image``. The image it named before is kept dangling (as docker
+        keeps the image a rebuild took its tag from), shown as such only once nothing names
+        it: deciding that here would mean reading every entry of refs/ on every build."""
         name = self.normalize(name)
         doc = {"manifest": str(image.manifest_digest), "config": str(image.config_digest)}
         held = self.store.get_ref(name) or {}
@@ -76,7 +77,7 @@ class ImageStore:
         self.store.put_ref(name, doc)
         if held.get("manifest") and held["manifest"] != doc["manifest"]:
             before = self._config_of(held)  # the same image ID under another manifest stays named
-            if before and before != doc["config"] and not self._names_of(before):
+            if before and before != doc["config"]:
                 self._dangle(held["manifest"], before)
 
     def tag_many(self, names: Sequence[str], image: Any) -> None:

@@ -177,6 +177,15 @@ def test_an_image_without_a_name_is_kept_as_docker_keeps_it(tmp_path: Path) -> N
     s.run("build", "-q", "-t", "app", str(ctx))
     assert sorted(dangling()) == sorted([short, second.removeprefix("sha256:")[:12]])
 
+    # an image that keeps another name is not dangling when one name moves; once its
+    # last name goes, it is deleted
+    third = s.run("build", "-q", "-t", "app", "-t", "app:keep", str(ctx)).stdout.strip()
+    (ctx / "a").write_text("four\n")
+    s.run("build", "-q", "-t", "app", str(ctx))
+    assert sorted(dangling()) == sorted([short, second.removeprefix("sha256:")[:12]])
+    assert s.run("rmi", "app:keep").stdout == f"Untagged: app:keep\nDeleted: {third}\n"
+    assert third.removeprefix("sha256:")[:12] not in s.run("images", "-q").stdout.split()
+
     # naming a dangling image by its ID, then removing that name, deletes it
     s.run("tag", short, "named:1")
     assert dangling() == [second.removeprefix("sha256:")[:12]]
