@@ -48,6 +48,7 @@ _DEV_LINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/pro
 _MASKED = ("/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
            "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
            "/sys/firmware", "/sys/devices/virtual/powercap")
+_CGROUP_ROOT = "/sys/fs/cgroup"
 _READONLY = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
 _FLAG_WORDS = {"ro": libc.MS_RDONLY, "nosuid": libc.MS_NOSUID, "nodev": libc.MS_NODEV,
                "noexec": libc.MS_NOEXEC}
@@ -266,7 +267,7 @@ def _host_devices(root: _Root) -> None:
                 continue  # a node that went away, or one this kernel will not let us make
 
 
-def _setup_sys(root: _Root, *, writable: bool = False) -> None:
+def _setup_sys(root: _Root, *, writable: bool = False, cgroup: StepCgroup | None = None) -> None:
     sysdir = root.target("/sys", is_dir=True, keep=True)
     try:
         libc.mount("sysfs", sysdir, "sysfs",
@@ -279,6 +280,80 @@ def _setup_sys(root: _Root, *, writable: bool = False) -> None:
         if (sysdir / "fs" / "cgroup").is_dir():
             libc.mount("tmpfs", sysdir / "fs" / "cgroup", "tmpfs",
                        libc.MS_RDONLY | libc.MS_NOSUID | libc.MS_NOEXEC | libc.MS_NODEV)
+        return
+    if (sysdir / "fs" / "cgroup").is_dir():
+        try:
+            _setup_cgroup(sysdir / "fs" / "cgroup", cgroup.dirs if cgroup else (), writable=writable)
+        except OSError:
+            pass  # a host without cgroups there, or one that refuses: the folder stays empty
+
+
+def _setup_cgroup(target: Path, step_dirs: tuple[Path, ...], *, writable: bool) -> None:
+    """/sys/fs/cgroup as runc shows it to a container without a cgroup namespace: each
+    hierarchy the host mounts there, rooted at the cgroup the step runs in (its own one with
+    --memory/--cpus, else the builder's), read-only; cgroup v1 controllers side by side on a
+    tmpfs, as docker lays them out. A hierarchy that cannot be shown is left out."""
+    flags = libc.MS_NOSUID | libc.MS_NOEXEC | libc.MS_NODEV
+    hierarchies = _host_cgroups()
+    with open("/proc/self/cgroup") as f:
+        own = [line.rstrip("\n").split(":", 2) for line in f]
+    unified = [h for h in hierarchies if h[0] == _CGROUP_ROOT and h[1] == "cgroup2"]
+    if unified:
+        _bind(_cgroup_source(unified[0], step_dirs, own), target, readonly=not writable, extra=flags)
+        return
+    v1 = [h for h in hierarchies if h[1] == "cgroup" and os.path.dirname(h[0]) == _CGROUP_ROOT]
+    if not v1:
+        return
+    libc.mount("tmpfs", target, "tmpfs", flags, "mode=755")
+    for hierarchy in v1:
+        name = os.path.basename(hierarchy[0])
+        try:
+            (target / name).mkdir()
+            _bind(_cgroup_source(hierarchy, step_dirs, own), target / name,
+                  readonly=not writable, extra=flags)
+        except OSError:
+            continue
+    for entry in os.scandir(_CGROUP_ROOT):  # cpu -> cpu,cpuacct and the like
+        if entry.is_symlink() and not (target / entry.name).exists():
+            os.symlink(os.readlink(entry.path), target / entry.name)
+    if not writable:
+        libc.mount(None, target, None, libc.MS_REMOUNT | libc.MS_RDONLY | flags, "mode=755")
+
+
+def _host_cgroups() -> list[tuple[str, str, str, frozenset[str]]]:
+    """(mount point, fstype, root within the hierarchy, super options) of every cgroup
+    mount of the host at or below /sys/fs/cgroup."""
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            dash = fields.index("-")
+            point = fields[4].replace("\\040", " ")
+            fstype = fields[dash + 1]
+            if fstype in ("cgroup", "cgroup2") and (point == _CGROUP_ROOT
+                                                    or point.startswith(_CGROUP_ROOT + "/")):
+                found.append((point, fstype, fields[3], frozenset(fields[dash + 3].split(","))))
+    return found
+
+
+def _cgroup_source(hierarchy: tuple[str, str, str, frozenset[str]], step_dirs: tuple[Path, ...],
+                   own: list[list[str]]) -> str:
+    """The host folder of the cgroup the step runs in, within ``hierarchy``: the step's own
+    (``step_dirs``), else this process' (``own``: the lines of /proc/self/cgroup)."""
+    point, fstype, mount_root, options = hierarchy
+    for d in step_dirs:
+        if str(d).startswith(point + "/"):
+            return str(d)
+    for _id, controllers, path in own:
+        if (fstype == "cgroup2") != (controllers == ""):
+            continue
+        if controllers and not set(controllers.split(",")) <= options:
+            continue
+        rel = os.path.relpath(path, mount_root)
+        if rel != "." and not rel.startswith("..") and os.path.isdir(os.path.join(point, rel)):
+            return os.path.join(point, rel)
+        break
+    return point
 
 
 def _mask(root: Path) -> None:
@@ -375,7 +450,7 @@ def _inner_child(plan: Plan, status_fd: int) -> NoReturn:
         _setup_dev(root, plan.rootless, plan.shm_size)
         if plan.insecure and not plan.rootless:
             _host_devices(root)
-        _setup_sys(root, writable=plan.insecure)
+        _setup_sys(root, writable=plan.insecure, cgroup=plan.cgroup)
         if not plan.insecure:  # privileged, as runc's: nothing masked or made read-only
             _mask(root.path)
         for target, host_file in plan.files:

@@ -43,6 +43,27 @@ def test_memory_limit_with_python(debian_rootfs: Path, run_on) -> None:
         f"{200 << 20}\n"
 
 
+def test_a_step_sees_its_own_cgroup_read_only_at_sys_fs_cgroup(busybox_rootfs: Path, run_on) -> None:
+    # as runc shows it (docker run --memory, a BuildKit RUN): the step's cgroup is the root
+    # of what it sees there, so it can read its own limit
+    v2 = (CGROUP_ROOT / "cgroup.controllers").exists()
+    limit = "/sys/fs/cgroup/memory.max" if v2 else "/sys/fs/cgroup/memory/memory.limit_in_bytes"
+    script = f"ls /sys/fs/cgroup; echo limit=$(cat {limit}); touch /sys/fs/cgroup/x 2>&1; echo end"
+    limited = run_on(busybox_rootfs, script, memory=100 * MiB)
+    assert limited.code == 0, limited.output
+    lines = limited.output.splitlines()
+    assert f"limit={100 * MiB}" in lines and "Read-only file system" in limited.output
+    if v2:
+        assert "cgroup.procs" in lines and "memory.max" in lines
+    else:  # the host's v1 controllers, side by side, as docker lays them out
+        host = sorted(e.name for e in os.scandir(CGROUP_ROOT)
+                      if e.is_dir(follow_symlinks=False) and e.name != "unified")
+        assert lines[:len(host)] == host and "memory" in host
+    plain = run_on(busybox_rootfs, script)  # no limit: the builder's own cgroup, unlimited
+    assert plain.code == 0 and f"limit={100 * MiB}" not in plain.output
+    assert any(line.startswith("limit=") and line != "limit=" for line in plain.output.splitlines())
+
+
 def test_cpus_set_the_quota_and_the_cgroup_goes_away(busybox_rootfs: Path, run_on) -> None:
     seen: dict[str, str] = {}
 
