@@ -8,9 +8,11 @@ The public Python API. Heavy parts load on first use, so that importing the pack
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing: a replay never needs it
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from .errors import (
         BuildError,
         CacheError,

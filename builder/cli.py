@@ -8,7 +8,10 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Any, NoReturn
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing: a replay never needs it
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
 
 __all__ = ["main"]
 

@@ -12,7 +12,10 @@ import os
 import sys
 import threading
 import time
-from typing import IO, Any
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing: a replay never needs it
+if TYPE_CHECKING:
+    from typing import IO, Any
 
 __all__ = ["Progress"]
 

@@ -39,10 +39,13 @@ import os
 import stat
 import sys
 import time
-from typing import Any
 
-from .cache.paths import count_hit, default_root
+from .cache.paths import count_hit, default_root_dir
 from .cli import _COMMANDS, _GROUP_OPTIONS
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing: a replay never needs it
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["Recorder", "clear_pending", "pending", "prepare", "replay", "write_text"]
 
@@ -121,7 +124,7 @@ def _one(opts: dict[str, list[str]], name: str) -> str | None:
 
 
 def _store_root(opts: dict[str, list[str]]) -> str:
-    return os.path.abspath(_one(opts, "root") or default_root())
+    return os.path.abspath(_one(opts, "root") or default_root_dir())
 
 
 def _dockerfile_path(context: str, opts: dict[str, list[str]]) -> str:

@@ -4,18 +4,29 @@ from __future__ import annotations
 
 import contextlib
 import os
-from pathlib import Path
 
-__all__ = ["count_hit", "default_root"]
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from pathlib import Path
+
+__all__ = ["count_hit", "default_root", "default_root_dir"]
 
 
 def default_root() -> Path:
     """``$PYBUILD_ROOT``, else ``$XDG_DATA_HOME/pybuild`` (``~/.local/share/pybuild``)."""
+    from pathlib import Path
+
+    return Path(default_root_dir())
+
+
+def default_root_dir() -> str:
+    """``default_root()`` as a string: a replay never loads pathlib (nor, with it, urllib
+    and ipaddress)."""
     env = os.environ.get("PYBUILD_ROOT")
     if env:
-        return Path(env)
+        return env
     data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return Path(data) / "pybuild"
+    return os.path.join(data, "pybuild")
 
 
 def count_hit(root: str | os.PathLike[str], key_hex: str) -> None:
