@@ -20,6 +20,7 @@ __all__ = ["main"]
 _COMMANDS: dict[str, tuple[str, str]] = {
     "cache": ("builder.commands.cache", "Inspect, verify and prune the build cache (ls, du, verify, prune)."),
     "build": ("builder.commands.build", "Build an image from a Dockerfile (`pybuild .` is `pybuild build .`)."),
+    "image": ("builder.commands.image", "Remove the images without a name (image prune)."),
     "images": ("builder.commands.images", "List the images in the local store."),
     "completion": ("builder.commands.completion", "Print the shell completion script (bash, zsh, fish)."),
     "import": ("builder.commands.import_", "Make an image from a root filesystem folder or tar."),

@@ -199,6 +199,34 @@ def test_an_image_without_a_name_is_kept_as_docker_keeps_it(tmp_path: Path) -> N
     assert bad.returncode == 2 and "invalid filter 'label=x'" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_image_prune_removes_the_dangling_images_only(tmp_path: Path) -> None:
+    s = imported(tmp_path, "base:1")
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM base:1\nCOPY a /a\n")
+    built = []
+    for n in range(3):
+        (ctx / "a").write_text(f"{n}\n")
+        built.append(s.run("build", "-q", "-t", "app", str(ctx)).stdout.strip())
+    untagged = s.run("build", "-q", "--label", "x=1", str(ctx)).stdout.strip()
+    dangling = sorted([*built[:2], untagged])
+
+    def listed() -> list[str]:
+        return sorted(s.run("images", "-q").stdout.split())
+
+    before = listed()
+    asked = s.run("image", "prune", stdin="n\n")  # docker's question; no is the default
+    assert "Are you sure you want to continue? [y/N]" in asked.stdout and listed() == before
+    pruned = s.run("image", "prune", "-f").stdout
+    deleted = sorted(line.removeprefix("deleted: ") for line in pruned.splitlines()
+                     if line.startswith("deleted: "))
+    assert pruned.startswith("Deleted Images:\n") and deleted == dangling
+    assert listed() == sorted([built[2].removeprefix("sha256:")[:12], _short(s, "base:1")])
+    assert s.run("images", "-f", "dangling=true", "-q").stdout == ""
+    again = s.run("image", "prune", "-f").stdout
+    assert "deleted:" not in again and "Total reclaimed space" in again
+
+
 def test_an_archive_without_names_loads_dangling(tmp_path: Path) -> None:
     s = imported(tmp_path, "saved/one:1")
     image_id = json.loads(s.run("inspect", "saved/one:1").stdout)[0]["Id"]
