@@ -75,10 +75,15 @@ class ImageStore:
         if all(held.get(k) == v for k, v in doc.items()):
             return  # already so: rewriting it would only make remembered builds stale
         self.store.put_ref(name, doc)
-        if held.get("manifest") and held["manifest"] != doc["manifest"]:
+        self._left_behind(held, doc["config"])
+
+    def _left_behind(self, held: dict[str, Any], config: str) -> None:
+        """Keep dangling the image a name named (``held``, its old refs/ entry) before it
+        came to name the image ``config``."""
+        if held.get("manifest"):
             before = self._config_of(held)  # the same image ID under another manifest stays named
-            if before and before != doc["config"]:
-                self._dangle(held["manifest"], before)
+            if before and before != config:
+                self._dangle(str(held["manifest"]), before)
 
     def tag_many(self, names: Sequence[str], image: Any) -> None:
         normalized = [self.normalize(n) for n in names]  # all valid before any is written
@@ -264,6 +269,7 @@ class ImageStore:
         from .progress import Progress
 
         ref_name = self.normalize(name)
+        held = self.store.get_ref(ref_name) or {}
         resolver = BaseResolver(self.store, progress=progress or Progress("quiet"),
                                 insecure=tuple(insecure))
         base = resolver.resolve(ref_name, pull=True, platform=platform)
@@ -272,6 +278,7 @@ class ImageStore:
         assert image is not None
         self.store.put_ref(ref_name, {"manifest": str(image.manifest_digest),
                                       "config": str(image.config_digest)})
+        self._left_behind(held, str(image.config_digest))  # as docker pull leaves the old one
         return image
 
 

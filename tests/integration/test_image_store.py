@@ -131,6 +131,23 @@ def test_pull_then_from_the_stored_name_needs_no_network(registry, busybox_image
     assert_one_sentence_error(failed, proxy.host)
 
 
+def test_a_pull_that_moves_a_tag_leaves_the_old_image_dangling(registry, tmp_path: Path) -> None:
+    name = f"{registry.host}/moving/app:1"
+    first = imported(tmp_path / "one", name)
+    first.run("push", name)
+    puller = imported(tmp_path / "puller", "unused:1")
+    puller.run("pull", name)
+    old = _short(puller, name)
+    second = imported(tmp_path / "two", name, big=4096)  # other content, the same name
+    second.run("push", name)
+    puller.run("pull", name)
+    new = _short(puller, name)
+    assert new != old and new == _short(second, name)
+    assert puller.run("images", "-f", "dangling=true", "-q").stdout.split() == [old]
+    puller.run("pull", name)  # the same image again: nothing more is left behind
+    assert puller.run("images", "-f", "dangling=true", "-q").stdout.split() == [old]
+
+
 def test_a_file_that_is_no_archive_is_one_sentence(tmp_path: Path) -> None:
     text = tmp_path / "Dockerfile"
     text.write_text("FROM scratch\n")
