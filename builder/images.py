@@ -90,14 +90,13 @@ class ImageStore:
         for name in normalized:
             self.tag(name, image)
 
-    def keep(self, names: Sequence[str], image: Any) -> list[str]:
+    def keep(self, names: Sequence[str], image: Any) -> None:
         """Keep a built or loaded image: under ``names``, or dangling when there are none
-        (hidden while something else names it). Returns the refs it is kept by."""
+        (hidden while something else names it); ``refs_of`` says by which refs."""
         if names:
             self.tag_many(names, image)
         else:
             self._dangle(str(image.manifest_digest), str(image.config_digest))
-        return self.refs_of(names, image)
 
     def refs_of(self, names: Sequence[str], image: Any) -> list[str]:
         """The refs ``keep(names, image)`` keeps the image by (what a replay must find)."""
@@ -136,16 +135,14 @@ class ImageStore:
             if config is not None:
                 yield doc["name"], doc["manifest"], config
 
-    def _names_of(self, config: str) -> list[str]:
-        """The names of the image with this ID."""
-        return [ref for ref, _, image_id in self._refs()
-                if image_id == config and not ref.startswith(_DANGLING_REF)]
-
     # -- reading the names ------------------------------------------------------------
     def images(self) -> list[StoredImage]:
         """Every name whose manifest is in the store, and every image without a name (as
         DANGLING), newest first (as `docker images`)."""
-        refs = list(self._refs())
+        return self._listed(list(self._refs()))
+
+    def _listed(self, refs: list[tuple[str, str, str]]) -> list[StoredImage]:
+        """``images()`` of the entries ``refs`` (``_refs()``, read once by the caller)."""
         shown = {image_id for ref, _, image_id in refs if not ref.startswith(_DANGLING_REF)}
         out = []
         for ref, manifest, image_id in refs:
@@ -248,18 +245,30 @@ class ImageStore:
             raise BuildError(f"image {name} is referenced by several names "
                              f"({', '.join(i.name for i in targets)})",
                              hint="remove them by name, or use --force")
-        untagged: list[str] = []
+        refs = list(self._refs())
+        untagged = [image.name for image in targets if not image.dangling]
+        for ref in untagged:
+            self.store.ref_path(ref).unlink(missing_ok=True)
         deleted: list[Digest] = []
-        for image in targets:
-            if not image.dangling:
-                self.store.ref_path(image.name).unlink(missing_ok=True)
-                untagged.append(image.name)
-            if image.image_id not in deleted and not self._names_of(str(image.image_id)):
-                for ref, _, image_id in list(self._refs()):
-                    if image_id == str(image.image_id) and ref.startswith(_DANGLING_REF):
-                        self.store.ref_path(ref).unlink(missing_ok=True)
-                deleted.append(image.image_id)
+        for image_id in dict.fromkeys(image.image_id for image in targets):
+            entries = [ref for ref, _, i in refs if i == str(image_id)]
+            if all(ref.startswith(_DANGLING_REF) or ref in untagged for ref in entries):
+                self._unlink_dangling(refs, {str(image_id)})  # no name is left: deleted
+                deleted.append(image_id)
         return untagged, deleted
+
+    def prune(self) -> list[Digest]:
+        """`pybuild image prune`: delete every dangling image; their IDs, as `images` lists
+        them."""
+        refs = list(self._refs())
+        deleted = [image.image_id for image in self._listed(refs) if image.dangling]
+        self._unlink_dangling(refs, {str(d) for d in deleted})
+        return deleted
+
+    def _unlink_dangling(self, refs: list[tuple[str, str, str]], image_ids: set[str]) -> None:
+        for ref, _, image_id in refs:
+            if image_id in image_ids and ref.startswith(_DANGLING_REF):
+                self.store.ref_path(ref).unlink(missing_ok=True)
 
     def pull(self, name: str, *, insecure: Sequence[str] = (), progress: Any = None,
              platform: str | None = None) -> StoredImage:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ContextError
+from .fsutil import make_temp_dir
 
 __all__ = ["RemoteContext", "context_kind", "dockerfile_in", "for_remote", "is_remote", "open_named",
            "open_named_contexts", "open_remote"]
@@ -145,7 +145,7 @@ def _fetched(scratch_parent: Path, prefix: str, title: str, progress: Any,
     from .cache.store import remove_tree
 
     scratch_parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=prefix, dir=scratch_parent))
+    scratch = Path(make_temp_dir(scratch_parent, prefix))
     try:
         sid = progress.start(title)
         try:
@@ -222,9 +222,8 @@ def open_named(name: str, value: str, scratch_parent: Path, *, progress: Any) ->
     """A named context given as a URL (``--build-context NAME=URL``), fetched as dockerui
     loads one: a git reference is its checkout (``.git`` kept only when the URL asks for
     it, the ``BUILDKIT_CONTEXT_KEEP_GIT_DIR`` build arg being the main context's; the files
-    with the commit's time); any
-    other URL is downloaded as it is, never extracted, as the file ``context`` (mode 0600)
-    of an otherwise empty folder. Removed on the way out, as ``open_remote``'s."""
+    with the commit's time); any other URL is downloaded as it is, never extracted, as the
+    file ``context`` (mode 0600) of an otherwise empty folder. Removed on the way out, as ``open_remote``'s."""
     from .gitsource import redact
 
     git = context_kind(value) == "git"

@@ -717,11 +717,10 @@ class _SSHProxy:
 
     def __enter__(self) -> Path:
         import socket
+        import tempfile
         import threading
 
         # AF_UNIX paths are short (108 bytes): a folder in /tmp, not in the store.
-        import tempfile
-
         self.dir = Path(tempfile.mkdtemp(prefix="pbssh-"))
         self.path = self.dir / "agent.sock"
         self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -759,9 +758,7 @@ class _SSHProxy:
             self.server.shutdown(socket.SHUT_RDWR)
         self.server.close()
         self.thread.join(timeout=5)
-        import shutil
-
-        shutil.rmtree(self.dir, ignore_errors=True)
+        _rmtree(self.dir)
 
 
 def _pump(src: Any, dst: Any) -> None:

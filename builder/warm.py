@@ -245,44 +245,40 @@ def _may_fork() -> bool:
         return False
 
 
+def _walked(folders: list[str], meta: bool) -> tuple[bytes, int]:
+    """(digest, newest ctime) of the trees below ``folders``."""
+    part = _Part(meta)
+    part.walk(folders)
+    return part.digest().digest(), part.newest
+
+
 def _walk_split(mine: list[str], theirs: list[str], meta: bool) -> list[tuple[bytes, int]]:
-    """(digest, newest ctime) of the trees below ``mine`` and of those below ``theirs``, the
-    second walked by a forked child. Should the child fail, this process walks it too."""
+    """``_walked`` of ``mine`` and of ``theirs``, the second by a forked child. Should the
+    child fail, this process walks it too."""
     read_end, write_end = os.pipe()
     try:
         pid = os.fork()
     except OSError:
-        os.close(read_end)
-        os.close(write_end)
         pid = -1
     if pid == 0:  # the child: walk, answer in one write, and leave without any clean-up
         try:
-            os.close(read_end)
-            part = _Part(meta)
-            part.walk(theirs)
-            os.write(write_end, part.digest().digest() + part.newest.to_bytes(8, "big", signed=True))
+            digest, newest = _walked(theirs, meta)
+            os.write(write_end, digest + newest.to_bytes(8, "big", signed=True))
         finally:
             os._exit(0)
+    os.close(write_end)
     answer = b""
-    if pid > 0:
-        os.close(write_end)
     try:
-        mine_part = _Part(meta)
-        mine_part.walk(mine)
-        if pid > 0:
-            while chunk := os.read(read_end, 64):
-                answer += chunk
+        mine_walked = _walked(mine, meta)
+        while pid > 0 and (chunk := os.read(read_end, 64)):
+            answer += chunk
     finally:
+        os.close(read_end)
         if pid > 0:
-            os.close(read_end)
             os.waitpid(pid, 0)
-    if len(answer) == 40:
-        theirs_answer = (answer[:32], int.from_bytes(answer[32:], "big", signed=True))
-    else:
-        their_part = _Part(meta)
-        their_part.walk(theirs)
-        theirs_answer = (their_part.digest().digest(), their_part.newest)
-    return [(mine_part.digest().digest(), mine_part.newest), theirs_answer]
+    if len(answer) != 40:
+        return [mine_walked, _walked(theirs, meta)]
+    return [mine_walked, (answer[:32], int.from_bytes(answer[32:], "big", signed=True))]
 
 
 def _ignored_top_level(context: str, dockerfile: str) -> frozenset[str]:

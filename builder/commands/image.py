@@ -25,9 +25,7 @@ def prune(root: str | None, force: bool) -> None:
     if not force and not click.confirm("WARNING! This will remove all dangling images.\n"
                                        "Are you sure you want to continue?", default=False):
         return
-    images = ImageStore(open_store(root))
-    deleted = [image_id for image in images.images() if image.dangling
-               for image_id in images.remove(str(image.image_id))[1]]
+    deleted = ImageStore(open_store(root)).prune()
     if deleted:
         click.echo("Deleted Images:")
         click.echo("".join(f"deleted: {image_id}\n" for image_id in deleted))

@@ -25,11 +25,10 @@ def command(root: str | None, quiet: bool, digests: bool, filters: tuple[str, ..
 
     found = ImageStore(open_store(root)).images()
     for text in filters:
-        key, _, value = text.partition("=")
-        if key.strip().lower() != "dangling" or value.strip().lower() not in ("true", "false", "1", "0"):
+        key, _, value = (part.strip().lower() for part in text.partition("="))
+        if key != "dangling" or value not in ("true", "false", "1", "0"):
             raise UsageError(f"invalid filter {text!r}: pybuild images takes dangling=true or dangling=false")
-        want_dangling = value.strip().lower() in ("true", "1")
-        found = [i for i in found if i.dangling == want_dangling]
+        found = [i for i in found if i.dangling == (value in ("true", "1"))]
     if repository:
         want = ImageRef.parse(repository)
         with_tag = ":" in repository.rsplit("/", 1)[-1]

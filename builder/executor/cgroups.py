@@ -14,7 +14,7 @@ from pathlib import Path
 
 from builder.errors import ExecError
 
-__all__ = ["StepCgroup", "create_cgroup"]
+__all__ = ["StepCgroup", "create_cgroup", "own_cgroups"]
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 _PERIOD_US = 100_000
@@ -45,7 +45,7 @@ class StepCgroup:
                     time.sleep(0.02)
 
 
-def _own_cgroups() -> dict[str, str]:
+def own_cgroups() -> dict[str, str]:
     """controller name ('' for v2) -> this process' cgroup path."""
     found: dict[str, str] = {}
     with open("/proc/self/cgroup") as f:
@@ -75,7 +75,7 @@ def _mkdir(path: Path, what: str) -> None:
 
 def _v2(memory: int | None, cpus: float | None, name: str) -> StepCgroup:
     wanted = {c for c, on in (("memory", memory), ("cpu", cpus)) if on is not None}
-    own = CGROUP_ROOT / _own_cgroups().get("", "/").lstrip("/")
+    own = CGROUP_ROOT / own_cgroups().get("", "/").lstrip("/")
     try:
         base = _delegate(own, wanted)
     except ExecError:
@@ -131,7 +131,7 @@ def _delegate(base: Path, wanted: set[str]) -> Path:
 
 
 def _v1(memory: int | None, cpus: float | None, name: str) -> StepCgroup:
-    own = _own_cgroups()
+    own = own_cgroups()
     dirs: list[Path] = []
     group = StepCgroup(())
     try:

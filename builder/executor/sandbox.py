@@ -27,12 +27,12 @@ import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import NamedTuple, NoReturn
 
 from builder.errors import BuildError, ExecError
 
 from . import libc, seccomp
-from .cgroups import StepCgroup
+from .cgroups import StepCgroup, own_cgroups
 from .rootfs import OVERLAY_FAILED, make_stub
 from .spec import DEFAULT_CAPABILITIES, Mount
 from .userns import UNMAPPED_HINT, is_mapped
@@ -295,18 +295,17 @@ def _setup_cgroup(target: Path, step_dirs: tuple[Path, ...], *, writable: bool) 
     tmpfs, as docker lays them out. A hierarchy that cannot be shown is left out."""
     flags = libc.MS_NOSUID | libc.MS_NOEXEC | libc.MS_NODEV
     hierarchies = _host_cgroups()
-    with open("/proc/self/cgroup") as f:
-        own = [line.rstrip("\n").split(":", 2) for line in f]
-    unified = [h for h in hierarchies if h[0] == _CGROUP_ROOT and h[1] == "cgroup2"]
+    own = own_cgroups()
+    unified = [h for h in hierarchies if h.point == _CGROUP_ROOT and h.fstype == "cgroup2"]
     if unified:
         _bind(_cgroup_source(unified[0], step_dirs, own), target, readonly=not writable, extra=flags)
         return
-    v1 = [h for h in hierarchies if h[1] == "cgroup" and os.path.dirname(h[0]) == _CGROUP_ROOT]
+    v1 = [h for h in hierarchies if h.fstype == "cgroup" and os.path.dirname(h.point) == _CGROUP_ROOT]
     if not v1:
         return
     libc.mount("tmpfs", target, "tmpfs", flags, "mode=755")
     for hierarchy in v1:
-        name = os.path.basename(hierarchy[0])
+        name = os.path.basename(hierarchy.point)
         try:
             (target / name).mkdir()
             _bind(_cgroup_source(hierarchy, step_dirs, own), target / name,
@@ -320,9 +319,18 @@ def _setup_cgroup(target: Path, step_dirs: tuple[Path, ...], *, writable: bool) 
         libc.mount(None, target, None, libc.MS_REMOUNT | libc.MS_RDONLY | flags, "mode=755")
 
 
-def _host_cgroups() -> list[tuple[str, str, str, frozenset[str]]]:
-    """(mount point, fstype, root within the hierarchy, super options) of every cgroup
-    mount of the host at or below /sys/fs/cgroup."""
+class _Hierarchy(NamedTuple):
+    """A cgroup mount of the host: where, cgroup or cgroup2, the folder of the hierarchy it
+    shows, and its super options (a v1 one's controllers among them)."""
+
+    point: str
+    fstype: str
+    root: str
+    options: frozenset[str]
+
+
+def _host_cgroups() -> list[_Hierarchy]:
+    """Every cgroup mount of the host at or below /sys/fs/cgroup."""
     found = []
     with open("/proc/self/mountinfo") as f:
         for line in f:
@@ -332,27 +340,22 @@ def _host_cgroups() -> list[tuple[str, str, str, frozenset[str]]]:
             fstype = fields[dash + 1]
             if fstype in ("cgroup", "cgroup2") and (point == _CGROUP_ROOT
                                                     or point.startswith(_CGROUP_ROOT + "/")):
-                found.append((point, fstype, fields[3], frozenset(fields[dash + 3].split(","))))
+                found.append(_Hierarchy(point, fstype, fields[3], frozenset(fields[dash + 3].split(","))))
     return found
 
 
-def _cgroup_source(hierarchy: tuple[str, str, str, frozenset[str]], step_dirs: tuple[Path, ...],
-                   own: list[list[str]]) -> str:
+def _cgroup_source(hierarchy: _Hierarchy, step_dirs: tuple[Path, ...], own: dict[str, str]) -> str:
     """The host folder of the cgroup the step runs in, within ``hierarchy``: the step's own
-    (``step_dirs``), else this process' (``own``: the lines of /proc/self/cgroup)."""
-    point, fstype, mount_root, options = hierarchy
+    (``step_dirs``), else this process' (``own``: ``cgroups.own_cgroups()``)."""
+    point = hierarchy.point
     for d in step_dirs:
         if str(d).startswith(point + "/"):
             return str(d)
-    for _id, controllers, path in own:
-        if (fstype == "cgroup2") != (controllers == ""):
-            continue
-        if controllers and not set(controllers.split(",")) <= options:
-            continue
-        rel = os.path.relpath(path, mount_root)
+    keys = [""] if hierarchy.fstype == "cgroup2" else sorted(hierarchy.options & own.keys())
+    if keys and own.get(keys[0]) is not None:
+        rel = os.path.relpath(own[keys[0]], hierarchy.root)
         if rel != "." and not rel.startswith("..") and os.path.isdir(os.path.join(point, rel)):
             return os.path.join(point, rel)
-        break
     return point
 
 

@@ -27,7 +27,7 @@ def _hierarchy(root: Path, session: str, *, session_delegates: bool) -> None:
 def test_limits_go_below_pybuilds_own_cgroup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _hierarchy(tmp_path, "build.scope", session_delegates=True)
     monkeypatch.setattr(cgroups, "CGROUP_ROOT", tmp_path)
-    monkeypatch.setattr(cgroups, "_own_cgroups", lambda: {"": "/build.scope"})
+    monkeypatch.setattr(cgroups, "own_cgroups", lambda: {"": "/build.scope"})
     group = cgroups._v2(256 << 20, 1.5, "step-1")
     assert group.dirs == (tmp_path / "build.scope" / "step-1",)
     assert (tmp_path / "build.scope" / "cgroup.subtree_control").read_text() == "+cpu +memory"
@@ -40,7 +40,7 @@ def test_a_session_that_cannot_delegate_falls_back_to_a_cgroup_under_the_root(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _hierarchy(tmp_path, "user.slice/session-3.scope", session_delegates=False)
     monkeypatch.setattr(cgroups, "CGROUP_ROOT", tmp_path)
-    monkeypatch.setattr(cgroups, "_own_cgroups", lambda: {"": "/user.slice/session-3.scope"})
+    monkeypatch.setattr(cgroups, "own_cgroups", lambda: {"": "/user.slice/session-3.scope"})
     # (the folder the kernel would make: pybuild/ gets its control files on creation)
     real_mkdir = Path.mkdir
 
@@ -63,6 +63,6 @@ def test_a_missing_controller_is_named(tmp_path: Path, monkeypatch: pytest.Monke
     (tmp_path / "a.scope" / "cgroup.controllers").write_text("pids\n")
     (tmp_path / "cgroup.controllers").write_text("pids\n")
     monkeypatch.setattr(cgroups, "CGROUP_ROOT", tmp_path)
-    monkeypatch.setattr(cgroups, "_own_cgroups", lambda: {"": "/a.scope"})
+    monkeypatch.setattr(cgroups, "own_cgroups", lambda: {"": "/a.scope"})
     with pytest.raises(ExecError, match="does not offer memory"):
         cgroups._v2(1 << 20, None, "step-3")
