@@ -104,12 +104,14 @@ class ImageStore:
             return [self.normalize(n) for n in names]
         return [_DANGLING_REF + str(image.manifest_digest)]
 
-    def _dangle(self, manifest: str, config: str) -> str:
+    def _dangle(self, manifest: str, config: str) -> None:
         ref = _DANGLING_REF + manifest
         doc = {"manifest": manifest, "config": config}
         if self.store.get_ref(ref) != {"name": ref, **doc}:
-            self.store.put_ref(ref, doc)
-        return ref
+            # Not synced: no name the user gave (a rebuild that moves a tag writes one, and
+            # an fsync there waits for every file the build wrote). A power cut may lose it:
+            # the image is then no longer listed, and its blobs wait for cache prune.
+            self.store.put_ref(ref, doc, durable=False)
 
     def _config_of(self, doc: dict[str, Any]) -> str | None:
         """The image ID (config digest) a refs/ entry is for: kept in it, or in its manifest."""
