@@ -736,13 +736,18 @@ def _record(recorder: Any, store: Any, solver: Any, bases: Any, image: Any, req:
         watch.append(str(store.record_path(Digest.parse(step.key))))
         if step.layer:  # what a cache hit needs (Solver._record_usable)
             watch.append(str(store.snapshot_path(Digest.parse(step.diff_id))))
-            watch.append(str(store.blob_path(Digest.parse(step.layer))))
+            if step.layer != step.diff_id:  # a plain layer may be kept as its snapshot only
+                watch.append(str(store.blob_path(Digest.parse(step.layer))))
     watch.extend(str(path) for path in bases.watch)
     for name, manifest in bases.refs_read:
         watch.append(str(store.ref_path(name)))
         watch.append(str(store.blob_path(manifest)))
-    for digest in (image.manifest_digest, image.config_digest, *(d.digest for d in image.layers)):
+    for digest in (image.manifest_digest, image.config_digest):
         watch.append(str(store.blob_path(digest)))
+    for digest in (d.digest for d in image.layers):
+        # a step's plain layer kept as its snapshot only: that snapshot is what must stay
+        path = store.blob_path(digest)
+        watch.append(str(path if path.is_file() else store.snapshot_path(digest)))
     for ref in ImageStore(store).refs_of(req.tags, image):
         watch.append(str(store.ref_path(ref)))
     # What the next identical build shows: every step a cache hit, found at once.

@@ -43,15 +43,23 @@ def ensure_layer_blob(store: Store, layer: LayerRef, *, compression: str, level:
     if layer.blob is not None:
         known.setdefault(layer.blob.media_type, layer.blob)
     want = media_type_for(compression)  # type: ignore[arg-type]
-    usable = {media: blob for media, blob in known.items() if store.has_blob(blob.digest)}
+
+    def there(blob: LayerBlob) -> bool:
+        # a step's plain tar is kept as its snapshot only (Store.layer_file makes it)
+        return store.has_blob(blob.digest) or (blob.digest == layer.diff_id
+                                               and store.has_snapshot(layer.diff_id))
+
+    usable = {media: blob for media, blob in known.items() if there(blob)}
     if want in usable:
         return usable[want]
     compressed = [blob for media, blob in usable.items() if media != plain]
     if keep and compressed:
         return compressed[0]
     # (an uncompressed base layer, e.g. from `pybuild import`, is compressed as asked)
-    if usable:  # the plain tar when there is one: nothing to decompress
-        blob = _recompress(store, usable.get(plain) or next(iter(usable.values())), compression, level)
+    source = usable.get(plain) or next(iter(usable.values()), None)
+    if source is not None and store.has_blob(source.digest):
+        # the plain tar when there is one: nothing to decompress
+        blob = _recompress(store, source, compression, level)
     else:
         from .layers.tar import write_layer
 
@@ -59,9 +67,17 @@ def ensure_layer_blob(store: Store, layer: LayerRef, *, compression: str, level:
         if not snap.is_dir():
             raise BuildError(f"layer {layer.diff_id} has neither a blob nor a snapshot in the store",
                              hint="run `pybuild cache verify --repair` and build again")
+        # Straight from the snapshot, in one pass. A plain tar kept as its snapshot was made
+        # without an epoch; a layer whose blobs are all gone, with the export's.
+        epoch = None if source is not None else source_date_epoch
         tmp = store.tempfile("layer-")
         rec = write_layer(snap, tmp, compression=compression, level=level,  # type: ignore[arg-type]
-                          source_date_epoch=source_date_epoch)
+                          source_date_epoch=epoch)
+        if rec.diff_id != layer.diff_id:
+            tmp.unlink(missing_ok=True)
+            raise BuildError(f"the snapshot of layer {layer.diff_id} no longer gives its tar "
+                             f"(its files make {rec.diff_id})",
+                             hint="run `pybuild cache verify --repair` and build again")
         store.put_blob_file(tmp, rec.digest, verified=True)
         blob = LayerBlob(rec.diff_id, rec.digest, rec.size, rec.media_type)
     store.add_layer_blob(blob)
@@ -186,10 +202,10 @@ def make_image(store: Store, result: StageResult, *, compression: str = "gzip",
     for i, layer in enumerate(result.fs.layers):
         blob = ensure_layer_blob(store, layer, compression=compression, level=level,
                                  source_date_epoch=source_date_epoch, keep=i < base_count)
-        layers.append((Descriptor(blob.media_type, blob.digest, blob.size), store.blob_path(blob.digest)))
+        layers.append((Descriptor(blob.media_type, blob.digest, blob.size), None))
     config = ImageConfig.from_json(doc)
     image = build_image(config, layers, blob_dir=store.root / "blobs", media=media,  # type: ignore[arg-type]
-                        annotations=annotations)
+                        annotations=annotations, blob_source=store.layer_file)
     # Not "manifest": refs/ documents holding one keep their blobs from `cache prune`.
     store.put_ref(memo, {"image": str(image.manifest_digest)}, durable=False)  # made again if lost
     return image
@@ -222,10 +238,10 @@ def _remembered_image(store: Store, memo: str) -> Any:
         manifest = store.read_blob(Digest.parse(doc["image"]))
         from .oci.image import image_from_manifest
 
-        image = image_from_manifest(manifest, store.blob_path)
+        image = image_from_manifest(manifest, store.layer_file)
     except (BuildError, ValueError, OSError):
         return None  # pruned or damaged: make it again
-    if all(store.has_blob(layer.digest) for layer in image.layers):
+    if all(store.has_layer(layer.digest) for layer in image.layers):
         return image
     return None
 
@@ -366,7 +382,7 @@ def _flatten(store: Store, result: StageResult, into: Path) -> None:
         # any blob the layer has will do for unpacking: never compress just for that
         blob = ensure_layer_blob(store, layer, compression="uncompressed", level=None,
                                  source_date_epoch=None, keep=True)
-        unpack_blob(store.blob_path(blob.digest), into, mode="apply")
+        unpack_blob(store.layer_file(blob.digest), into, mode="apply")
 
 
 def _write_local(store: Store, result: StageResult, dest: Path, extra: Any = None) -> None:

@@ -221,7 +221,7 @@ class ImageStore:
 
         try:
             return image_from_manifest(self.store.read_blob(image.manifest_digest),
-                                       self.store.blob_path)
+                                       self.store.layer_file)
         except ImageFormatError as exc:
             raise BuildError(f"image {image.name} is damaged in the store: {exc.message}",
                              hint="build or pull it again") from None
@@ -392,10 +392,11 @@ def _compressed(store: Store, image: Any) -> Any:
         if desc.media_type in plain:
             blob = ensure_layer_blob(store, LayerRef(diff_id, blob), compression="gzip", level=None,
                                      source_date_epoch=None)
-        layers.append((Descriptor(blob.media_type, blob.digest, blob.size), store.blob_path(blob.digest)))
+        layers.append((Descriptor(blob.media_type, blob.digest, blob.size), None))
     media = "docker" if image.manifest.media_type == MediaType.DOCKER_MANIFEST else "oci"
     return build_image(image.config, layers, blob_dir=store.root / "blobs", media=media,
-                       annotations=image.manifest.annotations)  # --annotation's, kept
+                       annotations=image.manifest.annotations,  # --annotation's, kept
+                       blob_source=store.layer_file)
 
 
 # -- docker's way of printing sizes and ages (go-units) ----------------------------------

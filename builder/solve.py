@@ -574,7 +574,8 @@ class Solver:
             blob = Digest.parse(record["digest"])
         except (KeyError, ValueError):
             return False
-        return self.store.has_snapshot(diff_id) and self.store.has_blob(blob)
+        # (a step's plain layer is kept as its snapshot only: Store.layer_file)
+        return self.store.has_snapshot(diff_id) and (blob == diff_id or self.store.has_blob(blob))
 
     def _apply_record(self, fs: FsState, key: CacheKey,
                       record: Mapping[str, Any]) -> tuple[FsState, HistoryEntry]:
@@ -597,27 +598,32 @@ class Solver:
 
     def _execute(self, stage: Stage, fs: FsState, action: Callable[[list[Path], Path, int], None],
                  link_base: bool, sid: int) -> dict[str, Any]:
-        from .layers.tar import write_layer
+        from .layers.tar import hash_layer, write_layer
 
         upper = self.store.tempdir("upper-")
         try:
             lowers = [] if link_base else self.lowers_of(fs)
             _root_like(upper)
             action(lowers, upper, sid)
-            tmp = self.store.tempfile("layer-")
             # Rootless, the step's files belong to the building user on the host: the layer
             # records them as the step saw them (root, or the subordinate ids).
             owner = None
             if os.geteuid() != 0:
                 from .executor.run import step_owner as owner
-            # Kept uncompressed (its digest is its diff_id): compressing is for what leaves the
-            # store -- an archive, a push, a cache export -- and is done then, from this tar.
-            # A build that only names its image never pays for it, as with docker's store.
-            rec = write_layer(upper, tmp, compression="uncompressed",
-                              source_date_epoch=self.opts.source_date_epoch, owner=owner)
-            self.store.put_blob_file(tmp, rec.digest, verified=True)
-            blob = LayerBlob(rec.diff_id, rec.digest, rec.size, rec.media_type)
-            self.store.add_layer_blob(blob)
+            # Uncompressed (its digest is its diff_id): compressing is for what leaves the
+            # store -- an archive, a push, a cache export -- and is done then. A build that only
+            # names its image never pays for it, as with docker's store. Nor, unless its tar
+            # cannot be made again from the snapshot alone (times clamped to an epoch, ids
+            # mapped), does it write the tar: only hashes it (Store.layer_file makes it later).
+            if self.opts.source_date_epoch is None and owner is None:
+                rec = hash_layer(upper)
+            else:
+                tmp = self.store.tempfile("layer-")
+                rec = write_layer(upper, tmp, compression="uncompressed",
+                                  source_date_epoch=self.opts.source_date_epoch, owner=owner)
+                self.store.put_blob_file(tmp, rec.digest, verified=True)
+                self.store.add_layer_blob(LayerBlob(rec.diff_id, rec.digest, rec.size,
+                                                    rec.media_type))
             self.store.put_snapshot_dir(upper, rec.diff_id)
             return {"diff_id": str(rec.diff_id), "digest": str(rec.digest), "size": rec.size,
                     "media_type": rec.media_type}

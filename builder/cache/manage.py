@@ -339,7 +339,8 @@ def _record_problem(store: Store, path: Path, hexd: str, bad_blobs: set[str], ba
         return f"its blob {blob} is damaged"
     if diff.hex in bad_snaps:
         return f"its snapshot {diff} is damaged"
-    if not (store.root / "blobs" / "sha256" / blob.hex).is_file():
+    if blob != diff and not (store.root / "blobs" / "sha256" / blob.hex).is_file():
+        # (a step's plain layer, whose digest is its diff_id, may be kept as its snapshot only)
         return f"its blob {blob} is missing"
     if not (store.root / "snapshots" / diff.hex).is_dir():
         return f"its snapshot {diff} is missing"
@@ -459,7 +460,8 @@ def prune(store: Store, *, all: bool = False, keep_storage: int | None = None,
             return 0
         if e.diff_id.hex not in snap_sizes:
             snap_sizes[e.diff_id.hex] = _tree_size(store.root / "snapshots" / e.diff_id.hex)
-        return e.size + snap_sizes[e.diff_id.hex]
+        kept = e.blob is not None and (store.root / "blobs" / "sha256" / e.blob.hex).is_file()
+        return (e.size if kept else 0) + snap_sizes[e.diff_id.hex]
 
     candidates: list[CacheEntry] = []
     if all or keep_storage is not None or until is not None:
@@ -482,7 +484,10 @@ def prune(store: Store, *, all: bool = False, keep_storage: int | None = None,
     remaining = [e for e in entries if e.key.hex not in removed]
     keep_blobs, keep_diffs = _ref_blobs(store)
     if all:
-        keep_diffs = set()  # base layers' snapshots are derived: unpacked again when needed
+        # Base layers' snapshots are derived: unpacked again when needed. Not so a named
+        # image's layer kept as its snapshot only (no blob of that digest, its diff_id).
+        keep_diffs = {h for h in keep_diffs
+                      if h in keep_blobs and not (store.root / "blobs" / "sha256" / h).is_file()}
     keep_blobs |= {e.blob.hex for e in remaining if e.blob}
     keep_diffs |= {e.diff_id.hex for e in remaining if e.diff_id}
     gone_blobs: list[str] = []

@@ -355,7 +355,7 @@ def export_records(store: Store, steps: Sequence[Any], stages: set[str] | None) 
         record = store.get_record(Digest.parse(step.key))
         if record is None:
             continue
-        if not record.get("empty") and not store.has_blob(Digest.parse(record["digest"])):
+        if not record.get("empty") and not store.has_layer(Digest.parse(record["digest"])):
             continue
         out[step.key] = {k: record[k] for k in _RECORD_FIELDS if k in record}
     return out

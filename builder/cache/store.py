@@ -104,6 +104,32 @@ class Store:
     def has_blob(self, digest: Digest) -> bool:
         return self.blob_path(digest).is_file()
 
+    def has_layer(self, digest: Digest) -> bool:
+        """Whether blob ``digest`` can be read: its file, or a step's plain layer tar, which
+        the store keeps as its snapshot only (that tar's digest is its diff_id)."""
+        return self.has_blob(digest) or self.has_snapshot(digest)
+
+    def layer_file(self, digest: Digest) -> Path:
+        """The file of blob ``digest``, made first when it is a plain layer tar kept as its
+        snapshot only: written aside, checked against the digest, then kept as a blob. A
+        step's layer tar is made when an export, a push or a save first reads it, as BuildKit
+        makes a layer's blob only when one is needed."""
+        path = self.blob_path(digest)
+        if path.is_file() or not self.has_snapshot(digest):
+            return path
+        from ..layers.tar import write_layer
+
+        tmp = self.tempfile("layer-")
+        rec = write_layer(self.snapshot_path(digest), tmp, compression="uncompressed")
+        if rec.digest != digest:
+            tmp.unlink(missing_ok=True)
+            raise CacheError(f"the snapshot of layer {digest} no longer gives its tar "
+                             f"(its files make {rec.digest})",
+                             hint="run `pybuild cache verify --repair` and build again")
+        self.put_blob_file(tmp, digest, verified=True)
+        self.add_layer_blob(LayerBlob(digest, digest, rec.size, rec.media_type))
+        return path
+
     def put_blob_file(self, path: Path, digest: Digest | None = None, *,
                       verified: bool = False) -> tuple[Digest, int]:
         """Move a finished file into the blob store (verifying it when a digest is given,

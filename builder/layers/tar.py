@@ -25,11 +25,11 @@ from typing import BinaryIO, Callable, Iterable
 
 from builder.digest import Digest
 from builder.errors import LayerError
-from builder.layers.compress import CompressingWriter
+from builder.layers.compress import CompressingWriter, media_type_for
 from builder.layers.diff import OPAQUE_MARKER, WHITEOUT_PREFIX, changes, walk_tree
 from builder.layers.types import Change, Compression, LayerRecord
 
-__all__ = ["write_layer", "write_tree_tar", "TarWriter", "HashingWriter"]
+__all__ = ["hash_layer", "write_layer", "write_tree_tar", "TarWriter", "HashingWriter"]
 
 BLOCK = 512
 _CHUNK = 1 << 20
@@ -272,13 +272,7 @@ def write_layer(snapshot: Path, out: Path, *, compression: Compression = "gzip",
             comp = CompressingWriter(blob, compression, level)  # type: ignore[arg-type]
             # a plain tar is its own blob: one hash serves as both digest and diff_id
             raw = blob if compression == "uncompressed" else HashingWriter(comp)
-            tw = TarWriter(raw)
-            for change in changes(Path(snapshot)):
-                if owner is not None and change.kind == "entry":
-                    uid, gid = owner(change.uid, change.gid)
-                    change = dataclasses.replace(change, uid=uid, gid=gid)
-                tw.add(change, epoch=source_date_epoch)
-            tw.close()
+            _write_changes(snapshot, raw, source_date_epoch, owner)
             comp.close()
             f.flush()
             os.fsync(f.fileno())
@@ -288,6 +282,27 @@ def write_layer(snapshot: Path, out: Path, *, compression: Compression = "gzip",
         raise
     return LayerRecord(diff_id=raw.digest, digest=blob.digest, size=blob.size,
                        media_type=comp.media_type)
+
+
+def hash_layer(snapshot: Path) -> LayerRecord:
+    """The record of ``snapshot``'s plain layer tar, hashed as it is made and never written:
+    the store keeps such a layer as its snapshot and makes the tar when one is asked for
+    (``Store.layer_file``), which gives these very bytes again (no epoch, no id mapping)."""
+    raw = HashingWriter(None)
+    _write_changes(snapshot, raw, None, None)
+    return LayerRecord(diff_id=raw.digest, digest=raw.digest, size=raw.size,
+                       media_type=media_type_for("uncompressed"))
+
+
+def _write_changes(snapshot: Path, raw: HashingWriter, epoch: int | None,
+                   owner: Callable[[int, int], tuple[int, int]] | None) -> None:
+    tw = TarWriter(raw)
+    for change in changes(Path(snapshot)):
+        if owner is not None and change.kind == "entry":
+            uid, gid = owner(change.uid, change.gid)
+            change = dataclasses.replace(change, uid=uid, gid=gid)
+        tw.add(change, epoch=epoch)
+    tw.close()
 
 
 def write_tree_tar(root: Path, out_fileobj: BinaryIO, *,

@@ -153,16 +153,19 @@ class IndexSpec:
 
 def build_image(
     config: ImageConfig,
-    layers: list[tuple[Descriptor, Path]],
+    layers: list[tuple[Descriptor, Path | None]],
     *,
     blob_dir: Path,
     media: Literal["oci", "docker"] = "oci",
     annotations: Mapping[str, str] | None = None,
+    blob_source: Callable[[Digest], Path] | None = None,
 ) -> ImageSpec:
     """Serialise ``config`` and a manifest over ``layers`` into ``blob_dir/sha256/``.
 
     Each layer is its descriptor (digest and size of the compressed blob) and the file holding
-    that blob; the config's ``rootfs.diff_ids`` must already name one diff id per layer.
+    that blob, or None for ``blob_source(digest)`` (called when the blob is read: it may make
+    the file first), else ``blob_dir``'s file; the config's ``rootfs.diff_ids`` must already
+    name one diff id per layer.
     """
     if media not in ("oci", "docker"):
         raise ValueError(f"media must be 'oci' or 'docker', not {media!r}")
@@ -176,7 +179,8 @@ def build_image(
         if mt not in MediaType.LAYERS:
             raise LayerError(f"{desc.digest}: {mt!r} is not a layer media type")
         descs.append(desc.replace(media_type=mt, platform=None))
-        paths[desc.digest] = Path(path)
+        if path is not None:
+            paths[desc.digest] = Path(path)
     config_bytes = config.to_bytes()
     config_digest = store_blob(blob_dir, config_bytes)
     config_mt = MediaType.OCI_CONFIG if media == "oci" else MediaType.DOCKER_CONFIG
@@ -190,7 +194,7 @@ def build_image(
     manifest_bytes = encode(manifest.to_json())
     store_blob(blob_dir, manifest_bytes)
     return ImageSpec(config, config_bytes, manifest, manifest_bytes,
-                     _blob_source(blob_dir, paths))
+                     _blob_source(blob_dir, paths, blob_source))
 
 
 def image_from_manifest(manifest_bytes: bytes, blob_source: Callable[[Digest], Path]) -> ImageSpec:
@@ -210,7 +214,11 @@ def image_from_manifest(manifest_bytes: bytes, blob_source: Callable[[Digest], P
     return ImageSpec(config, config_bytes, manifest, manifest_bytes, blob_source)
 
 
-def _blob_source(blob_dir: Path, layers: dict[Digest, Path]) -> Callable[[Digest], Path]:
+def _blob_source(blob_dir: Path, layers: dict[Digest, Path],
+                 fallback: Callable[[Digest], Path] | None) -> Callable[[Digest], Path]:
     def source(digest: Digest) -> Path:
-        return layers.get(digest) or blob_dir / digest.algorithm / digest.hex
+        path = layers.get(digest)
+        if path is not None:
+            return path
+        return fallback(digest) if fallback is not None else blob_dir / digest.algorithm / digest.hex
     return source
