@@ -68,11 +68,14 @@ def ensure_layer_blob(store: Store, layer: LayerRef, *, compression: str, level:
             raise BuildError(f"layer {layer.diff_id} has neither a blob nor a snapshot in the store",
                              hint="run `pybuild cache verify --repair` and build again")
         # Straight from the snapshot, in one pass. A plain tar kept as its snapshot was made
-        # without an epoch; a layer whose blobs are all gone, with the export's.
+        # without an epoch, and need not be hashed again while its files are as they were;
+        # a layer whose blobs are all gone is made with the export's epoch, and checked.
         epoch = None if source is not None else source_date_epoch
+        known_diff = layer.diff_id if source is not None and compression != "uncompressed" \
+            and store.snapshot_untouched(layer.diff_id) else None
         tmp = store.tempfile("layer-")
         rec = write_layer(snap, tmp, compression=compression, level=level,  # type: ignore[arg-type]
-                          source_date_epoch=epoch)
+                          source_date_epoch=epoch, diff_id=known_diff)
         if rec.diff_id != layer.diff_id:
             tmp.unlink(missing_ok=True)
             raise BuildError(f"the snapshot of layer {layer.diff_id} no longer gives its tar "

@@ -3,7 +3,9 @@
 Layout under the root (``--root``, ``PYBUILD_ROOT``, or ``$XDG_DATA_HOME/pybuild``)::
 
     blobs/sha256/<hex>          compressed layers, configs, manifests (by digest)
-    snapshots/<diff_id hex>/    a layer unpacked in overlay upper-dir form, usable as a lowerdir
+    snapshots/<diff_id hex>/    a layer unpacked in overlay upper-dir form, usable as a lowerdir;
+                                a step's plain tar (digest = diff_id) is kept as this only and
+                                made into a blob when first read (``layer_file``)
     layers/<diff_id hex>.json   the blobs known for a diff_id: {compression: descriptor}
     index/<key hex>.json        cache key -> the step's result (written last)
     usage/<key hex>             one byte appended per cache hit: size = hits, mtime = last use
@@ -129,6 +131,26 @@ class Store:
         self.put_blob_file(tmp, digest, verified=True)
         self.add_layer_blob(LayerBlob(digest, digest, rec.size, rec.media_type))
         return path
+
+    def snapshot_untouched(self, diff_id: Digest) -> bool:
+        """Whether nothing below a step's snapshot changed since it was adopted: no entry's
+        ctime is newer than the snapshot folder's own, which its rename into place set after
+        its tar was hashed. Any doubt answers False (a file a later COPY linked from it has a
+        newer ctime too), and the caller hashes the tar again."""
+        root = str(self.snapshot_path(diff_id))
+        try:
+            limit = os.lstat(root).st_ctime_ns
+            folders = [root]
+            while folders:
+                with os.scandir(folders.pop()) as entries:
+                    for entry in entries:
+                        if entry.stat(follow_symlinks=False).st_ctime_ns > limit:
+                            return False
+                        if entry.is_dir(follow_symlinks=False):
+                            folders.append(entry.path)
+        except OSError:
+            return False
+        return True
 
     def put_blob_file(self, path: Path, digest: Digest | None = None, *,
                       verified: bool = False) -> tuple[Digest, int]:

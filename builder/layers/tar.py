@@ -21,7 +21,7 @@ import os
 import stat
 import threading
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterable
+from typing import Any, BinaryIO, Callable, Iterable
 
 from builder.digest import Digest
 from builder.errors import LayerError
@@ -259,11 +259,15 @@ def _is_utf8(value: bytes) -> bool:
 
 def write_layer(snapshot: Path, out: Path, *, compression: Compression = "gzip",
                 level: int | None = None, source_date_epoch: int | None = None,
-                owner: Callable[[int, int], tuple[int, int]] | None = None) -> LayerRecord:
+                owner: Callable[[int, int], tuple[int, int]] | None = None,
+                diff_id: Digest | None = None) -> LayerRecord:
     """Writes the layer of ``snapshot`` (overlay upper-dir format) to ``out`` in one pass,
     hashing the uncompressed tar (diff_id) and the file (digest) as it streams. ``out``
     appears complete or not at all. ``owner`` maps the snapshot's (host) uid/gid to the
-    ones written (a rootless step's files belong to the building user on the host)."""
+    ones written (a rootless step's files belong to the building user on the host).
+    ``diff_id``: what the caller knows the tar to be (a snapshot unchanged since it was
+    hashed); a compressed tar is then not hashed again (a second sha256 of every byte
+    costs as much CPU as half of zstd's work)."""
     out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}-{threading.get_ident()}")
     try:
@@ -271,7 +275,8 @@ def write_layer(snapshot: Path, out: Path, *, compression: Compression = "gzip",
             blob = HashingWriter(f)  # type: ignore[arg-type]
             comp = CompressingWriter(blob, compression, level)  # type: ignore[arg-type]
             # a plain tar is its own blob: one hash serves as both digest and diff_id
-            raw = blob if compression == "uncompressed" else HashingWriter(comp)
+            raw: Any = blob if compression == "uncompressed" else (
+                comp if diff_id is not None else HashingWriter(comp))
             _write_changes(snapshot, raw, source_date_epoch, owner)
             comp.close()
             f.flush()
@@ -280,8 +285,8 @@ def write_layer(snapshot: Path, out: Path, *, compression: Compression = "gzip",
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return LayerRecord(diff_id=raw.digest, digest=blob.digest, size=blob.size,
-                       media_type=comp.media_type)
+    return LayerRecord(diff_id=raw.digest if raw is not comp else diff_id,  # type: ignore[arg-type]
+                       digest=blob.digest, size=blob.size, media_type=comp.media_type)
 
 
 def hash_layer(snapshot: Path) -> LayerRecord:
@@ -294,7 +299,7 @@ def hash_layer(snapshot: Path) -> LayerRecord:
                        media_type=media_type_for("uncompressed"))
 
 
-def _write_changes(snapshot: Path, raw: HashingWriter, epoch: int | None,
+def _write_changes(snapshot: Path, raw: Any, epoch: int | None,
                    owner: Callable[[int, int], tuple[int, int]] | None) -> None:
     tw = TarWriter(raw)
     for change in changes(Path(snapshot)):

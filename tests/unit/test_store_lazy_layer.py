@@ -1,0 +1,59 @@
+"""A step's plain layer kept as its snapshot only: Store.layer_file makes its tar (checked),
+and Store.snapshot_untouched tells an export whether it must hash that tar again."""
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from builder.cache.store import Store
+from builder.digest import Digest
+from builder.errors import CacheError
+from builder.layers.tar import hash_layer
+
+
+def _adopt(store: Store) -> tuple[Path, str]:
+    upper = store.tempdir("upper-")
+    (upper / "d" / "e").mkdir(parents=True)
+    (upper / "d" / "e" / "f").write_text("one\n")
+    (upper / "g").write_text("two\n")
+    rec = hash_layer(upper)
+    time.sleep(0.02)  # past the coarse ctime tick of the writes above
+    return store.put_snapshot_dir(upper, rec.diff_id), str(rec.diff_id)
+
+
+def test_the_tar_is_made_once_from_the_snapshot_and_checked(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    snap, diff_id = _adopt(store)
+    digest = hash_layer(snap).digest
+    assert str(digest) == diff_id and not store.has_blob(digest) and store.has_layer(digest)
+    path = store.layer_file(digest)
+    assert path.is_file() and store.has_blob(digest)
+    assert "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest() == diff_id
+    assert [b.digest for b in store.layer_blobs(digest).values()] == [digest]
+    # a snapshot whose files changed never gives a wrong tar
+    path.unlink()
+    (snap / "g").write_text("changed\n")
+    with pytest.raises(CacheError, match="no longer gives its tar"):
+        store.layer_file(digest)
+    assert not store.has_blob(digest)
+
+
+def test_a_snapshot_is_untouched_until_something_below_it_changes(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    snap, diff_id = _adopt(store)
+    digest = hash_layer(snap).digest
+    assert store.snapshot_untouched(digest)
+    time.sleep(0.02)
+    os.chmod(snap / "d" / "e" / "f", 0o600)  # deep down, metadata only
+    assert not store.snapshot_untouched(digest)
+
+    store2 = Store(tmp_path / "store2")
+    snap2, _ = _adopt(store2)
+    time.sleep(0.02)
+    os.link(snap2 / "g", tmp_path / "linked")  # a later COPY linking it: doubt, so hash again
+    assert not store2.snapshot_untouched(hash_layer(snap2).digest)
+    assert not store2.snapshot_untouched(Digest.sha256("0" * 64))  # no such snapshot
