@@ -12,7 +12,8 @@ What "nothing can have changed" means, checked before anything is trusted:
 
 * the same arguments (a small allow-list of `pybuild build` options; anything else -- an
   output, --push, --pull, --no-cache, secrets, --explain, cache import/export, stdin -- is
-  never replayed), the same working directory, user, pybuild code (every file of the
+  never replayed; a --no-cache build is remembered for the same command without it), the
+  same working directory, user, pybuild code (every file of the
   package, by size and mtime) and environment that the build reads (SOURCE_DATE_EPOCH,
   PYBUILD_*, the variables named by `--build-arg NAME`): together they name the memo;
 * the same context: every entry under the context folder (except top-level entries that
@@ -387,6 +388,11 @@ def replay(argv: list[str], started: float) -> int | None:
     """Answer ``argv`` from its memo when nothing it depends on changed: prints what the
     build printed and returns 0. None: build normally (``pending()`` then holds the stamp
     the normal path records)."""
+    if "--no-cache" in argv:
+        # Never answered from a memo; but such a build writes every step's record, all of
+        # which the same command without --no-cache then hits: it is remembered for that.
+        prepare([arg for arg in argv if arg != "--no-cache"])
+        return None
     token = prepare(argv)
     if token is None:
         return None

@@ -186,6 +186,30 @@ def test_never_replayed(project: tuple[Path, Path], tmp_path: Path) -> None:
     for flags in (["--no-cache"], ["--explain"], ["--progress=plain", "--no-cache-filter", "stage-0"]):
         assert not build(store, ctx, *flags)[0]
 
+
+def test_a_no_cache_build_is_remembered_for_the_same_command_without_it(
+        project: tuple[Path, Path], tmp_path: Path) -> None:
+    store, ctx = project
+    iid = tmp_path / "iid"
+    replayed, _, cold = build(store, ctx, "--progress=plain", "-t", "app:1", "--iidfile", str(iid))
+    assert not replayed and "(0/3 steps cached)" in cold
+    first = iid.read_text()
+    # --no-cache runs every step again (a new image: the RUN's layer has new times) ...
+    replayed, _, fresh = build(store, ctx, "--progress=plain", "--no-cache", "-t", "app:1",
+                               "--iidfile", str(iid))
+    assert not replayed and "(0/3 steps cached)" in fresh
+    third = iid.read_text()
+    assert third != first
+    assert json.loads(pybuild("inspect", "--root", str(store), "app:1").stdout)[0]["Id"] == third
+    # ... and the same command without it is answered at once, with that build's image,
+    # every step shown cached, as a real build would show it
+    replayed, _, warm = build(store, ctx, "--progress=plain", "-t", "app:1", "--iidfile", str(iid))
+    assert replayed and "(3/3 steps cached)" in warm
+    assert iid.read_text() == third
+    replayed, _, real = build(store, ctx, "--progress=plain", "-t", "app:1", "--iidfile", str(iid),
+                              env={"PYBUILD_NO_REPLAY": "1"})
+    assert not replayed and "(3/3 steps cached)" in real and iid.read_text() == third
+
     add = write(tmp_path / "addctx", {"Dockerfile": "FROM bb:1\nARG SRC\nADD ${SRC} /x\n"})
     settle(add)
     for _ in range(3):
