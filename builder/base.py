@@ -258,7 +258,14 @@ class BaseResolver:
             doc = {"manifest": str(resolved.manifest_digest)}
             if resolved.resolved_digest is not None:  # for provenance: what the tag named
                 doc["index"] = str(resolved.resolved_digest)
+            held = self.store.get_ref(str(ref)) or {}
             self.store.put_ref(str(ref), doc)
+            if held.get("manifest") not in (None, doc["manifest"]):
+                # A tag that moved (`FROM` with --pull, `pybuild pull`): the image it named
+                # stays, dangling, as docker pull and buildah leave it.
+                from .images import ImageStore
+
+                ImageStore(self.store).left_behind(held, str(resolved.manifest.config.digest))
         from .images import BlobSources  # where the blobs came from, for mounts on push
 
         where = f"{there.api_host}/{there.repository}"

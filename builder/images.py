@@ -75,11 +75,11 @@ class ImageStore:
         if all(held.get(k) == v for k, v in doc.items()):
             return  # already so: rewriting it would only make remembered builds stale
         self.store.put_ref(name, doc)
-        self._left_behind(held, doc["config"])
+        self.left_behind(held, doc["config"])
 
-    def _left_behind(self, held: dict[str, Any], config: str) -> None:
+    def left_behind(self, held: dict[str, Any], config: str) -> None:
         """Keep dangling the image a name named (``held``, its old refs/ entry) before it
-        came to name the image ``config``."""
+        came to name the image ``config`` (a tag, a load, an import, a pull)."""
         if held.get("manifest"):
             before = self._config_of(held)  # the same image ID under another manifest stays named
             if before and before != config:
@@ -289,7 +289,9 @@ class ImageStore:
         assert image is not None
         self.store.put_ref(ref_name, {"manifest": str(image.manifest_digest),
                                       "config": str(image.config_digest)})
-        self._left_behind(held, str(image.config_digest))  # as docker pull leaves the old one
+        # as docker pull leaves the old one (for this machine's platform the resolver
+        # already has: the same entry)
+        self.left_behind(held, str(image.config_digest))
         return image
 
 

@@ -148,6 +148,28 @@ def test_a_pull_that_moves_a_tag_leaves_the_old_image_dangling(registry, tmp_pat
     assert puller.run("images", "-f", "dangling=true", "-q").stdout.split() == [old]
 
 
+def test_a_from_that_pulls_a_moved_tag_leaves_the_old_base_dangling(registry, tmp_path: Path) -> None:
+    name = f"{registry.host}/moving/base:1"
+    first = imported(tmp_path / "one", name)
+    first.run("push", name)
+    builder = imported(tmp_path / "builder", "unused:1")
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(f"FROM {name}\nCOPY a /a\n")
+    (ctx / "a").write_text("a\n")
+    builder.run("build", "-q", "-t", "app", str(ctx))  # FROM pulls the base and names it
+    old = _short(builder, name)
+    second = imported(tmp_path / "two", name, big=4096)
+    second.run("push", name)
+    builder.run("build", "-q", "--pull", "-t", "app", str(ctx))
+    new = _short(builder, name)
+    assert new != old and new == _short(second, name)
+    dangling = builder.run("images", "-f", "dangling=true", "-q").stdout.split()
+    assert old in dangling
+    builder.run("build", "-q", "--pull", "-t", "app", str(ctx))  # the same base: nothing more
+    assert builder.run("images", "-f", "dangling=true", "-q").stdout.split() == dangling
+
+
 def test_a_file_that_is_no_archive_is_one_sentence(tmp_path: Path) -> None:
     text = tmp_path / "Dockerfile"
     text.write_text("FROM scratch\n")
