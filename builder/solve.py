@@ -598,7 +598,7 @@ class Solver:
 
     def _execute(self, stage: Stage, fs: FsState, action: Callable[[list[Path], Path, int], None],
                  link_base: bool, sid: int) -> dict[str, Any]:
-        from .layers.tar import hash_layer, write_layer
+        from .layers.tar import write_layer
 
         upper = self.store.tempdir("upper-")
         try:
@@ -616,7 +616,7 @@ class Solver:
             # cannot be made again from the snapshot alone (times clamped to an epoch, ids
             # mapped), does it write the tar: only hashes it (Store.layer_file makes it later).
             if self.opts.source_date_epoch is None and owner is None:
-                rec = hash_layer(upper)
+                rec = _hash_while_syncing(upper)
             else:
                 tmp = self.store.tempfile("layer-")
                 rec = write_layer(upper, tmp, compression="uncompressed",
@@ -790,6 +790,33 @@ class Solver:
 
     def lowers_of(self, fs: FsState) -> list[Path]:
         return lower_dirs(self.store, fs.layers)
+
+
+def _hash_while_syncing(upper: Path) -> Any:
+    """The layer record of a step's upper folder, which then becomes the layer's only copy:
+    made durable (syncfs) before it is adopted as a snapshot -- one already there wins -- and
+    before a record names it. The sync waits on the disk and the hash on the CPU, so they run
+    side by side; the step wrote everything before either starts."""
+    from .fsutil import sync_filesystem
+    from .layers.tar import hash_layer
+
+    failed: list[BaseException] = []
+
+    def sync() -> None:
+        try:
+            sync_filesystem(upper)
+        except BaseException as exc:  # noqa: BLE001 - handed to the step below
+            failed.append(exc)
+
+    syncing = threading.Thread(target=sync, name="syncfs", daemon=True)
+    syncing.start()
+    try:
+        rec = hash_layer(upper)
+    finally:
+        syncing.join()
+    if failed:
+        raise failed[0]
+    return rec
 
 
 def _root_like(upper: Path) -> None:
