@@ -119,6 +119,26 @@ def _parse(argv: list[str]) -> dict[str, Any] | None:
     return {"context": context, "opts": opts}
 
 
+def _without_no_cache(argv: list[str]) -> list[str] | None:
+    """``argv`` without its ``--no-cache`` flags, or None when it has none (a value such as
+    ``--label --no-cache`` is no flag)."""
+    out: list[str] = []
+    found = False
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in _VALUE_OPTIONS and i + 1 < len(argv):
+            out += argv[i:i + 2]
+            i += 2
+            continue
+        if arg == "--no-cache":
+            found = True
+        else:
+            out.append(arg)
+        i += 1
+    return out if found else None
+
+
 def _one(opts: dict[str, list[str]], name: str) -> str | None:
     values = opts.get(name)
     return values[0] if values else None
@@ -388,10 +408,11 @@ def replay(argv: list[str], started: float) -> int | None:
     """Answer ``argv`` from its memo when nothing it depends on changed: prints what the
     build printed and returns 0. None: build normally (``pending()`` then holds the stamp
     the normal path records)."""
-    if "--no-cache" in argv:
+    plain = _without_no_cache(argv)
+    if plain is not None:
         # Never answered from a memo; but such a build writes every step's record, all of
         # which the same command without --no-cache then hits: it is remembered for that.
-        prepare([arg for arg in argv if arg != "--no-cache"])
+        prepare(plain)
         return None
     token = prepare(argv)
     if token is None:

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from builder.warm import _ignored_top_level, _parse
+from builder.warm import _ignored_top_level, _parse, _without_no_cache
 
 
 @pytest.mark.parametrize("argv", [
@@ -160,3 +160,13 @@ def test_a_symlinked_dockerignore_skips_nothing(tmp_path) -> None:
     (tmp_path / "ctx").mkdir()
     os.symlink("../outside", tmp_path / "ctx/.dockerignore")
     assert _ignored_top_level(str(tmp_path / "ctx"), str(tmp_path / "ctx/Dockerfile")) == frozenset()
+
+
+def test_a_no_cache_build_is_stamped_as_the_command_without_the_flag() -> None:
+    assert _without_no_cache(["build", "--no-cache", "-t", "a", "."]) == ["build", "-t", "a", "."]
+    assert _without_no_cache(["--no-cache", "."]) == ["."]
+    assert _without_no_cache(["build", "-t", "a", "."]) is None
+    # a value that reads like the flag is a value: that command is not a --no-cache build
+    assert _without_no_cache(["build", "--label", "--no-cache", "."]) is None
+    assert _without_no_cache(["build", "--label", "--no-cache", "--no-cache", "."]) == \
+        ["build", "--label", "--no-cache", "."]
