@@ -67,3 +67,18 @@ def assert_one_sentence_error(proc: subprocess.CompletedProcess[str], *parts: st
     assert "Traceback" not in proc.stderr, proc.stderr
     for part in parts:
         assert part in proc.stderr, (part, proc.stderr)
+
+
+def docker_loads(request: "pytest.FixtureRequest", archive: Path, name: str, image_id: str) -> None:
+    """docker load, which checks every layer against the config's diff_ids, takes ``archive``
+    and names ``name`` the image ``image_id`` (where a private dockerd can run)."""
+    import pytest
+
+    try:
+        daemon = request.getfixturevalue("dockerd")
+    except pytest.skip.Exception:
+        return
+    loaded = daemon.docker("load", "-i", str(archive))
+    assert loaded.returncode == 0, loaded.stderr
+    assert name in loaded.stdout
+    assert daemon.docker("image", "inspect", "-f", "{{.Id}}", name).stdout.strip() == image_id

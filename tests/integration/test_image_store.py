@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import tarfile
 from pathlib import Path
 
 import pytest
 
-from tests.integration.pushutil import assert_one_sentence_error, imported, stored_digest
+from tests.integration.pushutil import assert_one_sentence_error, docker_loads, imported, stored_digest
 
 
 def test_images_tag_inspect_rmi(tmp_path: Path) -> None:
@@ -85,16 +84,7 @@ def test_save_then_skopeo_docker_and_pybuild_load(tmp_path: Path, request: pytes
     assert_one_sentence_error(third.run("load", "-i", str(tmp_path / "missing.tar"), check=False),
                               "no such file")
     # docker load takes the same tarball, where a private dockerd can run
-    if shutil.which("dockerd"):
-        try:
-            daemon = request.getfixturevalue("dockerd")
-        except pytest.skip.Exception:
-            return
-        done = daemon.docker("load", "-i", str(single))
-        assert done.returncode == 0, done.stderr
-        assert "saved/one:1" in done.stdout
-        ids = daemon.docker("image", "inspect", "-f", "{{.Id}}", "saved/one:1").stdout.strip()
-        assert ids == image_id
+    docker_loads(request, single, "saved/one:1", image_id)
 
 
 def _corrupt_layer(src: Path, dest: Path) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.pushutil import Session, assert_one_sentence_error, imported
+from tests.integration.pushutil import Session, assert_one_sentence_error, docker_loads, imported
 
 
 def _app(tmp_path: Path, text: str = "lazy\n") -> tuple[Session, Path]:
@@ -63,7 +63,8 @@ def test_a_step_layer_is_made_from_its_snapshot_when_first_read(tmp_path: Path,
                          capture_output=True, text=True, check=False, timeout=60)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["Layers"][-1] == diff_id
-    _docker_loads(request, tmp_path / "app.tar", json.loads(s.run("inspect", "app").stdout)[0]["Id"])
+    image_id = json.loads(s.run("inspect", "app").stdout)[0]["Id"]
+    docker_loads(request, tmp_path / "app.tar", "app:latest", image_id)
     # an export made straight from the snapshot (gzip) holds the same tar
     blob.unlink()
     s.run("build", "-q", "-t", "app", "-o", f"type=oci,dest={tmp_path / 'gz.tar'}", str(ctx))
@@ -80,18 +81,6 @@ def test_a_step_layer_is_made_from_its_snapshot_when_first_read(tmp_path: Path,
     assert "damaged" not in s.run("cache", "verify").stdout
 
 
-def _docker_loads(request: pytest.FixtureRequest, archive: Path, image_id: str) -> None:
-    """docker load, which checks every layer against the config's diff_ids, takes the
-    archive as the same image (where a private dockerd can run)."""
-    try:
-        daemon = request.getfixturevalue("dockerd")
-    except pytest.skip.Exception:
-        return
-    loaded = daemon.docker("load", "-i", str(archive))
-    assert loaded.returncode == 0, loaded.stderr
-    assert daemon.docker("image", "inspect", "-f", "{{.Id}}", "app").stdout.strip() == image_id
-
-
 def test_a_pruned_cache_keeps_what_a_name_needs(tmp_path: Path, request: pytest.FixtureRequest) -> None:
     s, ctx = _app(tmp_path, "kept\n")
     s.run("build", "-q", "-t", "app", str(ctx))
@@ -101,7 +90,8 @@ def test_a_pruned_cache_keeps_what_a_name_needs(tmp_path: Path, request: pytest.
     assert (s.store / "snapshots" / diff_id.split(":")[1]).is_dir()
     digest, files = _saved_layer(s, "app", tmp_path / "app.tar")
     assert digest == diff_id and files == {"srv/a": b"kept\n"}
-    _docker_loads(request, tmp_path / "app.tar", json.loads(s.run("inspect", "app").stdout)[0]["Id"])
+    image_id = json.loads(s.run("inspect", "app").stdout)[0]["Id"]
+    docker_loads(request, tmp_path / "app.tar", "app:latest", image_id)
     # once the name goes, so does the layer
     s.run("rmi", "app")
     s.run("cache", "prune", "--all")
