@@ -77,10 +77,10 @@ def ensure_layer_blob(store: Store, layer: LayerRef, *, compression: str, level:
         rec = write_layer(snap, tmp, compression=compression, level=level,  # type: ignore[arg-type]
                           source_date_epoch=epoch, diff_id=known_diff)
         if rec.diff_id != layer.diff_id:
+            from .cache.store import snapshot_changed
+
             tmp.unlink(missing_ok=True)
-            raise BuildError(f"the snapshot of layer {layer.diff_id} no longer gives its tar "
-                             f"(its files make {rec.diff_id})",
-                             hint="run `pybuild cache verify --repair` and build again")
+            raise snapshot_changed(layer.diff_id, rec.diff_id)
         store.put_blob_file(tmp, rec.digest, verified=True)
         blob = LayerBlob(rec.diff_id, rec.digest, rec.size, rec.media_type)
     store.add_layer_blob(blob)

@@ -43,7 +43,7 @@ from ..fsutil import make_temp_dir, make_temp_file
 from .lease import process_lease
 from .paths import count_hit, default_root
 
-__all__ = ["LayerBlob", "Store", "default_root"]
+__all__ = ["LayerBlob", "Store", "default_root", "snapshot_changed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,9 +125,7 @@ class Store:
         rec = write_layer(self.snapshot_path(digest), tmp, compression="uncompressed")
         if rec.digest != digest:
             tmp.unlink(missing_ok=True)
-            raise CacheError(f"the snapshot of layer {digest} no longer gives its tar "
-                             f"(its files make {rec.digest})",
-                             hint="run `pybuild cache verify --repair` and build again")
+            raise snapshot_changed(digest, rec.digest)
         self.put_blob_file(tmp, digest, verified=True)
         self.add_layer_blob(LayerBlob(digest, digest, rec.size, rec.media_type))
         return path
@@ -290,6 +288,12 @@ class Store:
         except (OSError, ValueError):
             # A damaged entry is treated as absent; `cache verify` reports it.
             return None
+
+
+def snapshot_changed(diff_id: Digest, got: Digest) -> CacheError:
+    """The error for a snapshot whose files no longer give the layer tar it was kept for."""
+    return CacheError(f"the snapshot of layer {diff_id} no longer gives its tar (its files make {got})",
+                      hint="run `pybuild cache verify --repair` and build again")
 
 
 def remove_tree(path: Path) -> None:
