@@ -292,7 +292,8 @@ def source_tree(solver: Solver, node: ins.Instruction, from_value: str | None,
     # whatever platform the stage that reads it is built for.
     base = solver.bases.resolve(from_value, kind=kind, pull=solver.opts.pull,
                                 platform=solver.opts.platform)
-    from .solve import LayerRef, lower_dirs
+    from .layerstore import lower_dirs
+    from .solve import LayerRef
 
     layers = [LayerRef(b.diff_id, b) for b in base.layers]
 

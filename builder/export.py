@@ -43,13 +43,8 @@ def ensure_layer_blob(store: Store, layer: LayerRef, *, compression: str, level:
     if layer.blob is not None:
         known.setdefault(layer.blob.media_type, layer.blob)
     want = media_type_for(compression)  # type: ignore[arg-type]
-
-    def there(blob: LayerBlob) -> bool:
-        # a step's plain tar is kept as its snapshot only (Store.layer_file makes it)
-        return store.has_blob(blob.digest) or (blob.digest == layer.diff_id
-                                               and store.has_snapshot(layer.diff_id))
-
-    usable = {media: blob for media, blob in known.items() if there(blob)}
+    # (a step's plain tar is kept as its snapshot only: Store.layer_file makes it)
+    usable = {media: blob for media, blob in known.items() if store.has_layer(blob.digest)}
     if want in usable:
         return usable[want]
     compressed = [blob for media, blob in usable.items() if media != plain]

@@ -14,8 +14,7 @@ from typing import Callable, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["MAX_SYMLINKS", "copy_fd", "make_temp_dir", "make_temp_file", "resolve_rel", "secure_join",
-           "sync_filesystem"]
+__all__ = ["MAX_SYMLINKS", "copy_fd", "make_temp_dir", "make_temp_file", "resolve_rel", "secure_join"]
 
 MAX_SYMLINKS = 255
 
@@ -124,20 +123,3 @@ _KERNEL_CHUNK = 1 << 30
 def _sendfile(sfd: int, dfd: int, count: int) -> int:
     return os.sendfile(dfd, sfd, None, count)
 
-
-def sync_filesystem(path: str | os.PathLike[str]) -> None:
-    """Make every file written on ``path``'s filesystem durable: syncfs(2), one call where a
-    tree of thousands of files would need an fsync each (falling back to sync(2))."""
-    import ctypes
-
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        try:
-            libc = ctypes.CDLL("libc.so.6", use_errno=True)
-            done = libc.syncfs(fd) == 0
-        except (OSError, AttributeError):
-            done = False
-        if not done:
-            os.sync()
-    finally:
-        os.close(fd)

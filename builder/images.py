@@ -289,9 +289,8 @@ class ImageStore:
         assert image is not None
         self.store.put_ref(ref_name, {"manifest": str(image.manifest_digest),
                                       "config": str(image.config_digest)})
-        # as docker pull leaves the old one (for this machine's platform the resolver
-        # already has: the same entry)
-        self.left_behind(held, str(image.config_digest))
+        if platform is not None:  # for this machine's, the resolver already has
+            self.left_behind(held, str(image.config_digest))  # as docker pull leaves it
         return image
 
 

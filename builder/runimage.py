@@ -60,7 +60,8 @@ def run_image(store: Store, name: str, command: Sequence[str], *, env: Sequence[
               network: str = "default", volumes: Sequence[str] = (), user: str | None = None,
               workdir: str | None = None, entrypoint: str | None = None) -> int:
     from .executor import Mount, RootFS, RunSpec, run_step
-    from .solve import LayerRef, lower_dirs
+    from .layerstore import lower_dirs
+    from .solve import LayerRef
 
     config, layers = _image_layers(store, name)
     _check_platform(name, config)

@@ -39,51 +39,13 @@ from .errors import BuildError, ExecError
 from .executor.spec import StepInterrupted
 from .expand import expand_shown
 from .graph import BuildGraph, Stage, platform_args, proxy_env
+from .layerstore import commit_layer, ensure_snapshot, lower_dirs
 from .progress import Progress
 from .stepnames import cross_arrow, shown_base, shown_run, steps_of
 from .steps import StepRunner
 
 __all__ = ["BuildOptions", "FsState", "LayerRef", "Solver", "StageResult", "ensure_snapshot",
            "format_time"]
-
-
-def ensure_snapshot(store: Store, layer: LayerRef) -> Path:
-    """The unpacked snapshot of a layer, unpacking its blob (verified) the first time."""
-    path = store.snapshot_path(layer.diff_id)
-    if path.is_dir():
-        return path
-    with store.lock(f"unpack-{layer.diff_id.hex}"):
-        if path.is_dir():
-            return path
-        if layer.blob is None:
-            raise BuildError(f"layer {layer.diff_id} is missing from the store",
-                             hint="run `pybuild cache verify --repair` and build again")
-        from .layers.unpack import unpack_blob
-
-        tmp = store.tempdir("unpack-")
-        try:
-            result = unpack_blob(store.blob_path(layer.blob.digest), tmp, mode="snapshot")
-            if result.diff_id != layer.diff_id:
-                raise BuildError(f"layer {layer.blob.digest} does not match its diff_id "
-                                 f"{layer.diff_id} (got {result.diff_id})")
-            return store.put_snapshot_dir(tmp, layer.diff_id)
-        except BaseException:
-            remove_tree(tmp)
-            raise
-
-
-def lower_dirs(store: Store, layers: Sequence[LayerRef]) -> list[Path]:
-    """The snapshots of ``layers`` (bottom first) as overlay lower directories, top first.
-    A layer that is there twice (two steps that made the same files, or nothing) is kept
-    where it is highest: overlayfs refuses a folder twice, and the lower copy shows nothing
-    the higher one does not decide already."""
-    out: list[Path] = []
-    seen: set[Digest] = set()
-    for layer in reversed(layers):
-        if layer.diff_id not in seen:
-            seen.add(layer.diff_id)
-            out.append(ensure_snapshot(store, layer))
-    return out
 
 
 def format_time(seconds: float) -> str:
@@ -598,8 +560,6 @@ class Solver:
 
     def _execute(self, stage: Stage, fs: FsState, action: Callable[[list[Path], Path, int], None],
                  link_base: bool, sid: int) -> dict[str, Any]:
-        from .layers.tar import write_layer
-
         upper = self.store.tempdir("upper-")
         try:
             lowers = [] if link_base else self.lowers_of(fs)
@@ -610,23 +570,8 @@ class Solver:
             owner = None
             if os.geteuid() != 0:
                 from .executor.run import step_owner as owner
-            # Uncompressed (its digest is its diff_id): compressing is for what leaves the
-            # store -- an archive, a push, a cache export -- and is done then. A build that only
-            # names its image never pays for it, as with docker's store. Nor, unless its tar
-            # cannot be made again from the snapshot alone (times clamped to an epoch, ids
-            # mapped), does it write the tar: only hashes it (Store.layer_file makes it later).
-            if self.opts.source_date_epoch is None and owner is None:
-                rec = _hash_while_syncing(upper)
-            else:
-                tmp = self.store.tempfile("layer-")
-                rec = write_layer(upper, tmp, compression="uncompressed",
-                                  source_date_epoch=self.opts.source_date_epoch, owner=owner)
-                self.store.put_blob_file(tmp, rec.digest, verified=True)
-                self.store.add_layer_blob(LayerBlob(rec.diff_id, rec.digest, rec.size,
-                                                    rec.media_type))
-            self.store.put_snapshot_dir(upper, rec.diff_id)
-            return {"diff_id": str(rec.diff_id), "digest": str(rec.digest), "size": rec.size,
-                    "media_type": rec.media_type}
+            return commit_layer(self.store, upper, source_date_epoch=self.opts.source_date_epoch,
+                                owner=owner)
         except BaseException:
             remove_tree(upper)
             raise
@@ -790,33 +735,6 @@ class Solver:
 
     def lowers_of(self, fs: FsState) -> list[Path]:
         return lower_dirs(self.store, fs.layers)
-
-
-def _hash_while_syncing(upper: Path) -> Any:
-    """The layer record of a step's upper folder, which then becomes the layer's only copy:
-    made durable (syncfs) before it is adopted as a snapshot -- one already there wins -- and
-    before a record names it. The sync waits on the disk and the hash on the CPU, so they run
-    side by side; the step wrote everything before either starts."""
-    from .fsutil import sync_filesystem
-    from .layers.tar import hash_layer
-
-    failed: list[BaseException] = []
-
-    def sync() -> None:
-        try:
-            sync_filesystem(upper)
-        except BaseException as exc:  # noqa: BLE001 - handed to the step below
-            failed.append(exc)
-
-    syncing = threading.Thread(target=sync, name="syncfs", daemon=True)
-    syncing.start()
-    try:
-        rec = hash_layer(upper)
-    finally:
-        syncing.join()
-    if failed:
-        raise failed[0]
-    return rec
 
 
 def _root_like(upper: Path) -> None:

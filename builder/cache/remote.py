@@ -222,7 +222,8 @@ class CacheImport:
         return record
 
     def _take_layer(self, record: Mapping[str, Any], entry: _Entry) -> None:
-        from ..solve import LayerRef, ensure_snapshot
+        from ..layerstore import ensure_snapshot
+        from ..solve import LayerRef
         from .store import LayerBlob
 
         digest = Digest.parse(record["digest"])

@@ -61,20 +61,21 @@ def test_a_snapshot_is_untouched_until_something_below_it_changes(tmp_path: Path
 
 def test_a_step_folder_is_synced_while_hashed_and_a_failed_sync_fails_the_step(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from builder import fsutil, solve
+    from builder import layerstore
+    from builder.executor import libc
 
     upper = tmp_path / "upper"
     (upper / "d").mkdir(parents=True)
     (upper / "d" / "f").write_text("data\n")
     synced: list[str] = []
-    monkeypatch.setattr(fsutil, "sync_filesystem", lambda path: synced.append(str(path)))
-    rec = solve._hash_while_syncing(upper)
+    monkeypatch.setattr(libc, "syncfs", lambda path: synced.append(str(path)))
+    rec = layerstore._hash_while_syncing(upper)
     assert synced == [str(upper)] and rec == hash_layer(upper)
 
     def refuse(path: object) -> None:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(fsutil, "sync_filesystem", refuse)
+    monkeypatch.setattr(libc, "syncfs", refuse)
     with pytest.raises(OSError, match="Input/output error"):
-        solve._hash_while_syncing(upper)
+        layerstore._hash_while_syncing(upper)
 
