@@ -5,12 +5,11 @@ The solver only calls the methods of ``Progress``; how the events look is decide
 """
 from __future__ import annotations
 
+import _thread  # not threading: a replay (builder.warm) shows its progress without loading it
 import atexit
 import codecs
-import json
 import os
 import sys
-import threading
 import time
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing: a replay never needs it
@@ -33,7 +32,7 @@ class Progress:
             self._tty = TtyDisplay(self.stream)
             # Whatever ends the build (a result, an error), the live region is cleared first.
             atexit.register(self.close)
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
         # A step's output arrives in chunks cut anywhere: one UTF-8 decoder a step keeps a
         # character whole across chunks, and (plain mode) the step whose last line has no
         # newline yet is continued in place, as BuildKit's plain printer does.
@@ -68,6 +67,8 @@ class Progress:
             if self.mode == "quiet":
                 return
             if self.mode == "rawjson":
+                import json  # only this mode writes JSON: a replay in another starts faster
+
                 event["time"] = round(time.monotonic() - self.t0, 3)
                 self.stream.write(json.dumps(event, sort_keys=True) + "\n")
             else:

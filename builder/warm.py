@@ -33,13 +33,20 @@ rest), their output is not shown again, and the metadata file marks every step c
 """
 from __future__ import annotations
 
-import array
-import hashlib
-import json
+import marshal
 import os
-import stat
 import sys
 import time
+from itertools import compress, starmap
+from operator import attrgetter
+from stat import S_ISDIR
+from struct import Struct
+
+try:  # blake2b is built into CPython; hashlib would load OpenSSL first, 2 ms of a replay
+    from _blake2 import blake2b as _hash
+except ImportError:  # pragma: no cover - a Python built without it
+    from hashlib import sha256 as _hash
+_DIGEST_SIZE = _hash().digest_size
 
 from .cache.paths import count_hit, default_root_dir
 from .cli import _COMMANDS, _GROUP_OPTIONS
@@ -50,7 +57,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Recorder", "clear_pending", "pending", "prepare", "replay", "write_text"]
 
-MEMO_VERSION = 3  # 3: the context walk goes breadth first and may split (older memos never match)
+MEMO_VERSION = 4  # 4: packed stat fields, blake2b, marshal (older memos never match)
 RACY_NS = 2_000_000_000  # entries touched this close to the read are not trusted by stat
 
 # `pybuild build` options a replay understands; any other option means "build normally".
@@ -169,15 +176,16 @@ def _tree_stamp(top: str, skip: frozenset[str] = frozenset(), *, meta: bool = Tr
     Entries are taken in the order the folders list them, folder by folder breadth first:
     an unchanged tree is listed in the same order, and a different order only costs a real
     build. This walk is most of a replay's time on a big context, so it stats each name
-    relative to its open folder and packs the numbers into one array; and once it has seen
-    ``SPLIT_AT`` entries with folders still to walk, a second process (fork) walks every
-    other one of them, each process on a core of its own. The split falls at the same place
+    relative to its open folder and packs each folder's numbers in C loops; and once it has seen
+    ``SPLIT_AT`` entries, or ``SPLIT_FOLDERS`` folders wait, a second process (fork) walks
+    every other folder still to walk, each process on a core of its own. The split falls at the same place
     for the same tree, and the digest says whether and where it fell."""
     part = _Part(meta)
     queue = [top]
     done = 0
     while done < len(queue):
-        if part.count >= SPLIT_AT and len(queue) - done >= 2 and _may_fork():
+        waiting = len(queue) - done
+        if (part.count >= SPLIT_AT or waiting >= SPLIT_FOLDERS) and waiting >= 2 and _may_fork():
             rest = queue[done:]
             digests = _walk_split(rest[0::2], rest[1::2], meta)
             part.names.append(f"split {len(rest)}")
@@ -191,7 +199,11 @@ def _tree_stamp(top: str, skip: frozenset[str] = frozenset(), *, meta: bool = Tr
     return part.digest().hexdigest(), part.newest
 
 
-SPLIT_AT = 2000  # entries a walk has seen before it hands half of what is left to a second process
+# A walk hands every other folder still to walk to a second process once it has seen
+# SPLIT_AT entries, or as soon as SPLIT_FOLDERS folders wait (a wide tree: the split then
+# comes right after the top, and the two processes share all the rest).
+SPLIT_AT = 2000
+SPLIT_FOLDERS = 64
 
 
 class _Part:
@@ -200,7 +212,7 @@ class _Part:
     def __init__(self, meta: bool) -> None:
         self.meta = meta
         self.names: list[str] = []
-        self.nums = array.array("q")
+        self.nums: list[bytes] = []
         self.newest = 0
 
     @property
@@ -208,38 +220,60 @@ class _Part:
         return len(self.names)
 
     def folder(self, path: str, more: list[str], skip: frozenset[str]) -> None:
-        """Stat every entry of the folder ``path``; its folders go onto ``more``."""
-        add_name, add_nums, meta = self.names.append, self.nums.extend, self.meta
+        """Stat every entry of the folder ``path``; its folders go onto ``more``.
+
+        Past the stats themselves (most of the time, in the kernel), a folder's numbers
+        are picked, packed and its folders found by C loops (map, starmap, compress), not
+        a Python statement per entry."""
         try:
             fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
         except OSError as exc:
-            add_name(f"{path}/error {exc.errno}")
+            self.names.append(f"{path}/error {exc.errno}")
             return
         try:
             listed = os.listdir(fd)
-            add_name(f"{path}/")
-            for name in listed:
-                if name in skip or (not meta and name == "__pycache__"):
-                    continue
-                try:
-                    st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-                except OSError as exc:  # removed while listed
-                    add_name(f"{name}/error {exc.errno}")
-                    continue
-                add_name(name)
-                if meta:
-                    add_nums((st.st_mode, st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns,
-                              st.st_uid, st.st_gid))
-                    if st.st_ctime_ns > self.newest:
-                        self.newest = st.st_ctime_ns
-                else:
-                    add_nums((st.st_size, st.st_mtime_ns))
-                if stat.S_ISDIR(st.st_mode):
-                    more.append(f"{path}/{name}")
+            if skip or not self.meta:
+                listed = [name for name in listed
+                          if name not in skip and (self.meta or name != "__pycache__")]
+            lstat = os.lstat
+            try:
+                stats = [lstat(name, dir_fd=fd) for name in listed]
+            except OSError:  # an entry removed while listed: the slow way, naming it
+                self._one_by_one(path, fd, listed, more)
+                return
+            self.names.append(f"{path}/")
+            self.names += listed
+            if not stats:
+                return
+            if self.meta:
+                self.nums.append(b"".join(starmap(_PACK_META, map(_META_FIELDS, stats))))
+                self.newest = max(self.newest, max(map(_CTIME, stats)))
+            else:
+                self.nums.append(b"".join(starmap(_PACK_PLAIN, map(_PLAIN_FIELDS, stats))))
+            more += [f"{path}/{name}" for name in compress(listed, map(S_ISDIR, map(_MODE, stats)))]
         except OSError as exc:
-            add_name(f"{path}/error {exc.errno}")
+            self.names.append(f"{path}/error {exc.errno}")
         finally:
             os.close(fd)
+
+    def _one_by_one(self, path: str, fd: int, listed: list[str], more: list[str]) -> None:
+        """``folder`` for a folder whose entries change under the walk: each name that
+        cannot be stated is recorded with its error."""
+        self.names.append(f"{path}/")
+        for name in listed:
+            try:
+                st = os.lstat(name, dir_fd=fd)
+            except OSError as exc:
+                self.names.append(f"{name}/error {exc.errno}")
+                continue
+            self.names.append(name)
+            if self.meta:
+                self.nums.append(_PACK_META(*_META_FIELDS(st)))
+                self.newest = max(self.newest, st.st_ctime_ns)
+            else:
+                self.nums.append(_PACK_PLAIN(*_PLAIN_FIELDS(st)))
+            if S_ISDIR(st.st_mode):
+                more.append(f"{path}/{name}")
 
     def walk(self, folders: list[str]) -> None:
         """Every entry below each of ``folders``, depth first."""
@@ -250,9 +284,21 @@ class _Part:
             stack.extend(reversed(more))
 
     def digest(self) -> Any:
-        digest = hashlib.sha256("\0".join(self.names).encode("utf-8", "surrogateescape"))
-        digest.update(self.nums.tobytes())
+        digest = _hash("\0".join(self.names).encode("utf-8", "surrogateescape"))
+        for chunk in self.nums:
+            digest.update(chunk)
         return digest
+
+
+# What an entry's stat gives the stamp: type and mode, size, inode, mtime, ctime, owner
+# (no atime: a build reading the files must not change their stamp); without meta, size
+# and mtime. Packed as unsigned where the kernel's type is (an inode may exceed 2**63).
+_META_FIELDS = attrgetter("st_mode", "st_size", "st_ino", "st_mtime_ns", "st_ctime_ns", "st_uid", "st_gid")
+_PACK_META = Struct("=IQQqqII").pack
+_PLAIN_FIELDS = attrgetter("st_size", "st_mtime_ns")
+_PACK_PLAIN = Struct("=Qq").pack
+_CTIME = attrgetter("st_ctime_ns")
+_MODE = attrgetter("st_mode")
 
 
 def _may_fork() -> bool:
@@ -297,9 +343,9 @@ def _walk_split(mine: list[str], theirs: list[str], meta: bool) -> list[tuple[by
         os.close(read_end)
         if pid > 0:
             os.waitpid(pid, 0)
-    if len(answer) != 40:
+    if len(answer) != _DIGEST_SIZE + 8:
         return [mine_walked, _walked(theirs, meta)]
-    return [mine_walked, (answer[:32], int.from_bytes(answer[32:], "big", signed=True))]
+    return [mine_walked, (answer[:_DIGEST_SIZE], int.from_bytes(answer[_DIGEST_SIZE:], "big", signed=True))]
 
 
 def _ignored_top_level(context: str, dockerfile: str) -> frozenset[str]:
@@ -347,7 +393,7 @@ def _signature(path: str) -> list[int] | None:
         st = os.stat(path)
     except OSError:
         return None
-    if stat.S_ISDIR(st.st_mode):
+    if S_ISDIR(st.st_mode):
         return [st.st_ino, -1, 0]
     return [st.st_ino, st.st_size, st.st_mtime_ns]
 
@@ -370,7 +416,8 @@ def prepare(argv: list[str]) -> dict[str, Any] | None:
     inputs = {"v": MEMO_VERSION, "argv": list(argv), "cwd": os.getcwd(), "uid": os.geteuid(),
               "env": {k: os.environ.get(k) for k in env_names}, "code": _code_stamp(),
               "python": sys.version}
-    key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode("utf-8", "surrogateescape")).hexdigest()
+    # repr, not json (which loads re): the same for the same inputs, as env's names are sorted
+    key = _hash(repr(sorted(inputs.items())).encode("utf-8", "surrogateescape")).hexdigest()
     started_ns = time.time_ns()
     ctx_stamp, newest = _tree_stamp(context, _ignored_top_level(context, dockerfile))
     try:
@@ -401,7 +448,32 @@ def clear_pending() -> None:
 
 
 def _memo_path(root: str, key: str) -> str:
-    return os.path.join(root, "warm", f"{key}.json")
+    return os.path.join(root, "warm", f"{key}.memo")
+
+
+# A memo file: this tag, the digest of the rest, then the memo in marshal's format (a
+# replay reads it without loading json, and so re). The digest is checked before marshal
+# reads a byte: a torn or foreign file is never unpacked, only ignored.
+_MEMO_TAG = b"pybuild-memo\n"
+
+
+def _pack_memo(memo: dict[str, Any]) -> bytes:
+    payload = marshal.dumps(memo)
+    return _MEMO_TAG + _hash(payload).digest() + payload
+
+
+def _unpack_memo(data: bytes) -> Any:
+    """The memo ``data`` holds, or None."""
+    if not data.startswith(_MEMO_TAG):
+        return None
+    body = data[len(_MEMO_TAG):]
+    digest, payload = body[:_DIGEST_SIZE], body[_DIGEST_SIZE:]
+    if _hash(payload).digest() != digest:
+        return None
+    try:
+        return marshal.loads(payload)
+    except (EOFError, ValueError, TypeError):
+        return None
 
 
 def replay(argv: list[str], started: float) -> int | None:
@@ -418,9 +490,9 @@ def replay(argv: list[str], started: float) -> int | None:
     if token is None:
         return None
     try:
-        with open(_memo_path(token["root"], token["key"]), encoding="utf-8") as f:
-            memo = json.load(f)
-    except (OSError, ValueError):
+        with open(_memo_path(token["root"], token["key"]), "rb") as f:
+            memo = _unpack_memo(f.read())
+    except OSError:
         return None
     if not isinstance(memo, dict) or memo.get("v") != MEMO_VERSION:
         return None
@@ -471,10 +543,15 @@ def _show(memo: dict[str, Any], token: dict[str, Any], started: float) -> None:
 
 def write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write a user's output file (metadata, image ID) aside, then rename it into place."""
+    _write_file(path, text.encode("utf-8"))
+
+
+def _write_file(path: str | os.PathLike[str], data: bytes) -> None:
+    """``data`` written aside, then renamed into place: whole or absent."""
     path = os.fspath(path)
     part = os.path.join(os.path.dirname(path) or ".", f".{os.path.basename(path)}.part")
-    with open(part, "w", encoding="utf-8") as f:
-        f.write(text)
+    with open(part, "wb") as f:
+        f.write(data)
     os.replace(part, path)
 
 
@@ -491,6 +568,8 @@ class Recorder:
         self.events.append([kind, arg])
 
     def commit(self, *, steps: list[str], image_id: str, shown: str, metadata: dict[str, Any]) -> None:
+        import json  # the normal path has it loaded; a replay never needs it
+
         token = self.token
         if token["racy"]:
             return
@@ -516,6 +595,6 @@ class Recorder:
         path = _memo_path(token["root"], token["key"])
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            write_text(path, json.dumps(memo, sort_keys=True))
+            _write_file(path, _pack_memo(memo))
         except OSError:
             pass  # a memo is an optimisation: without it the next build takes the normal path

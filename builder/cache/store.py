@@ -10,7 +10,7 @@ Layout under the root (``--root``, ``PYBUILD_ROOT``, or ``$XDG_DATA_HOME/pybuild
     index/<key hex>.json        cache key -> the step's result (written last)
     usage/<key hex>             one byte appended per cache hit: size = hits, mtime = last use
     refs/<sha256 of name>.json  a base image reference -> its resolved manifest digest
-    warm/<key>.json             memos of fully cached builds, replayed by builder.warm (derived:
+    warm/<key>.memo             memos of fully cached builds, replayed by builder.warm (derived:
                                 checked against the files above before use, dropped by prune)
     leases/<pid>-<ns>-<rand>    what each live process holds (builder.cache.lease)
     locks/<name>.lock           flock files

@@ -64,6 +64,7 @@ def split(request, monkeypatch):
         monkeypatch.setattr(warm, "_may_fork", lambda: True)
     else:
         monkeypatch.setattr(warm, "SPLIT_AT", 10**9)
+        monkeypatch.setattr(warm, "SPLIT_FOLDERS", 10**9)
     return request.param
 
 
@@ -170,3 +171,55 @@ def test_a_no_cache_build_is_stamped_as_the_command_without_the_flag() -> None:
     assert _without_no_cache(["build", "--label", "--no-cache", "."]) is None
     assert _without_no_cache(["build", "--label", "--no-cache", "--no-cache", "."]) == \
         ["build", "--label", "--no-cache", "."]
+
+
+def test_a_split_walk_takes_the_second_half_from_the_child(tmp_path, monkeypatch) -> None:
+    # the child's answer is used, not walked again here: this process walks its own half only
+    from builder import warm
+
+    top = tmp_path / "ctx"
+    for i in range(4):
+        (top / f"d{i}").mkdir(parents=True)
+        (top / f"d{i}" / "f").write_text(str(i))
+    monkeypatch.setattr(warm, "SPLIT_AT", 1)
+    monkeypatch.setattr(warm, "_may_fork", lambda: True)
+    walked_here: list[list[str]] = []
+    real = warm._walked
+
+    def counting(folders: list[str], meta: bool) -> tuple[bytes, int]:
+        walked_here.append(folders)  # the child's appends stay in the child
+        return real(folders, meta)
+
+    monkeypatch.setattr(warm, "_walked", counting)
+    stamp = warm._tree_stamp(str(top))
+    assert len(walked_here) == 1 and len(walked_here[0]) == 2
+    monkeypatch.setattr(warm, "SPLIT_AT", 10**9)
+    monkeypatch.setattr(warm, "SPLIT_FOLDERS", 10**9)
+    assert warm._tree_stamp(str(top))[1] == stamp[1]  # the same newest ctime, walked whole
+
+
+def test_a_wide_tree_splits_right_after_its_top(tmp_path, monkeypatch) -> None:
+    from builder import warm
+
+    top = tmp_path / "ctx"
+    for i in range(warm.SPLIT_FOLDERS):
+        (top / f"d{i:03}").mkdir(parents=True)
+    monkeypatch.setattr(warm, "_may_fork", lambda: True)
+    stamp = warm._tree_stamp(str(top))[0]
+    monkeypatch.setattr(warm, "SPLIT_FOLDERS", 10**9)
+    assert warm._tree_stamp(str(top))[0] != stamp  # the digest says where the walk split
+
+
+def test_a_memo_file_that_is_torn_or_foreign_is_ignored() -> None:
+    from builder.warm import _pack_memo, _unpack_memo
+
+    memo = {"v": 4, "events": [["start", "[1/2] FROM x"], ["cached", 1]], "steps": ["ab" * 32],
+            "metadata": "{\n}\n", "watch": [["/x", [1, 2, 3]]]}
+    data = _pack_memo(memo)
+    assert _unpack_memo(data) == memo
+    assert _unpack_memo(data[:-3]) is None  # cut short
+    assert _unpack_memo(data[:20]) is None
+    assert _unpack_memo(b'{"v": 4}') is None  # an older pybuild's JSON memo
+    flipped = bytearray(data)
+    flipped[-1] ^= 1
+    assert _unpack_memo(bytes(flipped)) is None
