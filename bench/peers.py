@@ -241,8 +241,8 @@ class Builder:
 
 
 class PyBuild(Builder):
-    """pybuild run by ``python`` (``python -m builder``): the interpreter of a virtual
-    environment it was installed into (``install_venv``), or the bench's own."""
+    """pybuild run by ``python``: the interpreter of a virtual environment it was installed
+    into (``install_venv``), whose `pybuild` command runs it, or the bench's own."""
 
     def __init__(self, work: Path, log: Path, python: str = sys.executable) -> None:
         super().__init__("pybuild", work, log)
@@ -253,6 +253,11 @@ class PyBuild(Builder):
         self.env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
     def cmd(self, *args: str) -> list[str]:
+        # The `pybuild` command installed beside the interpreter, as a user runs it; the
+        # bench's own interpreter (--install here) has it elsewhere, if at all: -m there.
+        program = Path(self.python).with_name("pybuild")
+        if program.is_file() and os.access(program, os.X_OK):
+            return [str(program), *args]
         return [self.python, "-m", "builder", *args]
 
     def build_argv(self, context: Path, tag: str, *, cold: bool, extra: Sequence[str] = ()) -> list[str]:

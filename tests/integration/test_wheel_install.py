@@ -32,3 +32,21 @@ def test_wheel_install_parses_from_another_folder(tmp_path: Path) -> None:
                          cwd=elsewhere, capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout == '(from "scratch")\n(copy "a" "/b")\n'
+
+
+    # The installed command starts pybuild before anything else: no launcher's own imports
+    # (pip's entry-point launcher loads re first, a quarter of a replayed build's time).
+    # In an environment of its own, so that no .pth file of this interpreter's loads re
+    # first; pybuild's dependencies are not there, and only the imports up to
+    # builder.cli are looked at.
+    bare = tmp_path / "bare"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True, timeout=120)
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(bare / "bin/python"), "install",
+                    "-q", "--no-deps", str(wheel)], check=True, capture_output=True, timeout=300)
+    out = subprocess.run([str(bare / "bin/pybuild"), "--version"], cwd=elsewhere, capture_output=True,
+                         text=True, timeout=120, env={**env, "PYTHONPROFILEIMPORTTIME": "1"})
+    names = [line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines()
+             if line.startswith("import time:")]
+    assert "site" in names and "builder.cli" in names, out.stderr
+    between = names[names.index("site") + 1:names.index("builder.cli")]
+    assert set(between) <= {"__future__", "builder"}, between
