@@ -176,10 +176,11 @@ def _tree_stamp(top: str, skip: frozenset[str] = frozenset(), *, meta: bool = Tr
     Entries are taken in the order the folders list them, folder by folder breadth first:
     an unchanged tree is listed in the same order, and a different order only costs a real
     build. This walk is most of a replay's time on a big context, so it stats each name
-    relative to its open folder and packs each folder's numbers in C loops; and once it has seen
-    ``SPLIT_AT`` entries, or ``SPLIT_FOLDERS`` folders wait, a second process (fork) walks
-    every other folder still to walk, each process on a core of its own. The split falls at the same place
-    for the same tree, and the digest says whether and where it fell."""
+    relative to its open folder and packs each folder's numbers in C loops; and once it
+    has seen ``SPLIT_AT`` entries, or ``SPLIT_FOLDERS`` folders wait, a second process
+    (fork) walks every other folder still to walk, each process on a core of its own. The
+    split falls at the same place for the same tree, and the digest says whether and where
+    it fell."""
     part = _Part(meta)
     queue = [top]
     done = 0

@@ -42,7 +42,8 @@ def test_wheel_install_parses_from_another_folder(tmp_path: Path) -> None:
     bare = tmp_path / "bare"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True, timeout=120)
     subprocess.run([sys.executable, "-m", "pip", "--python", str(bare / "bin/python"), "install",
-                    "-q", "--no-deps", str(wheel)], check=True, capture_output=True, timeout=300)
+                    "-q", "--no-deps", "--force-reinstall", str(wheel)], check=True, capture_output=True,
+                   timeout=300)
     out = subprocess.run([str(bare / "bin/pybuild"), "--version"], cwd=elsewhere, capture_output=True,
                          text=True, timeout=120, env={**env, "PYTHONPROFILEIMPORTTIME": "1"})
     names = [line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines()
