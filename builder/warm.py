@@ -336,17 +336,38 @@ def _walk_split(mine: list[str], theirs: list[str], meta: bool) -> list[tuple[by
             os._exit(0)
     os.close(write_end)
     answer = b""
+    want = _DIGEST_SIZE + 8
     try:
         mine_walked = _walked(mine, meta)
-        while pid > 0 and (chunk := os.read(read_end, 64)):
+        # the answer's bytes, not the pipe's end: that comes only once the child has
+        # unmapped its memory, a millisecond after it answered
+        while pid > 0 and len(answer) < want and (chunk := os.read(read_end, want - len(answer))):
             answer += chunk
     finally:
         os.close(read_end)
         if pid > 0:
-            os.waitpid(pid, 0)
-    if len(answer) != _DIGEST_SIZE + 8:
+            _reap(pid, wait=len(answer) != want)
+    if len(answer) != want:
         return [mine_walked, _walked(theirs, meta)]
     return [mine_walked, (answer[:_DIGEST_SIZE], int.from_bytes(answer[_DIGEST_SIZE:], "big", signed=True))]
+
+
+_UNREAPED: list[int] = []  # walk children that had answered but not yet ended
+
+
+def _reap(pid: int, *, wait: bool) -> None:
+    """Collect the walk's child; one that answered and is still ending is collected by the
+    next call (or, as a replay ends the process at once, by init)."""
+    for other in _UNREAPED[:]:
+        try:
+            if os.waitpid(other, os.WNOHANG)[0]:
+                _UNREAPED.remove(other)
+        except ChildProcessError:
+            _UNREAPED.remove(other)
+    if wait:
+        os.waitpid(pid, 0)
+    elif not os.waitpid(pid, os.WNOHANG)[0]:
+        _UNREAPED.append(pid)
 
 
 def _ignored_top_level(context: str, dockerfile: str) -> frozenset[str]:

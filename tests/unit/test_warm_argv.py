@@ -223,3 +223,34 @@ def test_a_memo_file_that_is_torn_or_foreign_is_ignored() -> None:
     flipped = bytearray(data)
     flipped[-1] ^= 1
     assert _unpack_memo(bytes(flipped)) is None
+
+
+def test_a_split_walk_leaves_no_child_behind(tmp_path, monkeypatch) -> None:
+    # the parent takes the child's answer without waiting for it to end; the next walk
+    # collects it (a replay ends the process at once, and init does)
+    import time
+
+    from builder import warm
+
+    top = tmp_path / "ctx"
+    for i in range(4):
+        (top / f"d{i}").mkdir(parents=True)
+    monkeypatch.setattr(warm, "SPLIT_AT", 1)
+    monkeypatch.setattr(warm, "_may_fork", lambda: True)
+    seen: list[int] = []
+    real_fork = os.fork
+
+    def fork() -> int:
+        pid = real_fork()
+        if pid:
+            seen.append(pid)
+        return pid
+
+    monkeypatch.setattr(warm.os, "fork", fork)
+    for _ in range(3):
+        warm._tree_stamp(str(top))
+        time.sleep(0.2)
+    assert len(seen) == 3 and set(warm._UNREAPED) <= {seen[-1]}
+    for pid in seen[:-1]:
+        with pytest.raises(ChildProcessError):  # collected: no zombie left
+            os.waitpid(pid, os.WNOHANG)
