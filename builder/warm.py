@@ -18,7 +18,9 @@ What "nothing can have changed" means, checked before anything is trusted:
   PYBUILD_*, the variables named by `--build-arg NAME`): together they name the memo;
 * the same context: every entry under the context folder (except top-level entries that
   a .dockerignore without exceptions excludes by plain name) by path, type and mode, size,
-  inode, mtime, ctime and owner, and the same Dockerfile. A memo is only written when no
+  inode, mtime, ctime and owner, and the same Dockerfile (the memo keeps each folder's
+  names, which a folder whose own stat did not change still has: the walk stats them
+  without reading the folder). A memo is only written when no
   entry changed (ctime) in the two seconds before the build read the context, so a change
   made in the same clock tick cannot hide behind an equal timestamp (git's "racily clean");
 * the same store: every file the build relied on -- the cache records of its steps, their
@@ -55,9 +57,9 @@ TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing: a re
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["Recorder", "clear_pending", "pending", "prepare", "replay", "write_text"]
+__all__ = ["Recorder", "clear_pending", "listing", "pending", "prepare", "replay", "write_text"]
 
-MEMO_VERSION = 4  # 4: packed stat fields, blake2b, marshal (older memos never match)
+MEMO_VERSION = 5  # 5: the folders' listing kept (older memos never match)
 RACY_NS = 2_000_000_000  # entries touched this close to the read are not trusted by stat
 
 # `pybuild build` options a replay understands; any other option means "build normally".
@@ -168,10 +170,18 @@ def _dockerfile_path(context: str, opts: dict[str, list[str]]) -> str:
     return path
 
 
-def _tree_stamp(top: str, skip: frozenset[str] = frozenset(), *, meta: bool = True) -> tuple[str, int]:
+def _tree_stamp(top: str, skip: frozenset[str] = frozenset(), *, meta: bool = True,
+                given: dict[str, tuple[bytes, str]] | None = None) -> tuple[str, int]:
     """A digest of every entry below ``top`` (lstat: type, mode, size, inode, mtime, ctime,
     owner; with ``meta`` False only name, size and mtime, and no __pycache__ folder) and
     the newest ctime seen.
+
+    ``given`` (``listing``'s result, kept in the memo) spares the walk most of its
+    listing: a folder below the top whose own stat is the one recorded there has the names
+    recorded there, since creating, removing or renaming an entry changes its folder's mtime and
+    ctime (a change in the two seconds before the recording keeps the memo from being
+    written at all). Any other folder is listed. Either way the digest is that of the tree
+    as it is now; the recorded names only save the reading (13% of the walk).
 
     Entries are taken in the order the folders list them, folder by folder breadth first:
     an unchanged tree is listed in the same order, and a different order only costs a real
@@ -181,14 +191,16 @@ def _tree_stamp(top: str, skip: frozenset[str] = frozenset(), *, meta: bool = Tr
     (fork) walks every other folder still to walk, each process on a core of its own. The
     split falls at the same place for the same tree, and the digest says whether and where
     it fell."""
-    part = _Part(meta)
-    queue = [top]
+    part = _Part(meta, given)
+    # the top folder is always listed: names a .dockerignore excludes may come and go
+    # there (changing its stat) without changing the stamp
+    queue: list[tuple[str, bytes | None]] = [(top, None)]
     done = 0
     while done < len(queue):
         waiting = len(queue) - done
         if (part.count >= SPLIT_AT or waiting >= SPLIT_FOLDERS) and waiting >= 2 and _may_fork():
             rest = queue[done:]
-            digests = _walk_split(rest[0::2], rest[1::2], meta)
+            digests = _walk_split(rest[0::2], rest[1::2], meta, given)
             part.names.append(f"split {len(rest)}")
             digest = part.digest()
             for d, newest in digests:
@@ -210,29 +222,38 @@ SPLIT_FOLDERS = 64
 class _Part:
     """What one process saw of a tree: names, packed numbers, the newest ctime."""
 
-    def __init__(self, meta: bool) -> None:
+    def __init__(self, meta: bool, given: dict[str, tuple[bytes, str]] | None = None) -> None:
         self.meta = meta
+        self.given = given or {}
         self.names: list[str] = []
         self.nums: list[bytes] = []
         self.newest = 0
+
 
     @property
     def count(self) -> int:
         return len(self.names)
 
-    def folder(self, path: str, more: list[str], skip: frozenset[str]) -> None:
-        """Stat every entry of the folder ``path``; its folders go onto ``more``.
+    def folder(self, item: tuple[str, bytes | None], more: list[tuple[str, bytes | None]],
+               skip: frozenset[str]) -> None:
+        """Stat every entry of the folder ``item`` (its path, and its own stat packed, when
+        known); its folders go onto ``more``.
 
         Past the stats themselves (most of the time, in the kernel), a folder's numbers
         are picked, packed and its folders found by C loops (map, starmap, compress), not
         a Python statement per entry."""
+        path, packed = item
         try:
             fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
         except OSError as exc:
             self.names.append(f"{path}/error {exc.errno}")
             return
         try:
-            listed = os.listdir(fd)
+            recorded = self.given.get(path) if packed is not None else None
+            if recorded is not None and recorded[0] == packed:
+                listed = recorded[1].split("\0") if recorded[1] else []
+            else:
+                listed = os.listdir(fd)
             if skip or not self.meta:
                 listed = [name for name in listed
                           if name not in skip and (self.meta or name != "__pycache__")]
@@ -246,18 +267,22 @@ class _Part:
             self.names += listed
             if not stats:
                 return
+            folders = map(S_ISDIR, map(_MODE, stats))
             if self.meta:
-                self.nums.append(b"".join(starmap(_PACK_META, map(_META_FIELDS, stats))))
+                packs = list(starmap(_PACK_META, map(_META_FIELDS, stats)))
+                self.nums.append(b"".join(packs))
                 self.newest = max(self.newest, max(map(_CTIME, stats)))
+                more += [(f"{path}/{name}", p) for name, p in compress(zip(listed, packs), folders)]
             else:
                 self.nums.append(b"".join(starmap(_PACK_PLAIN, map(_PLAIN_FIELDS, stats))))
-            more += [f"{path}/{name}" for name in compress(listed, map(S_ISDIR, map(_MODE, stats)))]
+                more += [(f"{path}/{name}", None) for name in compress(listed, folders)]
         except OSError as exc:
             self.names.append(f"{path}/error {exc.errno}")
         finally:
             os.close(fd)
 
-    def _one_by_one(self, path: str, fd: int, listed: list[str], more: list[str]) -> None:
+    def _one_by_one(self, path: str, fd: int, listed: list[str],
+                    more: list[tuple[str, bytes | None]]) -> None:
         """``folder`` for a folder whose entries change under the walk: each name that
         cannot be stated is recorded with its error."""
         self.names.append(f"{path}/")
@@ -268,19 +293,21 @@ class _Part:
                 self.names.append(f"{name}/error {exc.errno}")
                 continue
             self.names.append(name)
+            packed: bytes | None = None
             if self.meta:
-                self.nums.append(_PACK_META(*_META_FIELDS(st)))
+                packed = _PACK_META(*_META_FIELDS(st))
+                self.nums.append(packed)
                 self.newest = max(self.newest, st.st_ctime_ns)
             else:
                 self.nums.append(_PACK_PLAIN(*_PLAIN_FIELDS(st)))
             if S_ISDIR(st.st_mode):
-                more.append(f"{path}/{name}")
+                more.append((f"{path}/{name}", packed))
 
-    def walk(self, folders: list[str]) -> None:
+    def walk(self, folders: list[tuple[str, bytes | None]]) -> None:
         """Every entry below each of ``folders``, depth first."""
         stack = list(reversed(folders))
         while stack:
-            more: list[str] = []
+            more: list[tuple[str, bytes | None]] = []
             self.folder(stack.pop(), more, frozenset())
             stack.extend(reversed(more))
 
@@ -313,14 +340,16 @@ def _may_fork() -> bool:
         return False
 
 
-def _walked(folders: list[str], meta: bool) -> tuple[bytes, int]:
+def _walked(folders: list[tuple[str, bytes | None]], meta: bool,
+            given: dict[str, tuple[bytes, str]] | None = None) -> tuple[bytes, int]:
     """(digest, newest ctime) of the trees below ``folders``."""
-    part = _Part(meta)
+    part = _Part(meta, given)
     part.walk(folders)
     return part.digest().digest(), part.newest
 
 
-def _walk_split(mine: list[str], theirs: list[str], meta: bool) -> list[tuple[bytes, int]]:
+def _walk_split(mine: list[tuple[str, bytes | None]], theirs: list[tuple[str, bytes | None]],
+                meta: bool, given: dict[str, tuple[bytes, str]] | None) -> list[tuple[bytes, int]]:
     """``_walked`` of ``mine`` and of ``theirs``, the second by a forked child. Should the
     child fail, this process walks it too."""
     read_end, write_end = os.pipe()
@@ -330,7 +359,7 @@ def _walk_split(mine: list[str], theirs: list[str], meta: bool) -> list[tuple[by
         pid = -1
     if pid == 0:  # the child: walk, answer in one write, and leave without any clean-up
         try:
-            digest, newest = _walked(theirs, meta)
+            digest, newest = _walked(theirs, meta, given)
             os.write(write_end, digest + newest.to_bytes(8, "big", signed=True))
         finally:
             os._exit(0)
@@ -338,7 +367,7 @@ def _walk_split(mine: list[str], theirs: list[str], meta: bool) -> list[tuple[by
     answer = b""
     want = _DIGEST_SIZE + 8
     try:
-        mine_walked = _walked(mine, meta)
+        mine_walked = _walked(mine, meta, given)
         # the answer's bytes, not the pipe's end: that comes only once the child has
         # unmapped its memory, a millisecond after it answered
         while pid > 0 and len(answer) < want and (chunk := os.read(read_end, want - len(answer))):
@@ -348,7 +377,7 @@ def _walk_split(mine: list[str], theirs: list[str], meta: bool) -> list[tuple[by
         if pid > 0:
             _reap(pid, wait=len(answer) != want)
     if len(answer) != want:
-        return [mine_walked, _walked(theirs, meta)]
+        return [mine_walked, _walked(theirs, meta, given)]
     return [mine_walked, (answer[:_DIGEST_SIZE], int.from_bytes(answer[_DIGEST_SIZE:], "big", signed=True))]
 
 
@@ -368,6 +397,28 @@ def _reap(pid: int, *, wait: bool) -> None:
         os.waitpid(pid, 0)
     elif not os.waitpid(pid, os.WNOHANG)[0]:
         _UNREAPED.append(pid)
+
+
+def listing(top: str, skip: frozenset[str] = frozenset()) -> dict[str, tuple[bytes, str]]:
+    """Every folder below ``top`` (but under the top-level names of ``skip``): its own stat
+    packed as ``_tree_stamp`` packs it, and its names in the order the folder lists them
+    (NUL-separated). Kept in a memo for the next replay's walk (``given``). Taken after the
+    build: a folder changed meanwhile has another stat, and the walk lists it again."""
+    out: dict[str, tuple[bytes, str]] = {}
+    queue = [top]
+    for path in queue:
+        try:
+            st = os.lstat(path)  # first: a change after it leaves a stat the walk will not match
+            with os.scandir(path) as entries:
+                listed = list(entries)
+        except OSError:
+            continue
+        if path != top:  # (the walk always lists the top)
+            out[path] = (_PACK_META(*_META_FIELDS(st)), "\0".join(entry.name for entry in listed))
+        for entry in listed:
+            if (path != top or entry.name not in skip) and entry.is_dir(follow_symlinks=False):
+                queue.append(f"{path}/{entry.name}")
+    return out
 
 
 def _ignored_top_level(context: str, dockerfile: str) -> frozenset[str]:
@@ -425,6 +476,12 @@ def prepare(argv: list[str]) -> dict[str, Any] | None:
     by a build), or None when the command is not one a replay can answer."""
     global _PENDING
     _PENDING = None
+    command = _command(argv)
+    return None if command is None else _stamp(command, None)
+
+
+def _command(argv: list[str]) -> dict[str, Any] | None:
+    """What names the memo of ``argv`` (its key, store, context, Dockerfile), or None."""
     parsed = _parse(argv)
     if parsed is None:
         return None
@@ -432,7 +489,6 @@ def prepare(argv: list[str]) -> dict[str, Any] | None:
     context = os.path.realpath(parsed["context"])
     if not os.path.isdir(context):
         return None
-    dockerfile = _dockerfile_path(context, opts)
     env_names = sorted({k for k in os.environ if k.startswith("PYBUILD_")} | {"SOURCE_DATE_EPOCH"}
                        | {a for a in opts.get("build-arg", ()) if "=" not in a})
     inputs = {"v": MEMO_VERSION, "argv": list(argv), "cwd": os.getcwd(), "uid": os.geteuid(),
@@ -440,8 +496,17 @@ def prepare(argv: list[str]) -> dict[str, Any] | None:
               "python": sys.version}
     # repr, not json (which loads re): the same for the same inputs, as env's names are sorted
     key = _hash(repr(sorted(inputs.items())).encode("utf-8", "surrogateescape")).hexdigest()
+    return {"opts": opts, "context": context, "dockerfile": _dockerfile_path(context, opts),
+            "key": key, "root": _store_root(opts)}
+
+
+def _stamp(command: dict[str, Any], given: dict[str, tuple[bytes, str]] | None) -> dict[str, Any]:
+    """Stamp the context and Dockerfile of ``command`` now: the token ``pending`` gives."""
+    global _PENDING
+    opts, context, dockerfile = command["opts"], command["context"], command["dockerfile"]
+    skip = _ignored_top_level(context, dockerfile)
     started_ns = time.time_ns()
-    ctx_stamp, newest = _tree_stamp(context, _ignored_top_level(context, dockerfile))
+    ctx_stamp, newest = _tree_stamp(context, skip, given=given)
     try:
         st = os.stat(dockerfile)
         df_sig: list[int] | None = [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
@@ -449,7 +514,8 @@ def prepare(argv: list[str]) -> dict[str, Any] | None:
     except OSError:
         df_sig, df_newest = None, started_ns
     _PENDING = {
-        "key": key, "root": _store_root(opts), "context": context, "stamp": ctx_stamp,
+        "key": command["key"], "root": command["root"], "context": context, "skip": sorted(skip),
+        "stamp": ctx_stamp,
         "dockerfile": [dockerfile, df_sig, _signature(dockerfile + ".dockerignore")],
         "racy": max(newest, df_newest) >= started_ns - RACY_NS,
         "quiet": bool(opts.get("quiet")), "metadata_file": _one(opts, "metadata-file"),
@@ -508,15 +574,22 @@ def replay(argv: list[str], started: float) -> int | None:
         # which the same command without --no-cache then hits: it is remembered for that.
         prepare(plain)
         return None
-    token = prepare(argv)
-    if token is None:
+    global _PENDING
+    _PENDING = None
+    command = _command(argv)
+    if command is None:
         return None
     try:
-        with open(_memo_path(token["root"], token["key"]), "rb") as f:
+        with open(_memo_path(command["root"], command["key"]), "rb") as f:
             memo = _unpack_memo(f.read())
     except OSError:
-        return None
+        memo = None
     if not isinstance(memo, dict) or memo.get("v") != MEMO_VERSION:
+        memo = None
+    # the memo's listing spares the walk reading the folders that did not change; the
+    # stamp is that of the context as it is now either way (and the token of a build)
+    token = _stamp(command, memo.get("listing") if memo else None)
+    if memo is None:
         return None
     if memo.get("stamp") != token["stamp"] or memo.get("dockerfile") != token["dockerfile"]:
         return None
@@ -612,6 +685,7 @@ class Recorder:
                 return
             watch.append([path, sig])
         memo = {"v": MEMO_VERSION, "stamp": token["stamp"], "dockerfile": token["dockerfile"],
+                "listing": listing(token["context"], frozenset(token["skip"])),
                 "watch": watch, "events": events, "steps": steps, "image_id": image_id,
                 "shown": shown, "metadata": json.dumps(metadata, indent=2) + "\n"}
         path = _memo_path(token["root"], token["key"])

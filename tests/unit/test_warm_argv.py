@@ -186,9 +186,9 @@ def test_a_split_walk_takes_the_second_half_from_the_child(tmp_path, monkeypatch
     walked_here: list[list[str]] = []
     real = warm._walked
 
-    def counting(folders: list[str], meta: bool) -> tuple[bytes, int]:
+    def counting(folders: list, meta: bool, given: dict | None = None) -> tuple[bytes, int]:
         walked_here.append(folders)  # the child's appends stay in the child
-        return real(folders, meta)
+        return real(folders, meta, given)
 
     monkeypatch.setattr(warm, "_walked", counting)
     stamp = warm._tree_stamp(str(top))
@@ -254,3 +254,43 @@ def test_a_split_walk_leaves_no_child_behind(tmp_path, monkeypatch) -> None:
     for pid in seen[:-1]:
         with pytest.raises(ChildProcessError):  # collected: no zombie left
             os.waitpid(pid, os.WNOHANG)
+
+
+def test_a_walk_given_the_last_listing_reads_only_the_folders_that_changed(tmp_path, monkeypatch,
+                                                                          split) -> None:
+    from builder import warm
+
+    top = tmp_path / "ctx"
+    for i in range(3):
+        (top / f"d{i}" / "sub").mkdir(parents=True)
+        (top / f"d{i}" / "sub" / "f").write_text(str(i))
+    (top / "skipped").mkdir()
+    skip = frozenset({"skipped"})
+    given = warm.listing(str(top), skip)
+    assert sorted(given) == [str(top / f"d{i}{sub}") for i in range(3) for sub in ("", "/sub")]
+
+    def stamp(listing=None):
+        return warm._tree_stamp(str(top), skip, given=listing)
+
+    listed: list[int] = []
+    real_listdir = os.listdir
+
+    def counting_listdir(fd):
+        listed.append(fd)
+        return real_listdir(fd)
+
+    monkeypatch.setattr(warm.os, "listdir", counting_listdir)
+    truth = stamp()
+    listed.clear()
+    assert stamp(given) == truth
+    assert split == "split in two" or len(listed) == 1  # the top only (the child's are its own)
+
+    # the recorded names are what the walk hashes: a listing that lies can only miss
+    wrong = dict(given)
+    wrong[str(top / "d1" / "sub")] = (given[str(top / "d1" / "sub")][0], "f\0ghost")
+    assert stamp(wrong) != truth
+
+    # a folder that changed has another stat: it is listed again, and the stamp is true
+    (top / "d2" / "sub" / "new").write_text("n")
+    (top / "new-at-top").write_text("n")  # the top is always listed
+    assert stamp(given) == stamp() != truth
