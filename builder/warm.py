@@ -178,10 +178,12 @@ def _tree_stamp(top: str, skip: frozenset[str] = frozenset(), *, meta: bool = Tr
 
     ``given`` (``listing``'s result, kept in the memo) spares the walk most of its
     listing: a folder below the top whose own stat is the one recorded there has the names
-    recorded there, since creating, removing or renaming an entry changes its folder's mtime and
-    ctime (a change in the two seconds before the recording keeps the memo from being
-    written at all). Any other folder is listed. Either way the digest is that of the tree
-    as it is now; the recorded names only save the reading (13% of the walk).
+    recorded there, since creating, removing or renaming an entry changes its folder's
+    mtime and ctime (and a memo is only written after a walk that saw nothing change in
+    the two seconds before it, so a later change has a later time). Any other folder is
+    listed. The names are digested too: a recorded listing that no longer holds can only
+    make the stamp differ. Either way the digest is that of the tree as it is now; the
+    recorded names only save the reading (13% of the walk).
 
     Entries are taken in the order the folders list them, folder by folder breadth first:
     an unchanged tree is listed in the same order, and a different order only costs a real
