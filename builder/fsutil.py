@@ -122,4 +122,3 @@ _KERNEL_CHUNK = 1 << 30
 
 def _sendfile(sfd: int, dfd: int, count: int) -> int:
     return os.sendfile(dfd, sfd, None, count)
-

@@ -44,7 +44,7 @@ from .progress import Progress
 from .stepnames import cross_arrow, shown_base, shown_run, steps_of
 from .steps import StepRunner
 
-__all__ = ["BuildOptions", "FsState", "LayerRef", "Solver", "StageResult", "ensure_snapshot",
+__all__ = ["BuildOptions", "FsState", "LayerRef", "Solver", "StageResult",
            "format_time"]
 
 

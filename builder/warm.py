@@ -170,16 +170,31 @@ def _dockerfile_path(context: str, opts: dict[str, list[str]]) -> str:
     return path
 
 
+Listing = dict[str, tuple[bytes, str]]  # folder -> (its own stat packed, its names NUL-joined)
+
+
 def _tree_stamp(top: str, skip: frozenset[str] = frozenset(), *, meta: bool = True,
-                given: dict[str, tuple[bytes, str]] | None = None) -> tuple[str, int]:
+                given: Listing | None = None) -> tuple[str, int]:
+    """``_tree_walk`` without the listing."""
+    digest, newest, _ = _tree_walk(top, skip, meta=meta, given=given)
+    return digest, newest
+
+
+def listing(top: str, skip: frozenset[str] = frozenset()) -> Listing:
+    """The listing a walk of ``top`` records (what a memo keeps for the next one)."""
+    return _tree_walk(top, skip)[2]
+
+
+def _tree_walk(top: str, skip: frozenset[str] = frozenset(), *, meta: bool = True,
+               given: Listing | None = None) -> tuple[str, int, Listing]:
     """A digest of every entry below ``top`` (lstat: type, mode, size, inode, mtime, ctime,
     owner; with ``meta`` False only name, size and mtime, and no __pycache__ folder) and
-    the newest ctime seen.
+    the newest ctime seen, and (with ``meta``) the listing: each folder below the top, its
+    own stat packed and its names in the order the walk took them.
 
-    ``given`` (``listing``'s result, kept in the memo) spares the walk most of its
-    listing: a folder below the top whose own stat is the one recorded there has the names
-    recorded there, since creating, removing or renaming an entry changes its folder's
-    mtime and ctime (and a memo is only written after a walk that saw nothing change in
+    ``given`` (a listing kept in the memo) spares the walk most of its reading: a folder
+    below the top whose own stat is the one recorded there has the names recorded there,
+    since creating, removing or renaming an entry changes its folder's mtime and ctime (and a memo is only written after a walk that saw nothing change in
     the two seconds before it, so a later change has a later time). Any other folder is
     listed. The names are digested too: a recorded listing that no longer holds can only
     make the stamp differ. Either way the digest is that of the tree as it is now; the
@@ -205,13 +220,14 @@ def _tree_stamp(top: str, skip: frozenset[str] = frozenset(), *, meta: bool = Tr
             digests = _walk_split(rest[0::2], rest[1::2], meta, given)
             part.names.append(f"split {len(rest)}")
             digest = part.digest()
-            for d, newest in digests:
+            for d, newest, listed in digests:
                 digest.update(d)
                 part.newest = max(part.newest, newest)
-            return digest.hexdigest(), part.newest
+                part.listing.update(listed)
+            return digest.hexdigest(), part.newest, part.listing
         part.folder(queue[done], queue, skip if done == 0 else frozenset())
         done += 1
-    return part.digest().hexdigest(), part.newest
+    return part.digest().hexdigest(), part.newest, part.listing
 
 
 # A walk hands every other folder still to walk to a second process once it has seen
@@ -224,13 +240,13 @@ SPLIT_FOLDERS = 64
 class _Part:
     """What one process saw of a tree: names, packed numbers, the newest ctime."""
 
-    def __init__(self, meta: bool, given: dict[str, tuple[bytes, str]] | None = None) -> None:
+    def __init__(self, meta: bool, given: Listing | None = None) -> None:
         self.meta = meta
         self.given = given or {}
         self.names: list[str] = []
         self.nums: list[bytes] = []
         self.newest = 0
-
+        self.listing: Listing = {}
 
     @property
     def count(self) -> int:
@@ -256,6 +272,10 @@ class _Part:
                 listed = recorded[1].split("\0") if recorded[1] else []
             else:
                 listed = os.listdir(fd)
+                if packed is not None:
+                    recorded = (packed, "\0".join(listed))
+            if recorded is not None:
+                self.listing[path] = recorded
             if skip or not self.meta:
                 listed = [name for name in listed
                           if name not in skip and (self.meta or name != "__pycache__")]
@@ -343,44 +363,61 @@ def _may_fork() -> bool:
 
 
 def _walked(folders: list[tuple[str, bytes | None]], meta: bool,
-            given: dict[str, tuple[bytes, str]] | None = None) -> tuple[bytes, int]:
-    """(digest, newest ctime) of the trees below ``folders``."""
+            given: Listing | None = None) -> tuple[bytes, int, Listing]:
+    """(digest, newest ctime, listing) of the trees below ``folders``."""
     part = _Part(meta, given)
     part.walk(folders)
-    return part.digest().digest(), part.newest
+    return part.digest().digest(), part.newest, part.listing
 
 
 def _walk_split(mine: list[tuple[str, bytes | None]], theirs: list[tuple[str, bytes | None]],
-                meta: bool, given: dict[str, tuple[bytes, str]] | None) -> list[tuple[bytes, int]]:
+                meta: bool, given: Listing | None) -> list[tuple[bytes, int, Listing]]:
     """``_walked`` of ``mine`` and of ``theirs``, the second by a forked child. Should the
-    child fail, this process walks it too."""
+    child fail, this process walks it too.
+
+    The child answers with its digest, newest ctime and listing, the folders it took from
+    ``given`` named only (None): on a replay that is all of them, and the answer stays a
+    few kilobytes."""
     read_end, write_end = os.pipe()
     try:
         pid = os.fork()
     except OSError:
         pid = -1
-    if pid == 0:  # the child: walk, answer in one write, and leave without any clean-up
+    if pid == 0:  # the child: walk, answer, and leave without any clean-up
         try:
-            digest, newest = _walked(theirs, meta, given)
-            os.write(write_end, digest + newest.to_bytes(8, "big", signed=True))
+            digest, newest, listed = _walked(theirs, meta, given)
+            kept = given or {}
+            news = marshal.dumps({path: None if entry is kept.get(path) else entry
+                                  for path, entry in listed.items()})
+            with os.fdopen(write_end, "wb") as out:
+                out.write(digest + newest.to_bytes(8, "big", signed=True)
+                          + len(news).to_bytes(8, "big") + news)
         finally:
             os._exit(0)
     os.close(write_end)
     answer = b""
-    want = _DIGEST_SIZE + 8
+    head = _DIGEST_SIZE + 16
+    want = head
     try:
         mine_walked = _walked(mine, meta, given)
         # the answer's bytes, not the pipe's end: that comes only once the child has
         # unmapped its memory, a millisecond after it answered
         while pid > 0 and len(answer) < want and (chunk := os.read(read_end, want - len(answer))):
             answer += chunk
+            if len(answer) >= head:
+                want = head + int.from_bytes(answer[head - 8:head], "big")
     finally:
         os.close(read_end)
         if pid > 0:
             _reap(pid, wait=len(answer) != want)
     if len(answer) != want:
         return [mine_walked, _walked(theirs, meta, given)]
-    return [mine_walked, (answer[:_DIGEST_SIZE], int.from_bytes(answer[_DIGEST_SIZE:], "big", signed=True))]
+    kept = given or {}
+    listed = {path: kept[path] if entry is None else entry
+              for path, entry in marshal.loads(answer[head:]).items()}
+    return [mine_walked, (answer[:_DIGEST_SIZE],
+                          int.from_bytes(answer[_DIGEST_SIZE:_DIGEST_SIZE + 8], "big", signed=True),
+                          listed)]
 
 
 _UNREAPED: list[int] = []  # walk children that had answered but not yet ended
@@ -399,28 +436,6 @@ def _reap(pid: int, *, wait: bool) -> None:
         os.waitpid(pid, 0)
     elif not os.waitpid(pid, os.WNOHANG)[0]:
         _UNREAPED.append(pid)
-
-
-def listing(top: str, skip: frozenset[str] = frozenset()) -> dict[str, tuple[bytes, str]]:
-    """Every folder below ``top`` (but under the top-level names of ``skip``): its own stat
-    packed as ``_tree_stamp`` packs it, and its names in the order the folder lists them
-    (NUL-separated). Kept in a memo for the next replay's walk (``given``). Taken after the
-    build: a folder changed meanwhile has another stat, and the walk lists it again."""
-    out: dict[str, tuple[bytes, str]] = {}
-    queue = [top]
-    for path in queue:
-        try:
-            st = os.lstat(path)  # first: a change after it leaves a stat the walk will not match
-            with os.scandir(path) as entries:
-                listed = list(entries)
-        except OSError:
-            continue
-        if path != top:  # (the walk always lists the top)
-            out[path] = (_PACK_META(*_META_FIELDS(st)), "\0".join(entry.name for entry in listed))
-        for entry in listed:
-            if (path != top or entry.name not in skip) and entry.is_dir(follow_symlinks=False):
-                queue.append(f"{path}/{entry.name}")
-    return out
 
 
 def _ignored_top_level(context: str, dockerfile: str) -> frozenset[str]:
@@ -502,13 +517,13 @@ def _command(argv: list[str]) -> dict[str, Any] | None:
             "key": key, "root": _store_root(opts)}
 
 
-def _stamp(command: dict[str, Any], given: dict[str, tuple[bytes, str]] | None) -> dict[str, Any]:
+def _stamp(command: dict[str, Any], given: Listing | None) -> dict[str, Any]:
     """Stamp the context and Dockerfile of ``command`` now: the token ``pending`` gives."""
     global _PENDING
     opts, context, dockerfile = command["opts"], command["context"], command["dockerfile"]
     skip = _ignored_top_level(context, dockerfile)
     started_ns = time.time_ns()
-    ctx_stamp, newest = _tree_stamp(context, skip, given=given)
+    ctx_stamp, newest, folders = _tree_walk(context, skip, given=given)
     try:
         st = os.stat(dockerfile)
         df_sig: list[int] | None = [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
@@ -516,8 +531,8 @@ def _stamp(command: dict[str, Any], given: dict[str, tuple[bytes, str]] | None) 
     except OSError:
         df_sig, df_newest = None, started_ns
     _PENDING = {
-        "key": command["key"], "root": command["root"], "context": context, "skip": sorted(skip),
-        "stamp": ctx_stamp,
+        "key": command["key"], "root": command["root"], "context": context, "stamp": ctx_stamp,
+        "listing": folders,
         "dockerfile": [dockerfile, df_sig, _signature(dockerfile + ".dockerignore")],
         "racy": max(newest, df_newest) >= started_ns - RACY_NS,
         "quiet": bool(opts.get("quiet")), "metadata_file": _one(opts, "metadata-file"),
@@ -687,7 +702,7 @@ class Recorder:
                 return
             watch.append([path, sig])
         memo = {"v": MEMO_VERSION, "stamp": token["stamp"], "dockerfile": token["dockerfile"],
-                "listing": listing(token["context"], frozenset(token["skip"])),
+                "listing": token["listing"],
                 "watch": watch, "events": events, "steps": steps, "image_id": image_id,
                 "shown": shown, "metadata": json.dumps(metadata, indent=2) + "\n"}
         path = _memo_path(token["root"], token["key"])
