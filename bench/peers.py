@@ -327,12 +327,31 @@ def _binfmt_state() -> str:
     return f"{len(qemu)} qemu entries enabled" if qemu else "none registered"
 
 
-def install_venv(venv: Path, source: Path, log: Path) -> str:
-    """Install pybuild from ``source`` (not editable) into a new virtual environment, as a
-    user installs a Python program (pipx does the same); its interpreter. The bench's own
-    interpreter may load more at every start: its site-packages' .pth files (an editable
-    install's finder, hooks of the machine) run before any program does."""
-    check([sys.executable, "-m", "venv", str(venv)], log=log)
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def venv_interpreter(given: str | None) -> str:
+    """The interpreter the bench's virtual environment is made from: ``given``, else the
+    distribution's ``python3`` (what a user of a fresh Debian machine runs, and what the
+    peers are measured as: the distribution's builds), if it is 3.11 or newer and can make
+    a virtual environment with pip; else the bench's own."""
+    if given:
+        return given
+    probe = ("import sys, venv, ensurepip; "
+             "sys.exit(0 if sys.version_info >= (3, 11) else 1)")
+    if os.path.exists(SYSTEM_PYTHON) and subprocess.run(
+            [SYSTEM_PYTHON, "-c", probe], capture_output=True, check=False).returncode == 0:
+        return SYSTEM_PYTHON
+    return sys.executable
+
+
+def install_venv(venv: Path, source: Path, log: Path, interpreter: str = sys.executable) -> str:
+    """Install pybuild from ``source`` (not editable) into a new virtual environment made by
+    ``interpreter``, as a user installs a Python program (pipx does the same); its
+    interpreter. The bench's own interpreter may load more at every start: its
+    site-packages' .pth files (an editable install's finder, hooks of the machine) run
+    before any program does."""
+    check([interpreter, "-m", "venv", str(venv)], log=log)
     python = str(venv / "bin" / "python3")
     check([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", str(source)], log=log)
     return python
@@ -347,7 +366,7 @@ def versions(builders: Sequence[Builder]) -> dict[str, str]:
             return "missing"
         return (done.stdout or done.stderr).strip().splitlines()[0] if done.returncode == 0 else "?"
 
-    out = {"python": sys.version.split()[0], "kernel": os.uname().release,
+    out = {"bench's python": sys.version.split()[0], "kernel": os.uname().release,
            "debian": Path("/etc/debian_version").read_text().strip()
            if Path("/etc/debian_version").exists() else "?",
            "cpus": str(os.cpu_count()), "binfmt_misc emulators": _binfmt_state()}
@@ -360,6 +379,10 @@ def versions(builders: Sequence[Builder]) -> dict[str, str]:
                                   "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                  check=False).stdout.strip()
             out["pybuild"] = f"{done.stdout.strip() or where} (repository at {rev or '?'})"
+            done = subprocess.run([b.python, "-c", "import sys; print(sys.version.split()[0], "
+                                   "sys._base_executable)"],
+                                  capture_output=True, text=True, check=False, env=b.env)
+            out["pybuild's python"] = done.stdout.strip() or "?"
         if isinstance(b, Buildah):
             out["buildah"] = first_line(["buildah", "--version"])
         if isinstance(b, Docker):

@@ -11,7 +11,9 @@ against ``skopeo copy``). Writes results.md, results.json and ratios.png into --
 
 pybuild is installed from this repository into a new virtual environment in the work
 folder and run from there, as a user installs it (``--install here`` runs the pybuild
-that this interpreter imports instead, which ``--smoke`` does).
+that this interpreter imports instead, which ``--smoke`` does). The environment is made
+by the distribution's python3, as the peers are the distribution's builds
+(``--venv-python`` names another).
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from peers import (
+    SYSTEM_PYTHON,
     BenchError,
     Buildah,
     Builder,
@@ -44,6 +47,7 @@ from peers import (
     measure,
     install_venv,
     tempdir,
+    venv_interpreter,
     versions,
 )
 from report import Row, write_json, write_markdown, write_png
@@ -75,6 +79,10 @@ def install_missing(smoke: bool) -> None:
     """apt-get install the peers and tools that are missing (as root, full runs only)."""
     wanted = ["docker-registry", "skopeo", "zstd"] if smoke else list(APT)
     missing = sorted({APT[tool] for tool in wanted if not shutil.which(tool)})
+    if not smoke and os.path.exists(SYSTEM_PYTHON) and subprocess.run(
+            [SYSTEM_PYTHON, "-c", "import venv, ensurepip"], capture_output=True,
+            check=False).returncode != 0:
+        missing.append("python3-venv")  # Debian's venv for its python3 (see venv_interpreter)
     if not missing:
         return
     if os.geteuid() != 0 or smoke:
@@ -109,8 +117,10 @@ class Bench:
         self.base_ref = f"{self.registry.host}/{BASE_NAME}"
         python = self.args.python or sys.executable
         if self.args.install == "venv" and not self.args.python:
-            log(f"installing pybuild from {self.args.source} into a virtual environment")
-            python = install_venv(self.work / "venv", self.args.source, self.logfile)
+            interpreter = venv_interpreter(self.args.venv_python)
+            log(f"installing pybuild from {self.args.source} into a virtual environment "
+                f"made by {interpreter}")
+            python = install_venv(self.work / "venv", self.args.source, self.logfile, interpreter)
         pybuild = PyBuild(self.work / "pybuild", self.logfile, python)
         seed = str(self.work / "seed-store")
         log(f"registry on {self.registry.host}; the Debian python3 base: {self.base_ref}")
@@ -372,6 +382,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="the pybuild source tree to install (default: this repository)")
     parser.add_argument("--python", default=None,
                         help="run pybuild with this interpreter (it must import builder)")
+    parser.add_argument("--venv-python", default=None,
+                        help="make the virtual environment with this interpreter (default: the "
+                             f"distribution's {SYSTEM_PYTHON} if it is 3.11 or newer and has venv "
+                             "and ensurepip, else the bench's own)")
     args = parser.parse_args(argv)
     if args.install is None:
         args.install = "here" if args.smoke else "venv"
