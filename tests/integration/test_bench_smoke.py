@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -46,6 +47,9 @@ def test_bench_smoke_writes_every_workload(debian_rootfs: Path, tmp_path: Path) 
         assert set(row["seconds"]) == {"pybuild", ref} and row["ratios"][ref] > 0
     assert rows[("push", "empty registry")]["ratios"]["skopeo"] > 0
     assert doc["meta"]["versions"]["skopeo"].startswith("skopeo version")
+    # which interpreter ran pybuild (--smoke runs the bench's own: --install here)
+    assert doc["meta"]["versions"]["pybuild's python"] == (
+        f"{platform.python_version()} {sys._base_executable}")
 
     table = (out / "results.md").read_text()
     assert "| workload | mode | pybuild s |" in table
@@ -56,3 +60,24 @@ def test_bench_smoke_writes_every_workload(debian_rootfs: Path, tmp_path: Path) 
     # the suite cleans its work folder (contexts, stores) after itself
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
     assert elapsed < 120, f"the smoke run took {elapsed:.0f} s"
+
+
+def test_bench_venv_interpreter_prefers_the_distributions_python(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The full run's virtual environment is made by the interpreter named, else the
+    distribution's python3 when it can make one, else the bench's own."""
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        import peers
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    assert peers.venv_interpreter("/opt/python/bin/python3") == "/opt/python/bin/python3"
+    fake = tmp_path / "python3"
+    fake.write_text("#!/bin/sh\nexit 0\n")  # a python3 that says it has venv and ensurepip
+    fake.chmod(0o755)
+    monkeypatch.setattr(peers, "SYSTEM_PYTHON", str(fake))
+    assert peers.venv_interpreter(None) == str(fake)
+    fake.write_text("#!/bin/sh\nexit 1\n")  # one without them (Debian without python3-venv)
+    assert peers.venv_interpreter(None) == sys.executable
+    monkeypatch.setattr(peers, "SYSTEM_PYTHON", str(tmp_path / "missing"))
+    assert peers.venv_interpreter(None) == sys.executable
