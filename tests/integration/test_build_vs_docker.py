@@ -1,6 +1,8 @@
 """The image config pybuild writes is the one `docker build` (BuildKit) writes, field for field,
 for a set of Dockerfiles built by both from the same base image in the same registry; for a
-second set (FILE_CASES), the files of each layer too: names, modes, owners and contents.
+second set (FILE_CASES), the files of each layer too: names, modes, owners and contents; for
+a third (TREE_CASES, on a context of folders, links and archives), every entry of every
+layer, with link targets.
 
 The reference here is Debian's docker 20.10, whose built-in BuildKit is older than the
 Dockerfile reference pybuild follows. Only these documented differences are normalised:
@@ -25,9 +27,11 @@ lists the parent's ARGs in the RUN `|N K=V` prefix, docker 20.10 does not; see t
 from __future__ import annotations
 
 import ast
+import bz2
 import gzip
 import io
 import json
+import lzma
 import os
 import re
 import tarfile
@@ -324,3 +328,150 @@ def test_files_match_docker_buildkit(case: str, docker_cli, busybox_image, tmp_p
     ours, our_config = _oci_layers(archive)
 
     assert _files(ours, our_config["history"]) == _files(theirs, their_config["history"])
+
+
+# Whole trees compared, for a richer context (TREE_CONTEXT: folders, modes, symlinks, a hard
+# link, names with spaces, archives of every compression): every entry of every layer (name,
+# type, mode, owner, link target, content), but the folders of RUN layers (docker 20.10's
+# mount points), the config fields and the history. Cases whose answer changed after docker
+# 20.10 are left out, and pybuild follows current BuildKit there: `--chmod` on ADD and
+# symbolic modes, `--chmod` applied to the folders COPY creates (fsutil 2025), `${V-word}`
+# and `${V+word}` without a colon, the primary group among a RUN's supplementary groups
+# (BuildKit 0.12), `ADD --chown` applied to an archive's entries (BuildKit 0.23). And one
+# difference is normalised: docker 20.10 leaves COPY's `--chown` and `--chmod` out of the
+# history, current BuildKit writes them.
+def _tree_context(root: Path) -> Path:
+    ctx = write(root, {
+        "a.txt": "a\n", "b.txt": "b\n", "run.sh": "#!/bin/sh\necho hi\n",
+        "src/one.py": "1\n", "src/two.py": "2\n", "src/pkg/three.py": "3\n",
+        "src/pkg/data.json": "{}\n", "src/.hidden": "h\n", "docs/readme.md": "r\n",
+        "docs/sub/deep.md": "d\n", "weird name.txt": "w\n", "dir with space/x": "x\n",
+        "ignored.log": "l\n", "logs/app.log": "l\n", "logs/keep.log": "k\n",
+        "node_modules/m/index.js": "m\n", "empty/.keep": ""})
+    os.chmod(ctx / "run.sh", 0o755)
+    os.chmod(ctx / "src/pkg/three.py", 0o600)
+    os.chmod(ctx / "docs/sub", 0o750)
+    os.symlink("a.txt", ctx / "link-to-a")
+    os.symlink("src", ctx / "link-to-src")
+    (ctx / "emptydir").mkdir()
+    os.link(ctx / "b.txt", ctx / "b-hard.txt")
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data, mode in (("t/x.txt", b"x\n", 0o644), ("t/bin/tool", b"#!/bin/sh\n", 0o755)):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.uid, info.gid, info.mtime = len(data), mode, 1234, 5678, 1_600_000_000
+            tar.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("t/sym")
+        link.type, link.linkname, link.mtime = tarfile.SYMTYPE, "x.txt", 1_600_000_000
+        tar.addfile(link)
+        folder = tarfile.TarInfo("t/emptyd")
+        folder.type, folder.mode, folder.mtime = tarfile.DIRTYPE, 0o711, 1_600_000_000
+        tar.addfile(folder)
+    plain = raw.getvalue()
+    for name, packed in (("arch.tar", plain), ("arch.tar.gz", gzip.compress(plain)),
+                         ("arch.tar.bz2", bz2.compress(plain)), ("arch.tar.xz", lzma.compress(plain)),
+                         ("arch.notatar.gz", gzip.compress(plain)),
+                         ("plain.gz", gzip.compress(b"just gz\n"))):
+        (ctx / name).write_bytes(packed)
+    return ctx
+
+
+TREE_CASES: dict[str, str] = {
+    "copy_folders": "COPY src /dst/\nCOPY src/ /dst2\nCOPY docs /docs\nCOPY . /all/\n",
+    "copy_wildcards": ("COPY src/*.py /w1/\nCOPY src/p* /w2/\nCOPY *.txt /w3/\n"
+                       "COPY src/[ot]*.py /w4/\nCOPY s?c /w5/\n"),
+    "copy_symlinks": "COPY link-to-a /l1\nCOPY link-to-src /l2/\nCOPY link-to-a link-to-src /l4/\n",
+    "copy_chmod_chown": "COPY --chmod=0700 a.txt /c1\nCOPY --chown=12:34 src /c2\n"
+                        "COPY --chown=nobody --chmod=751 docs/sub/deep.md /tmp/\n",
+    "copy_into_links_and_files": ("RUN mkdir -p /e && ln -s /e /esym\nCOPY a.txt /esym/\n"
+                                  "COPY a.txt /etc\nCOPY src /etc/\n"),
+    "copy_odd_names": ("COPY [\"weird name.txt\", \"/sp/\"]\nCOPY dir?with?space /sp2/\n"
+                       "COPY emptydir /ed\nCOPY empty /ed2\nCOPY b.txt b-hard.txt /h/\n"),
+    "add_archives": ("ADD arch.tar /x1/\nADD arch.tar.gz /x2\nADD arch.tar.bz2 arch.tar.xz /x3/\n"
+                     "ADD plain.gz /x4/\nADD arch.notatar.gz /x5/\nADD src/ /x6/\nADD link-to-a /x7\n"),
+    "relative_destinations": ("WORKDIR /app\nCOPY a.txt .\nCOPY src ./s\nCOPY b.txt rel/\n"
+                              "WORKDIR sub\nCOPY a.txt ../up.txt\nWORKDIR /d\nCOPY b.txt ./././\n"
+                              "COPY src/ .\n"),
+    "copy_from_a_stage": ("FROM $BASE AS s1\n"
+                          "RUN mkdir -p /o && echo 1 > /o/f && chmod 604 /o/f && ln -s f /o/l\n"
+                          "FROM $BASE\nCOPY --from=s1 /o /p1\nCOPY --from=s1 /o/ /p2/\n"
+                          "COPY --from=s1 /o/* /p3/\nCOPY --from=s1 /o/l /p4\n"),
+    "dockerignore": "COPY . /ign/\n",
+    "variables_in_paths": ("ENV D=/envdir F=a.txt\nCOPY $F ${D}/\nCOPY ${F} ${D:-/x}/sub/\n"
+                           "ARG Q=src\nCOPY $Q /${Q}-copy\nENV W=/work\nWORKDIR $W\n"
+                           "WORKDIR ${W}/sub\nRUN pwd > /pwd\nWORKDIR rel\nRUN pwd >> /pwd\n"),
+    "run_outputs": ("RUN mkdir /m && touch /m/f && umask 077 && touch /m/g && ls -l /m > /ls\n"
+                    "RUN ln /m/f /m/hl\nARG X=1\nENV Y=2\n"
+                    "RUN env | grep -E '^(X|Y|HOME|PATH)=' | sort > /runenv\n"
+                    "USER 1234\nRUN echo $HOME > /tmp/home-of-1234\n"),
+    "expansions": ("ARG A=alpha\nARG EMPTY=\n"
+                   "ENV B=${A}-b C=\"$A c\" D='$A d' E=\\$A F=${UNSET:-def} G=${A:+alt} "
+                   "H=${EMPTY:-e2} K=${A:-${UNSET:-nested}}\n"
+                   "ENV ONE two three\nENV X=1 Y=$X Z=\"${X}${Y}\"\nENV Q \"quoted  spaces\"\n"
+                   "RUN echo \"$A|$B|$C|$D|$E|$F|$G|$H|$K|$ONE|$X|$Y|$Z|$Q\" > /exp\n"),
+    "continuations_and_json": ("RUN echo a \\\n# a comment inside\n    b \\\n\n    c > /cont\n"
+                               "LABEL k=v \\\n      k2=\"v 2\"\nRUN echo 'x  y' \\\n  >> /cont\n"
+                               "CMD [\"echo\", \"a b\", \"$HOME\"]\nENTRYPOINT [\"sh\", \"-c\"]\n"
+                               "RUN [\"sh\", \"-c\", \"echo json > /j\"]\nSHELL [\"/bin/sh\", \"-xc\"]\n"
+                               "RUN echo shelled > /s\nCMD [not json]\n"),
+    "escape_directive": ("# escape=`\nARG BASE\nFROM $BASE\nRUN echo a `\n    b > /esc\n"
+                         "COPY a.txt /c:\\dir\\x\nENV P=C:\\x Q=a`$b\nRUN echo \"$P $Q\" >> /esc\n"),
+    "labels_ports_volumes": ("ARG P=8080\nLABEL \"a b\"=c d=\"e f\" g='h $P' i=$P\n"
+                             "EXPOSE $P ${P}/udp 1-3/tcp\nSTOPSIGNAL 9\nVOLUME /v1 /v2\n"
+                             "SHELL [\"/bin/sh\", \"-e\", \"-c\"]\nCMD echo hi\nENTRYPOINT echo ep\n"
+                             "HEALTHCHECK --interval=5s CMD echo ok\n"),
+    "onbuild_in_a_stage": ("FROM $BASE AS p\nONBUILD RUN echo trig > /trig\nONBUILD ENV T=1\n"
+                           "FROM p\nRUN cat /trig > /seen\n"),
+}
+
+TREE_DOCKERIGNORE = "*.log\n!logs/keep.log\nnode_modules\n**/*.md\n!docs/readme.md\nsrc/.hidden\narch*\n"
+
+
+def _tree(layers: list[bytes], history: list[dict[str, Any]]) -> list[tuple[str, set[tuple]]]:
+    made_by = [h.get("created_by", "") for h in history if not h.get("empty_layer")]
+    out = []
+    for raw, text in zip(layers, made_by, strict=True):
+        entries = set()
+        with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+            for info in tar:
+                if info.isdir() and text.startswith("RUN "):
+                    continue
+                data = tar.extractfile(info).read() if info.isreg() else b""  # type: ignore[union-attr]
+                entries.add((info.name.removeprefix("./").rstrip("/"), info.type, info.mode & 0o7777,
+                             info.uid, info.gid, info.linkname, data))
+        out.append((text, entries))
+    return out
+
+
+@pytest.mark.parametrize("case", sorted(TREE_CASES))
+def test_trees_match_docker_buildkit(case: str, docker_cli, busybox_image, tmp_path: Path,
+                                     store: str) -> None:
+    body = TREE_CASES[case]
+    dockerfile = body if body.startswith("#") else "ARG BASE\n" + (
+        body if body.startswith("FROM") else "FROM $BASE\n" + body)
+    context = _tree_context(tmp_path / "ctx")
+    (context / "Dockerfile").write_text(dockerfile)
+    if case == "dockerignore":
+        (context / ".dockerignore").write_text(TREE_DOCKERIGNORE)
+    args = [f"BASE={busybox_image.ref}"]
+    tag = f"pybuild-compare-trees/{case}:latest"
+    docker_cli.build(context, tag, build_args=args)
+    docker_cli.check("save", "-o", str(tmp_path / "docker.tar"), tag)
+    docker_cli.run("rmi", "-f", tag)
+    theirs, their_config = _docker_layers(tmp_path / "docker.tar")
+
+    archive = tmp_path / "ours.tar"
+    pybuild("build", "--root", store, "--build-arg", args[0], "-o", f"type=oci,dest={archive}",
+            str(context))
+    ours, our_config = _oci_layers(archive)
+
+    for name in FIELDS:
+        assert our_config["config"].get(name) == their_config["config"].get(name), name
+    flagless = [{**h, "created_by": re.sub(r"--ch(own|mod)=\S+ ", "", h["created_by"])
+                 if h["created_by"].startswith("COPY ") else h["created_by"]}
+                for h in _ours(our_config)]
+    assert flagless == _normalise_docker(their_config, args)
+    for (made_by, mine), (_, docker_s) in zip(_tree(ours, our_config["history"]),
+                                              _tree(theirs, their_config["history"]), strict=True):
+        assert mine == docker_s, (f"{made_by}\n  pybuild only: {sorted(mine - docker_s)}\n"
+                                  f"  docker only: {sorted(docker_s - mine)}")
