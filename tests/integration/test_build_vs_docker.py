@@ -309,6 +309,21 @@ def _oci_layers(archive: Path) -> tuple[list[bytes], dict[str, Any]]:
     return [gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw for raw in layers], config
 
 
+def _built_by_both(docker_cli, context: Path, tag: str, args: list[str], tmp_path: Path,
+                   store: str) -> tuple[list[bytes], dict[str, Any], list[bytes], dict[str, Any]]:
+    """``context`` built by docker, then by pybuild: (pybuild's layers, its config,
+    docker's layers, its config), the layers as uncompressed tars."""
+    docker_cli.build(context, tag, build_args=args)
+    docker_cli.check("save", "-o", str(tmp_path / "docker.tar"), tag)
+    docker_cli.run("rmi", "-f", tag)
+    theirs, their_config = _docker_layers(tmp_path / "docker.tar")
+    archive = tmp_path / "ours.tar"
+    flags = [x for a in args for x in ("--build-arg", a)]
+    pybuild("build", "--root", store, *flags, "-o", f"type=oci,dest={archive}", str(context))
+    ours, our_config = _oci_layers(archive)
+    return ours, our_config, theirs, their_config
+
+
 @pytest.mark.parametrize("case", sorted(FILE_CASES))
 def test_files_match_docker_buildkit(case: str, docker_cli, busybox_image, tmp_path: Path,
                                      store: str) -> None:
@@ -316,17 +331,8 @@ def test_files_match_docker_buildkit(case: str, docker_cli, busybox_image, tmp_p
     dockerfile = dockerfile.replace("{T}", uuid.uuid4().hex[:12]).replace("{BASE}", busybox_image.ref)
     context = write(tmp_path / "ctx", {"Dockerfile": dockerfile, "a.txt": "a\n"})
     args = [f"BASE={busybox_image.ref}", *build_args]
-    tag = f"pybuild-compare-files/{case}:latest"
-    docker_cli.build(context, tag, build_args=args)
-    docker_cli.check("save", "-o", str(tmp_path / "docker.tar"), tag)
-    docker_cli.run("rmi", "-f", tag)
-    theirs, their_config = _docker_layers(tmp_path / "docker.tar")
-
-    archive = tmp_path / "ours.tar"
-    flags = [x for a in args for x in ("--build-arg", a)]
-    pybuild("build", "--root", store, *flags, "-o", f"type=oci,dest={archive}", str(context))
-    ours, our_config = _oci_layers(archive)
-
+    ours, our_config, theirs, their_config = _built_by_both(
+        docker_cli, context, f"pybuild-compare-files/{case}:latest", args, tmp_path, store)
     assert _files(ours, our_config["history"]) == _files(theirs, their_config["history"])
 
 
@@ -454,16 +460,8 @@ def test_trees_match_docker_buildkit(case: str, docker_cli, busybox_image, tmp_p
     if case == "dockerignore":
         (context / ".dockerignore").write_text(TREE_DOCKERIGNORE)
     args = [f"BASE={busybox_image.ref}"]
-    tag = f"pybuild-compare-trees/{case}:latest"
-    docker_cli.build(context, tag, build_args=args)
-    docker_cli.check("save", "-o", str(tmp_path / "docker.tar"), tag)
-    docker_cli.run("rmi", "-f", tag)
-    theirs, their_config = _docker_layers(tmp_path / "docker.tar")
-
-    archive = tmp_path / "ours.tar"
-    pybuild("build", "--root", store, "--build-arg", args[0], "-o", f"type=oci,dest={archive}",
-            str(context))
-    ours, our_config = _oci_layers(archive)
+    ours, our_config, theirs, their_config = _built_by_both(
+        docker_cli, context, f"pybuild-compare-trees/{case}:latest", args, tmp_path, store)
 
     for name in FIELDS:
         assert our_config["config"].get(name) == their_config["config"].get(name), name
