@@ -473,3 +473,67 @@ def test_trees_match_docker_buildkit(case: str, docker_cli, busybox_image, tmp_p
                                               _tree(theirs, their_config["history"]), strict=True):
         assert mine == docker_s, (f"{made_by}\n  pybuild only: {sorted(mine - docker_s)}\n"
                                   f"  docker only: {sorted(docker_s - mine)}")
+
+
+# The root filesystem a container sees, for steps that delete, replace and re-own what lower
+# layers hold: pybuild writes such changes as whiteouts (and opaque folders) in its own way,
+# so the image pybuild wrote is loaded into docker, and docker's own layer applier makes
+# both containers' trees (`docker create` + `docker export`), which are compared entry by
+# entry (name, type, mode, owner, link target, content; what docker adds to every container
+# left out).
+FLAT_CASES: dict[str, str] = {
+    "deletions": ("RUN rm /etc/group && rm /bin/ls\nRUN mkdir -p /x/y && touch /x/y/z /x/w\n"
+                  "RUN rm -rf /x && mkdir /x && touch /x/new\nRUN rm -rf /x/new /x\n"),
+    "replaced_types": ("RUN mkdir -p /d1/in && touch /f1 && ln -s f1 /l1 && ln -s /d1 /l2\n"
+                       "RUN rm -r /d1 && touch /d1 && rm /f1 && mkdir /f1 && rm /l1 && mkdir /l1"
+                       " && rm /l2 && mkdir -p /l2/sub\n"),
+    "metadata_only": ("RUN touch /x1 && chmod 600 /x1 && mkdir /dd && chmod 700 /dd\n"
+                      "RUN chmod 644 /x1 && chown 5:6 /x1 /dd && chmod 1777 /dd\n"
+                      "RUN touch -m -d 2001-01-01 /x1\n"),
+    "layers_of_stages": ("FROM $BASE AS a\nRUN echo a > /a && mkdir /o && echo 1 > /o/f && chown -R 7:8 /o\n"
+                         "FROM a AS b\nRUN rm /a && echo b > /b\nFROM b\nCOPY --from=a /a /from-a\n"
+                         "COPY --from=a --chown=5:6 /o /p2\nRUN cat /b /from-a > /ab\n"),
+}
+
+_CONTAINER_EXTRAS = {".dockerenv", "etc/hostname", "etc/hosts", "etc/resolv.conf", "etc/mtab"}
+
+
+def _container_tree(docker_cli, image: str, work: Path) -> dict[str, tuple]:
+    container = docker_cli.check("create", image, "true").strip()
+    try:
+        docker_cli.check("export", "-o", str(work / "exported.tar"), container)
+    finally:
+        docker_cli.run("rm", "-f", container)
+    tree = {}
+    with tarfile.open(work / "exported.tar") as tar:
+        for info in tar:
+            name = info.name.removeprefix("./").rstrip("/")
+            if name in _CONTAINER_EXTRAS or name.split("/")[0] in ("dev", "proc", "sys"):
+                continue
+            data = tar.extractfile(info).read() if info.isreg() else b""  # type: ignore[union-attr]
+            tree[name] = (info.type, info.mode & 0o7777, info.uid, info.gid, info.linkname, data)
+    return tree
+
+
+@pytest.mark.parametrize("case", sorted(FLAT_CASES))
+def test_container_trees_match_docker_buildkit(case: str, docker_cli, busybox_image, tmp_path: Path,
+                                               store: str) -> None:
+    body = FLAT_CASES[case]
+    dockerfile = "ARG BASE\n" + (body if body.startswith("FROM") else "FROM $BASE\n" + body)
+    context = write(tmp_path / "ctx", {"Dockerfile": dockerfile})
+    args = ["--build-arg", f"BASE={busybox_image.ref}"]
+    theirs_tag, ours_tag = f"pybuild-compare-flat/{case}:docker", f"pybuild-compare-flat/{case}:pybuild"
+    docker_cli.build(context, theirs_tag, build_args=[args[1]])
+    archive = tmp_path / "ours.tar"
+    pybuild("build", "--root", store, *args, "-t", ours_tag,
+            "-o", f"type=docker,dest={archive}", str(context))
+    docker_cli.check("load", "-i", str(archive))
+    try:
+        theirs = _container_tree(docker_cli, theirs_tag, tmp_path)
+        ours = _container_tree(docker_cli, ours_tag, tmp_path)
+    finally:
+        docker_cli.run("rmi", "-f", theirs_tag, ours_tag)
+    assert ours.keys() == theirs.keys(), (sorted(ours.keys() - theirs.keys()),
+                                          sorted(theirs.keys() - ours.keys()))
+    assert {k: v for k, v in ours.items() if v != theirs[k]} == {}, \
+        {k: (ours[k][:5], theirs[k][:5]) for k in ours if ours[k] != theirs[k]}
