@@ -378,7 +378,8 @@ def versions(builders: Sequence[Builder]) -> dict[str, str]:
             rev = subprocess.run(["git", "-C", str(Path(__file__).resolve().parents[1]),
                                   "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                  check=False).stdout.strip()
-            out["pybuild"] = f"{done.stdout.strip() or where} (repository at {rev or '?'})"
+            at = f"repository at {rev}" if rev else "the suite is not in a git checkout"
+            out["pybuild"] = f"{done.stdout.strip() or where} ({at})"
             done = subprocess.run([b.python, "-c", "import sys; print(sys.version.split()[0], "
                                    "sys._base_executable)"],
                                   capture_output=True, text=True, check=False, env=b.env)
