@@ -380,8 +380,8 @@ def versions(builders: Sequence[Builder]) -> dict[str, str]:
                                  check=False).stdout.strip()
             at = f"repository at {rev}" if rev else "the suite is not in a git checkout"
             out["pybuild"] = f"{done.stdout.strip() or where} ({at})"
-            done = subprocess.run([b.python, "-c", "import sys; print(sys.version.split()[0], "
-                                   "sys._base_executable)"],
+            report = "import sys; print(sys.version.split()[0], sys._base_executable)"
+            done = subprocess.run([b.python, "-c", report],
                                   capture_output=True, text=True, check=False, env=b.env)
             out["pybuild's python"] = done.stdout.strip() or "?"
         if isinstance(b, Buildah):

@@ -342,7 +342,8 @@ def test_files_match_docker_buildkit(case: str, docker_cli, busybox_image, tmp_p
 # mount points), the config fields and the history. Cases whose answer changed after docker
 # 20.10 are left out, and pybuild follows current BuildKit there: `--chmod` on ADD and
 # symbolic modes, `--chmod` applied to the folders COPY creates (fsutil 2025), `${V-word}`
-# and `${V+word}` without a colon, the primary group among a RUN's supplementary groups
+# and `${V+word}` without a colon, a stage's ARG without a value taking the global scope's
+# (the platform ARGs' automatic values too), the primary group among a RUN's supplementary groups
 # (BuildKit 0.12), `ADD --chown` applied to an archive's entries (BuildKit 0.23). And one
 # difference is normalised: docker 20.10 leaves COPY's `--chown` and `--chmod` out of the
 # history, current BuildKit writes them.
@@ -428,7 +429,15 @@ TREE_CASES: dict[str, str] = {
                              "HEALTHCHECK --interval=5s CMD echo ok\n"),
     "onbuild_in_a_stage": ("FROM $BASE AS p\nONBUILD RUN echo trig > /trig\nONBUILD ENV T=1\n"
                            "FROM p\nRUN cat /trig > /seen\n"),
+    "proxy_args": "ARG HTTP_PROXY\nARG NO_PROXY=x\nARG OTHER\nRUN echo \"$HTTP_PROXY|$NO_PROXY|$OTHER\" > /p\n",
+    "build_arg_overrides": ("ARG A=default\nARG B\nARG C=c\nENV C=envc\n"
+                            "RUN echo \"$A|$B|$C\" > /o\n"),
+    "user_home": ("RUN echo 'u5:x:1500:1600::/home/u5:/bin/sh' >> /etc/passwd\nUSER u5\n"
+                  "RUN echo $HOME > /tmp/h && id -u >> /tmp/h\nUSER 0\nRUN cat /tmp/h > /h\n"
+                  "ENTRYPOINT [\"/bin/sh\", \"-c\", \"echo $0 $@\"]\nCMD [\"a\", \"b\"]\n"),
 }
+TREE_BUILD_ARGS = {"proxy_args": ["HTTP_PROXY=http://p:1", "OTHER=o"],
+                   "build_arg_overrides": ["A=given", "B=", "C=argc"]}
 
 TREE_DOCKERIGNORE = "*.log\n!logs/keep.log\nnode_modules\n**/*.md\n!docs/readme.md\nsrc/.hidden\narch*\n"
 
@@ -459,7 +468,7 @@ def test_trees_match_docker_buildkit(case: str, docker_cli, busybox_image, tmp_p
     (context / "Dockerfile").write_text(dockerfile)
     if case == "dockerignore":
         (context / ".dockerignore").write_text(TREE_DOCKERIGNORE)
-    args = [f"BASE={busybox_image.ref}"]
+    args = [f"BASE={busybox_image.ref}", *TREE_BUILD_ARGS.get(case, [])]
     ours, our_config, theirs, their_config = _built_by_both(
         docker_cli, context, f"pybuild-compare-trees/{case}:latest", args, tmp_path, store)
 
