@@ -69,6 +69,7 @@ def commit_layer(store: Store, upper: Path, *, source_date_epoch: int | None,
     if source_date_epoch is None and owner is None:
         rec = _hash_while_syncing(upper)
     else:
+        from .executor.libc import syncfs
         from .layers.tar import write_layer
 
         tmp = store.tempfile("layer-")
@@ -76,6 +77,9 @@ def commit_layer(store: Store, upper: Path, *, source_date_epoch: int | None,
                           source_date_epoch=source_date_epoch, owner=owner)
         store.put_blob_file(tmp, rec.digest, verified=True)
         store.add_layer_blob(LayerBlob(rec.diff_id, rec.digest, rec.size, rec.media_type))
+        # the blob is durable; so must the snapshot be before it is adopted (a snapshot
+        # already there wins, and later steps mount it rather than unpack the blob)
+        syncfs(upper)
     store.put_snapshot_dir(upper, rec.diff_id)
     return {"diff_id": str(rec.diff_id), "digest": str(rec.digest), "size": rec.size,
             "media_type": rec.media_type}

@@ -79,3 +79,38 @@ def test_a_step_folder_is_synced_while_hashed_and_a_failed_sync_fails_the_step(
     with pytest.raises(OSError, match="Input/output error"):
         layerstore._hash_while_syncing(upper)
 
+
+
+@pytest.mark.parametrize("kind", ["epoch", "owner"])
+def test_a_step_folder_written_as_a_tar_is_synced_before_it_is_adopted(
+        kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With SOURCE_DATE_EPOCH or mapped owners the step's tar is written (the snapshot alone
+    cannot give it again), and the snapshot beside it is made durable too before it is
+    adopted; a failed sync adopts nothing."""
+    from builder import layerstore
+    from builder.executor import libc
+
+    store = Store(tmp_path / "store")
+    upper = store.tempdir("upper-")
+    (upper / "d").mkdir()
+    (upper / "d" / "f").write_text("data\n")
+    options = ({"source_date_epoch": 1_700_000_000, "owner": None} if kind == "epoch"
+               else {"source_date_epoch": None, "owner": lambda uid, gid: (uid + 1000, gid + 1000)})
+    synced: list[str] = []
+
+    def refuse(path: object) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(libc, "syncfs", refuse)
+    with pytest.raises(OSError, match="Input/output error"):
+        layerstore.commit_layer(store, upper, **options)
+    assert not any((store.root / "snapshots").iterdir())
+
+    def record(path: object) -> None:
+        assert not any((store.root / "snapshots").iterdir()), "synced after adoption"
+        synced.append(str(path))
+
+    monkeypatch.setattr(libc, "syncfs", record)
+    fields = layerstore.commit_layer(store, upper, **options)
+    assert synced == [str(upper)]
+    assert store.snapshot_path(Digest.parse(fields["diff_id"])).joinpath("d", "f").read_text() == "data\n"
