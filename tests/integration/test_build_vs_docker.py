@@ -403,7 +403,6 @@ TREE_CASES: dict[str, str] = {
                           "RUN mkdir -p /o && echo 1 > /o/f && chmod 604 /o/f && ln -s f /o/l\n"
                           "FROM $BASE\nCOPY --from=s1 /o /p1\nCOPY --from=s1 /o/ /p2/\n"
                           "COPY --from=s1 /o/* /p3/\nCOPY --from=s1 /o/l /p4\n"),
-    "dockerignore": "COPY . /ign/\n",
     "variables_in_paths": ("ENV D=/envdir F=a.txt\nCOPY $F ${D}/\nCOPY ${F} ${D:-/x}/sub/\n"
                            "ARG Q=src\nCOPY $Q /${Q}-copy\nENV W=/work\nWORKDIR $W\n"
                            "WORKDIR ${W}/sub\nRUN pwd > /pwd\nWORKDIR rel\nRUN pwd >> /pwd\n"),
@@ -439,7 +438,6 @@ TREE_CASES: dict[str, str] = {
 TREE_BUILD_ARGS = {"proxy_args": ["HTTP_PROXY=http://p:1", "OTHER=o"],
                    "build_arg_overrides": ["A=given", "B=", "C=argc"]}
 
-TREE_DOCKERIGNORE = "*.log\n!logs/keep.log\nnode_modules\n**/*.md\n!docs/readme.md\nsrc/.hidden\narch*\n"
 
 
 def _tree(layers: list[bytes], history: list[dict[str, Any]]) -> list[tuple[str, set[tuple]]]:
@@ -466,8 +464,6 @@ def test_trees_match_docker_buildkit(case: str, docker_cli, busybox_image, tmp_p
         body if body.startswith("FROM") else "FROM $BASE\n" + body)
     context = _tree_context(tmp_path / "ctx")
     (context / "Dockerfile").write_text(dockerfile)
-    if case == "dockerignore":
-        (context / ".dockerignore").write_text(TREE_DOCKERIGNORE)
     args = [f"BASE={busybox_image.ref}", *TREE_BUILD_ARGS.get(case, [])]
     ours, our_config, theirs, their_config = _built_by_both(
         docker_cli, context, f"pybuild-compare-trees/{case}:latest", args, tmp_path, store)
@@ -546,3 +542,38 @@ def test_container_trees_match_docker_buildkit(case: str, docker_cli, busybox_im
                                           sorted(theirs.keys() - ours.keys()))
     assert {k: v for k, v in ours.items() if v != theirs[k]} == {}, \
         {k: (ours[k][:5], theirs[k][:5]) for k in ours if ours[k] != theirs[k]}
+
+
+# .dockerignore patterns, each file on the same context, `COPY . /ctx/`: what is sent and
+# copied must be what docker's (moby/patternmatcher) leaves.
+IGNORE_CASES: dict[str, str] = {
+    "mixed": ("*.log\n!logs/keep.log\nnode_modules\n**/*.md\n!docs/readme.md\nsrc/.hidden\n"
+              "arch*\n"),
+    "md_but_readme": "**/*.md\n!**/readme.md\n",
+    "anchored": "/src/pkg\n./docs/sub\n",
+    "reinclude_in_excluded_dir": "src\n!src/one.py\n",
+    "all_but": "*\n!src\n!a.txt\n",
+    "spaces_comments_slash": "# comment\n  logs  \n\nnode_modules/\n",
+    "dockerfile_ignored": "Dockerfile\n.dockerignore\n",
+    "deep_globs": "src/**/three.py\n**/.hidden\n",
+    "classes": "[a-b].txt\nd?cs\n",
+    "later_wins": "!a.txt\n*.txt\n",
+    "dir_slash_reinclude": "src/pkg/\n!src/pkg/data.json\n",
+    "links_and_archives": "link-*\narch.*\n!arch.tar\n",
+    "all_but_a_tree": "**\n!docs/**\n",
+}
+
+
+@pytest.mark.parametrize("case", sorted(IGNORE_CASES))
+def test_dockerignore_matches_docker_buildkit(case: str, docker_cli, busybox_image,
+                                              tmp_path: Path, store: str) -> None:
+    context = _tree_context(tmp_path / "ctx")
+    (context / "Dockerfile").write_text("ARG BASE\nFROM $BASE\nCOPY . /ctx/\n")
+    (context / ".dockerignore").write_text(IGNORE_CASES[case])
+    ours, our_config, theirs, their_config = _built_by_both(
+        docker_cli, context, f"pybuild-compare-ignore/{case}:latest",
+        [f"BASE={busybox_image.ref}"], tmp_path, store)
+    for (made_by, mine), (_, docker_s) in zip(_tree(ours, our_config["history"]),
+                                              _tree(theirs, their_config["history"]), strict=True):
+        assert mine == docker_s, (f"{made_by}\n  pybuild only: {sorted(e[0] for e in mine - docker_s)}\n"
+                                  f"  docker only: {sorted(e[0] for e in docker_s - mine)}")
