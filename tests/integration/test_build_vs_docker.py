@@ -28,13 +28,16 @@ from __future__ import annotations
 
 import ast
 import bz2
+import functools
 import gzip
+import http.server
 import io
 import json
 import lzma
 import os
 import re
 import tarfile
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -336,8 +339,9 @@ def test_files_match_docker_buildkit(case: str, docker_cli, busybox_image, tmp_p
     assert _files(ours, our_config["history"]) == _files(theirs, their_config["history"])
 
 
-# Whole trees compared, for a richer context (TREE_CONTEXT: folders, modes, symlinks, a hard
-# link, names with spaces, archives of every compression): every entry of every layer (name,
+# Whole trees compared, for a richer context (folders, modes, symlinks, a hard link, names
+# with spaces, archives of every compression; also served over HTTP, for ADD of URLs, where a
+# case says {HTTP}): every entry of every layer (name,
 # type, mode, owner, link target, content), but the folders of RUN layers (docker 20.10's
 # mount points), the config fields and the history. Cases whose answer changed after docker
 # 20.10 are left out, and pybuild follows current BuildKit there: `--chmod` on ADD and
@@ -435,6 +439,12 @@ TREE_CASES: dict[str, str] = {
                   "RUN echo $HOME > /tmp/h && id -u >> /tmp/h\nUSER 0\nRUN cat /tmp/h > /h\n"
                   "ENTRYPOINT [\"/bin/sh\", \"-c\", \"echo $0 $@\"]\nCMD [\"a\", \"b\"]\n"),
 }
+TREE_CASES.update({
+    "remote_files": ("ADD {HTTP}/a.txt /dl/\nADD {HTTP}/b.txt /named\nADD {HTTP}/arch.tar.gz /u/\n"
+                     "ADD {HTTP}/src/one.py?x=1 /q/\nADD {HTTP}/docs/readme.md /docs-dir/sub/\n"),
+    "copy_from_an_image": "COPY --from={BASE} /bin/busybox /bb\nCOPY --from={BASE} /bin /bins/\n",
+    "from_scratch": "FROM scratch\nCOPY a.txt src /\nCOPY --chown=1:1 docs /d\n",
+})
 TREE_BUILD_ARGS = {"proxy_args": ["HTTP_PROXY=http://p:1", "OTHER=o"],
                    "build_arg_overrides": ["A=given", "B=", "C=argc"]}
 
@@ -459,14 +469,23 @@ def _tree(layers: list[bytes], history: list[dict[str, Any]]) -> list[tuple[str,
 @pytest.mark.parametrize("case", sorted(TREE_CASES))
 def test_trees_match_docker_buildkit(case: str, docker_cli, busybox_image, tmp_path: Path,
                                      store: str) -> None:
-    body = TREE_CASES[case]
+    body = TREE_CASES[case].replace("{BASE}", busybox_image.ref)
     dockerfile = body if body.startswith("#") else "ARG BASE\n" + (
         body if body.startswith("FROM") else "FROM $BASE\n" + body)
     context = _tree_context(tmp_path / "ctx")
-    (context / "Dockerfile").write_text(dockerfile)
     args = [f"BASE={busybox_image.ref}", *TREE_BUILD_ARGS.get(case, [])]
-    ours, our_config, theirs, their_config = _built_by_both(
-        docker_cli, context, f"pybuild-compare-trees/{case}:latest", args, tmp_path, store)
+    # {HTTP}: the context served over HTTP on loopback (docker's daemon fetches with the
+    # host's network, as pybuild does)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(context))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        (context / "Dockerfile").write_text(
+            dockerfile.replace("{HTTP}", f"http://127.0.0.1:{server.server_address[1]}"))
+        try:
+            ours, our_config, theirs, their_config = _built_by_both(
+                docker_cli, context, f"pybuild-compare-trees/{case}:latest", args, tmp_path, store)
+        finally:
+            server.shutdown()
 
     for name in FIELDS:
         assert our_config["config"].get(name) == their_config["config"].get(name), name
