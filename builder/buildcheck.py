@@ -13,7 +13,7 @@ from .digest import Digest
 from .errors import BuildError, ContextError, UsageError
 from .progress import Progress
 
-__all__ = ["check", "run_check", "violation"]
+__all__ = ["check", "run_check", "run_targets", "violation"]
 
 
 def check(req: Any, dockerfile: Any, graph: Any, on_finding: Any, *,
@@ -52,30 +52,17 @@ def run_check(req: Any) -> int:
     from contextlib import ExitStack
 
     from .base import parse_named_contexts
-    from .build import _read_dockerfile
     from .cache.store import Store, default_root
     from .checks import check_report
     from .context import BuildContext
     from .graph import build_graph
-    from .parse import parse_dockerfile
-    from .remotecontext import for_remote, is_remote, open_remote
 
-    if req.context == "-" or req.dockerfile == "-":
-        raise UsageError("--check reads the Dockerfile and the context from a folder, not stdin")
-    remote = is_remote(req.context)
-    context_dir = Path(req.context).resolve()
-    if not remote and not context_dir.is_dir():
-        raise ContextError(f"the build context {req.context} is not a folder")
     progress = Progress(req.progress)
     store = Store(Path(req.root) if req.root else default_root())
     with ExitStack() as scope:
         scope.callback(progress.close)
-        if remote:
-            fetched = scope.enter_context(open_remote(req.context, store.root / "tmp",
-                                                      build_args=req.build_args, progress=progress))
-            req, context_dir = for_remote(req, fetched), fetched.root
-        text, name, df_path = _read_dockerfile(req, context_dir)
-        dockerfile = parse_dockerfile(text, filename=name)
+        req, dockerfile, name, context_dir, df_path, remote = _open_dockerfile(
+            req, "--check", scope, store, progress)
         contexts = parse_named_contexts(req.build_contexts)
         graph = build_graph(dockerfile, build_args=req.build_args, target=req.target, platform=req.platform,
                             named_contexts=list(contexts))
@@ -92,6 +79,47 @@ def run_check(req: Any) -> int:
         raise failed
     sys.stdout.flush()
     return 1 if linter.findings else 0
+
+
+def _open_dockerfile(req: Any, flag: str, scope: Any, store: Any, progress: Progress) -> Any:
+    """(request, parsed Dockerfile, its name, context folder, Dockerfile path, remote?) for
+    a call that only reads the Dockerfile: a remote context is fetched (and removed when
+    ``scope`` ends)."""
+    from .build import _read_dockerfile
+    from .parse import parse_dockerfile
+    from .remotecontext import for_remote, is_remote, open_remote
+
+    if req.context == "-" or req.dockerfile == "-":
+        raise UsageError(f"{flag} reads the Dockerfile and the context from a folder, not stdin")
+    remote = is_remote(req.context)
+    context_dir = Path(req.context).resolve()
+    if not remote and not context_dir.is_dir():
+        raise ContextError(f"the build context {req.context} is not a folder")
+    if remote:
+        fetched = scope.enter_context(open_remote(req.context, store.root / "tmp",
+                                                  build_args=req.build_args, progress=progress))
+        req, context_dir = for_remote(req, fetched), fetched.root
+    text, name, df_path = _read_dockerfile(req, context_dir)
+    return req, parse_dockerfile(text, filename=name), name, context_dir, df_path, remote
+
+
+def run_targets(req: Any) -> int:
+    """`pybuild build --call targets`: the Dockerfile's stages and their descriptions on
+    stdout, as buildx prints them (``builder.calltargets``); nothing is built."""
+    from contextlib import ExitStack
+
+    from .cache.store import Store, default_root
+    from .calltargets import format_targets, list_targets
+
+    progress = Progress(req.progress)
+    store = Store(Path(req.root) if req.root else default_root())
+    with ExitStack() as scope:
+        scope.callback(progress.close)
+        dockerfile = _open_dockerfile(req, "--call targets", scope, store, progress)[1]
+        table = format_targets(list_targets(dockerfile))
+    sys.stdout.write(table)
+    sys.stdout.flush()
+    return 0
 
 
 class _CheckBases:

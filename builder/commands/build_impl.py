@@ -79,6 +79,7 @@ OPTIONS: tuple[Opt, ...] = (
     Opt(('--cache-to',), 'cache_to', multiple=True, metavar='type=registry,ref=REF|type=local,dest=DIR[,mode=min|max][,mounts=true]', help="Export the build cache (mode=max: every stage's steps; mounts=true: cache mounts too)."),
     Opt(('--allow',), 'allow', multiple=True, metavar='ENTITLEMENT', help='Grant an entitlement: security.insecure (RUN --security=insecure runs with every capability) or network.host (always granted).'),
     Opt(('--check',), 'check', kind='flag', help='Run the build checks only and print what they find (exit 1 if anything); build nothing.'),
+    Opt(('--call',), 'call', kind='choice', choices=('build', 'check', 'outline', 'targets'), default='build', help="What to do with the Dockerfile: build it; check (as --check); targets: list its stages and their descriptions (the comment above each FROM that starts with the stage's name); outline is not implemented."),
     Opt(('--dry-run',), 'dry_run', kind='flag', hidden=True),
 )
 
@@ -156,7 +157,7 @@ def fast_args(argv: Sequence[str]) -> dict[str, Any] | None:
         if _NO in converted:
             return None
         kw[opt.name] = tuple(converted) if opt.multiple else converted[-1]
-    if any(kw[name] for name in _CLICK_ONLY):
+    if any(kw[name] for name in _CLICK_ONLY) or kw["call"] != "build":
         return None
     return kw
 
@@ -263,10 +264,16 @@ def run(kw: Mapping[str, Any], *, debug: bool, echo: Callable[[str], Any]) -> in
     request = replace(request, explain=bool(kw["explain"]), dry_run=bool(kw["dry_run"]), debug=debug)
     request = replace(request, cache_from=tuple(_parse_cache(t, export=False) for t in kw["cache_from"]),  # type: ignore[union-attr]
                       cache_to=tuple(_parse_cache(t, export=True) for t in kw["cache_to"]))  # type: ignore[union-attr]
-    if kw["check"]:
+    if kw["check"] or kw["call"] == "check":
         from ..buildcheck import run_check
 
         return run_check(request)
+    if kw["call"] == "targets":
+        from ..buildcheck import run_targets
+
+        return run_targets(request)
+    if kw["call"] == "outline":
+        raise UsageError("--call outline is not implemented by pybuild (targets, check and build are)")
     if kw["check_reproducible"]:
         from ..reproducible import check_reproducible, not_reproducible, report_lines
 

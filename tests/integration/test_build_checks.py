@@ -156,3 +156,24 @@ def test_base_image_platform_and_environment(tmp_path: Path, registry, multiarch
     # the base image's environment is known: PATH is defined, PAHT is not
     assert ("WARN: UndefinedVar: Usage of undefined variable '$PAHT' (did you mean $PATH?) "
             "(line 2)") in done.stderr
+
+
+def test_call_targets_lists_the_stages_and_call_check_is_check(ctx: Path, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    (ctx / "Dockerfile").write_text(
+        "# deps fetches what the app needs\nFROM scratch AS deps\n\n"
+        "# app is the image that ships\nFROM deps AS app\nCOPY a.txt /\n")
+    listed = pybuild("build", "--call", "targets", "--root", str(store), str(ctx))
+    assert listed.stdout == ("TARGET        DESCRIPTION\n"
+                             "deps          fetches what the app needs\n"
+                             "app (default) is the image that ships\n")
+    assert not (store / "images").exists() or not any((store / "images").iterdir())
+
+    (ctx / "Dockerfile").write_text(DOCKERFILE)
+    checked = pybuild("build", "--call=check", "--root", str(store), str(ctx), check=False)
+    assert checked.returncode == 1 and checked.stdout.startswith(
+        "Check complete, 2 warnings have been found!\n")
+
+    outline = pybuild("build", "--call", "outline", "--root", str(store), str(ctx), check=False)
+    assert outline.returncode == 2 and "Traceback" not in outline.stderr
+    assert "--call outline is not implemented by pybuild" in outline.stderr

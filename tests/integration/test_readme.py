@@ -92,6 +92,8 @@ def test_every_readme_command_runs(rootfs_tar: Path, tmp_path: Path, registry, t
     assert outputs["pybuild run --rm hello"] == "Hello, Containers!\n"
     assert (project / "rootfs" / "result.txt").read_text() == "built\n"
     assert "(from" in outputs["pybuild parse --format=buildkit Dockerfile"]
+    listed = outputs["pybuild build --call targets ."].splitlines()
+    assert listed[0].split() == ["TARGET", "DESCRIPTION"] and "(default)" in listed[-1]
     assert "alice/python-hello" in outputs["pybuild images"]
     # what was pushed is what the registry serves
     inspect = subprocess.run(["skopeo", "inspect", "--tls-verify=false",
