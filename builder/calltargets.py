@@ -23,6 +23,8 @@ _SPACES = " \t\n\x0b\x0c\r"
 
 @dataclass(frozen=True)
 class Target:
+    """One stage, as `--call targets` lists it."""
+
     name: str  # "" for a stage without a name
     description: str
     default: bool
