@@ -337,12 +337,16 @@ def venv_interpreter(given: str | None) -> str:
     a virtual environment with pip; else the bench's own."""
     if given:
         return given
-    probe = ("import sys, venv, ensurepip; "
-             "sys.exit(0 if sys.version_info >= (3, 11) else 1)")
-    if os.path.exists(SYSTEM_PYTHON) and subprocess.run(
-            [SYSTEM_PYTHON, "-c", probe], capture_output=True, check=False).returncode == 0:
+    if system_python_runs("import sys, venv, ensurepip; "
+                          "sys.exit(0 if sys.version_info >= (3, 11) else 1)"):
         return SYSTEM_PYTHON
     return sys.executable
+
+
+def system_python_runs(code: str) -> bool:
+    """Whether the distribution's python3 is there and runs ``code`` without error."""
+    return os.path.exists(SYSTEM_PYTHON) and subprocess.run(
+        [SYSTEM_PYTHON, "-c", code], capture_output=True, check=False).returncode == 0
 
 
 def install_venv(venv: Path, source: Path, log: Path, interpreter: str = sys.executable) -> str:

@@ -46,6 +46,7 @@ from peers import (
     check,
     install_venv,
     measure,
+    system_python_runs,
     tempdir,
     venv_interpreter,
     versions,
@@ -79,9 +80,8 @@ def install_missing(smoke: bool) -> None:
     """apt-get install the peers and tools that are missing (as root, full runs only)."""
     wanted = ["docker-registry", "skopeo", "zstd"] if smoke else list(APT)
     missing = sorted({APT[tool] for tool in wanted if not shutil.which(tool)})
-    if not smoke and os.path.exists(SYSTEM_PYTHON) and subprocess.run(
-            [SYSTEM_PYTHON, "-c", "import venv, ensurepip"], capture_output=True,
-            check=False).returncode != 0:
+    if (not smoke and os.path.exists(SYSTEM_PYTHON)
+            and not system_python_runs("import venv, ensurepip")):
         missing.append("python3-venv")  # Debian's venv for its python3 (see venv_interpreter)
     if not missing:
         return

@@ -83,8 +83,8 @@ def run_check(req: Any) -> int:
 
 def _open_dockerfile(req: Any, flag: str, scope: Any, store: Any, progress: Progress) -> Any:
     """(request, parsed Dockerfile, its name, context folder, Dockerfile path, remote?) for
-    a call that only reads the Dockerfile: a remote context is fetched (and removed when
-    ``scope`` ends)."""
+    a call that only reads the Dockerfile: a remote context is fetched into the store's
+    tmp/ (``store``, or the request's when None) and removed when ``scope`` ends."""
     from .build import _read_dockerfile
     from .parse import parse_dockerfile
     from .remotecontext import for_remote, is_remote, open_remote
@@ -96,6 +96,10 @@ def _open_dockerfile(req: Any, flag: str, scope: Any, store: Any, progress: Prog
     if not remote and not context_dir.is_dir():
         raise ContextError(f"the build context {req.context} is not a folder")
     if remote:
+        if store is None:
+            from .cache.store import Store, default_root
+
+            store = Store(Path(req.root) if req.root else default_root())
         fetched = scope.enter_context(open_remote(req.context, store.root / "tmp",
                                                   build_args=req.build_args, progress=progress))
         req, context_dir = for_remote(req, fetched), fetched.root
@@ -108,14 +112,13 @@ def run_targets(req: Any) -> int:
     stdout, as buildx prints them (``builder.calltargets``); nothing is built."""
     from contextlib import ExitStack
 
-    from .cache.store import Store, default_root
     from .calltargets import format_targets, list_targets
 
     progress = Progress(req.progress)
-    store = Store(Path(req.root) if req.root else default_root())
     with ExitStack() as scope:
         scope.callback(progress.close)
-        dockerfile = _open_dockerfile(req, "--call targets", scope, store, progress)[1]
+        # no store unless the context is remote: listing reads only the Dockerfile
+        dockerfile = _open_dockerfile(req, "--call targets", scope, None, progress)[1]
         table = format_targets(list_targets(dockerfile))
     sys.stdout.write(table)
     sys.stdout.flush()

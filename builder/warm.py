@@ -57,7 +57,7 @@ TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing: a re
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["Recorder", "clear_pending", "listing", "pending", "prepare", "replay", "write_text"]
+__all__ = ["Recorder", "clear_pending", "pending", "prepare", "replay", "write_text"]
 
 MEMO_VERSION = 5  # 5: the folders' listing kept (older memos never match)
 RACY_NS = 2_000_000_000  # entries touched this close to the read are not trusted by stat
@@ -178,11 +178,6 @@ def _tree_stamp(top: str, skip: frozenset[str] = frozenset(), *, meta: bool = Tr
     """``_tree_walk`` without the listing."""
     digest, newest, _ = _tree_walk(top, skip, meta=meta, given=given)
     return digest, newest
-
-
-def listing(top: str, skip: frozenset[str] = frozenset()) -> Listing:
-    """The listing a walk of ``top`` records (what a memo keeps for the next one)."""
-    return _tree_walk(top, skip)[2]
 
 
 def _tree_walk(top: str, skip: frozenset[str] = frozenset(), *, meta: bool = True,
